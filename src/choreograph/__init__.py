@@ -1,0 +1,1 @@
+"""choreograph: event choreography for Python services."""

@@ -1,0 +1,1 @@
+"""choreograph.brokers."""

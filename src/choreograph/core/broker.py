@@ -1,0 +1,314 @@
+"""The broker contract: a durable log of records with consumer groups.
+
+A backend implements :class:`Broker` (publish, subscribe, ping, close) and a
+:class:`Subscription` (fetch, settle, seen, close). Extra powers are separate
+small protocols — :class:`LagReporter`, :class:`LogReader`,
+:class:`TopicAdmin`, :class:`DeadLetterStore` — and a :class:`Capabilities`
+value says which guarantees hold, so the runtime and the conformance suite
+can rely on them without guessing.
+
+Delivery is at least once. A delivery stays in flight until it is settled;
+one never settled (its consumer crashed or closed) is delivered again, to this
+or another member of the group.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from choreograph.core.errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One message to append: an optional partition key, bytes, and headers."""
+
+    value: bytes
+    key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One record handed to a consumer group member.
+
+    ``attempt`` counts deliveries of this record to this group, starting at 1;
+    backends persist it so a restart does not reset it. ``first_failure`` is the
+    time of the first failed attempt, if any.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timestamp: float = 0.0
+    attempt: int = 1
+    first_failure: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record a group gave up on, with everything needed to diagnose and resubmit it."""
+
+    id: str
+    topic: str
+    group: str
+    handler: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes
+    headers: Mapping[str, str]
+    event_id: str | None
+    event_type: str | None
+    reason: str
+    """Why it was dead-lettered: ``error`` (retries exhausted), ``decode``, ``reject``, ``schema``."""
+    error_type: str
+    error_message: str
+    stack: str
+    attempts: int
+    first_failure: float
+    last_failure: float
+    status: str = "open"
+    """``open``, ``resubmitted`` or ``purged``."""
+
+
+@dataclass(slots=True)
+class Settlement:
+    """The outcome of handling a batch, applied by :meth:`Subscription.settle`.
+
+    Each delivery appears in exactly one of ``acks``, ``retries`` (with a
+    delay in seconds) or ``dead_letters``. ``outputs`` are records the handlers
+    emitted, and ``inbox`` the dedupe keys to remember for this group.
+    """
+
+    acks: list[Delivery] = field(default_factory=list)
+    retries: list[tuple[Delivery, float]] = field(default_factory=list)
+    dead_letters: list[tuple[Delivery, DeadLetter]] = field(default_factory=list)
+    outputs: list[tuple[str, Record]] = field(default_factory=list)
+    inbox: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.acks) + len(self.retries) + len(self.dead_letters)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a new consumer group starts reading, or where a replay begins.
+
+    Exactly one of the forms: ``earliest``, ``latest``, ``at_time`` (epoch
+    seconds; the first record at or after it) or ``offsets`` (partition ->
+    first offset to read).
+    """
+
+    kind: str = "earliest"
+    time: float | None = None
+    offsets: Mapping[int, int] | None = None
+
+    @classmethod
+    def earliest(cls) -> Position:
+        """Start from the oldest retained record."""
+        return cls("earliest")
+
+    @classmethod
+    def latest(cls) -> Position:
+        """Start after the newest record: only records published from now on."""
+        return cls("latest")
+
+    @classmethod
+    def at_time(cls, when: float) -> Position:
+        """Start from the first record published at or after ``when``."""
+        return cls("time", time=when)
+
+    @classmethod
+    def at_offsets(cls, offsets: Mapping[int, int]) -> Position:
+        """Start each partition at the given offset."""
+        return cls("offsets", offsets=dict(offsets))
+
+    def __post_init__(self) -> None:
+        if self.kind not in {"earliest", "latest", "time", "offsets"}:
+            raise ConfigurationError(f"unknown start position {self.kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend guarantees. The conformance suite asserts exactly these.
+
+    A missing capability selects a weaker assertion, never a silent skip.
+    """
+
+    per_key_order: bool = True
+    """Records with the same key are delivered to a group in publish order."""
+    persistent: bool = False
+    """Acknowledged publishes survive a restart of the broker / process."""
+    replay: bool = False
+    """A group can start at an offset or a time (:class:`Position`)."""
+    lag: bool = False
+    """The backend implements :class:`LagReporter`."""
+    native_delay: bool = False
+    """Delayed retries are held by the broker, not by the consumer process."""
+    atomic_settle: bool = False
+    """A settlement (acks, retries, dead letters, outputs, inbox) commits atomically."""
+    cross_process: bool = False
+    """Members of one group may live in different OS processes."""
+    dead_letter_store: bool = False
+    """The backend implements :class:`DeadLetterStore`."""
+
+
+def partition_for(key: str | None, partitions: int, fallback: int = 0) -> int:
+    """Return the partition for ``key``: a stable hash, the same in every process.
+
+    Records without a key go to ``fallback % partitions`` (callers round-robin).
+    """
+    if key is None:
+        return fallback % partitions
+    return zlib.crc32(key.encode()) % partitions
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    """One member of a consumer group reading one topic."""
+
+    async def fetch(self, max_records: int, timeout: float) -> Sequence[Delivery]:
+        """Wait up to ``timeout`` seconds for up to ``max_records`` deliveries.
+
+        Returns an empty sequence on timeout. Deliveries of one partition come
+        in offset order, and a record is handed out again only after it was
+        retried (nacked) or its holder left the group (closed, crashed, lease
+        expired). Callers settle a batch before fetching the next one. Not
+        safe to call concurrently on one subscription.
+        """
+        ...
+
+    async def settle(self, settlement: Settlement) -> None:
+        """Apply ``settlement``: ack, schedule retries, store dead letters, publish outputs.
+
+        With ``atomic_settle`` all of it commits in one transaction or none
+        does; otherwise outputs and dead letters are written before the acks,
+        so a crash in between redelivers rather than loses. Raises BrokerError
+        if it could not be applied; the deliveries then stay unsettled and will
+        be delivered again.
+        """
+        ...
+
+    async def seen(self, keys: Sequence[str]) -> set[str]:
+        """Return which of the dedupe ``keys`` this group's inbox already holds."""
+        ...
+
+    async def close(self) -> None:
+        """Leave the group. Unsettled deliveries go back to the group. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """A durable, partitioned log with consumer groups."""
+
+    capabilities: Capabilities
+
+    async def publish(self, topic: str, records: Sequence[Record]) -> None:
+        """Append ``records`` to ``topic`` in order; durable (per the backend's setting) once it returns.
+
+        Safe to call concurrently; records of one call with the same key keep
+        their order. Creates the topic if needed.
+        """
+        ...
+
+    async def subscribe(self, topic: str, group: str, *, start: Position = Position()) -> Subscription:
+        """Join ``group`` on ``topic``. ``start`` applies only when the group is new."""
+        ...
+
+    async def ping(self) -> None:
+        """Return if the broker is reachable and healthy; raise BrokerUnavailable otherwise."""
+        ...
+
+    async def close(self) -> None:
+        """Flush buffered publishes and release resources. Idempotent."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    """Lag of one group on one partition: ``end_offset - committed``."""
+
+    topic: str
+    group: str
+    partition: int
+    end_offset: int
+    committed: int
+
+    @property
+    def lag(self) -> int:
+        """Records published but not yet committed by the group."""
+        return max(0, self.end_offset - self.committed)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    """A topic, its partition count and number of retained records."""
+
+    name: str
+    partitions: int
+    records: int
+    end_offset: int
+
+
+@runtime_checkable
+class LagReporter(Protocol):
+    """Reports consumer lag."""
+
+    async def lag(self, group: str | None = None) -> list[PartitionLag]:
+        """Return lag per (topic, group, partition), for one group or all."""
+        ...
+
+
+@runtime_checkable
+class TopicAdmin(Protocol):
+    """Lists topics."""
+
+    async def topics(self) -> list[TopicInfo]:
+        """Return every topic, sorted by name."""
+        ...
+
+
+@runtime_checkable
+class LogReader(Protocol):
+    """Reads a topic without joining a group (tail, replay, trace)."""
+
+    async def read(
+        self, topic: str, start: Position = Position(), *, limit: int = 1000
+    ) -> Sequence[Delivery]:
+        """Return up to ``limit`` records from ``start`` in (partition, offset) order. Does not block."""
+        ...
+
+
+@runtime_checkable
+class DeadLetterStore(Protocol):
+    """Keeps dead letters and resubmits them to the group that gave up."""
+
+    async def dead_letters(
+        self, *, group: str | None = None, status: str | None = "open", limit: int = 100
+    ) -> list[DeadLetter]:
+        """Return dead letters, oldest first."""
+        ...
+
+    async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
+        """Return one dead letter; raise NotFound if absent."""
+        ...
+
+    async def resubmit(self, dead_letter_id: str, value: bytes | None = None) -> bool:
+        """Hand the record back to its group (``value`` replaces the bytes for edit-and-retry).
+
+        Atomic and idempotent: returns False, doing nothing, if the entry was
+        already resubmitted or purged. Raises NotFound if absent.
+        """
+        ...
+
+    async def purge(self, dead_letter_ids: Sequence[str] | None = None) -> int:
+        """Mark entries purged (all open entries if ``None``); return how many."""
+        ...
