@@ -1,1 +1,56 @@
-"""choreograph.brokers."""
+"""Broker backends, opened by URL.
+
+=================================  ===========================================
+URL                                backend
+=================================  ===========================================
+``memory://``                      in-process log (tests, the test harness)
+``sqlite:///path/to/file.db``      embedded durable log, shared by OS processes
+=================================  ===========================================
+
+Each backend lives in its own module and imports only ``choreograph.core`` and
+its client library; this module loads them lazily so an uninstalled optional
+client costs nothing until its scheme is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Final
+
+from choreograph.core.broker import Broker
+from choreograph.core.errors import ConfigurationError
+
+DEFAULT_URL: Final = "sqlite:///./choreograph.db"
+ENV_VAR: Final = "CHOREOGRAPH_BROKER"
+
+_BACKENDS: Final = {
+    "memory": ("choreograph.brokers.memory", "MemoryBroker"),
+    "sqlite": ("choreograph.brokers.sqlite", "SqliteBroker"),
+}
+
+
+def resolve_url(url: str | None = None) -> str:
+    """Return ``url``, else ``$CHOREOGRAPH_BROKER``, else the embedded default."""
+    return url or os.environ.get(ENV_VAR) or DEFAULT_URL
+
+
+def open_broker(url: str | None = None) -> Broker:
+    """Create the broker named by ``url`` (see :func:`resolve_url`). Does not connect yet."""
+    resolved = resolve_url(url)
+    scheme, sep, _ = resolved.partition("://")
+    if not sep:
+        raise ConfigurationError(
+            f"broker URL {resolved!r} has no scheme; use one of: "
+            + ", ".join(f"{name}://" for name in sorted(_BACKENDS))
+        )
+    try:
+        module_name, class_name = _BACKENDS[scheme]
+    except KeyError:
+        raise ConfigurationError(
+            f"unknown broker scheme {scheme!r} in {resolved!r}; known: "
+            + ", ".join(f"{name}://" for name in sorted(_BACKENDS))
+        ) from None
+    module = importlib.import_module(module_name)
+    broker: Broker = getattr(module, class_name).from_url(resolved)
+    return broker

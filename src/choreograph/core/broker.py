@@ -280,9 +280,7 @@ class TopicAdmin(Protocol):
 class LogReader(Protocol):
     """Reads a topic without joining a group (tail, replay, trace)."""
 
-    async def read(
-        self, topic: str, start: Position = Position(), *, limit: int = 1000
-    ) -> Sequence[Delivery]:
+    async def read(self, topic: str, start: Position = Position(), *, limit: int = 1000) -> Sequence[Delivery]:
         """Return up to ``limit`` records from ``start`` in (partition, offset) order. Does not block."""
         ...
 

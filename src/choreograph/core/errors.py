@@ -38,8 +38,7 @@ class MissingExtraError(ConfigurationError, ImportError):
 
     def __init__(self, feature: str, extra: str, module: str) -> None:
         super().__init__(
-            f"{feature} needs the optional dependency {module!r}; "
-            f"install it with: pip install 'choreograph[{extra}]'"
+            f"{feature} needs the optional dependency {module!r}; install it with: pip install 'choreograph[{extra}]'"
         )
         self.extra = extra
 

@@ -1,0 +1,126 @@
+"""The shop's five services, choreographed by events — no orchestrator.
+
+OrderPlaced -> inventory: InventoryReserved | InventoryRejected
+InventoryReserved -> payment: PaymentCaptured | PaymentDeclined
+PaymentDeclined -> inventory: InventoryReleased (compensation)
+PaymentCaptured -> shipping: OrderShipped
+OrderShipped -> orders: OrderCompleted
+InventoryRejected | InventoryReleased -> orders: OrderCancelled
+OrderCompleted | OrderCancelled -> notification: CustomerNotified
+
+Behaviour is steered by environment variables so that every worker process
+of the demo agrees (decisions are hashes of the order id, not random draws):
+``SHOP_DECLINE_RATE`` (share of payments declined, default 0.15),
+``SHOP_STOCKOUT_RATE`` (share of orders out of stock, 0.1),
+``SHOP_FAIL_RATE`` (share of handler attempts failing transiently, 0.05),
+``SHOP_BREAK_RELEASE`` (1 = the inventory release handler always fails).
+A customer named ``poison`` makes the inventory handler fail every attempt,
+so that order ends in the dead letter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from choreograph import App, Context, RetryPolicy
+from examples.shop.events import (
+    CustomerNotified,
+    InventoryRejected,
+    InventoryReleased,
+    InventoryReserved,
+    OrderCancelled,
+    OrderCompleted,
+    OrderPlaced,
+    OrderShipped,
+    PaymentCaptured,
+    PaymentDeclined,
+)
+
+
+class TransientError(RuntimeError):
+    """A failure that goes away when tried again (a flaky network call)."""
+
+
+def _share(*parts: object) -> float:
+    """Map parts to a stable number in [0, 1): the same in every process."""
+    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def _rate(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def _flaky(ctx: Context, step: str) -> None:
+    """Fail the first attempt of a configurable share of handler calls."""
+    if ctx.attempt == 1 and _share("fail", step, ctx.envelope.id) < _rate("SHOP_FAIL_RATE", 0.05):
+        raise TransientError(f"{step}: upstream timed out (simulated)")
+
+
+# Short delays so the demo shows the delayed tier without waiting long.
+demo_retry = RetryPolicy(immediate=1, delayed=2, base_delay=0.05, max_delay=0.5)
+
+app = App("shop")
+orders = app.service("orders")
+inventory = app.service("inventory")
+payment = app.service("payment")
+shipping = app.service("shipping")
+notification = app.service("notification")
+
+
+@inventory.on(OrderPlaced, retry=demo_retry)
+async def reserve_stock(event: OrderPlaced, ctx: Context) -> InventoryReserved | InventoryRejected:
+    if event.customer == "poison":
+        raise ValueError(f"order {event.order_id}: warehouse rejects this customer record")
+    _flaky(ctx, "reserve")
+    if _share("stock", event.order_id) < _rate("SHOP_STOCKOUT_RATE", 0.1):
+        return InventoryRejected(order_id=event.order_id, reason=f"{event.items[0].sku} out of stock")
+    return InventoryReserved(order_id=event.order_id, total_cents=event.total_cents)
+
+
+@inventory.on(PaymentDeclined, retry=demo_retry)
+async def release_stock(event: PaymentDeclined, ctx: Context) -> InventoryReleased:
+    if os.environ.get("SHOP_BREAK_RELEASE") == "1":
+        raise RuntimeError("release handler is broken (SHOP_BREAK_RELEASE=1)")
+    _flaky(ctx, "release")
+    return InventoryReleased(order_id=event.order_id)
+
+
+@payment.on(InventoryReserved, retry=demo_retry)
+async def capture_payment(event: InventoryReserved, ctx: Context) -> PaymentCaptured | PaymentDeclined:
+    _flaky(ctx, "capture")
+    if _share("decline", event.order_id) < _rate("SHOP_DECLINE_RATE", 0.15):
+        return PaymentDeclined(order_id=event.order_id, reason="card declined")
+    return PaymentCaptured(order_id=event.order_id, amount_cents=event.total_cents)
+
+
+@shipping.on(PaymentCaptured, retry=demo_retry)
+async def ship(event: PaymentCaptured, ctx: Context) -> OrderShipped:
+    _flaky(ctx, "ship")
+    return OrderShipped(order_id=event.order_id, tracking_number=f"TRK-{event.order_id}")
+
+
+@orders.on(OrderShipped, retry=demo_retry)
+async def complete_order(event: OrderShipped, ctx: Context) -> OrderCompleted:
+    return OrderCompleted(order_id=event.order_id)
+
+
+@orders.on(InventoryRejected, retry=demo_retry)
+async def cancel_out_of_stock(event: InventoryRejected, ctx: Context) -> OrderCancelled:
+    return OrderCancelled(order_id=event.order_id, reason=event.reason)
+
+
+@orders.on(InventoryReleased, retry=demo_retry)
+async def cancel_declined(event: InventoryReleased, ctx: Context) -> OrderCancelled:
+    return OrderCancelled(order_id=event.order_id, reason="payment declined")
+
+
+@notification.on(OrderCompleted, retry=demo_retry)
+async def notify_completed(event: OrderCompleted, ctx: Context) -> CustomerNotified:
+    return CustomerNotified(order_id=event.order_id, template="order-completed")
+
+
+@notification.on(OrderCancelled, retry=demo_retry)
+async def notify_cancelled(event: OrderCancelled, ctx: Context) -> CustomerNotified:
+    return CustomerNotified(order_id=event.order_id, template="order-cancelled")

@@ -1,0 +1,167 @@
+"""``choreograph dlq``: inspect, resubmit and purge dead letters."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from choreograph.brokers import open_broker
+from choreograph.core.broker import Broker, DeadLetterStore
+from choreograph.core.errors import ConfigurationError
+from choreograph.ops.console import EXIT_FAILED, BrokerOption, fail, fmt_time, out, run_async
+
+dlq = typer.Typer(help="Dead letters: list them grouped by cause, show one, resubmit, purge.", no_args_is_help=True)
+
+
+def _store(broker: Broker) -> DeadLetterStore:
+    if not isinstance(broker, DeadLetterStore):
+        raise ConfigurationError(f"this broker ({type(broker).__name__}) keeps no dead letters")
+    return broker
+
+
+@dlq.command("list")
+def list_(
+    group: Annotated[str | None, typer.Option(help="Only this consumer group (service.handler).")] = None,
+    status: Annotated[str, typer.Option(help="open, resubmitted, purged or all.")] = "open",
+    limit: Annotated[int, typer.Option(help="Most entries to show.")] = 100,
+    broker: BrokerOption = None,
+) -> None:
+    """List dead letters, oldest first, with a count per (group, reason, error type)."""
+    if status not in {"open", "resubmitted", "purged", "all"}:
+        raise fail(f"--status {status!r}: use open, resubmitted, purged or all", 2)
+
+    @run_async
+    async def main() -> None:
+        target = open_broker(broker)
+        try:
+            entries = await _store(target).dead_letters(
+                group=group, status=None if status == "all" else status, limit=limit
+            )
+        finally:
+            await target.close()
+        table = Table(
+            "id", "group", "type", "reason", "error", "attempts", "last failure", "status", title="Dead letters"
+        )
+        for entry in entries:
+            table.add_row(
+                entry.id,
+                entry.group,
+                entry.event_type or "?",
+                entry.reason,
+                f"{entry.error_type}: {entry.error_message}"[:60],
+                str(entry.attempts),
+                fmt_time(entry.last_failure),
+                entry.status,
+            )
+        out.print(table)
+        causes = Counter((e.group, e.reason, e.error_type) for e in entries)
+        if causes:
+            summary = Table("group", "reason", "error type", "count", title="By cause")
+            for (g, reason, etype), count in causes.most_common():
+                summary.add_row(g, reason, etype, str(count))
+            out.print(summary)
+
+    main()
+
+
+@dlq.command()
+def show(
+    dead_letter_id: Annotated[str, typer.Argument(metavar="ID")],
+    broker: BrokerOption = None,
+) -> None:
+    """Show one dead letter: where it came from, the error with its stack, and the original message."""
+
+    @run_async
+    async def main() -> None:
+        target = open_broker(broker)
+        try:
+            entry = await _store(target).dead_letter(dead_letter_id)
+        finally:
+            await target.close()
+        for label, value in (
+            ("id", entry.id),
+            ("status", entry.status),
+            ("topic", f"{entry.topic} partition {entry.partition} offset {entry.offset}"),
+            ("group", entry.group),
+            ("handler", entry.handler),
+            ("event", f"{entry.event_type} {entry.event_id}"),
+            ("key", entry.key),
+            ("reason", entry.reason),
+            ("error", f"{entry.error_type}: {entry.error_message}"),
+            ("attempts", entry.attempts),
+            ("first failure", fmt_time(entry.first_failure)),
+            ("last failure", fmt_time(entry.last_failure)),
+        ):
+            out.print(f"[bold]{label:>14}[/]  {value}")
+        out.print("[bold]         stack[/]")
+        out.print(entry.stack.rstrip(), markup=False)
+        out.print("[bold]       message[/]")
+        out.print(entry.value.decode(errors="replace"), markup=False)
+
+    main()
+
+
+@dlq.command()
+def retry(
+    ids: Annotated[list[str] | None, typer.Argument(metavar="[ID]...", help="Entries to resubmit.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Resubmit every open entry (of --group).")] = False,
+    group: Annotated[str | None, typer.Option(help="With --all: only this group.")] = None,
+    broker: BrokerOption = None,
+) -> None:
+    """Hand dead letters back to the group that gave up on them, with their original ids.
+
+    Idempotent: an entry already resubmitted is skipped, and the group's inbox
+    drops an event it has already processed, so nothing is processed twice.
+    """
+    if not ids and not all_:
+        raise fail("name dead-letter IDs or pass --all", 2)
+
+    @run_async
+    async def main() -> None:
+        target = open_broker(broker)
+        try:
+            store = _store(target)
+            chosen = list(ids or [])
+            if all_:
+                chosen += [e.id for e in await store.dead_letters(group=group, status="open", limit=1_000_000)]
+            done = skipped = 0
+            for entry_id in chosen:
+                if await store.resubmit(entry_id):
+                    done += 1
+                else:
+                    skipped += 1
+        finally:
+            await target.close()
+        out.print(f"resubmitted {done}; skipped {skipped} already resubmitted or purged")
+        if skipped and not done and ids:
+            raise typer.Exit(EXIT_FAILED)
+
+    main()
+
+
+@dlq.command()
+def purge(
+    ids: Annotated[list[str] | None, typer.Argument(metavar="[ID]...", help="Entries to purge.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Purge every open entry.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    broker: BrokerOption = None,
+) -> None:
+    """Mark dead letters purged: they are kept for audit but no longer listed as open."""
+    if not ids and not all_:
+        raise fail("name dead-letter IDs or pass --all", 2)
+    if all_ and not yes and not typer.confirm("Purge every open dead letter?"):
+        raise typer.Exit(EXIT_FAILED)
+
+    @run_async
+    async def main() -> None:
+        target = open_broker(broker)
+        try:
+            count = await _store(target).purge(None if all_ else list(ids or []))
+        finally:
+            await target.close()
+        out.print(f"purged {count}")
+
+    main()

@@ -1,0 +1,230 @@
+"""The App: composition root of services, handlers, middleware and the broker.
+
+There is no global app or broker: everything hangs off an :class:`App` value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+
+from choreograph.brokers import open_broker, resolve_url
+from choreograph.core import codec
+from choreograph.core.broker import Broker, Record
+from choreograph.core.clock import Clock, SystemClock
+from choreograph.core.envelope import Envelope
+from choreograph.core.errors import ConfigurationError
+from choreograph.core.event import Event
+from choreograph.runtime.consumer import Consumer, ConsumerConfig, HandlerStats
+from choreograph.runtime.middleware import Middleware, chain, failure_policy, inbox_dedupe, with_timeout
+from choreograph.runtime.service import HandlerSpec, Service
+
+logger = logging.getLogger("choreograph.app")
+
+
+class App:
+    """A set of services sharing one broker.
+
+    ``broker`` is a URL or a Broker; default: ``$CHOREOGRAPH_BROKER`` or
+    ``sqlite:///./choreograph.db``. The broker is created on first use.
+    """
+
+    def __init__(
+        self,
+        name: str = "app",
+        *,
+        broker: str | Broker | None = None,
+        consumer: ConsumerConfig | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.name = name
+        self._broker_arg = broker
+        self._broker: Broker | None = broker if not isinstance(broker, str | None) else None
+        self._services: dict[str, Service] = {}
+        self._middleware: list[Middleware] = []
+        self._consumer_config = consumer or ConsumerConfig()
+        self._clock = clock or SystemClock()
+        self._consumers: list[Consumer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- composition -----------------------------------------------------
+
+    def service(self, name: str) -> Service:
+        """Return the service called ``name``, creating it on first use."""
+        if name not in self._services:
+            self._services[name] = Service(name)
+        return self._services[name]
+
+    @property
+    def services(self) -> dict[str, Service]:
+        """Services by name, in declaration order."""
+        return dict(self._services)
+
+    @property
+    def handlers(self) -> list[HandlerSpec]:
+        """Every registered handler, in declaration order."""
+        return [spec for service in self._services.values() for spec in service.handlers]
+
+    def use(self, middleware: Middleware) -> None:
+        """Add ``middleware`` around every handler (first added runs outermost).
+
+        App middleware runs inside inbox dedupe and outside the failure policy,
+        so it sees each attempt's final outcome on the context.
+        """
+        if self._consumers:
+            raise ConfigurationError("add middleware before the app starts")
+        self._middleware.append(middleware)
+
+    @property
+    def broker_url(self) -> str:
+        """The URL the broker is opened from (or ``<instance>`` when one was passed)."""
+        return (
+            self._broker_arg
+            if isinstance(self._broker_arg, str)
+            else ("<instance>" if self._broker_arg is not None else resolve_url(None))
+        )
+
+    def configure_broker(self, broker: str | Broker) -> None:
+        """Replace the broker (a URL or instance) before first use, e.g. from ``--broker``."""
+        if self._broker is not None and self._broker is not broker:
+            raise ConfigurationError("the broker is already in use; configure it before publishing or starting")
+        self._broker_arg = broker
+        self._broker = None if isinstance(broker, str) else broker
+
+    @property
+    def broker(self) -> Broker:
+        """The broker, created on first access."""
+        if self._broker is None:
+            self._broker = open_broker(self._broker_arg if isinstance(self._broker_arg, str) else None)
+        return self._broker
+
+    @property
+    def clock(self) -> Clock:
+        """The clock used for dead-letter timestamps and retry due times."""
+        return self._clock
+
+    # -- publishing --------------------------------------------------------
+
+    async def publish(
+        self, event: Event, *, key: str | None = None, source: str | None = None, subject: str | None = None
+    ) -> Envelope:
+        """Publish ``event`` as the start of a new correlation; return its envelope.
+
+        Durable (per the broker's setting) when it returns. ``key`` is the
+        partition key: events with the same key are handled in order.
+        """
+        envelope = Envelope.for_event(event, source=source or self.name, key=key, subject=subject)
+        await self.publish_envelope(event.topic(), envelope)
+        return envelope
+
+    async def publish_envelope(self, topic: str, envelope: Envelope) -> None:
+        """Publish a ready-made envelope as is (its ids and causality are kept)."""
+        await self.broker.publish(topic, [Record(codec.encode(envelope), envelope.partitionkey)])
+
+    async def publish_many(self, events: Iterable[tuple[Event, str | None]]) -> list[Envelope]:
+        """Publish (event, key) pairs in order, batched per topic, each starting a new correlation."""
+        by_topic: dict[str, list[Record]] = {}
+        envelopes = []
+        for event, key in events:
+            envelope = Envelope.for_event(event, source=self.name, key=key)
+            envelopes.append(envelope)
+            by_topic.setdefault(event.topic(), []).append(Record(codec.encode(envelope), key))
+        for topic, records in by_topic.items():
+            await self.broker.publish(topic, records)
+        return envelopes
+
+    # -- running -----------------------------------------------------------
+
+    def pipeline_for(self, spec: HandlerSpec) -> Consumer:
+        """Build the consumer (and its middleware pipeline) for one handler."""
+        middlewares: list[Middleware] = [inbox_dedupe, *self._middleware, failure_policy, with_timeout]
+        return Consumer(
+            self.broker,
+            spec,
+            chain(middlewares, spec.invoke),
+            config=self._consumer_config,
+            clock=self._clock,
+        )
+
+    def _select(self, services: Sequence[str] | None) -> list[HandlerSpec]:
+        if not services:
+            return self.handlers
+        unknown = [name for name in services if name not in self._services]
+        if unknown:
+            raise ConfigurationError(
+                f"unknown service(s) {', '.join(unknown)}; this app has: {', '.join(self._services) or 'none'}"
+            )
+        return [spec for name in services for spec in self._services[name].handlers]
+
+    async def start(self, services: Sequence[str] | None = None) -> None:
+        """Start a consumer per handler of ``services`` (all by default). Returns at once."""
+        if self._tasks:
+            raise ConfigurationError("app already started")
+        for spec in self._select(services):
+            consumer = self.pipeline_for(spec)
+            self._consumers.append(consumer)
+            self._tasks.append(asyncio.create_task(consumer.run(), name=f"consumer:{spec.group}"))
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop consumers: each finishes and settles the batch in hand, then leaves its group.
+
+        Handlers still running after ``timeout`` seconds are cancelled; their
+        deliveries stay unsettled and are delivered again later (cancellation
+        is not a failure and counts no attempt).
+        """
+        for consumer in self._consumers:
+            consumer.stop()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def run(self, services: Sequence[str] | None = None, *, stop_timeout: float = 30.0) -> None:
+        """Run until SIGINT or SIGTERM, then stop gracefully and close the broker."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await self.start(services)
+        try:
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            for task in self._tasks:
+                if task.done() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            await self.stop(stop_timeout)
+            await self.close()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    def stats(self) -> dict[str, HandlerStats]:
+        """Counters per consumer group for the handlers running in this process."""
+        return {consumer.spec.group: consumer.stats for consumer in self._consumers}
+
+    async def close(self) -> None:
+        """Stop consumers if running and close the broker. Idempotent."""
+        if self._tasks:
+            await self.stop()
+        if self._broker is not None:
+            await self._broker.close()
+
+    async def __aenter__(self) -> App:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

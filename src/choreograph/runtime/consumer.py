@@ -1,0 +1,234 @@
+"""The consumer loop of one handler: fetch a batch, handle it, settle it.
+
+Guarantees, given a broker with ``atomic_settle``:
+
+- a batch's acks, retries, dead letters, inbox keys and the events its
+  handlers emitted commit together; a crash before the commit redelivers the
+  batch, and the handlers' outputs are re-emitted with the same ids;
+- events with the same partition key are handled one at a time, in delivery
+  order; different keys run concurrently up to the handler's ``concurrency``
+  (one task per lane, not per message);
+- a malformed message is dead-lettered and the loop carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import traceback
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from choreograph.core import codec
+from choreograph.core.broker import Broker, DeadLetter, Delivery, Record, Settlement, Subscription
+from choreograph.core.clock import Clock
+from choreograph.core.envelope import Envelope
+from choreograph.core.errors import BrokerError, DecodeError
+from choreograph.core.ids import new_id
+from choreograph.runtime.context import Context, Outcome
+from choreograph.runtime.middleware import Handler
+from choreograph.runtime.service import HandlerSpec
+
+logger = logging.getLogger("choreograph.consumer")
+
+
+@dataclass(slots=True)
+class HandlerStats:
+    """Counters of one handler in this process (monotonic)."""
+
+    handled: int = 0
+    duplicates: int = 0
+    retries: int = 0
+    dead_letters: int = 0
+    published: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerConfig:
+    """Tuning of the consumer loop."""
+
+    batch_size: int = 500
+    fetch_timeout: float = 0.5
+    max_message_size: int = codec.DEFAULT_MAX_SIZE
+    resubscribe_delay: float = 0.5
+
+
+class Consumer:
+    """Runs one handler's pipeline against its consumer group until stopped."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        spec: HandlerSpec,
+        pipeline: Handler,
+        *,
+        config: ConsumerConfig,
+        clock: Clock,
+    ) -> None:
+        self._broker = broker
+        self.spec = spec
+        self._pipeline = pipeline
+        self._config = config
+        self._clock = clock
+        self._stopping = asyncio.Event()
+        self.stats = HandlerStats()
+        self._log = logging.LoggerAdapter(logger, {"service": spec.service, "handler": spec.name})
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand, settle it, and leave the group."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`. Survives broker errors by resubscribing."""
+        while not self._stopping.is_set():
+            try:
+                subscription = await self._broker.subscribe(self.spec.topic, self.spec.group, start=self.spec.start)
+            except BrokerError as exc:
+                self._log.warning("subscribe failed, retrying: %s", exc)
+                await self._pause()
+                continue
+            try:
+                await self._consume(subscription)
+            except BrokerError as exc:
+                # Unsettled deliveries go back to the group when we leave it.
+                self._log.warning("broker error, resubscribing: %s", exc)
+                await self._pause()
+            finally:
+                try:
+                    await subscription.close()
+                except BrokerError as exc:
+                    self._log.warning("closing subscription failed: %s", exc)
+
+    async def _pause(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self._config.resubscribe_delay)
+
+    async def _consume(self, subscription: Subscription) -> None:
+        config = self._config
+        while not self._stopping.is_set():
+            batch = await subscription.fetch(config.batch_size, config.fetch_timeout)
+            if batch:
+                settlement = await self.handle_batch(subscription, batch)
+                await subscription.settle(settlement)
+
+    async def handle_batch(self, subscription: Subscription, batch: Sequence[Delivery]) -> Settlement:
+        """Handle ``batch`` and return its settlement (not yet applied)."""
+        settlement = Settlement()
+        decoded: list[tuple[Delivery, Envelope]] = []
+        for delivery in batch:
+            try:
+                decoded.append((delivery, codec.decode(delivery.value, max_size=self._config.max_message_size)))
+            except DecodeError as exc:
+                self._dead_letter_undecodable(settlement, delivery, exc)
+        seen: set[str] = set()
+        if self.spec.dedupe and decoded:
+            seen = await subscription.seen([env.dedupe_key for _, env in decoded])
+        lanes: dict[int, list[tuple[Delivery, Envelope]]] = defaultdict(list)
+        width = self.spec.concurrency
+        for item in decoded:
+            lanes[hash(item[1].partitionkey) % width].append(item)
+        contexts: list[Context] = []
+        if len(lanes) == 1:
+            await self._run_lane(next(iter(lanes.values())), seen, contexts)
+        elif lanes:
+            await asyncio.gather(*(self._run_lane(lane, seen, contexts) for lane in lanes.values()))
+        for ctx in contexts:
+            self._settle_one(settlement, ctx)
+        return settlement
+
+    async def _run_lane(self, lane: list[tuple[Delivery, Envelope]], seen: set[str], contexts: list[Context]) -> None:
+        pipeline = self._pipeline
+        for delivery, envelope in lane:
+            ctx = Context(envelope=envelope, delivery=delivery, handler=self.spec, extra={"seen": seen})
+            await pipeline(envelope, ctx)
+            contexts.append(ctx)
+
+    def _settle_one(self, settlement: Settlement, ctx: Context) -> None:
+        stats = self.stats
+        outcome = ctx.outcome
+        if outcome is Outcome.SUCCESS:
+            stats.handled += 1
+            settlement.acks.append(ctx.delivery)
+            if self.spec.dedupe:
+                settlement.inbox.append(ctx.envelope.dedupe_key)
+            for topic, envelope in ctx.outputs:
+                settlement.outputs.append((topic, Record(codec.encode(envelope), envelope.partitionkey)))
+            stats.published += len(ctx.outputs)
+        elif outcome is Outcome.DUPLICATE:
+            stats.duplicates += 1
+            settlement.acks.append(ctx.delivery)
+        elif outcome is Outcome.RETRY:
+            stats.retries += 1
+            settlement.retries.append((ctx.delivery, ctx.retry_delay))
+            self._log.info(
+                "attempt %d of %s %s failed, retrying in %.3fs: %r",
+                ctx.attempt,
+                ctx.envelope.type,
+                ctx.envelope.id,
+                ctx.retry_delay,
+                ctx.error,
+            )
+        else:
+            stats.dead_letters += 1
+            error = ctx.error
+            settlement.dead_letters.append(
+                (
+                    ctx.delivery,
+                    self._dead_letter(
+                        ctx.delivery,
+                        envelope=ctx.envelope,
+                        reason=ctx.reason or "error",
+                        error=error,
+                        stack=str(ctx.extra.get("stack", "")),
+                    ),
+                )
+            )
+            self._log.warning(
+                "dead-lettered %s %s after %d attempt(s) (%s): %r",
+                ctx.envelope.type,
+                ctx.envelope.id,
+                ctx.attempt,
+                ctx.reason,
+                error,
+            )
+
+    def _dead_letter_undecodable(self, settlement: Settlement, delivery: Delivery, exc: DecodeError) -> None:
+        self.stats.dead_letters += 1
+        stack = "".join(traceback.format_exception(exc))
+        settlement.dead_letters.append(
+            (delivery, self._dead_letter(delivery, envelope=None, reason="decode", error=exc, stack=stack))
+        )
+        self._log.warning("dead-lettered undecodable message at %s/%d: %s", delivery.topic, delivery.offset, exc)
+
+    def _dead_letter(
+        self,
+        delivery: Delivery,
+        *,
+        envelope: Envelope | None,
+        reason: str,
+        error: BaseException | None,
+        stack: str,
+    ) -> DeadLetter:
+        now = self._clock.now()
+        return DeadLetter(
+            id=new_id(),
+            topic=delivery.topic,
+            group=self.spec.group,
+            handler=f"{self.spec.service}.{self.spec.name}",
+            partition=delivery.partition,
+            offset=delivery.offset,
+            key=delivery.key,
+            value=delivery.value,
+            headers=dict(delivery.headers),
+            event_id=envelope.id if envelope else None,
+            event_type=envelope.type if envelope else None,
+            reason=reason,
+            error_type=type(error).__qualname__ if error else "",
+            error_message=str(error) if error else "",
+            stack=stack,
+            attempts=delivery.attempt,
+            first_failure=delivery.first_failure or now,
+            last_failure=now,
+        )

@@ -1,0 +1,146 @@
+"""Services and their handlers.
+
+A :class:`Service` is a named unit of deployment. Each handler registered with
+``@service.on(EventType)`` is its own consumer group (``service.handler``), with
+its own offsets, retries and dead letters: a slow or failing handler never holds
+back another.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from choreograph.core.broker import Position
+from choreograph.core.envelope import Envelope
+from choreograph.core.errors import ConfigurationError, ContractError
+from choreograph.core.event import Event
+from choreograph.runtime.context import Context
+from choreograph.runtime.middleware import SchemaError
+from choreograph.runtime.retry import RetryPolicy
+
+E = TypeVar("E", bound=Event)
+HandlerResult = Event | Sequence[Event] | None
+HandlerFunc = Callable[[Any, Context], Awaitable[HandlerResult]]
+
+_NAME = re.compile(r"^[a-z][a-z0-9_\-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """A registered handler and the options that govern its delivery."""
+
+    service: str
+    name: str
+    event: type[Event]
+    func: HandlerFunc
+    retry: RetryPolicy
+    timeout: float | None
+    concurrency: int
+    dedupe: bool
+    start: Position
+    publishes: tuple[type[Event], ...] = field(default=())
+
+    @property
+    def group(self) -> str:
+        """The consumer group: one per handler."""
+        return f"{self.service}.{self.name}"
+
+    @property
+    def topic(self) -> str:
+        """The topic this handler consumes."""
+        return self.event.topic()
+
+    async def invoke(self, envelope: Envelope, ctx: Context) -> None:
+        """Validate the data into the event model, call the function, queue what it returns."""
+        try:
+            event = self.event.model_validate(envelope.data)
+        except ValidationError as exc:
+            raise SchemaError(
+                f"{envelope.type} v{envelope.schemaversion} does not match {self.event.__qualname__}: {exc}"
+            ) from exc
+        ctx.event = event
+        result = await self.func(event, ctx)
+        if result is None:
+            return
+        for produced in (result,) if isinstance(result, Event) else result:
+            if not isinstance(produced, Event):
+                raise ContractError(
+                    f"handler {self.group} returned {type(produced).__name__}; "
+                    "return an Event, a list of Events, or None"
+                )
+            ctx.publish(produced)
+
+
+class Service:
+    """A named group of handlers deployed together. Create with ``App.service(name)``."""
+
+    def __init__(self, name: str) -> None:
+        if not _NAME.match(name):
+            raise ConfigurationError(
+                f"service name {name!r} must be lowercase letters, digits, '-' or '_', starting with a letter"
+            )
+        self.name = name
+        self.handlers: list[HandlerSpec] = []
+
+    def on(
+        self,
+        event: type[E],
+        *,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = 30.0,
+        concurrency: int = 16,
+        dedupe: bool = True,
+        start: Position | None = None,
+        publishes: Sequence[type[Event]] = (),
+    ) -> Callable[[Callable[[E, Context], Awaitable[HandlerResult]]], Callable[[E, Context], Awaitable[HandlerResult]]]:
+        """Register an async handler for ``event``.
+
+        The handler receives the validated event and a :class:`Context`; it may
+        return an event or a list of events to publish. Events with the same
+        partition key are handled one at a time, in order; up to
+        ``concurrency`` keys are handled at once. ``timeout`` (seconds) bounds
+        one attempt. ``start`` is where a new group begins (default: earliest).
+        ``publishes`` declares the event types it emits, for the catalog.
+        """
+        if not (isinstance(event, type) and issubclass(event, Event)):
+            raise ContractError(f"@on() takes an Event subclass, got {event!r}")
+        event.event_type()
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds or None, got {timeout}")
+
+        def register(
+            func: Callable[[E, Context], Awaitable[HandlerResult]],
+        ) -> Callable[[E, Context], Awaitable[HandlerResult]]:
+            if not inspect.iscoroutinefunction(func):
+                raise ContractError(f"handler {func.__qualname__} must be declared with 'async def'")
+            handler_name = (name or func.__name__).replace("_", "-")
+            if any(h.name == handler_name for h in self.handlers):
+                raise ConfigurationError(
+                    f"service {self.name!r} already has a handler named {handler_name!r}; pass name=..."
+                )
+            self.handlers.append(
+                HandlerSpec(
+                    service=self.name,
+                    name=handler_name,
+                    event=event,
+                    func=func,
+                    retry=retry or RetryPolicy(),
+                    timeout=timeout,
+                    concurrency=concurrency,
+                    dedupe=dedupe,
+                    start=start or Position.earliest(),
+                    publishes=tuple(publishes),
+                )
+            )
+            return func
+
+        return register
