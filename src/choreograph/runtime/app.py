@@ -19,8 +19,16 @@ from choreograph.core.clock import Clock, SystemClock
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.event import Event
-from choreograph.runtime.consumer import Consumer, ConsumerConfig, HandlerStats
-from choreograph.runtime.middleware import Middleware, chain, failure_policy, inbox_dedupe, with_timeout
+from choreograph.runtime.consumer import Consumer, ConsumerConfig, HandlerStats, SettleListener
+from choreograph.runtime.middleware import (
+    Middleware,
+    Publisher,
+    PublisherMiddleware,
+    chain,
+    failure_policy,
+    inbox_dedupe,
+    with_timeout,
+)
 from choreograph.runtime.service import HandlerSpec, Service
 
 logger = logging.getLogger("choreograph.app")
@@ -50,6 +58,10 @@ class App:
         self._clock = clock or SystemClock()
         self._consumers: list[Consumer] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._publisher_middleware: list[PublisherMiddleware] = []
+        self._listeners: list[SettleListener] = []
+        self.declarations: list[object] = []
+        """Flows, SLOs and other declarations that higher layers read (see :meth:`declare`)."""
 
     # -- composition -----------------------------------------------------
 
@@ -72,12 +84,25 @@ class App:
     def use(self, middleware: Middleware) -> None:
         """Add ``middleware`` around every handler (first added runs outermost).
 
-        App middleware runs inside inbox dedupe and outside the failure policy,
-        so it sees each attempt's final outcome on the context.
+        App middleware runs outside inbox dedupe and the failure policy, so it
+        sees every delivery's outcome on the context (success, duplicate,
+        retry, dead letter) without catching anything.
         """
         if self._consumers:
             raise ConfigurationError("add middleware before the app starts")
         self._middleware.append(middleware)
+
+    def use_publisher(self, middleware: PublisherMiddleware) -> None:
+        """Add ``middleware`` around :meth:`publish` (tracing, metrics, signing)."""
+        self._publisher_middleware.append(middleware)
+
+    def add_listener(self, listener: SettleListener) -> None:
+        """Call ``listener`` after each batch a handler settled (metrics, audits)."""
+        self._listeners.append(listener)
+
+    def declare(self, *items: object) -> None:
+        """Attach declarations (flows, SLOs) for the observer, metrics and CLI to find."""
+        self.declarations.extend(items)
 
     @property
     def broker_url(self) -> str:
@@ -118,36 +143,45 @@ class App:
         partition key: events with the same key are handled in order.
         """
         envelope = Envelope.for_event(event, source=source or self.name, key=key, subject=subject)
-        await self.publish_envelope(event.topic(), envelope)
-        return envelope
+        return (await self._publish_chain()(event.topic(), [envelope]))[0]
 
-    async def publish_envelope(self, topic: str, envelope: Envelope) -> None:
-        """Publish a ready-made envelope as is (its ids and causality are kept)."""
-        await self.broker.publish(topic, [Record(codec.encode(envelope), envelope.partitionkey)])
+    async def publish_envelope(self, topic: str, envelope: Envelope) -> Envelope:
+        """Publish a ready-made envelope (its ids and causality are kept); return it as sent."""
+        return (await self._publish_chain()(topic, [envelope]))[0]
+
+    async def _send(self, topic: str, envelopes: list[Envelope]) -> list[Envelope]:
+        await self.broker.publish(topic, [Record(codec.encode(env), env.partitionkey) for env in envelopes])
+        return envelopes
+
+    def _publish_chain(self) -> Publisher:
+        publisher: Publisher = self._send
+        for middleware in reversed(self._publisher_middleware):
+            publisher = middleware(publisher)
+        return publisher
 
     async def publish_many(self, events: Iterable[tuple[Event, str | None]]) -> list[Envelope]:
         """Publish (event, key) pairs in order, batched per topic, each starting a new correlation."""
-        by_topic: dict[str, list[Record]] = {}
-        envelopes = []
+        by_topic: dict[str, list[Envelope]] = {}
         for event, key in events:
-            envelope = Envelope.for_event(event, source=self.name, key=key)
-            envelopes.append(envelope)
-            by_topic.setdefault(event.topic(), []).append(Record(codec.encode(envelope), key))
-        for topic, records in by_topic.items():
-            await self.broker.publish(topic, records)
-        return envelopes
+            by_topic.setdefault(event.topic(), []).append(Envelope.for_event(event, source=self.name, key=key))
+        publish = self._publish_chain()
+        sent: list[Envelope] = []
+        for topic, envelopes in by_topic.items():
+            sent.extend(await publish(topic, envelopes))
+        return sent
 
     # -- running -----------------------------------------------------------
 
     def pipeline_for(self, spec: HandlerSpec) -> Consumer:
         """Build the consumer (and its middleware pipeline) for one handler."""
-        middlewares: list[Middleware] = [inbox_dedupe, *self._middleware, failure_policy, with_timeout]
+        middlewares: list[Middleware] = [*self._middleware, inbox_dedupe, failure_policy, with_timeout]
         return Consumer(
             self.broker,
             spec,
             chain(middlewares, spec.invoke),
             config=self._consumer_config,
             clock=self._clock,
+            listeners=self._listeners,
         )
 
     def _select(self, services: Sequence[str] | None) -> list[HandlerSpec]:

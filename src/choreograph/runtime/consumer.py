@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import traceback
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from choreograph.core import codec
 from choreograph.core.broker import Broker, DeadLetter, Delivery, Record, Settlement, Subscription
@@ -32,6 +34,14 @@ from choreograph.runtime.middleware import Handler
 from choreograph.runtime.service import HandlerSpec
 
 logger = logging.getLogger("choreograph.consumer")
+
+
+class SettleListener(Protocol):
+    """Observes each settled batch of one handler (metrics, audits). Must not block."""
+
+    def settled(self, spec: HandlerSpec, settlement: Settlement, seconds: float) -> None:
+        """Called after ``settlement`` committed; ``seconds`` is the batch's handling time."""
+        ...
 
 
 @dataclass(slots=True)
@@ -66,12 +76,14 @@ class Consumer:
         *,
         config: ConsumerConfig,
         clock: Clock,
+        listeners: Sequence[SettleListener] = (),
     ) -> None:
         self._broker = broker
         self.spec = spec
         self._pipeline = pipeline
         self._config = config
         self._clock = clock
+        self._listeners = tuple(listeners)
         self._stopping = asyncio.Event()
         self.stats = HandlerStats()
         self._log = logging.LoggerAdapter(logger, {"service": spec.service, "handler": spec.name})
@@ -110,8 +122,12 @@ class Consumer:
         while not self._stopping.is_set():
             batch = await subscription.fetch(config.batch_size, config.fetch_timeout)
             if batch:
+                started = time.perf_counter()
                 settlement = await self.handle_batch(subscription, batch)
                 await subscription.settle(settlement)
+                elapsed = time.perf_counter() - started
+                for listener in self._listeners:
+                    listener.settled(self.spec, settlement, elapsed)
 
     async def handle_batch(self, subscription: Subscription, batch: Sequence[Delivery]) -> Settlement:
         """Handle ``batch`` and return its settlement (not yet applied)."""

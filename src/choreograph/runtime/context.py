@@ -46,8 +46,10 @@ class Context:
     retry_delay: float = 0.0
     error: BaseException | None = None
     reason: str = ""
-    log: logging.LoggerAdapter[logging.Logger] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    traceparent: str | None = None
+    """Trace context for outgoing events; a tracing middleware sets it to its span."""
+    tracestate: str | None = None
 
     @property
     def attempt(self) -> int:
@@ -58,6 +60,13 @@ class Context:
     def correlation_id(self) -> str:
         """The business process this event belongs to."""
         return self.envelope.correlationid or self.envelope.id
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose lines carry this event's correlation, causation, id, type and handler."""
+        return logging.LoggerAdapter(
+            logging.getLogger(f"choreograph.handler.{self.handler.group}"), dict(self.log_fields)
+        )
 
     @property
     def log_fields(self) -> Mapping[str, Any]:
@@ -88,8 +97,8 @@ class Context:
             subject=subject,
             partitionkey=key if key is not None else self.envelope.partitionkey,
             schemaversion=event.event_version(),
-            traceparent=self.envelope.traceparent,
-            tracestate=self.envelope.tracestate,
+            traceparent=self.traceparent or self.envelope.traceparent,
+            tracestate=self.tracestate or self.envelope.tracestate,
         ).caused_by(self.envelope)
         self.outputs.append((event.topic(), envelope))
         return envelope

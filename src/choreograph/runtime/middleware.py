@@ -4,11 +4,12 @@ A :data:`Handler` takes the envelope and its :class:`Context` and records the
 outcome on the context; a :data:`Middleware` wraps one. The runtime builds
 each handler's pipeline once, at start::
 
-    inbox_dedupe -> [app middleware ...] -> failure_policy -> timeout -> invoke
+    [app middleware ...] -> inbox_dedupe -> failure_policy -> timeout -> invoke
 
 ``failure_policy`` turns exceptions into outcomes (retry with a delay, or dead
-letter), so middleware placed before it sees every outcome, including failures,
-without catching anything.
+letter), so app middleware sees every outcome on the context — success,
+duplicate, retry, dead letter — without catching anything. Publishing has the
+same shape: a :data:`PublisherMiddleware` wraps a :data:`Publisher`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from choreograph.runtime.context import Context, Outcome
 
 Handler = Callable[[Envelope, Context], Awaitable[None]]
 Middleware = Callable[[Handler], Handler]
+
+Publisher = Callable[[str, list[Envelope]], Awaitable[list[Envelope]]]
+"""Sends envelopes to a topic and returns them as sent (a middleware may rewrite them)."""
+PublisherMiddleware = Callable[[Publisher], Publisher]
 
 
 class SchemaError(ValueError):

@@ -1,0 +1,48 @@
+# One toolchain, run the same way locally and in CI.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test lint typecheck layers unit test-stress bench docs clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+## make demo: run the shop choreography on an embedded SQLite log
+demo: $(VENV)/.installed
+	$(BIN)/choreograph demo
+
+## make test: lint, types, layer contracts and the full test suite
+test: $(STAMP) lint typecheck layers
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src
+
+layers: $(STAMP)
+	$(BIN)/lint-imports
+
+## make test-stress: the conformance suite repeatedly and in parallel
+test-stress: $(STAMP)
+	$(BIN)/pytest -q -m stress --stress
+
+## make bench: benchmarks with peers side by side; writes bench/results/latest.json
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .choreograph-demo.db* choreograph.db*
