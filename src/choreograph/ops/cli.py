@@ -285,12 +285,13 @@ def lag(
 
 @cli.command()
 def demo(
-    orders: Annotated[int, typer.Option(help="Orders to push through the shop.")] = 300,
+    orders: Annotated[int, typer.Option(help="Orders to push through the shop.")] = 1000,
     workers: Annotated[int, typer.Option(help="Worker processes sharing the log.")] = 2,
     decline_rate: Annotated[float, typer.Option(help="Share of payments declined.")] = 0.15,
     stockout_rate: Annotated[float, typer.Option(help="Share of orders out of stock.")] = 0.1,
     fail_rate: Annotated[float, typer.Option(help="Share of handler calls failing transiently.")] = 0.05,
     poison: Annotated[int, typer.Option(help="Poison orders that end in the dead letter.")] = 1,
+    duplicates: Annotated[int, typer.Option(help="Orders the producer sends twice (same id).")] = 10,
     broker: Annotated[
         str | None,
         typer.Option("--broker", "-b", help="Broker URL; default: a fresh SQLite file ./.choreograph-demo.db"),
@@ -307,6 +308,7 @@ def demo(
         stockout_rate=stockout_rate,
         fail_rate=fail_rate,
         poison=poison,
+        duplicates=duplicates,
         broker=broker,
         timeout=timeout,
     )

@@ -21,8 +21,10 @@ from choreograph.core.errors import (
     UnknownTopic,
 )
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Piped output (scripts, CI logs) gets wide tables instead of 80 squeezed columns.
+_WIDTH = None if sys.stdout.isatty() else 200
+out = Console(highlight=False, width=_WIDTH)
+err = Console(stderr=True, highlight=False, width=_WIDTH)
 
 EXIT_OK = 0
 EXIT_FAILED = 1

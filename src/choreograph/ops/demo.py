@@ -36,12 +36,13 @@ APP_SPEC = "examples.shop.app:app"
 class DemoSettings:
     """What the demo runs and how it misbehaves."""
 
-    orders: int = 300
+    orders: int = 1000
     workers: int = 2
     decline_rate: float = 0.15
     stockout_rate: float = 0.1
     fail_rate: float = 0.05
     poison: int = 1
+    duplicates: int = 10
     broker: str | None = None
     timeout: float = 120.0
 
@@ -77,14 +78,19 @@ async def _count(admin: TopicAdmin, names: set[str]) -> int:
 
 async def run_demo(settings: DemoSettings) -> None:
     """Run the demo and print its summary table."""
-    from examples.shop.events import OrderCancelled, OrderCompleted, OrderPlaced
-
     if settings.orders < 1 or settings.workers < 1:
         raise ConfigurationError("--orders and --workers must be >= 1")
-    url = settings.broker or _fresh_sqlite_url()
-    if url.startswith("memory://"):
+    if settings.broker and settings.broker.startswith("memory://"):
         raise ConfigurationError("the demo runs worker processes; use a shared broker such as sqlite:///demo.db")
-    app = load_app(APP_SPEC)
+    try:
+        app = load_app(APP_SPEC)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"{exc}\nthe demo runs the shop in examples/shop: run it from the repository root"
+        ) from None
+    from examples.shop.events import OrderCancelled, OrderCompleted, OrderPlaced
+
+    url = settings.broker or _fresh_sqlite_url()
     app.configure_broker(url)
     broker: Broker = app.broker
     if not isinstance(broker, TopicAdmin) or not isinstance(broker, LogReader):
@@ -102,7 +108,8 @@ async def run_demo(settings: DemoSettings) -> None:
     out.print(
         f"[bold]Shop demo[/]: {settings.orders} orders, {settings.workers} worker processes, broker {url}\n"
         f"  declines {settings.decline_rate:.0%}, stock-outs {settings.stockout_rate:.0%}, "
-        f"transient failures {settings.fail_rate:.0%}, poison orders {settings.poison}"
+        f"transient failures {settings.fail_rate:.0%}, poison orders {settings.poison}, "
+        f"re-sent duplicates {settings.duplicates}"
     )
     workers = [
         subprocess.Popen(
@@ -133,7 +140,10 @@ async def run_demo(settings: DemoSettings) -> None:
             orders.append(
                 (OrderPlaced(order_id=order_id, customer=customer, items=items, total_cents=1000 + n), order_id)
             )
-        await app.publish_many(orders)
+        sent = await app.publish_many(orders)
+        # An at-least-once producer retrying after a lost reply: the same envelopes again.
+        for envelope in sent[settings.poison : settings.poison + settings.duplicates]:
+            await app.publish_envelope(OrderPlaced.topic(), envelope)
         final_topics = {OrderCompleted.topic(), OrderCancelled.topic()}
         store = broker if isinstance(broker, DeadLetterStore) else None
         with Progress(
