@@ -54,6 +54,14 @@ class HandlerStats:
     dead_letters: int = 0
     published: int = 0
 
+    def add(self, other: HandlerStats) -> None:
+        """Add ``other``'s counts to these."""
+        self.handled += other.handled
+        self.duplicates += other.duplicates
+        self.retries += other.retries
+        self.dead_letters += other.dead_letters
+        self.published += other.published
+
 
 @dataclass(frozen=True, slots=True)
 class ConsumerConfig:
@@ -123,20 +131,25 @@ class Consumer:
             batch = await subscription.fetch(config.batch_size, config.fetch_timeout)
             if batch:
                 started = time.perf_counter()
-                settlement = await self.handle_batch(subscription, batch)
+                tally = HandlerStats()
+                settlement = await self.handle_batch(subscription, batch, tally)
                 await subscription.settle(settlement)
+                self.stats.add(tally)  # counted only once committed
                 elapsed = time.perf_counter() - started
                 for listener in self._listeners:
                     listener.settled(self.spec, settlement, elapsed)
 
-    async def handle_batch(self, subscription: Subscription, batch: Sequence[Delivery]) -> Settlement:
-        """Handle ``batch`` and return its settlement (not yet applied)."""
+    async def handle_batch(
+        self, subscription: Subscription, batch: Sequence[Delivery], tally: HandlerStats
+    ) -> Settlement:
+        """Handle ``batch`` and return its settlement (not yet applied), counting outcomes in ``tally``."""
         settlement = Settlement()
         decoded: list[tuple[Delivery, Envelope]] = []
         for delivery in batch:
             try:
                 decoded.append((delivery, codec.decode(delivery.value, max_size=self._config.max_message_size)))
             except DecodeError as exc:
+                tally.dead_letters += 1
                 self._dead_letter_undecodable(settlement, delivery, exc)
         seen: set[str] = set()
         if self.spec.dedupe and decoded:
@@ -151,7 +164,7 @@ class Consumer:
         elif lanes:
             await asyncio.gather(*(self._run_lane(lane, seen, contexts) for lane in lanes.values()))
         for ctx in contexts:
-            self._settle_one(settlement, ctx)
+            self._settle_one(settlement, ctx, tally)
         return settlement
 
     async def _run_lane(self, lane: list[tuple[Delivery, Envelope]], seen: set[str], contexts: list[Context]) -> None:
@@ -161,8 +174,7 @@ class Consumer:
             await pipeline(envelope, ctx)
             contexts.append(ctx)
 
-    def _settle_one(self, settlement: Settlement, ctx: Context) -> None:
-        stats = self.stats
+    def _settle_one(self, settlement: Settlement, ctx: Context, stats: HandlerStats) -> None:
         outcome = ctx.outcome
         if outcome is Outcome.SUCCESS:
             stats.handled += 1
@@ -211,7 +223,6 @@ class Consumer:
             )
 
     def _dead_letter_undecodable(self, settlement: Settlement, delivery: Delivery, exc: DecodeError) -> None:
-        self.stats.dead_letters += 1
         stack = "".join(traceback.format_exception(exc))
         settlement.dead_letters.append(
             (delivery, self._dead_letter(delivery, envelope=None, reason="decode", error=exc, stack=stack))

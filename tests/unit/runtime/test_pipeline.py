@@ -23,8 +23,9 @@ from choreograph import (
     encode,
 )
 from choreograph.brokers.memory import MemoryBroker
-from choreograph.core.broker import DeadLetterStore, LogReader
+from choreograph.core.broker import DeadLetterStore, LogReader, Position, Settlement
 from choreograph.core.envelope import Envelope
+from choreograph.core.errors import BrokerError
 from tests.conftest import wait_until
 
 
@@ -365,3 +366,50 @@ def test_unknown_service_is_a_clear_error() -> None:
 
 
 _ = (DeadLetterStore, LogReader, orjson)
+
+
+EARLIEST = Position.earliest()
+
+
+class FailingDeadLetterBroker(MemoryBroker):
+    """A memory broker whose dead-letter writes fail while ``broken`` is set."""
+
+    broken = True
+
+    async def subscribe(self, topic, group, *, start=EARLIEST):  # type: ignore[no-untyped-def]
+        subscription = await super().subscribe(topic, group, start=start)
+        original = subscription.settle
+        outer = self
+
+        async def settle(settlement: Settlement) -> None:
+            if outer.broken and settlement.dead_letters:
+                raise BrokerError("dead-letter store is full")
+            await original(settlement)
+
+        subscription.settle = settle  # type: ignore[method-assign]
+        return subscription
+
+
+async def test_message_is_not_acked_when_its_dead_letter_cannot_be_written() -> None:
+    # Given a handler that rejects everything and a dead-letter store that fails
+    broker = FailingDeadLetterBroker(partitions=1)
+    app = App("shop", broker=broker, consumer=ConsumerConfig(fetch_timeout=0.02, resubscribe_delay=0.01))
+    attempts: list[int] = []
+
+    @app.service("pay").on(Placed)
+    async def capture(event: Placed, ctx: Context) -> None:
+        attempts.append(ctx.attempt)
+        raise Reject("no")
+
+    await app.start()
+    await app.publish(Placed(order_id="o1"))
+    # When settling fails, the event is delivered again rather than acked
+    await wait_until(lambda: len(attempts) >= 3, what="redeliveries while the store is broken")
+    assert await broker.dead_letters() == []
+    assert sum(row.lag for row in await broker.lag("pay.capture")) == 1
+    # Then once the store works, it lands there exactly once
+    broker.broken = False
+    await wait_until(lambda: app.stats()["pay.capture"].dead_letters >= 1)
+    await app.stop()
+    assert len(await broker.dead_letters()) == 1
+    assert sum(row.lag for row in await broker.lag("pay.capture")) == 0
