@@ -1,0 +1,155 @@
+"""Settings of the embedded SQLite broker and the ``sqlite:///`` URL form."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from choreograph.core.errors import ConfigurationError
+
+SYNC_MODES = ("normal", "full")
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteConfig:
+    """How the SQLite broker stores, leases and trims. Validated on construction.
+
+    Durability (``sync``):
+
+    * ``"normal"`` — ``PRAGMA synchronous=NORMAL`` in WAL mode. A publish is in
+      the write-ahead log when it returns, and the WAL is fsynced at checkpoint:
+      it survives a crash of the process, but the last commits may be lost on
+      power loss or an OS crash.
+    * ``"full"`` — ``PRAGMA synchronous=FULL``: the WAL is fsynced before a
+      publish (or settle) returns. Survives power loss, costs one fsync per
+      group commit (not per record: concurrent publishes share it).
+    """
+
+    partitions: int = 8
+    """Partitions of a topic created by this broker (existing topics keep theirs)."""
+    sync: str = "normal"
+    """``"normal"`` or ``"full"``; see the class docstring."""
+    lease_timeout: float = 10.0
+    """Seconds a member keeps its partitions without heartbeating; then survivors take them."""
+    heartbeat_interval: float | None = None
+    """Seconds between heartbeats; ``None`` means ``lease_timeout / 3``."""
+    rebalance_check_interval: float = 0.1
+    """Seconds between cheap checks for members joining or leaving (triggers an early heartbeat)."""
+    inbox_retention: float = 7 * 24 * 3600.0
+    """Seconds a dedupe key stays in a group's inbox."""
+    retention_max_age: float | None = None
+    """Trim records older than this many seconds (``None``: keep forever)."""
+    retention_max_records: int | None = None
+    """Keep at most this many records per partition (``None``: no limit)."""
+    retention_respect_groups: bool = True
+    """Never trim records a consumer group has not committed yet."""
+    retention_interval: float = 60.0
+    """Seconds between background trims of records and inbox keys."""
+    busy_timeout: float = 5.0
+    """Seconds to wait for another process's write lock before failing."""
+    max_batch_records: int = 20_000
+    """Upper bound of records group-committed in one write transaction."""
+
+    def __post_init__(self) -> None:
+        _positive_int("partitions", self.partitions)
+        if self.sync not in SYNC_MODES:
+            raise ConfigurationError(f"sync must be one of {SYNC_MODES}, got {self.sync!r}")
+        _positive("lease_timeout", self.lease_timeout)
+        if self.heartbeat_interval is not None:
+            _positive("heartbeat_interval", self.heartbeat_interval)
+            if self.heartbeat_interval >= self.lease_timeout:
+                raise ConfigurationError(
+                    f"heartbeat_interval ({self.heartbeat_interval}) must be shorter than "
+                    f"lease_timeout ({self.lease_timeout}), or leases expire between heartbeats"
+                )
+        _positive("rebalance_check_interval", self.rebalance_check_interval)
+        _positive("inbox_retention", self.inbox_retention)
+        if self.retention_max_age is not None:
+            _positive("retention_max_age", self.retention_max_age)
+        if self.retention_max_records is not None:
+            _positive_int("retention_max_records", self.retention_max_records)
+        _positive("retention_interval", self.retention_interval)
+        if not isinstance(self.busy_timeout, int | float) or self.busy_timeout < 0:
+            raise ConfigurationError(f"busy_timeout must be >= 0 seconds, got {self.busy_timeout!r}")
+        _positive_int("max_batch_records", self.max_batch_records)
+
+    @property
+    def effective_heartbeat_interval(self) -> float:
+        """Seconds between heartbeats actually used."""
+        if self.heartbeat_interval is not None:
+            return self.heartbeat_interval
+        return self.lease_timeout / 3
+
+
+def _positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _optional(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        return None if text.lower() in {"", "none", "null"} else convert(text)
+
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "partitions": int,
+    "sync": str.lower,
+    "lease_timeout": float,
+    "heartbeat_interval": _optional(float),
+    "rebalance_check_interval": float,
+    "inbox_retention": float,
+    "retention_max_age": _optional(float),
+    "retention_max_records": _optional(int),
+    "retention_respect_groups": _boolean,
+    "retention_interval": float,
+    "busy_timeout": float,
+    "max_batch_records": int,
+}
+
+
+def parse_url(url: str) -> tuple[str, SqliteConfig]:
+    """Split ``sqlite:///path.db?option=value&...`` into a file path and a config.
+
+    ``sqlite:///./x.db`` is relative to the working directory and
+    ``sqlite:////abs/x.db`` is absolute. Unknown options are rejected by name.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigurationError(f"not a sqlite URL (expected sqlite:///path.db): {url!r}")
+    if parts.netloc:
+        raise ConfigurationError(
+            f"sqlite URL has a host {parts.netloc!r}; write sqlite:///relative.db or sqlite:////abs.db"
+        )
+    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+    if not path or path == ":memory:":
+        raise ConfigurationError(f"sqlite URL needs a file path (in-memory is not shared): {url!r}")
+    options: dict[str, Any] = {}
+    for name, text in parse_qsl(parts.query, keep_blank_values=True):
+        parser = _PARSERS.get(name)
+        if parser is None:
+            known = ", ".join(sorted(_PARSERS))
+            raise ConfigurationError(f"unknown sqlite broker option {name!r} in URL; known options: {known}")
+        try:
+            options[name] = parser(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"sqlite broker option {name}={text!r} is invalid: {exc}") from None
+    return path, SqliteConfig(**options)

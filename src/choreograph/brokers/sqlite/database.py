@@ -1,0 +1,173 @@
+"""The SQLite file: connections, schema, and translation of sqlite3 errors.
+
+Every table that is appended to in key order is ``WITHOUT ROWID`` with the
+natural key as primary key, so an insert lands at the right edge of one
+b-tree instead of updating a rowid table and a separate index.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from choreograph.core.errors import BrokerError, BrokerUnavailable
+
+from .config import SqliteConfig
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- one row per partition; next_offset is the offset the next append gets
+CREATE TABLE IF NOT EXISTS partitions (
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+) WITHOUT ROWID;
+
+-- the log: append-only per (topic, partition), trimmed from the front
+CREATE TABLE IF NOT EXISTS records (
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    key TEXT,
+    value BLOB NOT NULL,
+    headers TEXT,
+    ts REAL NOT NULL,
+    PRIMARY KEY (topic, partition, offset)
+) WITHOUT ROWID;
+
+-- committed offset of a group per partition: the next offset to deliver
+CREATE TABLE IF NOT EXISTS offsets (
+    topic TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    committed INTEGER NOT NULL,
+    PRIMARY KEY (topic, grp, partition)
+) WITHOUT ROWID;
+
+-- generation is bumped whenever membership or lease ownership changes, so
+-- members can notice with one cheap read and rebalance early
+CREATE TABLE IF NOT EXISTS groups (
+    topic TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    PRIMARY KEY (topic, grp)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS members (
+    topic TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    member TEXT NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    PRIMARY KEY (topic, grp, member)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS leases (
+    topic TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    member TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (topic, grp, partition)
+) WITHOUT ROWID;
+
+-- records a group will see again: nacked with a delay, or resubmitted dead
+-- letters. They carry their own bytes (a resubmission may replace them, and
+-- retention may trim the log record meanwhile).
+CREATE TABLE IF NOT EXISTS retries (
+    grp TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    first_failure REAL,
+    due_at REAL NOT NULL,
+    key TEXT,
+    value BLOB NOT NULL,
+    headers TEXT,
+    ts REAL NOT NULL,
+    PRIMARY KEY (grp, topic, partition, offset)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS retries_due ON retries (grp, topic, due_at);
+
+-- dedupe keys "source\\x1fUUIDv7": time ordered, so inserts append
+CREATE TABLE IF NOT EXISTS inbox (
+    grp TEXT NOT NULL,
+    key TEXT NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (grp, key)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    topic TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    handler TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    key TEXT,
+    value BLOB NOT NULL,
+    headers TEXT,
+    event_id TEXT,
+    event_type TEXT,
+    reason TEXT NOT NULL,
+    error_type TEXT NOT NULL,
+    error_message TEXT NOT NULL,
+    stack TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    first_failure REAL NOT NULL,
+    last_failure REAL NOT NULL,
+    status TEXT NOT NULL,
+    stored_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_group ON dead_letters (grp, status);
+"""
+
+
+def connect(path: str, config: SqliteConfig, *, writer: bool = False) -> sqlite3.Connection:
+    """Open a connection in autocommit mode (transactions are explicit), WAL, busy timeout set.
+
+    Each connection is used by one thread only. The writer connection also
+    sets the durability (``synchronous``) and creates the schema.
+    """
+    try:
+        conn = sqlite3.connect(path, timeout=config.busy_timeout, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise BrokerUnavailable(f"cannot open SQLite broker file {path!r}: {exc}") from exc
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(config.busy_timeout * 1000)}")
+        if writer:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise BrokerUnavailable(f"SQLite file {path!r} cannot use WAL mode (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous = {config.sync.upper()}")
+            conn.executescript(SCHEMA)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+    except sqlite3.Error as exc:
+        conn.close()
+        raise BrokerUnavailable(f"cannot use SQLite broker file {path!r}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def translate(exc: sqlite3.Error, path: str, action: str) -> BrokerError:
+    """Return the choreograph error for a sqlite3 error raised while doing ``action``."""
+    message = f"SQLite broker {path!r}: {action} failed: {exc}"
+    code = getattr(exc, "sqlite_errorname", "")
+    if isinstance(exc, sqlite3.OperationalError) and (
+        "unable to open" in str(exc) or code in {"SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL"}
+    ):
+        return BrokerUnavailable(message)
+    if isinstance(exc, sqlite3.DatabaseError) and code in {"SQLITE_CORRUPT", "SQLITE_NOTADB"}:
+        return BrokerUnavailable(message)
+    return BrokerError(message)

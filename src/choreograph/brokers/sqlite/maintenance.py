@@ -1,0 +1,103 @@
+"""The background thread: heartbeats, early rebalancing, retention.
+
+It runs off the event loop on purpose: a member keeps its leases while its
+handlers are busy or the loop is blocked, and loses them only if the whole
+process stops (crash, kill -9, freeze), which is what leases are for.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+
+from choreograph.core.errors import BrokerClosed, BrokerError
+
+from . import leases, retention
+from .database import connect
+from .store import Store
+from .subscription import SqliteSubscription
+from .writer import WriteBatch
+
+log = logging.getLogger(__name__)
+
+
+class Maintenance:
+    """Heartbeats every ``heartbeat_interval``; rebalances within ``rebalance_check_interval``
+    of a membership change; trims every ``retention_interval``. Stopped by :meth:`close`.
+    """
+
+    def __init__(self, store: Store, subscriptions: Callable[[], list[SqliteSubscription]]) -> None:
+        self._store = store
+        self._subscriptions = subscriptions
+        self._conn = connect(store.path, store.config)
+        self._conn.execute("PRAGMA query_only = ON")
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="choreograph-sqlite-maintenance", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Check for rebalancing now rather than at the next tick."""
+        self._wake.set()
+
+    def close(self) -> None:
+        """Stop the thread and close its connection. Idempotent."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        self._conn.close()
+
+    def _run(self) -> None:
+        config = self._store.config
+        heartbeat_every = config.effective_heartbeat_interval
+        next_heartbeat = time.monotonic() + heartbeat_every
+        next_trim = time.monotonic() + config.retention_interval
+        while not self._stop.is_set():
+            self._wake.wait(config.rebalance_check_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            now = time.monotonic()
+            members = [s for s in self._subscriptions() if not s.closed]
+            if now >= next_heartbeat:
+                due = members
+                next_heartbeat = now + heartbeat_every
+            else:
+                due = self._changed(members)
+            if due:
+                self._write(functools.partial(_beat, members=due), "heartbeat")
+            if now >= next_trim:
+                next_trim = now + config.retention_interval
+                self._write(lambda batch: retention.trim(batch.conn, config, self._store.clock.now()), "retention trim")
+
+    def _changed(self, members: list[SqliteSubscription]) -> list[SqliteSubscription]:
+        generations: dict[tuple[str, str], int] = {}
+        try:
+            for member in members:
+                key = (member.topic, member.group)
+                if key not in generations:
+                    generations[key] = leases.read_generation(self._conn, *key)
+        except sqlite3.Error:
+            log.warning("sqlite broker: checking group generations failed", exc_info=True)
+            return []
+        return [m for m in members if m.wants_rebalance(generations[(m.topic, m.group)])]
+
+    def _write(self, work: Callable[[WriteBatch], object], action: str) -> None:
+        try:
+            self._store.writer.submit(work).result()
+        except BrokerClosed:
+            self._stop.set()
+        except BrokerError:
+            # transient (e.g. another process held the write lock too long): next tick retries
+            log.warning("sqlite broker: background %s failed", action, exc_info=True)
+
+
+def _beat(batch: WriteBatch, members: list[SqliteSubscription]) -> None:
+    for member in members:
+        member.heartbeat(batch)

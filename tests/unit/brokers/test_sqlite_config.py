@@ -1,0 +1,77 @@
+"""SqliteConfig validation and the sqlite:/// URL."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+import choreograph.brokers.sqlite as sqlite_package
+from choreograph.brokers.sqlite import SqliteBroker, SqliteConfig
+from choreograph.brokers.sqlite.config import parse_url
+from choreograph.core.errors import ConfigurationError
+
+
+def test_public_api() -> None:
+    assert sqlite_package.__all__ == ["SqliteBroker", "SqliteConfig", "SqliteSubscription"]
+
+
+def test_defaults() -> None:
+    config = SqliteConfig()
+    assert (config.partitions, config.sync, config.lease_timeout) == (8, "normal", 10.0)
+    assert config.effective_heartbeat_interval == pytest.approx(10.0 / 3)
+    assert config.inbox_retention == 7 * 24 * 3600
+    assert config.retention_max_age is None and config.retention_max_records is None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"partitions": 0}, "partitions"),
+        ({"sync": "off"}, "sync"),
+        ({"lease_timeout": -1}, "lease_timeout"),
+        ({"lease_timeout": 1.0, "heartbeat_interval": 2.0}, "heartbeat_interval"),
+        ({"retention_max_records": 0}, "retention_max_records"),
+        ({"retention_max_age": 0}, "retention_max_age"),
+        ({"busy_timeout": -1}, "busy_timeout"),
+    ],
+)
+def test_invalid_settings_are_rejected_by_name(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        SqliteConfig(**options)  # type: ignore[arg-type]
+
+
+def test_url_options_parse_into_config() -> None:
+    path, config = parse_url("sqlite:///./x.db?partitions=4&sync=full&retention_max_age=none&lease_timeout=2.5")
+    assert path == "./x.db"
+    assert (config.partitions, config.sync, config.retention_max_age, config.lease_timeout) == (4, "full", None, 2.5)
+    assert parse_url("sqlite:////abs/dir/x.db")[0] == "/abs/dir/x.db"
+
+
+def test_every_config_field_is_a_url_option() -> None:
+    for field in dataclasses.fields(SqliteConfig):
+        parse_url(f"sqlite:///x.db?{field.name}={'normal' if field.name == 'sync' else '1'}")
+
+
+def test_unknown_url_option_is_rejected_by_name() -> None:
+    with pytest.raises(ConfigurationError, match="unknown sqlite broker option 'partitons'"):
+        parse_url("sqlite:///x.db?partitons=4")
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://localhost", "sqlite://host/x.db", "sqlite:///", "sqlite:///x.db?partitions=x"]
+)
+def test_bad_urls_are_rejected(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        parse_url(url)
+
+
+async def test_from_url_opens_the_file_with_the_options(tmp_path: Path) -> None:
+    broker = SqliteBroker.from_url(f"sqlite:///{tmp_path}/x.db?partitions=2&sync=full")
+    try:
+        assert broker.config.partitions == 2 and broker.config.sync == "full"
+        await broker.ping()
+        assert (tmp_path / "x.db").exists()
+    finally:
+        await broker.close()
