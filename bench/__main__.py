@@ -105,7 +105,8 @@ def render(calib: dict[str, Any], records: list[dict[str, Any]]) -> str:
         "single records at once (group commit shares each transaction); `end-to-end` publishes while the",
         "runtime consumes with inbox dedupe and Pydantic validation on; `latency-*` offers a fixed rate",
         "open loop and measures from each event's intended send time; `replay` is a new group reading",
-        "the topic from the start. The raw-sqlite3 reference does the same log work with plain sqlite3.",
+        "the topic from the start (fetch, orjson parse, settle); `replay-envelopes` also builds and checks",
+        "each CloudEvents envelope. The raw-sqlite3 reference does the same log work with plain sqlite3.",
         "",
     ]
     return "\n".join(lines)

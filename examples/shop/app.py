@@ -67,6 +67,7 @@ inventory = app.service("inventory")
 payment = app.service("payment")
 shipping = app.service("shipping")
 notification = app.service("notification")
+orders.publishes(OrderPlaced)  # from the storefront API; the demo publishes them
 
 
 @inventory.on(OrderPlaced, retry=demo_retry)

@@ -30,6 +30,7 @@ from choreograph.runtime.middleware import (
     with_timeout,
 )
 from choreograph.runtime.service import HandlerSpec, Service
+from choreograph.schema.topology import HandlerInfo, ServiceInfo, Topology
 
 logger = logging.getLogger("choreograph.app")
 
@@ -80,6 +81,20 @@ class App:
     def handlers(self) -> list[HandlerSpec]:
         """Every registered handler, in declaration order."""
         return [spec for service in self._services.values() for spec in service.handlers]
+
+    def topology(self) -> Topology:
+        """Describe the app for schema tools, AsyncAPI and the catalog: who publishes and consumes what."""
+        return Topology(
+            app_name=self.name,
+            services=tuple(
+                ServiceInfo(
+                    name=service.name,
+                    consumes=tuple(HandlerInfo(spec.name, spec.event, spec.group) for spec in service.handlers),
+                    publishes=tuple(service.published_events()),
+                )
+                for service in self._services.values()
+            ),
+        )
 
     def use(self, middleware: Middleware) -> None:
         """Add ``middleware`` around every handler (first added runs outermost).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -87,6 +88,27 @@ class Service:
             )
         self.name = name
         self.handlers: list[HandlerSpec] = []
+        self.declared_publishes: list[type[Event]] = []
+
+    def publishes(self, *events: type[Event]) -> None:
+        """Declare event types this service publishes outside handlers (e.g. from an API).
+
+        Handlers' outputs are found from their return annotations and
+        ``publishes=``; this is for the rest, so the catalog knows every owner.
+        """
+        for event in events:
+            event.event_type()
+            if event not in self.declared_publishes:
+                self.declared_publishes.append(event)
+
+    def published_events(self) -> list[type[Event]]:
+        """Every event type this service publishes: declared, and from its handlers."""
+        found = list(self.declared_publishes)
+        for spec in self.handlers:
+            for event in (*spec.publishes, *_returned_events(spec.func)):
+                if event not in found:
+                    found.append(event)
+        return found
 
     def on(
         self,
@@ -144,3 +166,20 @@ class Service:
             return func
 
         return register
+
+
+def _returned_events(func: Callable[..., Any]) -> list[type[Event]]:
+    """Event classes named in ``func``'s return annotation (``A | B``, ``list[A]``, ``A | None``)."""
+    try:
+        hint = typing.get_type_hints(func).get("return")
+    except (NameError, TypeError):  # unresolvable forward references: nothing to infer
+        return []
+    found: list[type[Event]] = []
+    pending = [hint]
+    while pending:
+        item = pending.pop(0)
+        if isinstance(item, type) and issubclass(item, Event) and item.__event_type__:
+            found.append(item)
+        else:
+            pending.extend(typing.get_args(item))
+    return found
