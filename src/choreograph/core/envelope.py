@@ -60,14 +60,18 @@ class Envelope:
         key: str | None = None,
         subject: str | None = None,
         event_id: str | None = None,
+        data: Any = None,
     ) -> Envelope:
-        """Wrap ``event`` as the start of a new correlation (correlation id = own id)."""
+        """Wrap ``event`` as the start of a new correlation (correlation id = own id).
+
+        ``data`` is the event's JSON payload when the caller already has it.
+        """
         eid = event_id or new_id()
         return cls(
             id=eid,
             source=source,
             type=event.event_type(),
-            data=event.model_dump(mode="json"),
+            data=event.model_dump(mode="json") if data is None else data,
             time=now_rfc3339(),
             subject=subject,
             correlationid=eid,

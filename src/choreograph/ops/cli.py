@@ -26,6 +26,7 @@ from choreograph.core.ids import new_id
 from choreograph.ops import dlq_cli
 from choreograph.ops.console import EXIT_USAGE, BrokerOption, fail, fmt_time, out, run_async
 from choreograph.ops.loader import load_app
+from choreograph.ops.schema_cli import asyncapi_command, catalog_command, schema_app
 
 T = TypeVar("T")
 
@@ -315,15 +316,9 @@ def demo(
     run_async(run_demo)(settings)
 
 
-def _mount_optional() -> None:
-    try:
-        from choreograph.ops.schema_cli import schema_app
-    except ImportError:  # the schema CLI needs the 'schema' extra
-        return
-    cli.add_typer(schema_app, name="schema")
-
-
-_mount_optional()
+cli.add_typer(schema_app, name="schema")
+cli.command("catalog")(catalog_command)
+cli.command("asyncapi")(asyncapi_command)
 
 
 def main() -> None:

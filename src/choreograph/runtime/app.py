@@ -20,7 +20,9 @@ from choreograph.core.envelope import Envelope
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.event import Event
 from choreograph.runtime.consumer import Consumer, ConsumerConfig, HandlerStats, SettleListener
+from choreograph.runtime.context import Context
 from choreograph.runtime.middleware import (
+    Handler,
     Middleware,
     Publisher,
     PublisherMiddleware,
@@ -30,7 +32,11 @@ from choreograph.runtime.middleware import (
     with_timeout,
 )
 from choreograph.runtime.service import HandlerSpec, Service
+from choreograph.schema.registry import SchemaRegistry
+from choreograph.schema.stores import SqliteSchemaStore
 from choreograph.schema.topology import HandlerInfo, ServiceInfo, Topology
+from choreograph.schema.upcast import Upcasters
+from choreograph.schema.validation import SchemaGuard
 
 logger = logging.getLogger("choreograph.app")
 
@@ -40,6 +46,16 @@ class App:
 
     ``broker`` is a URL or a Broker; default: ``$CHOREOGRAPH_BROKER`` or
     ``sqlite:///./choreograph.db``. The broker is created on first use.
+
+    Schemas: every event class the app publishes or consumes is checked
+    against ``schemas`` (default: the registry in the SQLite log's own file, or
+    an in-memory registry for other brokers) under its type's compatibility
+    mode before its first use; an incompatible version raises
+    ``IncompatibleSchema`` and nothing is published. With ``register_schemas``
+    a compatible new version is registered; without it, registration is left
+    to CI (``choreograph schema register``). Payloads are validated on publish
+    and on consume; a consumed event of an older version is upcast through
+    ``app.upcasters``, one that fails validation is dead-lettered ("schema").
     """
 
     def __init__(
@@ -49,6 +65,8 @@ class App:
         broker: str | Broker | None = None,
         consumer: ConsumerConfig | None = None,
         clock: Clock | None = None,
+        schemas: SchemaRegistry | None = None,
+        register_schemas: bool = True,
     ) -> None:
         self.name = name
         self._broker_arg = broker
@@ -61,6 +79,12 @@ class App:
         self._tasks: list[asyncio.Task[None]] = []
         self._publisher_middleware: list[PublisherMiddleware] = []
         self._listeners: list[SettleListener] = []
+        self._schemas = schemas
+        self._register_schemas = register_schemas
+        self._guard: SchemaGuard | None = None
+        self._admitted: set[type[Event]] = set()
+        self.upcasters = Upcasters()
+        """Upcast functions from old event versions to new ones (``app.upcasters.register``)."""
         self.declarations: list[object] = []
         """Flows, SLOs and other declarations that higher layers read (see :meth:`declare`)."""
 
@@ -143,6 +167,23 @@ class App:
         return self._broker
 
     @property
+    def schema_guard(self) -> SchemaGuard:
+        """The schema registry check used on publish and consume, created on first use."""
+        if self._guard is None:
+            registry = self._schemas
+            if registry is None:
+                url = self._broker_arg if isinstance(self._broker_arg, str) else None
+                resolved = resolve_url(url) if self._broker_arg is None or url else "memory://"
+                store = SqliteSchemaStore.from_url(resolved) if resolved.startswith("sqlite:") else None
+                registry = SchemaRegistry(store, clock=self._clock)
+            self._guard = SchemaGuard(registry, register=self._register_schemas, upcasters=self.upcasters)
+        return self._guard
+
+    async def check_schemas(self) -> None:
+        """Check every event class of the app against the registry now (raises IncompatibleSchema)."""
+        await asyncio.to_thread(self.schema_guard.admit_topology, self.topology())
+
+    @property
     def clock(self) -> Clock:
         """The clock used for dead-letter timestamps and retry due times."""
         return self._clock
@@ -157,8 +198,15 @@ class App:
         Durable (per the broker's setting) when it returns. ``key`` is the
         partition key: events with the same key are handled in order.
         """
-        envelope = Envelope.for_event(event, source=source or self.name, key=key, subject=subject)
+        envelope = await self._envelope(event, source=source or self.name, key=key, subject=subject)
         return (await self._publish_chain()(event.topic(), [envelope]))[0]
+
+    async def _envelope(self, event: Event, *, source: str, key: str | None, subject: str | None = None) -> Envelope:
+        guard = self.schema_guard
+        if type(event) not in self._admitted:
+            await asyncio.to_thread(guard.admit, type(event))  # blocks on the registry once per class
+            self._admitted.add(type(event))
+        return Envelope.for_event(event, source=source, key=key, subject=subject, data=guard.outgoing(event))
 
     async def publish_envelope(self, topic: str, envelope: Envelope) -> Envelope:
         """Publish a ready-made envelope (its ids and causality are kept); return it as sent."""
@@ -178,7 +226,8 @@ class App:
         """Publish (event, key) pairs in order, batched per topic, each starting a new correlation."""
         by_topic: dict[str, list[Envelope]] = {}
         for event, key in events:
-            by_topic.setdefault(event.topic(), []).append(Envelope.for_event(event, source=self.name, key=key))
+            envelope = await self._envelope(event, source=self.name, key=key)
+            by_topic.setdefault(event.topic(), []).append(envelope)
         publish = self._publish_chain()
         sent: list[Envelope] = []
         for topic, envelopes in by_topic.items():
@@ -190,14 +239,34 @@ class App:
     def pipeline_for(self, spec: HandlerSpec) -> Consumer:
         """Build the consumer (and its middleware pipeline) for one handler."""
         middlewares: list[Middleware] = [*self._middleware, inbox_dedupe, failure_policy, with_timeout]
+        guard = self.schema_guard
         return Consumer(
             self.broker,
             spec,
-            chain(middlewares, spec.invoke),
+            chain(middlewares, self._invoker(spec, guard)),
             config=self._consumer_config,
             clock=self._clock,
             listeners=self._listeners,
+            admit=guard.outgoing,
         )
+
+    @staticmethod
+    def _invoker(spec: HandlerSpec, guard: SchemaGuard) -> Handler:
+        """The innermost handler: validate (upcasting old versions), call, queue outputs."""
+        model = spec.event
+        fields = model.model_fields
+        own_version = model.event_version()
+
+        async def invoke(envelope: Envelope, ctx: Context) -> None:
+            data = envelope.data
+            version = envelope.schemaversion
+            if version is not None and version > own_version and isinstance(data, dict):
+                # Tolerant reader: a newer producer's extra fields are ignored (FORWARD compatibility).
+                data = {name: value for name, value in data.items() if name in fields}
+            ctx.event = guard.incoming(model, data, version=version)
+            spec.collect(await spec.func(ctx.event, ctx), ctx)
+
+        return invoke
 
     def _select(self, services: Sequence[str] | None) -> list[HandlerSpec]:
         if not services:
@@ -210,9 +279,14 @@ class App:
         return [spec for name in services for spec in self._services[name].handlers]
 
     async def start(self, services: Sequence[str] | None = None) -> None:
-        """Start a consumer per handler of ``services`` (all by default). Returns at once."""
+        """Start a consumer per handler of ``services`` (all by default). Returns at once.
+
+        Raises IncompatibleSchema (before consuming anything) if an event class
+        breaks its type's compatibility mode in the registry.
+        """
         if self._tasks:
             raise ConfigurationError("app already started")
+        await self.check_schemas()
         for spec in self._select(services):
             consumer = self.pipeline_for(spec)
             self._consumers.append(consumer)

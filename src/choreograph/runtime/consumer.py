@@ -19,15 +19,16 @@ import logging
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from choreograph.core import codec
 from choreograph.core.broker import Broker, DeadLetter, Delivery, Record, Settlement, Subscription
 from choreograph.core.clock import Clock
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import BrokerError, DecodeError
+from choreograph.core.event import Event
 from choreograph.core.ids import new_id
 from choreograph.runtime.context import Context, Outcome
 from choreograph.runtime.middleware import Handler
@@ -85,6 +86,7 @@ class Consumer:
         config: ConsumerConfig,
         clock: Clock,
         listeners: Sequence[SettleListener] = (),
+        admit: Callable[[Event], dict[str, Any]] | None = None,
     ) -> None:
         self._broker = broker
         self.spec = spec
@@ -92,6 +94,7 @@ class Consumer:
         self._config = config
         self._clock = clock
         self._listeners = tuple(listeners)
+        self._admit = admit
         self._stopping = asyncio.Event()
         self.stats = HandlerStats()
         self._log = logging.LoggerAdapter(logger, {"service": spec.service, "handler": spec.name})
@@ -170,7 +173,9 @@ class Consumer:
     async def _run_lane(self, lane: list[tuple[Delivery, Envelope]], seen: set[str], contexts: list[Context]) -> None:
         pipeline = self._pipeline
         for delivery, envelope in lane:
-            ctx = Context(envelope=envelope, delivery=delivery, handler=self.spec, extra={"seen": seen})
+            ctx = Context(
+                envelope=envelope, delivery=delivery, handler=self.spec, extra={"seen": seen}, admit=self._admit
+            )
             await pipeline(envelope, ctx)
             contexts.append(ctx)
 

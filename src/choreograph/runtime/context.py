@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,8 @@ class Context:
     extra: dict[str, Any] = field(default_factory=dict)
     traceparent: str | None = None
     """Trace context for outgoing events; a tracing middleware sets it to its span."""
+    admit: Callable[[Event], dict[str, Any]] | None = None
+    """Checks an outgoing event against the schema registry and returns its payload."""
     tracestate: str | None = None
 
     @property
@@ -92,7 +94,7 @@ class Context:
             id=eid,
             source=self.handler.service,
             type=event.event_type(),
-            data=event.model_dump(mode="json"),
+            data=self.admit(event) if self.admit else event.model_dump(mode="json"),
             time=now_rfc3339(),
             subject=subject,
             partitionkey=key if key is not None else self.envelope.partitionkey,

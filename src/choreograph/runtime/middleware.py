@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import DecodeError, Reject, Retry
 from choreograph.runtime.context import Context, Outcome
+from choreograph.schema.errors import SchemaError
 
 Handler = Callable[[Envelope, Context], Awaitable[None]]
 Middleware = Callable[[Handler], Handler]
@@ -28,10 +29,6 @@ Middleware = Callable[[Handler], Handler]
 Publisher = Callable[[str, list[Envelope]], Awaitable[list[Envelope]]]
 """Sends envelopes to a topic and returns them as sent (a middleware may rewrite them)."""
 PublisherMiddleware = Callable[[Publisher], Publisher]
-
-
-class SchemaError(ValueError):
-    """The event's data does not match the handler's event model. Never retried."""
 
 
 def inbox_dedupe(handler: Handler) -> Handler:
@@ -57,8 +54,9 @@ def inbox_dedupe(handler: Handler) -> Handler:
 def failure_policy(handler: Handler) -> Handler:
     """Map a failed attempt to a retry (per the handler's RetryPolicy) or a dead letter.
 
-    Non-retryable failures — DecodeError, SchemaError, Reject — go straight to
-    the dead letter. Cancellation is not a failure and propagates.
+    Non-retryable failures — DecodeError, SchemaError (the data does not match
+    the event's schema, no upcaster, an incompatible version), Reject — go
+    straight to the dead letter. Cancellation is not a failure and propagates.
     """
 
     async def classify(envelope: Envelope, ctx: Context) -> None:

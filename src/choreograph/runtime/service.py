@@ -15,14 +15,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
-
 from choreograph.core.broker import Position
-from choreograph.core.envelope import Envelope
 from choreograph.core.errors import ConfigurationError, ContractError
 from choreograph.core.event import Event
 from choreograph.runtime.context import Context
-from choreograph.runtime.middleware import SchemaError
 from choreograph.runtime.retry import RetryPolicy
 
 E = TypeVar("E", bound=Event)
@@ -57,16 +53,8 @@ class HandlerSpec:
         """The topic this handler consumes."""
         return self.event.topic()
 
-    async def invoke(self, envelope: Envelope, ctx: Context) -> None:
-        """Validate the data into the event model, call the function, queue what it returns."""
-        try:
-            event = self.event.model_validate(envelope.data)
-        except ValidationError as exc:
-            raise SchemaError(
-                f"{envelope.type} v{envelope.schemaversion} does not match {self.event.__qualname__}: {exc}"
-            ) from exc
-        ctx.event = event
-        result = await self.func(event, ctx)
+    def collect(self, result: HandlerResult, ctx: Context) -> None:
+        """Queue what the handler returned (an event, a list of events, or None) for publishing."""
         if result is None:
             return
         for produced in (result,) if isinstance(result, Event) else result:
