@@ -36,6 +36,7 @@ from examples.shop.events import (
     PaymentCaptured,
     PaymentDeclined,
 )
+from examples.shop.flows import order_flow
 
 
 class TransientError(RuntimeError):
@@ -68,6 +69,7 @@ payment = app.service("payment")
 shipping = app.service("shipping")
 notification = app.service("notification")
 orders.publishes(OrderPlaced)  # from the storefront API; the demo publishes them
+app.declare(order_flow)  # watched by the workflow observer: `choreograph flows examples.shop.app:app`
 
 
 @inventory.on(OrderPlaced, retry=demo_retry)

@@ -23,7 +23,7 @@ from choreograph.core.broker import Broker, LagReporter, LogReader, Position, Re
 from choreograph.core.envelope import Envelope, now_rfc3339
 from choreograph.core.errors import ConfigurationError, DecodeError, UnknownTopic
 from choreograph.core.ids import new_id
-from choreograph.ops import dlq_cli
+from choreograph.ops import dlq_cli, flows_cli
 from choreograph.ops.console import EXIT_USAGE, BrokerOption, fail, fmt_time, out, run_async
 from choreograph.ops.loader import load_app
 from choreograph.ops.schema_cli import asyncapi_command, catalog_command, schema_app
@@ -319,6 +319,7 @@ def demo(
 cli.add_typer(schema_app, name="schema")
 cli.command("catalog")(catalog_command)
 cli.command("asyncapi")(asyncapi_command)
+flows_cli.register(cli)
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,11 +21,12 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from choreograph.core import codec
-from choreograph.core.broker import Broker, DeadLetterStore, LogReader, Position, TopicAdmin
-from choreograph.core.errors import ConfigurationError, DecodeError
+from choreograph.core.broker import Broker, DeadLetterStore, LogReader, TopicAdmin
+from choreograph.core.errors import ConfigurationError
+from choreograph.observe.flows import summarize
 from choreograph.ops.console import out
 from choreograph.ops.loader import load_app
+from choreograph.runtime.app import App
 
 DEMO_DB = ".choreograph-demo.db"
 APP_SPEC = "examples.shop.app:app"
@@ -51,25 +51,6 @@ def _fresh_sqlite_url() -> str:
     for suffix in ("", "-wal", "-shm"):
         Path(DEMO_DB + suffix).unlink(missing_ok=True)
     return f"sqlite:///./{DEMO_DB}"
-
-
-async def _read_all(reader: LogReader, topic: str) -> list[tuple[float, str, dict[str, object]]]:
-    """Return (timestamp, correlation id, data) of every decodable record of ``topic``."""
-    rows: list[tuple[float, str, dict[str, object]]] = []
-    position = Position.earliest()
-    seen: dict[int, int] = {}
-    while True:
-        batch = await reader.read(topic, position, limit=5000)
-        if not batch:
-            return rows
-        for delivery in batch:
-            seen[delivery.partition] = max(seen.get(delivery.partition, 0), delivery.offset + 1)
-            try:
-                env = codec.decode(delivery.value)
-            except DecodeError:
-                continue
-            rows.append((delivery.timestamp, env.correlationid or env.id, env.data))
-        position = Position.at_offsets(seen)
 
 
 async def _count(admin: TopicAdmin, names: set[str]) -> int:
@@ -175,45 +156,45 @@ async def run_demo(settings: DemoSettings) -> None:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
-    await _summary(broker, settings, elapsed, stats_dir)
+    await _summary(app, broker, settings, elapsed, stats_dir)
     await app.close()
 
 
-async def _summary(broker: Broker, settings: DemoSettings, elapsed: float, stats_dir: Path) -> None:
-    from examples.shop.events import InventoryReleased, OrderCancelled, OrderCompleted, OrderPlaced
+async def _summary(app: App, broker: Broker, settings: DemoSettings, elapsed: float, stats_dir: Path) -> None:
+    """Print the observer's figures for the order flow plus the workers' counters."""
+    from examples.shop.flows import order_flow
 
-    assert isinstance(broker, LogReader)
-    placed = {corr: ts for ts, corr, _ in await _read_all(broker, OrderPlaced.topic())}
-    completed = {corr: ts for ts, corr, _ in await _read_all(broker, OrderCompleted.topic())}
-    cancelled = {corr: (ts, data) for ts, corr, data in await _read_all(broker, OrderCancelled.topic())}
-    released = {corr for _, corr, _ in await _read_all(broker, InventoryReleased.topic())}
-    declined = [corr for corr, (_, data) in cancelled.items() if data.get("reason") == "payment declined"]
-    compensated = sum(1 for corr in declined if corr in released)
+    figures = (await summarize(app, [order_flow], broker))[order_flow.name]
     dead = await broker.dead_letters(limit=100_000) if isinstance(broker, DeadLetterStore) else []
     totals: dict[str, int] = {}
     for path in stats_dir.glob("worker-*.json"):
         for counters in json.loads(path.read_text()).values():
             for name, value in counters.items():
                 totals[name] = totals.get(name, 0) + value
-    finals = {**{c: ts for c, (ts, _) in cancelled.items()}, **completed}
-    latencies = sorted((finals[c] - placed[c]) * 1000 for c in finals if c in placed)
+    compensation_problems = figures.compensation_missing + figures.compensation_failed
+    out_of_stock = figures.failed - figures.compensated - compensation_problems
 
     table = Table("", "count", title=f"Shop demo: {settings.orders} orders in {elapsed:.1f}s")
-    table.add_row("orders placed", str(len(placed)))
-    table.add_row("[green]completed[/] (paid and shipped)", str(len(completed)))
-    table.add_row("[yellow]cancelled[/]: out of stock", str(len(cancelled) - len(declined)))
-    table.add_row(
-        "[yellow]cancelled[/]: payment declined, stock released (compensated)", f"{compensated}/{len(declined)}"
-    )
-    table.add_row("[red]dead-lettered[/]", str(len({d.event_id for d in dead})))
+    table.add_row("orders placed (flow started)", str(figures.started))
+    table.add_row("[green]completed[/] (paid and shipped)", str(figures.completed))
+    table.add_row("[yellow]cancelled[/]: out of stock", str(out_of_stock))
+    table.add_row("[yellow]cancelled[/]: payment declined, stock released (compensated)", str(figures.compensated))
+    table.add_row("[red]compensation missing or failed[/]", str(compensation_problems))
+    table.add_row("[red]dead-lettered[/] (still in flight)", f"{len({d.event_id for d in dead})} ({figures.in_flight})")
+    table.add_row("stuck past the flow deadline", str(figures.stuck))
     table.add_row("retries (transient failures)", str(totals.get("retries", 0)))
     table.add_row("duplicates skipped by the inbox", str(totals.get("duplicates", 0)))
     table.add_row("events handled", str(totals.get("handled", 0)))
-    if latencies:
-        q = statistics.quantiles(latencies, n=1000, method="inclusive") if len(latencies) > 1 else latencies * 999
-        table.add_row("OrderPlaced -> final event p50 / p95 / p99", f"{q[499]:.0f} / {q[949]:.0f} / {q[989]:.0f} ms")
+    if figures.completion_rate is not None:
+        table.add_row("completion rate (completed / finished)", f"{figures.completion_rate:.1%}")
+    finality = figures.time_to_finality
+    if finality.count:
+        table.add_row(
+            "OrderPlaced -> final event p50 / p95 / p99",
+            " / ".join(f"{(q or 0) * 1000:.0f}" for q in (finality.p50, finality.p95, finality.p99)) + " ms",
+        )
     out.print(table)
     if dead:
-        out.print(
-            f"Inspect dead letters with: choreograph dlq list --broker {settings.broker or 'sqlite:///./' + DEMO_DB}"
-        )
+        url = settings.broker or f"sqlite:///./{DEMO_DB}"
+        out.print(f"Inspect dead letters with: choreograph dlq list --broker {url}")
+        out.print(f"Follow one order with:     choreograph flow show {APP_SPEC} CORRELATION_ID --broker {url}")

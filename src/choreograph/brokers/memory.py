@@ -1,0 +1,551 @@
+"""The in-memory broker: a real partitioned log with consumer groups, in one process.
+
+Not a mock: it keeps every guarantee the contract in :mod:`choreograph.core.broker`
+describes except persistence and sharing between processes. Records are
+partitioned by key hash; a consumer group remembers per partition which
+records it has not settled yet; members of a group split the partitions and
+the split is recomputed whenever a member joins or leaves. A record with key K
+is handed out only when every earlier record with key K is settled or handed
+out in the same batch, so per-key order holds across rebalances and retries.
+
+Everything runs on one event loop and every state change happens between two
+``await`` points, so each operation — a settlement included — is atomic.
+Waiting fetches are woken by an :class:`asyncio.Event` per topic, or when the
+earliest delayed retry falls due; nothing polls.
+
+URL form: ``memory://`` or ``memory://?partitions=8``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import parse_qsl, urlsplit
+
+from choreograph.core.broker import (
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    PartitionLag,
+    Position,
+    Record,
+    Settlement,
+    TopicInfo,
+    partition_for,
+)
+from choreograph.core.clock import Clock, SystemClock
+from choreograph.core.errors import (
+    BrokerClosed,
+    BrokerError,
+    BrokerUnavailable,
+    ConfigurationError,
+    NotFound,
+    UnknownTopic,
+)
+
+DEFAULT_PARTITIONS: Final = 4
+"""Partitions of every topic unless ``partitions`` says otherwise."""
+
+_MIN_WAIT: Final = 0.001
+_EARLIEST: Final = Position.earliest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One record in a partition of the log."""
+
+    offset: int
+    key: str | None
+    value: bytes
+    headers: Mapping[str, str]
+    timestamp: float
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A record a group has not settled yet: ready, waiting for a retry, or held by a member."""
+
+    offset: int
+    key: str | None
+    attempt: int = 0
+    due: float = 0.0
+    holder: MemorySubscription | None = None
+    first_failure: float | None = None
+    value: bytes | None = None
+    resubmitted: bool = False
+
+
+@dataclass(slots=True)
+class _Topic:
+    name: str
+    log: list[list[_Entry]]
+    round_robin: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        """Wake every fetch waiting on this topic."""
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+@dataclass(slots=True)
+class _Group:
+    """One consumer group on one topic."""
+
+    topic: _Topic
+    name: str
+    cursors: list[int]
+    pending: list[dict[int, _Pending]]
+    members: list[MemorySubscription] = field(default_factory=list)
+
+    def assigned(self, member: MemorySubscription) -> list[int]:
+        """Partitions ``member`` owns: partition p goes to member ``p % len(members)`` in join order."""
+        if member not in self.members:
+            return []
+        index, count = self.members.index(member), len(self.members)
+        return [p for p in range(len(self.cursors)) if p % count == index]
+
+    def committed(self, partition: int) -> int:
+        """The first offset the group has not settled, ignoring resubmitted dead letters."""
+        offsets = [o for o, e in self.pending[partition].items() if not e.resubmitted]
+        return min(offsets, default=self.cursors[partition])
+
+
+@dataclass(slots=True)
+class _Stored:
+    """A dead letter and where to hand it back."""
+
+    letter: DeadLetter
+    topic: str
+    group: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes
+
+
+def _delivery(topic: str, partition: int, entry: _Entry) -> Delivery:
+    return Delivery(
+        topic=topic,
+        partition=partition,
+        offset=entry.offset,
+        value=entry.value,
+        key=entry.key,
+        headers=dict(entry.headers),
+        timestamp=entry.timestamp,
+    )
+
+
+class MemoryBroker:
+    """A partitioned log with consumer groups, retries and dead letters, held in memory.
+
+    Not thread-safe: use it from one event loop. Data lives as long as the object.
+    """
+
+    capabilities = Capabilities(
+        per_key_order=True,
+        persistent=False,
+        replay=True,
+        lag=True,
+        native_delay=True,
+        atomic_settle=True,
+        cross_process=False,
+        dead_letter_store=True,
+    )
+
+    def __init__(self, *, partitions: int = DEFAULT_PARTITIONS, clock: Clock | None = None) -> None:
+        if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
+            raise ConfigurationError(f"partitions must be an integer >= 1, got {partitions!r}")
+        self.partitions = partitions
+        self.clock: Clock = clock or SystemClock()
+        self._topics: dict[str, _Topic] = {}
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._inbox: dict[str, set[str]] = {}
+        self._dead: dict[str, _Stored] = {}
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None) -> MemoryBroker:
+        """Build a broker from ``memory://`` or ``memory://?partitions=N``."""
+        parts = urlsplit(url)
+        if parts.scheme != "memory" or parts.netloc or parts.path not in ("", "/"):
+            raise ConfigurationError(f"not a memory broker URL: {url!r}; write memory:// or memory://?partitions=4")
+        options = dict(parse_qsl(parts.query, keep_blank_values=True))
+        unknown = set(options) - {"partitions"}
+        if unknown:
+            raise ConfigurationError(f"unknown memory:// option(s) {sorted(unknown)}; known: ['partitions']")
+        partitions = DEFAULT_PARTITIONS
+        if "partitions" in options:
+            try:
+                partitions = int(options["partitions"])
+            except ValueError:
+                raise ConfigurationError(f"partitions must be an integer, got {options['partitions']!r}") from None
+        return cls(partitions=partitions, clock=clock)
+
+    # -- Broker ---------------------------------------------------------------
+
+    async def publish(self, topic: str, records: Sequence[Record]) -> None:
+        """Append ``records`` in order; visible to fetches when it returns. Atomic, never blocks."""
+        self._check_open()
+        self._append(topic, records)
+
+    async def subscribe(self, topic: str, group: str, *, start: Position = _EARLIEST) -> MemorySubscription:
+        """Join ``group`` on ``topic``; the group's partitions are re-split among its members."""
+        self._check_open()
+        state = self._groups.get((topic, group))
+        if state is None:
+            log = self._topic(topic)
+            cursors = self._start(log, start)
+            state = _Group(log, group, cursors, [{} for _ in cursors])
+            self._groups[(topic, group)] = state
+        member = MemorySubscription(self, state)
+        state.members.append(member)
+        state.topic.notify()
+        return member
+
+    async def ping(self) -> None:
+        """Return while the broker is open; raise BrokerUnavailable after :meth:`close`."""
+        if self._closed:
+            raise BrokerUnavailable("the memory broker is closed")
+
+    async def close(self) -> None:
+        """Close every subscription and refuse further work. Idempotent; nothing is buffered."""
+        if self._closed:
+            return
+        self._closed = True
+        for state in self._groups.values():
+            for member in list(state.members):
+                member._leave()
+        for log in self._topics.values():
+            log.notify()
+
+    # -- LagReporter, TopicAdmin, LogReader -----------------------------------
+
+    async def lag(self, group: str | None = None) -> list[PartitionLag]:
+        """Return ``end - committed`` per (topic, group, partition), sorted."""
+        out = []
+        for (topic, name), state in sorted(self._groups.items()):
+            if group is not None and name != group:
+                continue
+            for p, entries in enumerate(state.topic.log):
+                out.append(PartitionLag(topic, name, p, len(entries), state.committed(p)))
+        return out
+
+    async def topics(self) -> list[TopicInfo]:
+        """Return every topic, sorted by name."""
+        out = []
+        for name in sorted(self._topics):
+            size = sum(len(entries) for entries in self._topics[name].log)
+            out.append(TopicInfo(name, len(self._topics[name].log), size, size))
+        return out
+
+    async def read(self, topic: str, start: Position = _EARLIEST, *, limit: int = 1000) -> list[Delivery]:
+        """Return up to ``limit`` records from ``start`` in (partition, offset) order. Never blocks."""
+        self._check_open()
+        log = self._topics.get(topic)
+        if log is None:
+            raise UnknownTopic(f"topic {topic!r} does not exist")
+        out: list[Delivery] = []
+        for p, first in enumerate(self._start(log, start)):
+            for entry in log.log[p][first:]:
+                if len(out) >= limit:
+                    return out
+                out.append(_delivery(topic, p, entry))
+        return out
+
+    # -- DeadLetterStore --------------------------------------------------------
+
+    async def dead_letters(
+        self, *, group: str | None = None, status: str | None = "open", limit: int = 100
+    ) -> list[DeadLetter]:
+        """Return dead letters, oldest first, filtered by group and status (``None``: any)."""
+        out = []
+        for stored in self._dead.values():
+            letter = stored.letter
+            if (group is None or stored.group == group) and (status is None or letter.status == status):
+                out.append(letter)
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
+        """Return one dead letter; raise NotFound if absent."""
+        return self._stored(dead_letter_id).letter
+
+    async def resubmit(self, dead_letter_id: str, value: bytes | None = None) -> bool:
+        """Make the record due again for its group only, at attempt 1; False unless the entry is open.
+
+        Keeps topic, partition, offset, key and headers; ``value`` replaces the bytes.
+        """
+        self._check_open()
+        stored = self._stored(dead_letter_id)
+        if stored.letter.status != "open":
+            return False
+        state = self._groups.get((stored.topic, stored.group))
+        if state is None:  # the group vanished with its topic; recreate it at the end of the log
+            log = self._topic(stored.topic)
+            state = _Group(log, stored.group, [len(e) for e in log.log], [{} for _ in log.log])
+            self._groups[(stored.topic, stored.group)] = state
+        stored.letter = dataclasses.replace(stored.letter, status="resubmitted")
+        state.pending[stored.partition][stored.offset] = _Pending(
+            stored.offset,
+            stored.key,
+            due=self.clock.now(),
+            value=stored.value if value is None else value,
+            resubmitted=True,
+        )
+        state.topic.notify()
+        return True
+
+    async def purge(self, dead_letter_ids: Sequence[str] | None = None) -> int:
+        """Mark open entries purged (all of them if ``None``); return how many changed."""
+        wanted = None if dead_letter_ids is None else set(dead_letter_ids)
+        count = 0
+        for dead_id, stored in self._dead.items():
+            if stored.letter.status == "open" and (wanted is None or dead_id in wanted):
+                stored.letter = dataclasses.replace(stored.letter, status="purged")
+                count += 1
+        return count
+
+    # -- internals --------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerClosed("the memory broker is closed")
+
+    def _topic(self, name: str) -> _Topic:
+        log = self._topics.get(name)
+        if log is None:
+            log = self._topics[name] = _Topic(name, [[] for _ in range(self.partitions)])
+        return log
+
+    def _stored(self, dead_letter_id: str) -> _Stored:
+        stored = self._dead.get(dead_letter_id)
+        if stored is None:
+            raise NotFound(f"no dead letter with id {dead_letter_id!r}")
+        return stored
+
+    def _append(self, topic: str, records: Sequence[Record]) -> None:
+        log = self._topic(topic)
+        now = self.clock.now()
+        for record in records:
+            if not isinstance(record.value, bytes):
+                raise ConfigurationError(f"a record value must be bytes, got {type(record.value).__name__}")
+            p = partition_for(record.key, len(log.log), log.round_robin)
+            if record.key is None:
+                log.round_robin += 1
+            entries = log.log[p]
+            entries.append(_Entry(len(entries), record.key, record.value, dict(record.headers), now))
+        if records:
+            log.notify()
+
+    def _start(self, log: _Topic, start: Position) -> list[int]:
+        if start.kind == "earliest":
+            return [0 for _ in log.log]
+        if start.kind == "latest":
+            return [len(entries) for entries in log.log]
+        if start.kind == "offsets":
+            offsets = start.offsets or {}
+            return [min(max(0, offsets.get(p, 0)), len(e)) for p, e in enumerate(log.log)]
+        when = start.time if start.time is not None else 0.0
+        return [next((e.offset for e in entries if e.timestamp >= when), len(entries)) for entries in log.log]
+
+    def _take(self, member: MemorySubscription, max_records: int) -> list[Delivery]:
+        state, now = member._state, self.clock.now()
+        out: list[Delivery] = []
+        partitions = state.assigned(member)
+        if not partitions:
+            return out
+        turn = member._turn % len(partitions)
+        member._turn += 1
+        for p in partitions[turn:] + partitions[:turn]:
+            if len(out) >= max_records:
+                break
+            self._take_partition(member, p, now, max_records, out)
+        return out
+
+    def _take_partition(
+        self, member: MemorySubscription, p: int, now: float, max_records: int, out: list[Delivery]
+    ) -> None:
+        state = member._state
+        pending = state.pending[p]
+        blocked: set[str] = set()  # keys with an earlier record that cannot go out now
+        for offset in sorted(pending):
+            if len(out) >= max_records:
+                return
+            item = pending[offset]
+            if item.key is not None and item.key in blocked:
+                continue
+            if item.holder is not None or item.due > now:
+                if item.key is not None:
+                    blocked.add(item.key)
+                continue
+            out.append(self._hand_out(member, p, item))
+        entries = state.topic.log[p]
+        while len(out) < max_records and state.cursors[p] < len(entries):
+            entry = entries[state.cursors[p]]
+            state.cursors[p] += 1
+            item = pending[entry.offset] = _Pending(entry.offset, entry.key)
+            if entry.key is None or entry.key not in blocked:
+                out.append(self._hand_out(member, p, item))
+
+    def _hand_out(self, member: MemorySubscription, p: int, item: _Pending) -> Delivery:
+        entry = member._state.topic.log[p][item.offset]
+        item.attempt += 1
+        item.holder = member
+        member._held.add((p, item.offset))
+        return Delivery(
+            topic=member._state.topic.name,
+            partition=p,
+            offset=item.offset,
+            value=entry.value if item.value is None else item.value,
+            key=entry.key,
+            headers=dict(entry.headers),
+            timestamp=entry.timestamp,
+            attempt=item.attempt,
+            first_failure=item.first_failure,
+        )
+
+    def _next_due(self, member: MemorySubscription) -> float | None:
+        """The earliest future due time of a retry in ``member``'s partitions.
+
+        Records already due but blocked behind an earlier record of their key
+        are not counted: the settle or close that unblocks them wakes the fetch.
+        """
+        state, now = member._state, self.clock.now()
+        dues = [
+            item.due
+            for p in state.assigned(member)
+            for item in state.pending[p].values()
+            if item.holder is None and item.due > now
+        ]
+        return min(dues, default=None)
+
+    def _settle(self, member: MemorySubscription, settlement: Settlement) -> None:
+        state = member._state
+        settled: set[tuple[int, int]] = set()
+        deliveries = [
+            *settlement.acks,
+            *(d for d, _ in settlement.retries),
+            *(d for d, _ in settlement.dead_letters),
+        ]
+        for delivery in deliveries:  # validate everything before changing anything
+            where = (delivery.partition, delivery.offset)
+            if delivery.topic != state.topic.name or where not in member._held:
+                raise BrokerError(
+                    f"delivery {delivery.topic}[{delivery.partition}]@{delivery.offset} is not held by "
+                    f"this member of group {state.name!r}; it was settled already or never fetched here"
+                )
+            if where in settled:
+                raise BrokerError(f"delivery {delivery.topic}[{where[0]}]@{where[1]} appears twice in a settlement")
+            settled.add(where)
+        for _, delay in settlement.retries:
+            if delay < 0:
+                raise ConfigurationError(f"a retry delay must be >= 0 seconds, got {delay}")
+        letter_ids = [letter.id for _, letter in settlement.dead_letters]
+        if len(set(letter_ids)) != len(letter_ids) or any(i in self._dead for i in letter_ids):
+            raise BrokerError("a dead letter id in this settlement is already stored")
+        now = self.clock.now()
+        for delivery in settlement.acks:
+            self._release(member, delivery)
+        for delivery, delay in settlement.retries:
+            item = state.pending[delivery.partition][delivery.offset]
+            member._held.discard((delivery.partition, delivery.offset))
+            item.holder = None
+            item.due = now + delay
+            item.first_failure = item.first_failure if item.first_failure is not None else now
+        for delivery, letter in settlement.dead_letters:
+            item = self._release(member, delivery)
+            self._dead[letter.id] = _Stored(
+                letter, state.topic.name, state.name, delivery.partition, delivery.offset, item.key, delivery.value
+            )
+        by_topic: dict[str, list[Record]] = {}
+        for topic, record in settlement.outputs:
+            by_topic.setdefault(topic, []).append(record)
+        for topic, records in by_topic.items():
+            self._append(topic, records)
+        self._inbox.setdefault(state.name, set()).update(settlement.inbox)
+        if settlement.retries:
+            state.topic.notify()
+
+    def _release(self, member: MemorySubscription, delivery: Delivery) -> _Pending:
+        member._held.discard((delivery.partition, delivery.offset))
+        return member._state.pending[delivery.partition].pop(delivery.offset)
+
+
+class MemorySubscription:
+    """One member of a consumer group on a :class:`MemoryBroker` topic."""
+
+    def __init__(self, broker: MemoryBroker, state: _Group) -> None:
+        self._broker = broker
+        self._state = state
+        self._held: set[tuple[int, int]] = set()
+        self._turn = 0
+        self._closed = False
+
+    @property
+    def group(self) -> str:
+        """The consumer group this member belongs to."""
+        return self._state.name
+
+    async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
+        """Wait up to ``timeout`` seconds for up to ``max_records`` deliveries of this member's partitions.
+
+        Wakes as soon as a record is published, a retry falls due, a member
+        leaves, or the subscription is closed (then returns what it has: nothing).
+        """
+        if self._closed:
+            raise BrokerClosed(f"this subscription to {self._state.topic.name!r} is closed")
+        if max_records < 1:
+            raise ConfigurationError(f"max_records must be >= 1, got {max_records}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while not self._closed:
+            changed = self._state.topic.changed
+            batch = self._broker._take(self, max_records)
+            if batch:
+                return batch
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            due = self._broker._next_due(self)
+            if due is not None:
+                remaining = min(remaining, max(_MIN_WAIT, due - self._broker.clock.now()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+        return []
+
+    async def settle(self, settlement: Settlement) -> None:
+        """Apply ``settlement`` all at once, or raise BrokerError and apply none of it."""
+        if self._closed:
+            raise BrokerClosed(f"this subscription to {self._state.topic.name!r} is closed")
+        self._broker._settle(self, settlement)
+
+    async def seen(self, keys: Sequence[str]) -> set[str]:
+        """Return which ``keys`` this group's inbox holds."""
+        inbox = self._broker._inbox.get(self._state.name, set())
+        return {key for key in keys if key in inbox}
+
+    async def close(self) -> None:
+        """Leave the group; unsettled deliveries become due to the other members at once. Idempotent."""
+        self._leave()
+
+    def _leave(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        state = self._state
+        now = self._broker.clock.now()
+        for p, offset in self._held:
+            item = state.pending[p].get(offset)
+            if item is not None and item.holder is self:
+                item.holder = None
+                item.due = now
+        self._held.clear()
+        if self in state.members:
+            state.members.remove(self)
+        state.topic.notify()

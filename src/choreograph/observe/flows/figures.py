@@ -1,0 +1,152 @@
+"""Figures of a flow: counts, completion rate, time to finality and per-step latency."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from choreograph.observe.flows.flow import Flow
+from choreograph.observe.flows.instance import (
+    COMP_DONE,
+    COMP_FAILED,
+    COMP_MISSING,
+    COMPLETED,
+    FAILED,
+    Instance,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Quantiles:
+    """Percentiles of a set of durations, in seconds (None when there is no sample)."""
+
+    count: int = 0
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> Quantiles:
+        """Return the nearest-rank 50th, 95th and 99th percentiles of ``samples``."""
+        if not samples:
+            return cls()
+        ordered = sorted(samples)
+
+        def rank(q: float) -> float:
+            return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+        return cls(len(ordered), rank(0.50), rank(0.95), rank(0.99))
+
+
+@dataclass(frozen=True, slots=True)
+class FlowFigures:
+    """How the instances of one flow are doing at one moment.
+
+    ``completed`` and ``failed`` count instances that reached a success or a
+    failure event; ``compensated`` counts instances whose every required
+    compensation happened; ``compensation_missing`` / ``compensation_failed``
+    count instances with an undo overdue / dead-lettered. ``in_flight``
+    includes the ``stuck`` ones (past the deadline, not final).
+    ``completion_rate`` is completed / (completed + failed + stuck), None
+    before any instance settles.
+    """
+
+    flow: str
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    compensated: int = 0
+    compensation_missing: int = 0
+    compensation_failed: int = 0
+    in_flight: int = 0
+    stuck: int = 0
+    awaiting_start: int = 0
+    """Instances seen only through later events so far (their start event was not observed)."""
+    completion_rate: float | None = None
+    time_to_finality: Quantiles = field(default_factory=Quantiles)
+    step_latency: dict[str, Quantiles] = field(default_factory=dict)
+    """Per event type: seconds from its cause to it."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-compatible dict."""
+        return {
+            "flow": self.flow,
+            "started": self.started,
+            "completed": self.completed,
+            "failed": self.failed,
+            "compensated": self.compensated,
+            "compensation_missing": self.compensation_missing,
+            "compensation_failed": self.compensation_failed,
+            "in_flight": self.in_flight,
+            "stuck": self.stuck,
+            "awaiting_start": self.awaiting_start,
+            "completion_rate": self.completion_rate,
+            "time_to_finality": _q(self.time_to_finality),
+            "step_latency": {name: _q(q) for name, q in self.step_latency.items()},
+        }
+
+
+def _q(q: Quantiles) -> dict[str, Any]:
+    return {"count": q.count, "p50": q.p50, "p95": q.p95, "p99": q.p99}
+
+
+def compute(flow: Flow, instances: Iterable[Instance], now: float) -> FlowFigures:
+    """Compute the figures of ``flow`` over ``instances`` at time ``now``. Pure."""
+    counts = dict.fromkeys(
+        (
+            "started",
+            "completed",
+            "failed",
+            "compensated",
+            "compensation_missing",
+            "compensation_failed",
+            "in_flight",
+            "stuck",
+            "awaiting_start",
+        ),
+        0,
+    )
+    durations: list[float] = []
+    steps: dict[str, list[float]] = {}
+    for instance in instances:
+        if not instance.events:
+            continue
+        if instance.start(flow) is None:
+            counts["awaiting_start"] += 1
+        else:
+            counts["started"] += 1
+        status = instance.status(flow)
+        if status == COMPLETED:
+            counts["completed"] += 1
+        elif status == FAILED:
+            counts["failed"] += 1
+        else:
+            counts["in_flight"] += 1
+            if instance.is_stuck(flow, now):
+                counts["stuck"] += 1
+        states = {c.state for c in instance.compensations(flow, now)}
+        if states and states == {COMP_DONE}:
+            counts["compensated"] += 1
+        if COMP_MISSING in states:
+            counts["compensation_missing"] += 1
+        if COMP_FAILED in states:
+            counts["compensation_failed"] += 1
+        duration = instance.duration(flow)
+        if duration is not None:
+            durations.append(duration)
+        for event_type, latency in instance.step_latencies(flow):
+            steps.setdefault(event_type, []).append(latency)
+    settled = counts["completed"] + counts["failed"] + counts["stuck"]
+    order = {ref.type: i for i, ref in enumerate(flow.refs)}
+    return FlowFigures(
+        flow=flow.name,
+        completion_rate=counts["completed"] / settled if settled else None,
+        time_to_finality=Quantiles.of(durations),
+        step_latency={
+            name: Quantiles.of(samples)
+            for name, samples in sorted(steps.items(), key=lambda item: order.get(item[0], len(order)))
+        },
+        **counts,
+    )

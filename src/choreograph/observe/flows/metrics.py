@@ -1,0 +1,79 @@
+"""Export flow figures as Prometheus metrics (optional: ``pip install 'choreograph[metrics]'``).
+
+A collector reads :meth:`Observer.figures` at scrape time, so the numbers are
+never stale and nothing is counted twice across restarts::
+
+    registry = CollectorRegistry()
+    register_flow_metrics(observer, registry)
+
+Metric names: ``choreograph_flow_instances{flow, state}`` (gauge; state is
+started, completed, failed, compensated, compensation_missing,
+compensation_failed, in_flight, stuck), ``choreograph_flow_completion_ratio``
+and ``choreograph_flow_finality_seconds{flow, quantile}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from choreograph.core.errors import MissingExtraError
+from choreograph.observe.flows.figures import FlowFigures
+
+_STATES = (
+    "started",
+    "completed",
+    "failed",
+    "compensated",
+    "compensation_missing",
+    "compensation_failed",
+    "in_flight",
+    "stuck",
+)
+
+
+class FlowCollector:
+    """A Prometheus collector over a source of figures (e.g. ``observer.figures``)."""
+
+    def __init__(self, figures: Callable[[], Mapping[str, FlowFigures]]) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterator[Any]:
+        """Yield the metric families at scrape time."""
+        try:
+            from prometheus_client.core import GaugeMetricFamily
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise MissingExtraError("flow metrics", "metrics", "prometheus_client") from exc
+        instances = GaugeMetricFamily("choreograph_flow_instances", "Flow instances by state", labels=["flow", "state"])
+        ratio = GaugeMetricFamily(
+            "choreograph_flow_completion_ratio", "completed / (completed + failed + stuck)", labels=["flow"]
+        )
+        finality = GaugeMetricFamily(
+            "choreograph_flow_finality_seconds", "Time from start to final event", labels=["flow", "quantile"]
+        )
+        for name, figures in self._figures().items():
+            for state in _STATES:
+                instances.add_metric([name, state], float(getattr(figures, state)))
+            if figures.completion_rate is not None:
+                ratio.add_metric([name], figures.completion_rate)
+            q = figures.time_to_finality
+            for label, value in (("0.5", q.p50), ("0.95", q.p95), ("0.99", q.p99)):
+                if value is not None:
+                    finality.add_metric([name, label], value)
+        yield instances
+        yield ratio
+        yield finality
+
+
+def register_flow_metrics(figures: Callable[[], Mapping[str, FlowFigures]], registry: Any = None) -> FlowCollector:
+    """Register a :class:`FlowCollector` on ``registry`` (default: the global one); return it.
+
+    Raises MissingExtraError with an install hint if prometheus_client is absent.
+    """
+    try:
+        from prometheus_client import REGISTRY
+    except ImportError as exc:
+        raise MissingExtraError("flow metrics", "metrics", "prometheus_client") from exc
+    collector = FlowCollector(figures)
+    (registry or REGISTRY).register(collector)
+    return collector
