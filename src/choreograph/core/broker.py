@@ -35,9 +35,12 @@ class Record:
 class Delivery:
     """One record handed to a consumer group member.
 
-    ``attempt`` counts deliveries of this record to this group, starting at 1;
-    backends persist it so a restart does not reset it. ``first_failure`` is the
-    time of the first failed attempt, if any.
+    ``attempt`` starts at 1 and is at least 1 + the number of failed attempts
+    (retries requested through :meth:`Subscription.settle`); backends persist it
+    so a restart does not reset it. Backends that count deliveries natively
+    (NATS, Redis) or in memory also count a redelivery after a consumer crashed
+    or left; the embedded SQLite log does not, to keep fetches free of writes.
+    ``first_failure`` is the time of the first failed attempt, if any.
     """
 
     topic: str
