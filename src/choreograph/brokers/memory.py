@@ -24,7 +24,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from choreograph.core.broker import (
     Capabilities,
@@ -46,6 +46,7 @@ from choreograph.core.errors import (
     NotFound,
     UnknownTopic,
 )
+from choreograph.core.options import parse_query
 
 DEFAULT_PARTITIONS: Final = 4
 """Partitions of every topic unless ``partitions`` says otherwise."""
@@ -174,17 +175,8 @@ class MemoryBroker:
         parts = urlsplit(url)
         if parts.scheme != "memory" or parts.netloc or parts.path not in ("", "/"):
             raise ConfigurationError(f"not a memory broker URL: {url!r}; write memory:// or memory://?partitions=4")
-        options = dict(parse_qsl(parts.query, keep_blank_values=True))
-        unknown = set(options) - {"partitions"}
-        if unknown:
-            raise ConfigurationError(f"unknown memory:// option(s) {sorted(unknown)}; known: ['partitions']")
-        partitions = DEFAULT_PARTITIONS
-        if "partitions" in options:
-            try:
-                partitions = int(options["partitions"])
-            except ValueError:
-                raise ConfigurationError(f"partitions must be an integer, got {options['partitions']!r}") from None
-        return cls(partitions=partitions, clock=clock)
+        options = parse_query(parts.query, {"partitions": int}, "memory")
+        return cls(partitions=options.get("partitions", DEFAULT_PARTITIONS), clock=clock)
 
     # -- Broker ---------------------------------------------------------------
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from choreograph.core.errors import ConfigurationError
+from choreograph.core.options import (
+    Parser,
+    boolean,
+    optional,
+    parse_query,
+    require_positive,
+    require_positive_int,
+)
 
 SYNC_MODES = ("normal", "full")
 
@@ -54,27 +59,27 @@ class SqliteConfig:
     """Upper bound of records group-committed in one write transaction."""
 
     def __post_init__(self) -> None:
-        _positive_int("partitions", self.partitions)
+        require_positive_int("partitions", self.partitions)
         if self.sync not in SYNC_MODES:
             raise ConfigurationError(f"sync must be one of {SYNC_MODES}, got {self.sync!r}")
-        _positive("lease_timeout", self.lease_timeout)
+        require_positive("lease_timeout", self.lease_timeout)
         if self.heartbeat_interval is not None:
-            _positive("heartbeat_interval", self.heartbeat_interval)
+            require_positive("heartbeat_interval", self.heartbeat_interval)
             if self.heartbeat_interval >= self.lease_timeout:
                 raise ConfigurationError(
                     f"heartbeat_interval ({self.heartbeat_interval}) must be shorter than "
                     f"lease_timeout ({self.lease_timeout}), or leases expire between heartbeats"
                 )
-        _positive("rebalance_check_interval", self.rebalance_check_interval)
-        _positive("inbox_retention", self.inbox_retention)
+        require_positive("rebalance_check_interval", self.rebalance_check_interval)
+        require_positive("inbox_retention", self.inbox_retention)
         if self.retention_max_age is not None:
-            _positive("retention_max_age", self.retention_max_age)
+            require_positive("retention_max_age", self.retention_max_age)
         if self.retention_max_records is not None:
-            _positive_int("retention_max_records", self.retention_max_records)
-        _positive("retention_interval", self.retention_interval)
+            require_positive_int("retention_max_records", self.retention_max_records)
+        require_positive("retention_interval", self.retention_interval)
         if not isinstance(self.busy_timeout, int | float) or self.busy_timeout < 0:
             raise ConfigurationError(f"busy_timeout must be >= 0 seconds, got {self.busy_timeout!r}")
-        _positive_int("max_batch_records", self.max_batch_records)
+        require_positive_int("max_batch_records", self.max_batch_records)
 
     @property
     def effective_heartbeat_interval(self) -> float:
@@ -84,42 +89,16 @@ class SqliteConfig:
         return self.lease_timeout / 3
 
 
-def _positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
-        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
-
-
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _optional(convert: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        return None if text.lower() in {"", "none", "null"} else convert(text)
-
-    return parse
-
-
-def _boolean(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"not a boolean: {text!r}")
-
-
-_PARSERS: dict[str, Callable[[str], Any]] = {
+_PARSERS: dict[str, Parser] = {
     "partitions": int,
     "sync": str.lower,
     "lease_timeout": float,
-    "heartbeat_interval": _optional(float),
+    "heartbeat_interval": optional(float),
     "rebalance_check_interval": float,
     "inbox_retention": float,
-    "retention_max_age": _optional(float),
-    "retention_max_records": _optional(int),
-    "retention_respect_groups": _boolean,
+    "retention_max_age": optional(float),
+    "retention_max_records": optional(int),
+    "retention_respect_groups": boolean,
     "retention_interval": float,
     "busy_timeout": float,
     "max_batch_records": int,
@@ -142,14 +121,5 @@ def parse_url(url: str) -> tuple[str, SqliteConfig]:
     path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
     if not path or path == ":memory:":
         raise ConfigurationError(f"sqlite URL needs a file path (in-memory is not shared): {url!r}")
-    options: dict[str, Any] = {}
-    for name, text in parse_qsl(parts.query, keep_blank_values=True):
-        parser = _PARSERS.get(name)
-        if parser is None:
-            known = ", ".join(sorted(_PARSERS))
-            raise ConfigurationError(f"unknown sqlite broker option {name!r} in URL; known options: {known}")
-        try:
-            options[name] = parser(text)
-        except ValueError as exc:
-            raise ConfigurationError(f"sqlite broker option {name}={text!r} is invalid: {exc}") from None
+    options = parse_query(parts.query, _PARSERS, "sqlite")
     return path, SqliteConfig(**options)

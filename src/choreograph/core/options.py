@@ -1,0 +1,67 @@
+"""Checking broker options and parsing them from a URL's query string.
+
+Every backend takes its settings as a frozen config dataclass and accepts the
+same settings as ``?name=value`` in its URL. These helpers make the errors
+uniform: they name the option, the bad value, and what is accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from choreograph.core.errors import ConfigurationError
+
+Parser = Callable[[str], Any]
+
+
+def require_positive(name: str, value: object) -> None:
+    """Raise ConfigurationError unless ``value`` is a finite number > 0 (seconds, usually)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def require_positive_int(name: str, value: object) -> None:
+    """Raise ConfigurationError unless ``value`` is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+
+
+def optional(convert: Parser) -> Parser:
+    """Wrap ``convert`` so that ``""``, ``none`` and ``null`` parse as None."""
+
+    def parse(text: str) -> Any:
+        return None if text.lower() in {"", "none", "null"} else convert(text)
+
+    return parse
+
+
+def boolean(text: str) -> bool:
+    """Parse 1/true/yes/on and 0/false/no/off; raise ValueError otherwise."""
+    lowered = text.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def parse_query(query: str, parsers: Mapping[str, Parser], backend: str) -> dict[str, Any]:
+    """Parse ``name=value&...`` with one parser per known option name.
+
+    Raises ConfigurationError naming an unknown option (and listing the known
+    ones) or a value its parser refuses.
+    """
+    options: dict[str, Any] = {}
+    for name, text in parse_qsl(query, keep_blank_values=True):
+        parser = parsers.get(name)
+        if parser is None:
+            known = ", ".join(sorted(parsers))
+            raise ConfigurationError(f"unknown {backend} broker option {name!r} in URL; known options: {known}")
+        try:
+            options[name] = parser(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"{backend} broker option {name}={text!r} is invalid: {exc}") from None
+    return options
