@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck layers unit test-stress bench docs clean
+.PHONY: demo test test-tools lint typecheck layers unit test-stress bench docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,8 +23,18 @@ demo: $(VENV)/.installed
 	$(BIN)/choreograph demo
 
 ## make test: lint, types, layer contracts and the full test suite
-test: $(STAMP) lint typecheck layers
+test: $(STAMP) test-tools lint typecheck layers
 	$(BIN)/pytest -q
+
+# System tools the tests use (promtool validates generated alert rules); test
+# brokers come from PyPI with the dev extra. Installed when missing and possible.
+test-tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing promtool (Debian package prometheus)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+	      || echo "could not install promtool"; \
+	  else echo "promtool not found and cannot be installed here"; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

@@ -23,7 +23,10 @@ from choreograph.core.broker import Broker, LagReporter, LogReader, Position, Re
 from choreograph.core.envelope import Envelope, now_rfc3339
 from choreograph.core.errors import ConfigurationError, DecodeError, UnknownTopic
 from choreograph.core.ids import new_id
-from choreograph.ops import dlq_cli, flows_cli
+from choreograph.observe.logs import configure_logging, install_log_context
+from choreograph.observe.metrics import install_metrics, serve_metrics
+from choreograph.observe.tracing import install_tracing
+from choreograph.ops import dlq_cli, flows_cli, observe_cli
 from choreograph.ops.console import EXIT_USAGE, BrokerOption, fail, fmt_time, out, run_async
 from choreograph.ops.loader import load_app
 from choreograph.ops.schema_cli import asyncapi_command, catalog_command, schema_app
@@ -65,6 +68,11 @@ def run(
     stats_file: Annotated[
         Path | None, typer.Option(help="On exit, write per-handler counters to this JSON file.")
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics at http://0.0.0.0:PORT/metrics.")
+    ] = None,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Write logs as JSON lines (production).")] = False,
+    log_level: Annotated[str, typer.Option(help="Log level: DEBUG, INFO, WARNING, ERROR.")] = "INFO",
 ) -> None:
     """Run the App's handlers as workers until SIGINT/SIGTERM.
 
@@ -74,17 +82,26 @@ def run(
     handlers finish and their results are committed before exit.
     """
 
+    configure_logging(json=log_json, level=log_level.upper())
+
     @run_async
     async def main() -> None:
         app = load_app(app_spec)
         if broker:
             app.configure_broker(broker)
+        install_log_context(app)
+        install_tracing(app)
+        install_metrics(app)
         await app.broker.ping()
+        server = await serve_metrics(app, metrics_port) if metrics_port is not None else None
         names = ", ".join(service or app.services)
-        out.print(f"[bold]choreograph[/] running {names} on {app.broker_url} (Ctrl-C to stop)")
+        where = f"; metrics on :{server.port}/metrics" if server else ""
+        out.print(f"[bold]choreograph[/] running {names} on {app.broker_url}{where} (Ctrl-C to stop)")
         try:
             await app.run(service or None, stop_timeout=stop_timeout)
         finally:
+            if server is not None:
+                await server.close()
             if stats_file is not None:
                 stats = {group: dataclasses.asdict(counters) for group, counters in app.stats().items()}
                 stats_file.write_text(json.dumps(stats, indent=2))
@@ -320,6 +337,7 @@ cli.add_typer(schema_app, name="schema")
 cli.command("catalog")(catalog_command)
 cli.command("asyncapi")(asyncapi_command)
 flows_cli.register(cli)
+observe_cli.mount(cli)
 
 
 def main() -> None:

@@ -92,25 +92,19 @@ async def run_demo(settings: DemoSettings) -> None:
         f"transient failures {settings.fail_rate:.0%}, poison orders {settings.poison}, "
         f"re-sent duplicates {settings.duplicates}"
     )
+    # Worker logs go to files, not pipes: a full pipe would block a worker.
+    logs = [stats_dir / f"worker-{i}.log" for i in range(settings.workers)]
+    handles = [log.open("wb") for log in logs]
     workers = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "choreograph",
-                "run",
-                APP_SPEC,
-                "--broker",
-                url,
-                "--stats-file",
-                str(stats_dir / f"worker-{i}.json"),
-            ],
+            [sys.executable, "-m", "choreograph", "run", APP_SPEC, "--broker", url,
+             "--stats-file", str(stats_dir / f"worker-{i}.json"), "--log-level", "WARNING"],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=handle,
         )
-        for i in range(settings.workers)
-    ]
+        for i, handle in enumerate(handles)
+    ]  # fmt: skip
     started = time.monotonic()
     try:
         orders = []
@@ -137,10 +131,11 @@ async def run_demo(settings: DemoSettings) -> None:
                 progress.update(task, completed=min(finished, settings.orders))
                 if finished >= settings.orders:
                     break
-                crashed = [w for w in workers if w.poll() is not None]
+                crashed = [i for i, w in enumerate(workers) if w.poll() is not None]
                 if crashed:
-                    detail = crashed[0].stderr.read().decode(errors="replace") if crashed[0].stderr else ""
-                    raise ConfigurationError(f"a worker exited early (code {crashed[0].returncode}):\n{detail[-2000:]}")
+                    detail = logs[crashed[0]].read_text(errors="replace")[-2000:]
+                    code = workers[crashed[0]].returncode
+                    raise ConfigurationError(f"worker {crashed[0]} exited early (code {code}):\n{detail}")
                 if time.monotonic() - started > settings.timeout:
                     raise ConfigurationError(
                         f"only {finished}/{settings.orders} orders finished within {settings.timeout:.0f}s"
@@ -156,6 +151,8 @@ async def run_demo(settings: DemoSettings) -> None:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
+        for handle in handles:
+            handle.close()
     await _summary(app, broker, settings, elapsed, stats_dir)
     await app.close()
 

@@ -195,7 +195,7 @@ class Consumer:
         elif outcome is Outcome.RETRY:
             stats.retries += 1
             settlement.retries.append((ctx.delivery, ctx.retry_delay))
-            self._log.info(
+            ctx.log.info(
                 "attempt %d of %s %s failed, retrying in %.3fs: %r",
                 ctx.attempt,
                 ctx.envelope.type,
@@ -218,7 +218,7 @@ class Consumer:
                     ),
                 )
             )
-            self._log.warning(
+            ctx.log.warning(
                 "dead-lettered %s %s after %d attempt(s) (%s): %r",
                 ctx.envelope.type,
                 ctx.envelope.id,

@@ -1,0 +1,358 @@
+"""Prometheus metrics of one App, in a registry of its own, served at ``/metrics``.
+
+:func:`install_metrics` adds a handler middleware, a publisher middleware and
+a settle listener to an App and returns its :class:`Metrics`. Counters are
+per handling attempt as seen by this process (a batch whose settlement fails
+to commit is handled, and counted, again). Consumer lag and dead-letter depth
+are read from the broker when ``/metrics`` is scraped, if it implements
+:class:`LagReporter` / :class:`DeadLetterStore`.
+
+=============================================  =========  ===================================
+metric                                         type       labels
+=============================================  =========  ===================================
+choreograph_events_published_total            counter    service, topic, event_type
+choreograph_events_handled_total              counter    group, outcome (success, retry,
+                                                          dead_letter, duplicate)
+choreograph_handler_duration_seconds          histogram  group
+choreograph_end_to_end_latency_seconds        histogram  event_type (correlation start to
+                                                          the emission of this event)
+choreograph_dead_letters_total                counter    group, reason
+choreograph_schema_validation_errors_total    counter    group
+choreograph_duplicates_detected_total         counter    group
+choreograph_consumer_lag_records              gauge      group, topic, partition
+choreograph_dead_letters_open                 gauge      group, reason
+choreograph_broker_up                         gauge      (1 if the last scrape reached it)
+choreograph_replay_progress_ratio             gauge      replay
+choreograph_replay_processed_records          gauge      replay
+choreograph_replay_target_records             gauge      replay
+=============================================  =========  ===================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections import Counter as Tally
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from choreograph.core.broker import DeadLetterStore, LagReporter, Settlement
+from choreograph.core.envelope import Envelope
+from choreograph.core.errors import BrokerError
+from choreograph.core.ids import id_time_ms
+from choreograph.observe.slo import LATENCY, declared_slos
+from choreograph.runtime.app import App
+from choreograph.runtime.context import Context, Outcome
+from choreograph.runtime.middleware import Handler, Publisher
+from choreograph.runtime.service import HandlerSpec
+
+logger = logging.getLogger("choreograph.metrics")
+
+PUBLISHED: Final = "choreograph_events_published_total"
+HANDLED: Final = "choreograph_events_handled_total"
+HANDLER_DURATION: Final = "choreograph_handler_duration_seconds"
+END_TO_END: Final = "choreograph_end_to_end_latency_seconds"
+DEAD_LETTERED: Final = "choreograph_dead_letters_total"
+SCHEMA_ERRORS: Final = "choreograph_schema_validation_errors_total"
+DUPLICATES: Final = "choreograph_duplicates_detected_total"
+LAG: Final = "choreograph_consumer_lag_records"
+DEAD_LETTERS_OPEN: Final = "choreograph_dead_letters_open"
+BROKER_UP: Final = "choreograph_broker_up"
+REPLAY_RATIO: Final = "choreograph_replay_progress_ratio"
+REPLAY_PROCESSED: Final = "choreograph_replay_processed_records"
+REPLAY_TARGET: Final = "choreograph_replay_target_records"
+
+OUTCOMES: Final = tuple(outcome.value for outcome in Outcome)
+
+DURATION_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LATENCY_BUCKETS: Final = (
+    0.01,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+)
+
+SCRAPE_TIMEOUT: Final = 5.0
+"""Seconds a scrape waits for the broker (lag, dead letters) before reporting it down."""
+_MAX_DEAD_LETTERS: Final = 1_000_000
+
+
+def _counter(name: str) -> str:
+    """Counter names are registered without the ``_total`` suffix prometheus-client appends."""
+    return name.removesuffix("_total")
+
+
+class Metrics:
+    """The Prometheus instruments of one App, and the middleware and listener that feed them.
+
+    Safe to use from one event loop; prometheus-client instruments are thread-safe.
+    """
+
+    def __init__(self, app: App, *, registry: CollectorRegistry | None = None) -> None:
+        self.app = app
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        thresholds = [slo.threshold for slo in declared_slos(app.declarations) if slo.kind == LATENCY and slo.threshold]
+        latency_buckets = tuple(sorted({*LATENCY_BUCKETS, *thresholds}))
+        self.published = Counter(
+            _counter(PUBLISHED), "Events published.", ["service", "topic", "event_type"], registry=r
+        )
+        self.handled = Counter(
+            _counter(HANDLED), "Deliveries handled, by outcome (one per attempt).", ["group", "outcome"], registry=r
+        )
+        self.duration = Histogram(
+            HANDLER_DURATION, "Time one handling attempt took.", ["group"], buckets=DURATION_BUCKETS, registry=r
+        )
+        self.end_to_end = Histogram(
+            END_TO_END,
+            "Time from the start of a correlation (its first event) to the emission of this event.",
+            ["event_type"],
+            buckets=latency_buckets,
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            _counter(DEAD_LETTERED), "Deliveries dead-lettered.", ["group", "reason"], registry=r
+        )
+        self.schema_errors = Counter(
+            _counter(SCHEMA_ERRORS), "Events whose data did not match the handler's model.", ["group"], registry=r
+        )
+        self.duplicates = Counter(
+            _counter(DUPLICATES), "Deliveries dropped by the inbox as already processed.", ["group"], registry=r
+        )
+        self.lag = Gauge(
+            LAG, "Records published but not yet committed by the group.", ["group", "topic", "partition"], registry=r
+        )
+        self.dead_letters_open = Gauge(
+            DEAD_LETTERS_OPEN, "Dead letters waiting for an operator (status open).", ["group", "reason"], registry=r
+        )
+        self.broker_up = Gauge(BROKER_UP, "1 if the broker answered the last scrape, else 0.", registry=r)
+        self.replay_ratio = Gauge(REPLAY_RATIO, "Share of a replay done (0 to 1).", ["replay"], registry=r)
+        self.replay_processed = Gauge(REPLAY_PROCESSED, "Records a replay has processed.", ["replay"], registry=r)
+        self.replay_target = Gauge(REPLAY_TARGET, "Records a replay will process in all.", ["replay"], registry=r)
+        self._latency_buckets = latency_buckets
+
+    @property
+    def latency_buckets(self) -> tuple[float, ...]:
+        """Upper bounds of the end-to-end latency histogram (SLO thresholds included)."""
+        return self._latency_buckets
+
+    # -- feeding ---------------------------------------------------------------
+
+    def middleware(self, handler: Handler) -> Handler:
+        """Count each attempt's outcome and duration, and the events it emitted (a Middleware)."""
+        handled, duration, duplicates = self.handled, self.duration, self.duplicates
+        published, end_to_end = self.published, self.end_to_end
+
+        async def measured(envelope: Envelope, ctx: Context) -> None:
+            started = time.perf_counter()
+            await handler(envelope, ctx)
+            group = ctx.handler.group
+            outcome = ctx.outcome
+            handled.labels(group, outcome.value).inc()
+            if outcome is Outcome.DUPLICATE:
+                duplicates.labels(group).inc()
+                return
+            duration.labels(group).observe(time.perf_counter() - started)
+            if outcome is Outcome.SUCCESS and ctx.outputs:
+                now_ms = time.time() * 1000.0
+                for topic, out in ctx.outputs:
+                    published.labels(ctx.handler.service, topic, out.type).inc()
+                    started_ms = id_time_ms(out.correlationid or out.id)
+                    if started_ms:
+                        end_to_end.labels(out.type).observe(max(0.0, now_ms - started_ms) / 1000.0)
+
+        return measured
+
+    def publisher(self, publish: Publisher) -> Publisher:
+        """Count events sent by App.publish once the broker accepted them (a PublisherMiddleware)."""
+        published = self.published
+
+        async def counted(topic: str, envelopes: list[Envelope]) -> list[Envelope]:
+            sent = await publish(topic, envelopes)
+            for envelope in sent:
+                published.labels(envelope.source, topic, envelope.type).inc()
+            return sent
+
+        return counted
+
+    def settled(self, spec: HandlerSpec, settlement: Settlement, seconds: float) -> None:
+        """Count dead letters by reason, schema errors and undecodable messages (a SettleListener)."""
+        group = spec.group
+        for _, letter in settlement.dead_letters:
+            self.dead_lettered.labels(group, letter.reason).inc()
+            if letter.reason == "schema":
+                self.schema_errors.labels(group).inc()
+            elif letter.reason == "decode":  # never reached the middleware
+                self.handled.labels(group, Outcome.DEAD_LETTER.value).inc()
+
+    # -- replay progress (set by the replay tool) --------------------------------
+
+    def replay_progress(self, replay: str, processed: int, target: int) -> None:
+        """Report that replay ``replay`` processed ``processed`` of ``target`` records."""
+        self.replay_processed.labels(replay).set(processed)
+        self.replay_target.labels(replay).set(target)
+        self.replay_ratio.labels(replay).set(1.0 if target <= 0 else min(1.0, processed / target))
+
+    def replay_finished(self, replay: str) -> None:
+        """Drop a finished replay's series."""
+        for gauge in (self.replay_processed, self.replay_target, self.replay_ratio):
+            with contextlib.suppress(KeyError):
+                gauge.remove(replay)
+
+    # -- scrape ------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Read consumer lag and open dead letters from the broker into their gauges.
+
+        Waits at most SCRAPE_TIMEOUT seconds; on failure the broker is reported
+        down and the previous values are kept. Call from the App's event loop.
+        """
+        broker = self.app.broker
+        try:
+            async with asyncio.timeout(SCRAPE_TIMEOUT):
+                rows = await broker.lag() if isinstance(broker, LagReporter) else None
+                letters = (
+                    await broker.dead_letters(status="open", limit=_MAX_DEAD_LETTERS)
+                    if isinstance(broker, DeadLetterStore)
+                    else None
+                )
+        except (BrokerError, TimeoutError) as exc:
+            logger.warning("metrics scrape could not read the broker: %s", exc)
+            self.broker_up.set(0)
+            return
+        self.broker_up.set(1)
+        if rows is not None:
+            self.lag.clear()
+            for row in rows:
+                self.lag.labels(row.group, row.topic, str(row.partition)).set(row.lag)
+        if letters is not None:
+            self.dead_letters_open.clear()
+            for (group, reason), count in Tally((d.group, d.reason) for d in letters).items():
+                self.dead_letters_open.labels(group, reason).set(count)
+
+    def render(self) -> bytes:
+        """Return the registry in the Prometheus text exposition format."""
+        return generate_latest(self.registry)
+
+    async def scrape(self) -> bytes:
+        """Refresh the broker gauges, then render."""
+        await self.refresh()
+        return self.render()
+
+    def family_names(self) -> dict[str, str]:
+        """Return metric family name -> type (counter, gauge, histogram) as registered."""
+        return {family.name: family.type for family in self.registry.collect()}
+
+
+def sample_names(families: dict[str, str]) -> set[str]:
+    """Return every series name a scrape can contain for these families (``_total``, ``_bucket``...)."""
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created")}
+    names: set[str] = set()
+    for name, kind in families.items():
+        names.update(f"{name}{suffix}" for suffix in suffixes.get(kind, ("",)))
+    return names
+
+
+_installed: weakref.WeakKeyDictionary[App, Metrics] = weakref.WeakKeyDictionary()
+
+
+def install_metrics(app: App, *, registry: CollectorRegistry | None = None) -> Metrics:
+    """Instrument ``app`` with metrics (once; later calls return the same Metrics).
+
+    Call after declaring SLOs (latency thresholds become histogram buckets) and
+    before the app starts.
+    """
+    existing = _installed.get(app)
+    if existing is not None:
+        return existing
+    metrics = Metrics(app, registry=registry)
+    app.use(metrics.middleware)
+    app.use_publisher(metrics.publisher)
+    app.add_listener(metrics)
+    _installed[app] = metrics
+    return metrics
+
+
+def metrics_for(app: App) -> Metrics | None:
+    """Return the Metrics installed on ``app``, if any (for example to report replay progress)."""
+    return _installed.get(app)
+
+
+# -- /metrics over HTTP -----------------------------------------------------------
+
+
+class MetricsServer:
+    """A minimal asyncio HTTP server answering ``GET /metrics`` on the App's event loop."""
+
+    def __init__(self, metrics: Metrics, server: asyncio.Server) -> None:
+        self.metrics = metrics
+        self._server = server
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound (useful with port 0)."""
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def close(self) -> None:
+        """Stop accepting scrapes and wait for the server to close. Idempotent."""
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def _answer(metrics: Metrics, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        async with asyncio.timeout(SCRAPE_TIMEOUT * 2):
+            request = await reader.readline()
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = request.decode("latin-1").split()
+            path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
+            if len(parts) >= 2 and parts[0] in ("GET", "HEAD") and path == "/metrics":
+                status, content_type, body = "200 OK", CONTENT_TYPE_LATEST, await metrics.scrape()
+            else:
+                status, content_type, body = "404 Not Found", "text/plain; charset=utf-8", b"try /metrics\n"
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            writer.write(head if parts and parts[0] == "HEAD" else head + body)
+            await writer.drain()
+    except (TimeoutError, ConnectionError) as exc:
+        logger.debug("metrics request aborted: %s", exc)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def serve_metrics(app: App, port: int, *, host: str = "0.0.0.0") -> MetricsServer:
+    """Serve ``app``'s metrics at ``http://host:port/metrics``; return the running server.
+
+    Installs metrics on ``app`` if not done yet, so call it before the app
+    starts. Runs on the current event loop; close with ``await server.close()``.
+    """
+    metrics = install_metrics(app)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _answer(metrics, reader, writer)
+
+    server = await asyncio.start_server(handle, host, port)
+    return MetricsServer(metrics, server)

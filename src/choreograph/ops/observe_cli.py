@@ -1,0 +1,146 @@
+"""Observability commands: ``slo``, ``export prometheus-rules``, ``export grafana``, ``trace``.
+
+Mount them on the main CLI with :func:`mount` (or attach :func:`register_export`
+to an existing ``export`` group).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from choreograph.brokers import open_broker
+from choreograph.observe.alerts import prometheus_rules
+from choreograph.observe.dashboards import dashboards
+from choreograph.observe.slo import BURN_WINDOWS, LogSource, SLOReport, declared_slos, format_window, measure
+from choreograph.observe.trace_view import collect_trace, render_trace
+from choreograph.ops.console import BrokerOption, out, run_async
+from choreograph.ops.loader import load_app
+
+AppArgument = Annotated[str, typer.Argument(metavar="MODULE:APP", help="The App, e.g. examples.shop.app:app")]
+
+export_app = typer.Typer(
+    help="Export monitoring configuration: Prometheus rules, Grafana dashboards.", no_args_is_help=True
+)
+
+
+def _pct(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}%}"
+
+
+def _burn(value: float | None) -> str:
+    if value is None:
+        return "-"
+    style = "red" if value >= 6 else "yellow" if value >= 1 else "green"
+    return f"[{style}]{value:.2f}x[/]"
+
+
+def _report_table(report: SLOReport) -> Table:
+    slo = report.slo
+    remaining = report.budget_remaining
+    title = (
+        f"[bold]{slo.name}[/] ({slo.kind}) target {slo.target:.3%} over {format_window(slo.window)}: "
+        f"SLI {_pct(report.compliance.ratio)}, error budget left "
+        f"[{'red' if remaining is not None and remaining < 0 else 'green'}]{_pct(remaining, 1)}[/]"
+    )
+    table = Table("window", "valid", "bad", "SLI", "burn rate", title=title, title_justify="left")
+    for row in (*report.windows, report.compliance):
+        table.add_row(
+            format_window(row.window), str(row.valid), str(row.bad), _pct(row.ratio), _burn(row.burn_rate(slo))
+        )
+    table.caption = f"based on {report.basis}"
+    return table
+
+
+def slo(app_spec: AppArgument, broker: BrokerOption = None) -> None:
+    """Print each declared SLO's SLI, error budget left and burn rate per window, from the broker's data.
+
+    Settled outcomes are not stored, so success rates are records consumed
+    (below the committed offset) against dead letters; latency is the append
+    time of an event minus its correlation's start; completion pairs start and
+    end events by correlation id.
+    """
+
+    @run_async
+    async def main() -> None:
+        app = load_app(app_spec)
+        slos = declared_slos(app.declarations)
+        if not slos:
+            out.print(f"{app_spec} declares no SLO; add app.declare(SLO.success_rate(...)) and friends")
+            return
+        target = open_broker(broker) if broker else app.broker
+        try:
+            source = LogSource(target, horizon=max(max(s.window for s in slos), *BURN_WINDOWS))
+            for objective in slos:
+                out.print(_report_table(await measure(objective, source)))
+        finally:
+            await target.close()
+
+    main()
+
+
+@export_app.command("prometheus-rules")
+def export_prometheus_rules(
+    app_spec: AppArgument,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
+    lag_threshold: Annotated[int, typer.Option(help="Alert when a group lags more records than this.")] = 1000,
+) -> None:
+    """Write Prometheus recording and multi-window multi-burn-rate alert rules for the App's SLOs."""
+    app = load_app(app_spec)
+    text = prometheus_rules(declared_slos(app.declarations), app_name=app.name, lag_threshold=lag_threshold)
+    if output is None:
+        out.print(text, markup=False, highlight=False, end="")
+        return
+    output.write_text(text)
+    out.print(f"wrote {output}")
+
+
+@export_app.command("grafana")
+def export_grafana(
+    app_spec: AppArgument,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the dashboard JSON files.")] = Path(
+        "dashboards"
+    ),
+) -> None:
+    """Write executive, on-call and debug Grafana dashboards (JSON) for the App."""
+    app = load_app(app_spec)
+    output.mkdir(parents=True, exist_ok=True)
+    for stem, model in dashboards(declared_slos(app.declarations), app.name).items():
+        path = output / f"{app.name}-{stem}.json"
+        path.write_text(json.dumps(model, indent=2) + "\n")
+        out.print(f"wrote {path}")
+
+
+def trace(
+    correlation_id: Annotated[str, typer.Argument(metavar="CORRELATION_ID", help="The correlation to show.")],
+    broker: BrokerOption = None,
+) -> None:
+    """Print a waterfall of every event of one correlation, built from the log (and its dead letters)."""
+
+    @run_async
+    async def main() -> None:
+        target = open_broker(broker)
+        try:
+            found = await collect_trace(target, correlation_id)
+        finally:
+            await target.close()
+        out.print(render_trace(found))
+
+    main()
+
+
+def register_export(export: typer.Typer) -> None:
+    """Add ``prometheus-rules`` and ``grafana`` to an existing ``export`` command group."""
+    export.command("prometheus-rules")(export_prometheus_rules)
+    export.command("grafana")(export_grafana)
+
+
+def mount(cli: typer.Typer) -> None:
+    """Add ``slo``, ``trace`` and the ``export`` group to the main CLI."""
+    cli.command("slo")(slo)
+    cli.command("trace")(trace)
+    cli.add_typer(export_app, name="export")
