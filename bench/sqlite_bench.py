@@ -277,14 +277,20 @@ async def replay(broker: SqliteBroker, total: int, *, full_decode: bool = False)
     sub = await broker.subscribe(TOPIC, group, start=Position.earliest())
     seen = 0
     started = time.perf_counter()
+    settling: asyncio.Task[None] | None = None
     while seen < total:
+        # The next fetch (reader thread) overlaps with the previous settle (writer thread).
         batch = await sub.fetch(5000, 1.0)
+        if settling is not None:
+            await settling
         if not batch:
             break
         for delivery in batch:
             parse(delivery.value)
-        await sub.settle(Settlement(acks=list(batch)))
+        settling = asyncio.create_task(sub.settle(Settlement(acks=list(batch))))
         seen += len(batch)
+    if settling is not None:
+        await settling
     rate = seen / (time.perf_counter() - started)
     await sub.close()
     return rate
