@@ -158,6 +158,10 @@ class App:
             raise ConfigurationError("the broker is already in use; configure it before publishing or starting")
         self._broker_arg = broker
         self._broker = None if isinstance(broker, str) else broker
+        if self._schemas is None:  # the default registry lives with the broker: rebuild it
+            self._close_schema_store()
+            self._guard = None
+            self._admitted.clear()
 
     @property
     def broker(self) -> Broker:
@@ -340,6 +344,14 @@ class App:
             await self.stop()
         if self._broker is not None:
             await self._broker.close()
+        self._close_schema_store()
+
+    def _close_schema_store(self) -> None:
+        # Only the store this app opened itself; a registry passed in belongs to the caller.
+        if self._guard is not None and self._schemas is None:
+            store = self._guard.registry.store
+            if isinstance(store, SqliteSchemaStore):
+                store.close()
 
     async def __aenter__(self) -> App:
         return self

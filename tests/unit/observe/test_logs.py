@@ -11,6 +11,7 @@ import pytest
 
 from choreograph import App, Context, Event
 from choreograph.brokers.memory import MemoryBroker
+from choreograph.observe import logs
 from choreograph.observe.logs import (
     ConsoleFormatter,
     ContextFilter,
@@ -112,7 +113,10 @@ def test_console_format_is_one_readable_line_with_the_context() -> None:
 
 def test_configure_logging_replaces_only_its_own_handler() -> None:
     root = logging.getLogger()
-    before = list(root.handlers)
+    # Handlers someone else installed (pytest's, say) must survive; an earlier
+    # configure_logging() call's own handler is replaced like any other.
+    configure_logging(stream=io.StringIO())
+    before = [h for h in root.handlers if not getattr(h, logs._HANDLER_MARK, False)]
     level = root.level
     try:
         first = configure_logging(json=True, level="DEBUG", stream=io.StringIO())
