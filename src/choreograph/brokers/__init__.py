@@ -5,6 +5,7 @@ URL                                backend
 =================================  ===========================================
 ``memory://``                      in-process log (tests, the test harness)
 ``sqlite:///path/to/file.db``      embedded durable log, shared by OS processes
+``nats://host:port[,host:port]``   NATS JetStream (extra ``nats``), cluster-ready
 =================================  ===========================================
 
 Each backend lives in its own module and imports only ``choreograph.core`` and
@@ -27,6 +28,7 @@ ENV_VAR: Final = "CHOREOGRAPH_BROKER"
 _BACKENDS: Final = {
     "memory": ("choreograph.brokers.memory", "MemoryBroker"),
     "sqlite": ("choreograph.brokers.sqlite", "SqliteBroker"),
+    "nats": ("choreograph.brokers.nats", "NatsBroker"),
 }
 
 

@@ -1,0 +1,477 @@
+"""The NATS JetStream broker: topics are streams, groups are durable pull consumers per partition.
+
+See :mod:`choreograph.brokers.nats.naming` for the full mapping and
+``docs/backends/nats.md`` for the guarantees and their trade-offs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import api
+from nats.js.client import JetStreamContext
+
+from choreograph.brokers.nats import direct
+from choreograph.brokers.nats import naming as n
+from choreograph.brokers.nats.config import NatsConfig, parse_url
+from choreograph.brokers.nats.dead_letters import DeadLetterBucket
+from choreograph.brokers.nats.subscription import NatsSubscription
+from choreograph.brokers.nats.translation import translate, translated
+from choreograph.core.broker import (
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    PartitionLag,
+    Position,
+    Record,
+    TopicInfo,
+    partition_for,
+)
+from choreograph.core.errors import BrokerClosed, BrokerUnavailable, UnknownTopic
+
+_EARLIEST: Final = Position.earliest()
+_STREAM_IN_USE: Final = 10058
+_RETRY_DELAY: Final = 0.2
+
+
+class NatsBroker:
+    """A broker on NATS JetStream. Connects on first use; safe to share between tasks of one event loop."""
+
+    capabilities = Capabilities(
+        per_key_order=True,
+        persistent=True,
+        replay=True,
+        lag=True,
+        native_delay=True,
+        atomic_settle=False,
+        cross_process=True,
+        dead_letter_store=True,
+    )
+
+    def __init__(self, config: NatsConfig | None = None) -> None:
+        self.config = config or NatsConfig()
+        self.names = n.Names(self.config.prefix)
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._partitions: dict[str, int] = {}
+        self._groups: set[tuple[str, str]] = set()
+        self._subscriptions: set[NatsSubscription] = set()
+        self._round_robin: dict[str, int] = {}
+        self._dlq: DeadLetterBucket | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> NatsBroker:
+        """Build a broker from ``nats://host:port[,host:port...][?option=value...]``. Does not connect."""
+        return cls(parse_url(url))
+
+    # -- connection -----------------------------------------------------------
+
+    @property
+    def connection(self) -> Client:
+        """The NATS connection (after the first operation)."""
+        if self._nc is None:
+            raise BrokerClosed("the NATS broker is not connected")
+        return self._nc
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        """The JetStream context (after the first operation)."""
+        if self._js is None:
+            raise BrokerClosed("the NATS broker is not connected")
+        return self._js
+
+    async def _ready(self) -> JetStreamContext:
+        if self._closed:
+            raise BrokerClosed("the NATS broker is closed")
+        if self._js is not None:
+            return self._js
+        async with self._lock:
+            if self._js is None:
+                await self._connect()
+        assert self._js is not None
+        return self._js
+
+    async def _connect(self) -> None:
+        config = self.config
+        try:
+            nc = await nats.connect(
+                servers=list(config.servers),
+                connect_timeout=config.connect_timeout,
+                max_reconnect_attempts=1,  # the first connect fails fast; unlimited once connected
+                reconnect_time_wait=0.25,
+                error_cb=_ignore,
+                disconnected_cb=_noop,
+                reconnected_cb=_noop,
+                closed_cb=_noop,
+            )
+        except Exception as exc:
+            raise translate(exc, f"connect to {', '.join(config.servers)}") from exc
+        nc.options["max_reconnect_attempts"] = -1  # from now on, ride out server restarts and failovers
+        js = nc.jetstream(timeout=config.request_timeout)
+        try:
+            await self._buckets(js)
+        except BaseException:
+            await nc.close()
+            raise
+        self._nc, self._js = nc, js
+        self._dlq = DeadLetterBucket(nc, js, self.names.dlq_bucket, config.request_timeout)
+
+    async def _buckets(self, js: JetStreamContext) -> None:
+        config = self.config
+        storage = api.StorageType.FILE if config.storage == "file" else api.StorageType.MEMORY
+        common: dict[str, Any] = {"replicas": config.replicas, "storage": storage, "direct": True, "history": 1}
+        specs = (
+            (self.names.inbox_bucket, config.inbox_retention),
+            (self.names.lease_bucket, config.lease_timeout),
+            (self.names.dlq_bucket, None),
+        )
+        for bucket, ttl in specs:
+            with translated(f"create bucket {bucket}"):
+                try:
+                    await js.create_key_value(api.KeyValueConfig(bucket=bucket, ttl=ttl, **common))
+                except nats.js.errors.BadRequestError as exc:
+                    if exc.err_code != _STREAM_IN_USE:
+                        raise
+                    await js.key_value(bucket)  # exists with other settings: use it as it is
+
+    async def ping(self) -> None:
+        """Return if a JetStream-enabled server answers; raise BrokerUnavailable otherwise.
+
+        Takes at most ``request_timeout`` seconds (plus ``connect_timeout`` on first use).
+        """
+        if self._closed:
+            raise BrokerUnavailable("the NATS broker is closed")
+        try:
+            js = await self._ready()
+        except BrokerClosed as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+        nc = self.connection
+        if not nc.is_connected:
+            raise BrokerUnavailable(f"not connected to NATS ({', '.join(self.config.servers)}); reconnecting")
+        try:
+            await asyncio.wait_for(js.account_info(), self.config.request_timeout)
+        except Exception as exc:
+            raise BrokerUnavailable(f"NATS JetStream health check failed: {type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close subscriptions and the connection. Publishes are awaited, so nothing is buffered. Idempotent."""
+        if self._closed:
+            return
+        for subscription in list(self._subscriptions):
+            await subscription.close()
+        self._closed = True
+        if self._nc is not None:
+            with contextlib.suppress(Exception):  # the server may be gone: closing is all that is left
+                await self._nc.flush(timeout=int(self.config.request_timeout))
+            await self._nc.close()
+
+    # -- topics ---------------------------------------------------------------
+
+    async def _topic(self, topic: str, *, create: bool = True) -> int:
+        """Return the partition count of ``topic``, creating its stream if needed."""
+        known = self._partitions.get(topic)
+        if known is not None:
+            return known
+        js = await self._ready()
+        name = self.names.stream(topic)
+        config = self.config
+        with translated(f"prepare topic {topic!r}"):
+            try:
+                info = await js.stream_info(name)
+            except nats.js.errors.NotFoundError:
+                if not create:
+                    raise UnknownTopic(f"topic {topic!r} does not exist") from None
+                stream = api.StreamConfig(
+                    name=name,
+                    subjects=self.names.stream_subjects(topic),
+                    retention=api.RetentionPolicy.LIMITS,
+                    storage=api.StorageType.FILE if config.storage == "file" else api.StorageType.MEMORY,
+                    num_replicas=config.replicas,
+                    max_age=config.max_age,
+                    duplicate_window=config.duplicate_window,
+                    allow_direct=True,
+                    metadata={n.META_TOPIC: topic, n.META_PARTITIONS: str(config.partitions)},
+                )
+                try:
+                    info = await js.add_stream(stream)
+                except nats.js.errors.BadRequestError as exc:
+                    if exc.err_code != _STREAM_IN_USE:
+                        raise
+                    info = await js.stream_info(name)
+        metadata = info.config.metadata or {}
+        partitions = int(metadata.get(n.META_PARTITIONS, config.partitions))
+        self._partitions[topic] = partitions
+        return partitions
+
+    # -- publishing -------------------------------------------------------------
+
+    async def publish(self, topic: str, records: Sequence[Record]) -> None:
+        """Append ``records`` to ``topic``; stored (per the stream's replicas) when it returns.
+
+        Safe to call concurrently. Records are pipelined; a failed one is sent
+        again with the same ``Nats-Msg-Id`` (with everything after it) until
+        ``publish_timeout``, so retries never duplicate. Same-key order holds
+        unless a retry happens inside the call.
+        """
+        if records:
+            await self.publish_many([(topic, record) for record in records])
+
+    async def publish_many(self, items: Sequence[tuple[str, Record]]) -> None:
+        """Publish (topic, record) pairs in order; see :meth:`publish`."""
+        js = await self._ready()
+        call = uuid.uuid4().hex
+        prepared: list[tuple[str, bytes, dict[str, str]]] = []
+        for index, (topic, record) in enumerate(items):
+            partitions = await self._topic(topic)
+            if record.key is None:
+                turn = self._round_robin.get(topic, 0)
+                self._round_robin[topic] = turn + 1
+                partition = turn % partitions
+            else:
+                partition = partition_for(record.key, partitions)
+            headers = n.to_wire(record.headers, record.key)
+            headers[n.MSG_ID_HEADER] = n.message_id(record.value, f"{call}.{index}")
+            prepared.append((self.names.partition_subject(topic, partition), bytes(record.value), headers))
+        await self._send(js, prepared)
+
+    async def _send(self, js: JetStreamContext, prepared: list[tuple[str, bytes, dict[str, str]]]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.publish_timeout
+        pending = prepared
+        while True:
+            remaining = max(0.05, deadline - loop.time())
+            futures = []
+            try:
+                for subject, payload, headers in pending:
+                    futures.append(await js.publish_async(subject, payload, headers=dict(headers)))
+            except Exception as exc:
+                for future in futures:
+                    future.cancel()
+                failure: BaseException = exc
+                first = 0
+            else:
+                results = await asyncio.gather(
+                    *(asyncio.wait_for(f, remaining) for f in futures), return_exceptions=True
+                )
+                first = next((i for i, r in enumerate(results) if isinstance(r, BaseException)), -1)
+                if first < 0:
+                    return
+                error = results[first]
+                assert isinstance(error, BaseException)
+                failure = error
+            if not _retryable(failure) or loop.time() >= deadline:
+                raise translate(failure, "publish") from failure
+            pending = pending[first:]  # resend in order; already stored ones are dropped by their message id
+            await asyncio.sleep(_RETRY_DELAY)
+
+    # -- consuming ------------------------------------------------------------------
+
+    async def subscribe(self, topic: str, group: str, *, start: Position = _EARLIEST) -> NatsSubscription:
+        """Join ``group`` on ``topic``: create its durable consumers if new (at ``start``), lease partitions."""
+        js = await self._ready()
+        partitions = await self._topic(topic)
+        if (topic, group) not in self._groups:
+            await asyncio.gather(*(self._consumer(js, topic, group, p, start) for p in range(partitions)))
+            self._groups.add((topic, group))
+        member = uuid.uuid4().hex
+        subscription = NatsSubscription(self, topic, group, partitions, member)
+        self._subscriptions.add(subscription)
+        try:
+            await subscription.start()
+        except BaseException:
+            await subscription.close()
+            raise
+        return subscription
+
+    async def _consumer(self, js: JetStreamContext, topic: str, group: str, partition: int, start: Position) -> None:
+        stream, name = self.names.stream(topic), self.names.consumer(group, partition)
+        with translated(f"prepare consumer {name}"):
+            try:
+                await js.consumer_info(stream, name)
+                return
+            except nats.js.errors.NotFoundError:
+                pass
+            config = api.ConsumerConfig(
+                name=name,
+                durable_name=name,
+                filter_subjects=[
+                    self.names.partition_subject(topic, partition),
+                    self.names.resubmit_subject(topic, partition, group),
+                ],
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=self.config.ack_wait,
+                max_deliver=-1,
+                max_ack_pending=max(1000, 4 * self.config.prefetch),
+                max_waiting=512,
+                metadata={n.META_GROUP: group, n.META_PARTITION: str(partition), n.META_TOPIC: topic},
+                **_start_policy(start, partition),
+            )
+            try:
+                await js.add_consumer(stream, config)
+            except nats.js.errors.BadRequestError:
+                await js.consumer_info(stream, name)  # created concurrently by another member: fine
+
+    def _forget(self, subscription: NatsSubscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    # -- LagReporter, TopicAdmin, LogReader -----------------------------------------
+
+    async def _streams(self) -> list[Any]:
+        js = await self._ready()
+        with translated("list streams"):
+            infos = await js.streams_info()
+        return sorted(
+            (
+                i
+                for i in infos
+                if (i.config.metadata or {}).get(n.META_TOPIC)
+                and (i.config.name or "").startswith(self.names.stream_prefix)
+            ),
+            key=lambda i: i.config.metadata[n.META_TOPIC],
+        )
+
+    async def lag(self, group: str | None = None) -> list[PartitionLag]:
+        """Return lag per (topic, group, partition): records pending plus delivered-but-unacked."""
+        js = await self._ready()
+        out = []
+        for info in await self._streams():
+            topic = info.config.metadata[n.META_TOPIC]
+            with translated("consumer info"):
+                consumers = await js.consumers_info(info.config.name)
+            for consumer in consumers:
+                meta = consumer.config.metadata or {}
+                name = meta.get(n.META_GROUP)
+                if name is None or (group is not None and name != group):
+                    continue
+                committed = consumer.ack_floor.stream_seq if consumer.ack_floor else 0
+                behind = (consumer.num_pending or 0) + (consumer.num_ack_pending or 0)
+                out.append(PartitionLag(topic, name, int(meta.get(n.META_PARTITION, 0)), committed + behind, committed))
+        return sorted(out, key=lambda lag: (lag.topic, lag.group, lag.partition))
+
+    async def topics(self) -> list[TopicInfo]:
+        """Return every topic of this prefix, sorted by name."""
+        return [
+            TopicInfo(
+                i.config.metadata[n.META_TOPIC],
+                int(i.config.metadata.get(n.META_PARTITIONS, 1)),
+                i.state.messages,
+                i.state.last_seq,
+            )
+            for i in await self._streams()
+        ]
+
+    async def read(self, topic: str, start: Position = _EARLIEST, *, limit: int = 1000) -> list[Delivery]:
+        """Return up to ``limit`` records from ``start`` in (partition, offset) order. Does not block."""
+        partitions = await self._topic(topic, create=False)
+        nc, stream, timeout = self.connection, self.names.stream(topic), self.config.request_timeout
+        out: list[Delivery] = []
+        for p in range(partitions):
+            if len(out) >= limit or start.kind == "latest":
+                break
+            subject = self.names.partition_subject(topic, p)
+            with translated("read"):
+                if start.kind == "time":
+                    found = await direct.scan_from_time(
+                        nc, stream, subject, start_time=start.time or 0.0, limit=limit - len(out), timeout=timeout
+                    )
+                else:
+                    first = (start.offsets or {}).get(p, 1) if start.kind == "offsets" else 1
+                    found = await direct.scan(
+                        nc, stream, subject, start_seq=first, limit=limit - len(out), timeout=timeout
+                    )
+            for stored in found:
+                headers, key = n.from_wire(stored.headers)
+                out.append(Delivery(topic, p, stored.seq, stored.data, key, headers, stored.timestamp))
+        return out
+
+    # -- DeadLetterStore --------------------------------------------------------------
+
+    def _letters(self) -> DeadLetterBucket:
+        if self._dlq is None:
+            raise BrokerClosed("the NATS broker is not connected")
+        return self._dlq
+
+    async def dead_letters(
+        self, *, group: str | None = None, status: str | None = "open", limit: int = 100
+    ) -> list[DeadLetter]:
+        """Return dead letters, oldest first, filtered by group and status (``None``: any)."""
+        await self._ready()
+        letters = await self._letters().scan()
+        return [
+            letter
+            for letter in letters
+            if (group is None or letter.group == group) and (status is None or letter.status == status)
+        ][:limit]
+
+    async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
+        """Return one dead letter; raise NotFound if absent."""
+        await self._ready()
+        letter, _ = await self._letters().load(dead_letter_id)
+        return letter
+
+    async def resubmit(self, dead_letter_id: str, value: bytes | None = None) -> bool:
+        """Hand the record back to its group only, as a new record at attempt 1; False unless open.
+
+        Idempotent: the publish carries ``Nats-Msg-Id = dlq/<id>`` and the
+        status flips by compare-and-set.
+        """
+        await self._ready()
+        store = self._letters()
+        letter, revision = await store.load(dead_letter_id)
+        if letter.status != "open":
+            return False
+        await self._topic(letter.topic)
+        headers = n.to_wire(letter.headers, letter.key)
+        headers[n.MSG_ID_HEADER] = f"dlq/{letter.id}"
+        headers[n.OFFSET_HEADER] = str(letter.offset)
+        subject = self.names.resubmit_subject(letter.topic, letter.partition, letter.group)
+        await self._send(self.jetstream, [(subject, letter.value if value is None else value, headers)])
+        return await store.set_status(letter, revision, "resubmitted")
+
+    async def purge(self, dead_letter_ids: Sequence[str] | None = None) -> int:
+        """Mark open entries purged (all open ones if ``None``); return how many changed."""
+        await self._ready()
+        return await self._letters().purge(dead_letter_ids)
+
+
+def _start_policy(start: Position, partition: int) -> dict[str, Any]:
+    if start.kind == "latest":
+        return {"deliver_policy": api.DeliverPolicy.NEW}
+    if start.kind == "time":
+        return {
+            "deliver_policy": api.DeliverPolicy.BY_START_TIME,
+            "opt_start_time": datetime.fromtimestamp(start.time or 0.0, UTC),
+        }
+    if start.kind == "offsets" and start.offsets and partition in start.offsets:
+        return {
+            "deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE,
+            "opt_start_seq": max(1, start.offsets[partition]),
+        }
+    return {"deliver_policy": api.DeliverPolicy.ALL}
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError):
+        return False
+    if isinstance(exc, nats.js.errors.APIError):
+        return exc.code == 503 or isinstance(exc, nats.js.errors.ServiceUnavailableError)
+    return isinstance(exc, nats.errors.Error | TimeoutError | OSError)
+
+
+async def _noop() -> None:
+    return None
+
+
+async def _ignore(exc: Exception) -> None:
+    return None

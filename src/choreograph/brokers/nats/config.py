@@ -1,0 +1,159 @@
+"""Settings of the NATS JetStream broker and the ``nats://`` URL form."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from choreograph.core.errors import ConfigurationError
+
+STORAGE_KINDS: Final = ("file", "memory")
+_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,31}$")
+
+
+@dataclass(frozen=True, slots=True)
+class NatsConfig:
+    """How the NATS broker maps onto JetStream and how it tunes delivery. Validated on construction.
+
+    Durability: a publish returns once the stream's leader (and, with
+    ``replicas`` > 1, a quorum of replicas) has stored it. JetStream writes to
+    its files at once but fsyncs them only every ``sync_interval`` of the
+    *server* (2 minutes by default): an acknowledged publish survives a
+    kill -9 of the server process, but on power loss a single node may lose
+    the last interval. Use ``replicas=3`` (a quorum on separate machines) or
+    run the servers with ``sync_interval: always`` when that matters.
+    """
+
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    """Server URLs; the client picks one and fails over to the others."""
+    prefix: str = "choreo"
+    """Namespace of every stream, subject, consumer and bucket this broker creates."""
+    partitions: int = 8
+    """Partitions (subjects) of a topic created by this broker; existing topics keep theirs."""
+    replicas: int = 1
+    """Replicas of every stream and bucket (1, or 3/5 on a cluster)."""
+    storage: str = "file"
+    """``"file"`` (persistent) or ``"memory"`` (lost when the server stops)."""
+    max_age: float | None = None
+    """Seconds a record is retained in a topic (``None``: forever)."""
+    duplicate_window: float = 120.0
+    """Seconds JetStream remembers ``Nats-Msg-Id`` values to drop duplicate publishes."""
+    ack_wait: float = 30.0
+    """Seconds a delivery may stay unsettled before JetStream redelivers it (held ones are kept alive)."""
+    lease_timeout: float = 6.0
+    """Seconds a member keeps its partitions without heartbeating; then the others take them."""
+    inbox_retention: float = 7 * 24 * 3600.0
+    """Seconds a dedupe key stays in a group's inbox (the inbox bucket's TTL)."""
+    prefetch: int = 500
+    """Records pulled ahead per owned partition."""
+    publish_timeout: float = 10.0
+    """Seconds a publish may take in total, retries (deduplicated by message id) included."""
+    connect_timeout: float = 2.0
+    """Seconds to wait for a server when connecting."""
+    request_timeout: float = 5.0
+    """Seconds to wait for one JetStream API reply."""
+
+    def __post_init__(self) -> None:
+        if not self.servers or not all(isinstance(s, str) and s for s in self.servers):
+            raise ConfigurationError(f"servers must be a non-empty list of URLs, got {self.servers!r}")
+        if not isinstance(self.prefix, str) or not _PREFIX.match(self.prefix):
+            raise ConfigurationError(
+                f"prefix must be a letter then up to 31 letters, digits, '_' or '-', got {self.prefix!r}"
+            )
+        _positive_int("partitions", self.partitions)
+        _positive_int("replicas", self.replicas)
+        if self.replicas > 5:
+            raise ConfigurationError(f"replicas must be at most 5 (JetStream's limit), got {self.replicas}")
+        if self.storage not in STORAGE_KINDS:
+            raise ConfigurationError(f"storage must be one of {STORAGE_KINDS}, got {self.storage!r}")
+        if self.max_age is not None:
+            _positive("max_age", self.max_age)
+        for name in (
+            "duplicate_window",
+            "ack_wait",
+            "lease_timeout",
+            "inbox_retention",
+            "publish_timeout",
+            "connect_timeout",
+            "request_timeout",
+        ):
+            _positive(name, getattr(self, name))
+        _positive_int("prefetch", self.prefetch)
+        if self.ack_wait < 1.0:
+            raise ConfigurationError(f"ack_wait must be at least 1 second, got {self.ack_wait}")
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between a member's heartbeats: a third of ``lease_timeout``."""
+        return self.lease_timeout / 3
+
+
+def _positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _optional(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        return None if text.lower() in {"", "none", "null"} else convert(text)
+
+    return parse
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "prefix": str,
+    "partitions": int,
+    "replicas": int,
+    "storage": str.lower,
+    "max_age": _optional(float),
+    "duplicate_window": float,
+    "ack_wait": float,
+    "lease_timeout": float,
+    "inbox_retention": float,
+    "prefetch": int,
+    "publish_timeout": float,
+    "connect_timeout": float,
+    "request_timeout": float,
+}
+
+
+def parse_url(url: str) -> NatsConfig:
+    """Build a config from ``nats://host:port[,host:port...][?option=value&...]``.
+
+    Every host becomes a server URL (credentials in the first netloc apply to
+    all). Unknown options are rejected by name.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "nats":
+        raise ConfigurationError(f"not a nats URL (expected nats://host:port[,host:port]): {url!r}")
+    if parts.path not in ("", "/"):
+        raise ConfigurationError(f"nats URL takes no path, got {parts.path!r} in {url!r}")
+    netloc = parts.netloc
+    if not netloc:
+        raise ConfigurationError(f"nats URL needs at least one host:port: {url!r}")
+    credentials, _, hosts = netloc.rpartition("@")
+    servers = []
+    for host in hosts.split(","):
+        if not host:
+            raise ConfigurationError(f"empty host in nats URL {url!r}")
+        servers.append(f"nats://{unquote(credentials) + '@' if credentials else ''}{host}")
+    options: dict[str, Any] = {"servers": tuple(servers)}
+    for name, text in parse_qsl(parts.query, keep_blank_values=True):
+        parser = _PARSERS.get(name)
+        if parser is None:
+            known = ", ".join(sorted(_PARSERS))
+            raise ConfigurationError(f"unknown nats broker option {name!r} in URL; known options: {known}")
+        try:
+            options[name] = parser(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"nats broker option {name}={text!r} is invalid: {exc}") from None
+    return NatsConfig(**options)

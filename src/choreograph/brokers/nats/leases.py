@@ -1,0 +1,164 @@
+"""Partition leases in a JetStream KV bucket: how members of a group split a topic's partitions.
+
+Per-key order needs each partition's records handled by one member at a
+time, which a shared JetStream consumer does not give. So each member of
+(topic, group):
+
+1. registers itself under ``<pair>.m.<member>`` and refreshes that key every
+   ``heartbeat_interval``; the bucket's TTL (``lease_timeout``) forgets
+   members that stopped heartbeating (crashed processes);
+2. computes the partitions it should own: live members sorted by id, member
+   ``i`` of ``n`` takes partitions ``p`` with ``p % n == i``;
+3. takes a wanted partition whose lease key ``<pair>.p.<p>`` is free by a
+   compare-and-set create, renews the leases it keeps by compare-and-set
+   update (a failed CAS means the lease expired and someone else has it),
+   and gives up unwanted partitions once nothing of them is in flight.
+
+Each CAS is JetStream's ``Nats-Expected-Last-Subject-Sequence`` check, so
+two members never both believe they took the same free lease. A member
+stalled longer than ``lease_timeout`` can briefly overlap with its successor;
+delivery is at least once, so that costs duplicates, not losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.client import JetStreamContext
+
+from choreograph.brokers.nats import direct
+from choreograph.brokers.nats.translation import translated
+
+_WRONG_LAST = (10071, 10164)
+_EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one membership check decided for this member."""
+
+    take: set[int] = field(default_factory=set)
+    give_up: set[int] = field(default_factory=set)
+    lost: set[int] = field(default_factory=set)
+
+
+class Leases:
+    """The partition leases of one member of one (topic, group). Not safe for concurrent use."""
+
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        *,
+        bucket: str,
+        pair: str,
+        member: str,
+        partitions: int,
+        request_timeout: float,
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._bucket = bucket
+        self._stream = f"KV_{bucket}"
+        self._pair = pair
+        self.member = member
+        self._partitions = partitions
+        self._timeout = request_timeout
+        self.owned: dict[int, int] = {}
+        """Partition -> revision of our lease entry."""
+
+    def _subject(self, key: str) -> str:
+        return f"$KV.{self._bucket}.{self._pair}.{key}"
+
+    async def _cas(self, key: str, value: bytes, last: int) -> int | None:
+        try:
+            ack = await self._js.publish(
+                self._subject(key), value, headers={_EXPECTED_LAST: str(last)}, timeout=self._timeout
+            )
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in _WRONG_LAST:
+                return None
+            with translated("lease write"):
+                raise
+        except Exception as exc:
+            with translated("lease write"):
+                raise exc
+        return int(ack.seq)
+
+    async def register(self) -> None:
+        """Announce (or refresh) this member."""
+        with translated("member registration"):
+            await self._js.publish(self._subject(f"m.{self.member}"), b"", timeout=self._timeout)
+
+    async def check(self, *, renew: bool) -> Plan:
+        """Read members and leases; take free wanted partitions, renew kept ones (when ``renew``).
+
+        Unwanted partitions are reported in ``give_up`` but kept until
+        :meth:`release`, so the caller can first settle what it holds of them.
+        """
+        with translated("lease check"):
+            state = await direct.last_values(
+                self._nc, self._stream, [self._subject("m.*"), self._subject("p.*")], self._timeout
+            )
+        prefix_m, prefix_p = self._subject("m."), self._subject("p.")
+        members = sorted(
+            s.subject[len(prefix_m) :] for s in state.values() if s.subject.startswith(prefix_m) and not s.deleted
+        )
+        if self.member not in members:
+            members = sorted([*members, self.member])
+        index, count = members.index(self.member), len(members)
+        wanted = {p for p in range(self._partitions) if p % count == index}
+        leases = {int(s.subject[len(prefix_p) :]): s for s in state.values() if s.subject.startswith(prefix_p)}
+        plan = Plan()
+        for p, revision in list(self.owned.items()):
+            entry = leases.get(p)
+            if entry is None or entry.deleted or entry.seq != revision or entry.data != self.member.encode():
+                del self.owned[p]
+                plan.lost.add(p)
+            elif p not in wanted:
+                plan.give_up.add(p)
+            elif renew:
+                new = await self._cas(f"p.{p}", self.member.encode(), revision)
+                if new is None:
+                    del self.owned[p]
+                    plan.lost.add(p)
+                else:
+                    self.owned[p] = new
+        for p in sorted(wanted - set(self.owned)):
+            entry = leases.get(p)
+            if entry is not None and not entry.deleted:
+                continue  # held by another member until it gives it up or its lease expires
+            new = await self._cas(f"p.{p}", self.member.encode(), 0 if entry is None else entry.seq)
+            if new is not None:
+                self.owned[p] = new
+                plan.take.add(p)
+        return plan
+
+    async def release(self, partition: int) -> None:
+        """Give up ``partition`` (only if we still hold it). Idempotent."""
+        revision = self.owned.pop(partition, None)
+        if revision is not None:
+            await self._delete(f"p.{partition}", revision)
+
+    async def leave(self) -> None:
+        """Release every lease and deregister. Idempotent."""
+        for p in list(self.owned):
+            await self.release(p)
+        await self._delete(f"m.{self.member}", None)
+
+    async def _delete(self, key: str, last: int | None) -> None:
+        headers = {direct.KV_OPERATION: "DEL"}
+        if last is not None:
+            headers[_EXPECTED_LAST] = str(last)
+        try:
+            await self._js.publish(self._subject(key), b"", headers=headers, timeout=self._timeout)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in _WRONG_LAST:
+                return  # someone else holds it now: nothing of ours to release
+            with translated("lease release"):
+                raise
+        except Exception as exc:
+            with translated("lease release"):
+                raise exc

@@ -1,0 +1,507 @@
+"""One member of a consumer group: pulls its leased partitions, settles batches.
+
+Pulling. For each partition it leases, the member keeps one pull request
+open on the partition's durable consumer (``batch`` up to ``prefetch``,
+expiring after ``PULL_EXPIRES``); records land in a per-partition buffer and
+:meth:`fetch` hands them out in stream order, so no fetch costs a round trip
+while records are flowing. A request the server never answers (a leader
+change) is given up after its expiry plus a grace period and re-issued.
+
+Settling (not atomic). Outputs (with ``Nats-Msg-Id`` dedupe), dead letters,
+retry bookkeeping and inbox keys are written first and awaited; only then
+are retries nak'ed with their delay and acks sent (fire and forget, then one
+flush). A crash in between redelivers the batch — the inbox and the output
+message ids make the re-run harmless — rather than losing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from nats.aio.msg import Msg
+
+from choreograph.brokers.nats import direct
+from choreograph.brokers.nats import naming as n
+from choreograph.brokers.nats.bookkeeping import Bookkeeping, Entry
+from choreograph.brokers.nats.dead_letters import encode as encode_dead_letter
+from choreograph.brokers.nats.leases import Leases
+from choreograph.brokers.nats.translation import translate, translated
+from choreograph.core.broker import Delivery, Settlement
+from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError
+
+if TYPE_CHECKING:
+    from choreograph.brokers.nats.broker import NatsBroker
+
+logger = logging.getLogger("choreograph.brokers.nats")
+
+PULL_EXPIRES: Final = 0.5
+"""Seconds a pull request lingers on the server waiting for records."""
+_GRACE: Final = 0.5
+_CHECK_INTERVAL: Final = 0.25
+
+
+@dataclass(slots=True)
+class _Held:
+    """A record handed to the application and not settled yet."""
+
+    msg: Msg
+    seq: int
+    touched: float
+    entry: Entry | None
+
+
+@dataclass(slots=True)
+class _Partition:
+    """Pull state of one leased partition."""
+
+    number: int
+    consumer: str
+    buffer: deque[Msg] = field(default_factory=deque)
+    requested: int = 0
+    deadline: float = 0.0
+    active: bool = True
+    touched: float = field(default_factory=time.monotonic)
+
+
+class NatsSubscription:
+    """A member of ``group`` on ``topic``. Not safe for concurrent use (one consumer loop)."""
+
+    def __init__(self, broker: NatsBroker, topic: str, group: str, partitions: int, member: str) -> None:
+        self._broker = broker
+        self.topic = topic
+        self.group = group
+        names = broker.names
+        self._names = names
+        self._stream = names.stream(topic)
+        pair = names.pair(topic, group)
+        self._nc = broker.connection
+        self._js = broker.jetstream
+        config = broker.config
+        self._config = config
+        self._leases = Leases(
+            self._nc,
+            self._js,
+            bucket=names.lease_bucket,
+            pair=pair,
+            member=member,
+            partitions=partitions,
+            request_timeout=config.request_timeout,
+        )
+        self._book = Bookkeeping(
+            self._nc, self._js, bucket=names.inbox_bucket, pair=pair, timeout=config.request_timeout
+        )
+        self._inbox_prefix = self._nc.new_inbox()
+        self._parts: dict[int, _Partition] = {}
+        self._draining: set[int] = set()
+        self._held: dict[tuple[int, int], _Held] = {}
+        self._late: list[Msg] = []
+        self._ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._turn = 0
+        self._closed = False
+        self._sub: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_renew = 0.0
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe the pull inbox, register, take partitions and start the maintenance loop."""
+        with translated("subscribe"):
+            self._sub = await self._nc.subscribe(f"{self._inbox_prefix}.*", cb=self._on_message)
+        await self._leases.register()
+        await self._rebalance(renew=True)
+        self._task = asyncio.create_task(self._maintain(), name=f"nats-leases:{self.group}")
+
+    async def close(self) -> None:
+        """Leave the group: hand back what is held or buffered, release leases. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        if self._task is not None:  # let it finish its round: a cancelled hand-back would strand records
+            with contextlib.suppress(BrokerError):
+                await self._task
+        self._ready.set()
+        for part in self._parts.values():
+            part.active = False
+        await self._await_open_pulls()
+        held = [h.msg for h in self._held.values()]
+        self._held.clear()
+        returned = list(self._late)
+        self._late.clear()
+        for part in self._parts.values():
+            returned.extend(part.buffer)
+            part.buffer.clear()
+        try:
+            with translated("close"):
+                await self._book.count_returned([(_partition_of(m), m.metadata.sequence.stream) for m in returned])
+                await self._nak_confirmed(sorted((*held, *returned), key=lambda m: m.metadata.sequence.stream))
+                if self._sub is not None:
+                    await self._sub.unsubscribe()
+            await self._leases.leave()
+        except BrokerError as exc:
+            logger.warning(
+                "left group %s on %s uncleanly (leases expire by themselves): %s", self.group, self.topic, exc
+            )
+        finally:
+            self._broker._forget(self)
+
+    async def _await_open_pulls(self) -> None:
+        """Wait (bounded by their expiry) until no pull request of ours is open on the server.
+
+        A record the server sends to an inbox nobody listens on any more would
+        only come back after ``ack_wait``, behind later records of its key.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PULL_EXPIRES + self._config.request_timeout
+        while any(self._pull_open(p, time.monotonic()) for p in self._parts.values()):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), remaining)
+
+    # -- fetch ----------------------------------------------------------------
+
+    async def fetch(self, max_records: int, timeout: float) -> Sequence[Delivery]:
+        """Wait up to ``timeout`` seconds for up to ``max_records`` records of the leased partitions.
+
+        Per partition in stream order. Returns what is buffered at once; waits
+        only when nothing is.
+        """
+        if self._closed:
+            raise BrokerClosed(f"this subscription of {self.group!r} to {self.topic!r} is closed")
+        if max_records < 1:
+            raise ConfigurationError(f"max_records must be >= 1, got {max_records}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while True:
+            self._ready.clear()
+            taken = self._take(max_records)
+            if taken:
+                return await self._deliveries(taken)
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._closed:
+                return []
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), remaining)
+
+    def _take(self, max_records: int) -> list[tuple[int, Msg]]:
+        active = [part for part in self._parts.values() if part.active and part.buffer]
+        if not active:
+            return []
+        self._turn += 1
+        start = self._turn % len(active)
+        taken: list[tuple[int, Msg]] = []
+        now = time.monotonic()
+        for part in active[start:] + active[:start]:
+            while part.buffer and len(taken) < max_records:
+                taken.append((part.number, part.buffer.popleft()))
+            self._request(part, now)
+        return taken
+
+    async def _deliveries(self, taken: list[tuple[int, Msg]]) -> list[Delivery]:
+        metas = [msg.metadata for _, msg in taken]
+        redelivered = [
+            (p, meta.sequence.stream) for (p, _), meta in zip(taken, metas, strict=True) if meta.num_delivered > 1
+        ]
+        try:
+            entries = await self._book.read(redelivered)
+        except BrokerError:
+            for p, msg in reversed(taken):  # put them back; the next fetch tries again
+                self._parts[p].buffer.appendleft(msg)
+            raise
+        out = []
+        now = time.monotonic()
+        for (p, msg), meta in zip(taken, metas, strict=True):
+            seq = meta.sequence.stream
+            wire = msg.headers or {}
+            headers, key = n.from_wire(wire)
+            entry = entries.get((p, seq))
+            offset = int(wire.get(n.OFFSET_HEADER, seq))
+            self._held[(p, offset)] = _Held(msg, seq, now, entry)
+            out.append(
+                Delivery(
+                    topic=self.topic,
+                    partition=p,
+                    offset=offset,
+                    value=msg.data,
+                    key=key,
+                    headers=headers,
+                    timestamp=meta.timestamp.timestamp(),
+                    attempt=max(1, meta.num_delivered - (entry.returned if entry else 0)),
+                    first_failure=entry.first_failure if entry else None,
+                )
+            )
+        return out
+
+    # -- settle ---------------------------------------------------------------
+
+    async def settle(self, settlement: Settlement) -> None:
+        """Write outputs, dead letters, bookkeeping and inbox keys; then nak retries and ack the rest.
+
+        Raises BrokerError if a write failed; nothing is acked then, and the
+        deliveries stay held until :meth:`close` hands them back.
+        """
+        if self._closed:
+            raise BrokerClosed(f"this subscription of {self.group!r} to {self.topic!r} is closed")
+        deliveries = [
+            *settlement.acks,
+            *(d for d, _ in settlement.retries),
+            *(d for d, _ in settlement.dead_letters),
+        ]
+        for d in deliveries:
+            if d.topic != self.topic or (d.partition, d.offset) not in self._held:
+                raise BrokerError(
+                    f"delivery {d.topic}[{d.partition}]@{d.offset} is not held by this member of group "
+                    f"{self.group!r}; it was settled already or never fetched here"
+                )
+        if len({(d.partition, d.offset) for d in deliveries}) != len(deliveries):
+            raise BrokerError("a delivery appears twice in a settlement")
+        for _, delay in settlement.retries:
+            if delay < 0:
+                raise ConfigurationError(f"a retry delay must be >= 0 seconds, got {delay}")
+        await self._write_first(settlement)
+        finished: list[tuple[int, int]] = []
+        try:
+            with translated("settle"):
+                for delivery, delay in settlement.retries:
+                    held = self._held.pop((delivery.partition, delivery.offset))
+                    await held.msg.nak(delay=delay if delay > 0 else None)
+                for delivery in (*settlement.acks, *(d for d, _ in settlement.dead_letters)):
+                    held = self._held.pop((delivery.partition, delivery.offset))
+                    await held.msg.ack()
+                    if held.entry is not None:
+                        finished.append((delivery.partition, held.seq))
+                await self._nc.flush(timeout=int(self._config.request_timeout))
+        finally:
+            await self._release_drained()
+        if finished:
+            try:
+                await self._book.forget(finished)
+            except BrokerError as exc:
+                logger.debug("could not drop bookkeeping entries (they expire): %s", exc)
+
+    async def _write_first(self, settlement: Settlement) -> None:
+        names = self._names
+        js = self._js
+        writes: list[Awaitable[Any]] = []
+        if settlement.outputs:
+            writes.append(self._broker.publish_many(settlement.outputs))
+        now = time.time()
+        failures = {}
+        for delivery, _ in settlement.retries:
+            held = self._held[(delivery.partition, delivery.offset)]
+            if held.entry is None or held.entry.first_failure is None:
+                returned = held.entry.returned if held.entry else 0
+                failures[(delivery.partition, held.seq)] = Entry(now, returned)
+        if failures:
+            writes.append(self._book.write(failures))
+        try:
+            futures = [
+                await js.publish_async(f"$KV.{names.dlq_bucket}.{letter.id}", encode_dead_letter(letter))
+                for _, letter in settlement.dead_letters
+            ]
+            futures += [
+                await js.publish_async(f"$KV.{names.inbox_bucket}.{names.inbox_key(self.group, key)}", b"")
+                for key in settlement.inbox
+            ]
+            writes.append(asyncio.wait_for(asyncio.gather(*futures), self._config.publish_timeout))
+            await asyncio.gather(*writes)
+        except Exception as exc:
+            for write in writes:
+                if isinstance(write, asyncio.Future | asyncio.Task):
+                    write.cancel()
+            raise translate(exc, "settle (writing outputs, dead letters and inbox keys)") from exc
+
+    # -- inbox ------------------------------------------------------------------
+
+    async def seen(self, keys: Sequence[str]) -> set[str]:
+        """Return which dedupe ``keys`` this group's inbox holds: one batched lookup."""
+        if not keys:
+            return set()
+        names = self._names
+        by_subject = {f"$KV.{names.inbox_bucket}.{names.inbox_key(self.group, key)}": key for key in keys}
+        with translated("inbox lookup"):
+            found = await direct.last_values(
+                self._nc, f"KV_{names.inbox_bucket}", list(by_subject), self._config.request_timeout
+            )
+        return {by_subject[s] for s, stored in found.items() if not stored.deleted and s in by_subject}
+
+    # -- pulling ------------------------------------------------------------------
+
+    def _request(self, part: _Partition, now: float) -> None:
+        """Open a pull request for ``part`` when none is open and its buffer is low."""
+        if not part.active or self._closed:
+            return
+        if part.requested and now < part.deadline:
+            return
+        want = self._config.prefetch - len(part.buffer)
+        if part.buffer and want < self._config.prefetch // 2:
+            return
+        part.requested = want
+        part.deadline = now + PULL_EXPIRES + _GRACE
+        body = b'{"batch":%d,"expires":%d}' % (want, int(PULL_EXPIRES * 1e9))
+        request = self._nc.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{part.consumer}",
+            body,
+            reply=f"{self._inbox_prefix}.{part.number}",
+        )
+        asyncio.ensure_future(request).add_done_callback(_log_failure)
+
+    async def _on_message(self, msg: Msg) -> None:
+        headers = msg.headers
+        status = headers.get("Status") if headers else None
+        if status is not None:
+            try:
+                part = self._parts.get(int(msg.subject.rsplit(".", 1)[1]))
+            except ValueError:
+                part = None
+            if status != "100" and part is not None:
+                part.requested = 0
+                self._request(part, time.monotonic())
+                self._ready.set()
+            return
+        part = self._parts.get(_partition_of(msg))
+        if part is None or not part.active or self._closed:
+            self._late.append(msg)  # arrived after we stopped pulling: handed back before the lease goes
+            if part is not None:
+                part.requested = max(0, part.requested - 1)
+            return
+        part.requested = max(0, part.requested - 1)
+        part.buffer.append(msg)
+        self._ready.set()
+        if part.requested == 0:
+            self._request(part, time.monotonic())
+
+    async def _stop_pulling(self, p: int) -> None:
+        """Stop pulling ``p`` and hand back its buffered records, not counting them as attempts."""
+        part = self._parts.get(p)
+        if part is None:
+            return
+        part.active = False
+        msgs = list(part.buffer)
+        part.buffer.clear()
+        await self._hand_back(p, msgs)
+
+    async def _hand_back(self, p: int, msgs: list[Msg]) -> None:
+        if not msgs:
+            return
+        await self._book.count_returned([(p, msg.metadata.sequence.stream) for msg in msgs])
+        await self._nak_confirmed(msgs)
+
+    async def _nak_confirmed(self, msgs: Sequence[Msg]) -> None:
+        """Nak ``msgs`` in order and wait until JetStream processed every nak.
+
+        JetStream redelivers nak'ed records in the order it processed the
+        naks, and processes acks apart from pull requests: confirming the naks
+        before a lease is released keeps the next owner from pulling a later
+        record first.
+        """
+        if not msgs:
+            return
+        timeout = self._config.request_timeout
+        with translated("hand back records"):
+            replies = [asyncio.ensure_future(self._nc.request(m.reply, b"-NAK", timeout=timeout)) for m in msgs]
+            await asyncio.gather(*replies)
+
+    async def _return_late(self) -> None:
+        late, self._late = self._late, []
+        by_partition: dict[int, list[Msg]] = {}
+        for msg in late:
+            by_partition.setdefault(_partition_of(msg), []).append(msg)
+        for p, msgs in by_partition.items():
+            await self._hand_back(p, msgs)
+
+    # -- leases -------------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), _CHECK_INTERVAL)
+            if self._closed:
+                return
+            now = time.monotonic()
+            try:
+                await self._return_late()
+                self._keep_alive(now)
+                renew = loop.time() - self._last_renew >= self._config.heartbeat_interval
+                if renew:
+                    await self._leases.register()
+                await self._rebalance(renew=renew)
+                for part in self._parts.values():
+                    self._request(part, now)
+            except BrokerError as exc:
+                logger.warning("lease maintenance of %s on %s failed, retrying: %s", self.group, self.topic, exc)
+
+    async def _rebalance(self, *, renew: bool) -> None:
+        plan = await self._leases.check(renew=renew)
+        if renew:
+            self._last_renew = asyncio.get_running_loop().time()
+        for p in plan.lost:
+            await self._stop_pulling(p)
+            self._parts.pop(p, None)
+            self._draining.discard(p)
+        for p in plan.give_up:
+            await self._stop_pulling(p)
+            self._draining.add(p)
+        await self._release_drained()
+        now = time.monotonic()
+        for p in plan.take:
+            part = self._parts[p] = _Partition(p, self._names.consumer(self.group, p))
+            self._request(part, now)
+
+    async def _release_drained(self) -> None:
+        """Release leases being given up once nothing of them is held and their pull is over."""
+        await self._return_late()
+        now = time.monotonic()
+        for p in sorted(self._draining):
+            part = self._parts.get(p)
+            if any(q == p for q, _ in self._held):
+                continue
+            if part is not None and self._pull_open(part, now):
+                continue
+            self._draining.discard(p)
+            self._parts.pop(p, None)
+            await self._leases.release(p)
+
+    def _pull_open(self, part: _Partition, now: float) -> bool:
+        """Whether a pull request of ``part`` may still deliver (unanswered, not long past its expiry)."""
+        return part.requested > 0 and now < part.deadline + self._config.request_timeout
+
+    def _keep_alive(self, now: float) -> None:
+        """Tell JetStream that held records are still being worked on, so ``ack_wait`` does not expire."""
+        limit = self._config.ack_wait / 3
+        stale = []
+        for held in self._held.values():
+            if now - held.touched > limit:
+                held.touched = now
+                stale.append(held.msg)
+        for part in self._parts.values():
+            if now - part.touched > limit:
+                part.touched = now
+                stale.extend(part.buffer)
+        for msg in stale:
+            asyncio.ensure_future(msg.in_progress()).add_done_callback(_log_failure)
+
+
+def _partition_of(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.consumer.rsplit("_p", 1)[1])
+    except (ValueError, IndexError, AttributeError):
+        return -1
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("fire-and-forget NATS publish failed: %r", task.exception())

@@ -1,0 +1,40 @@
+"""The NATS JetStream broker passes the broker conformance suite against a real nats-server."""
+
+from __future__ import annotations
+
+import pytest
+
+from choreograph.brokers.nats import NatsBroker
+from choreograph.core.broker import Broker
+from choreograph.core.clock import Clock
+from choreograph.testing.conformance import BrokerConformance
+from choreograph.testing.faults import ChildBroker
+
+from .server import NatsServer
+
+OPTIONS = "prefix=conf&ack_wait=3&lease_timeout=3"
+"""Short deadlines so crashed or stalled members hand over within the suite's waits."""
+
+
+class TestNatsConformance(BrokerConformance):
+    capabilities = NatsBroker.capabilities
+    lease_timeout = 3.0 + 3.0  # lease expiry, then the ack deadline of what the dead member held
+
+    @pytest.fixture(autouse=True)
+    def _server(self, nats_server: NatsServer) -> None:
+        self.server = nats_server
+
+    @property
+    def url(self) -> str:
+        return f"{self.server.url}?{OPTIONS}"
+
+    async def make_broker(self, clock: Clock | None = None) -> Broker:
+        return NatsBroker.from_url(self.url)
+
+    async def reopen_broker(self, broker: Broker) -> Broker:
+        await broker.close()
+        self.server.restart()
+        return NatsBroker.from_url(self.url)
+
+    def child_broker(self, broker: Broker) -> ChildBroker:
+        return ChildBroker(opener="choreograph.brokers.nats:NatsBroker.from_url", url=self.url)
