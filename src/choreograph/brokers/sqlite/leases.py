@@ -8,9 +8,18 @@ Each member heartbeats in a write transaction. A heartbeat:
    sorted by id, the first ``partitions % members`` of them get one extra;
 3. gives up partitions over its share (idle ones at once; ones with
    deliveries in flight are *drained*: no new fetches, released after their
-   deliveries are settled) so a joining member gets some;
+   deliveries are settled) so a joining member gets some. Which partitions
+   are idle is decided by the member itself (``release_idle``), which in the
+   same step stops handing out records from them, so a fetch running
+   concurrently on another thread can never hand out a partition that is
+   being given away;
 4. takes free or expired partitions up to its share;
 5. extends the expiry of every lease it keeps.
+
+Before its members rebalance, a process renews all of them (:func:`renew`),
+and every settle renews the settling member's leases (:func:`renew_held`), so
+a live member whose heartbeats are delayed by a busy process keeps its
+partitions; only a process that stops altogether loses them.
 
 Leases expire on wall-clock time (``time.time()``), the one clock every
 process on the machine shares. Every change of membership or ownership bumps
@@ -21,7 +30,7 @@ early instead of waiting for their next heartbeat.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Set
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -58,12 +67,15 @@ def heartbeat(
     *,
     now: float,
     lease_timeout: float,
-    busy: Set[int],
+    release_idle: Callable[[Sequence[int], int], Sequence[int]],
 ) -> Ownership:
     """Heartbeat and rebalance ``member``; run inside a write transaction.
 
-    ``busy`` are partitions with deliveries in flight at this member; they are
-    drained rather than released when the member is over its share.
+    When the member is over its share, ``release_idle(candidates, surplus)``
+    is called with its leased partitions, highest first: it returns up to
+    ``surplus`` of them that have nothing in flight, and must stop handing out
+    records from those before it returns. They are released; the rest of the
+    surplus (partitions with deliveries in flight) is drained instead.
     """
     changed = False
     updated = conn.execute(
@@ -100,7 +112,7 @@ def heartbeat(
     if len(mine) > share:
         surplus = len(mine) - share
         # highest partitions go first, so members converge on the same layout
-        idle = sorted((p for p in mine if p not in busy), reverse=True)[:surplus]
+        idle = list(release_idle(sorted(mine, reverse=True), surplus))[:surplus]
         if idle:
             conn.executemany(
                 "DELETE FROM leases WHERE topic = ? AND grp = ? AND partition = ? AND member = ?",
@@ -108,7 +120,8 @@ def heartbeat(
             )
             mine.difference_update(idle)
             changed = True
-        draining = set(sorted((p for p in mine if p in busy), reverse=True)[: surplus - len(idle)])
+        # release_idle gave up every idle candidate it could, so what remains over the share is busy
+        draining = set(sorted(mine, reverse=True)[: surplus - len(idle)])
     elif len(mine) < share:
         free = [p for p in range(partitions) if p not in leases or leases[p][1] < now]
         take = free[: share - len(mine)]
@@ -137,11 +150,38 @@ def leave(conn: sqlite3.Connection, topic: str, group: str, member: str) -> None
     bump_generation(conn, topic, group)
 
 
-def held_partitions(conn: sqlite3.Connection, topic: str, group: str, member: str) -> set[int]:
-    """Return the partitions whose lease ``member`` holds right now."""
+def renew(
+    conn: sqlite3.Connection, topic: str, group: str, members: Sequence[str], *, now: float, lease_timeout: float
+) -> None:
+    """Mark ``members`` alive and extend their leases, without rebalancing; run inside a write transaction.
+
+    A process renews all its members of a group before any of them
+    rebalances, so one member never declares a sibling in the same (healthy)
+    process dead, or takes its leases, because their shared writer was slow.
+    """
+    marks = ",".join("?" * len(members))
+    conn.execute(
+        f"UPDATE members SET heartbeat_at = ? WHERE topic = ? AND grp = ? AND member IN ({marks})",
+        (now, topic, group, *members),
+    )
+    conn.execute(
+        f"UPDATE leases SET expires_at = ? WHERE topic = ? AND grp = ? AND member IN ({marks})",
+        (now + lease_timeout, topic, group, *members),
+    )
+
+
+def renew_held(
+    conn: sqlite3.Connection, topic: str, group: str, member: str, *, now: float, lease_timeout: float
+) -> set[int]:
+    """Extend every lease ``member`` holds and return those partitions; run inside a write transaction.
+
+    A settle calls this: a member that is settling is alive, so its leases
+    last ``lease_timeout`` from now even if its heartbeats run late.
+    """
     return {
         row[0]
         for row in conn.execute(
-            "SELECT partition FROM leases WHERE topic = ? AND grp = ? AND member = ?", (topic, group, member)
+            "UPDATE leases SET expires_at = ? WHERE topic = ? AND grp = ? AND member = ? RETURNING partition",
+            (now + lease_timeout, topic, group, member),
         )
     }

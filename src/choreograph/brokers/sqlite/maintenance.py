@@ -71,7 +71,9 @@ class Maintenance:
             else:
                 due = self._changed(members)
             if due:
-                self._write(functools.partial(_beat, members=due), "heartbeat")
+                self._write(
+                    functools.partial(_beat, due=due, live=members, lease_timeout=config.lease_timeout), "heartbeat"
+                )
             if now >= next_trim:
                 next_trim = now + config.retention_interval
                 self._write(lambda batch: retention.trim(batch.conn, config, self._store.clock.now()), "retention trim")
@@ -98,6 +100,23 @@ class Maintenance:
             log.warning("sqlite broker: background %s failed", action, exc_info=True)
 
 
-def _beat(batch: WriteBatch, members: list[SqliteSubscription]) -> None:
-    for member in members:
+def _beat(
+    batch: WriteBatch, due: list[SqliteSubscription], live: list[SqliteSubscription], lease_timeout: float
+) -> None:
+    """Heartbeat ``due``, first renewing every ``live`` member of the groups they rebalance in.
+
+    One slow write can delay all of this process's heartbeats past the lease
+    timeout at once; renewing the siblings first keeps one member from
+    declaring another member of the same process dead and taking its leases.
+    """
+    siblings: dict[tuple[str, str], list[str]] = {}
+    for member in live:
+        if not member.closed:
+            siblings.setdefault((member.topic, member.group), []).append(member.member)
+    now = time.time()
+    for topic, group in dict.fromkeys((member.topic, member.group) for member in due):
+        members = siblings.get((topic, group), [])
+        if len(members) > 1:
+            leases.renew(batch.conn, topic, group, members, now=now, lease_timeout=lease_timeout)
+    for member in due:
         member.heartbeat(batch)

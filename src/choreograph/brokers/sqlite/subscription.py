@@ -71,9 +71,6 @@ class SqliteSubscription:
         """Heartbeat and rebalance inside ``batch`` (writer thread); adopt the outcome on commit."""
         if self._closed:
             return
-        with self._lock:
-            busy = {p for p, part in self._parts.items() if part.inflight}
-            busy.update(p for p, _ in self._retrying)
         ownership = leases.heartbeat(
             batch.conn,
             self.topic,
@@ -82,9 +79,33 @@ class SqliteSubscription:
             self.partitions,
             now=time.time(),
             lease_timeout=self._store.config.lease_timeout,
-            busy=busy,
+            release_idle=self._release_idle,
         )
         batch.after_commit(lambda: self._adopt(ownership))
+
+    def _release_idle(self, candidates: Sequence[int], count: int) -> list[int]:
+        """Pick up to ``count`` of ``candidates`` with nothing in flight and stop fetching from them now.
+
+        Runs on the writer thread while a heartbeat gives partitions away.
+        Deciding "idle" and forgetting the partition happen under one lock
+        hold, so a fetch racing on the reader thread either recorded its
+        deliveries first (the partition is busy and is drained instead) or
+        finds the partition gone and drops what it read (nothing handed out).
+        If the heartbeat then fails to commit, the partition is only skipped
+        until the next heartbeat adopts it again from its committed offset.
+        """
+        with self._lock:
+            retrying = {p for p, _ in self._retrying}
+            idle: list[int] = []
+            for partition in candidates:
+                if len(idle) >= count:
+                    break
+                part = self._parts.get(partition)
+                if (part is None or not part.inflight) and partition not in retrying:
+                    idle.append(partition)
+            for partition in idle:
+                self._parts.pop(partition, None)
+            return idle
 
     def _adopt(self, ownership: leases.Ownership) -> None:
         with self._lock:
@@ -233,7 +254,8 @@ class SqliteSubscription:
         due at ``clock.now() + delay``; dead letters are stored with every
         field; outputs are appended like a publish; inbox keys are stored.
         Fails if this member no longer leases a partition it settles; the new
-        owner then redelivers. After a failure the partitions involved are
+        owner then redelivers. A settle renews this member's leases (it is
+        alive), in the same statement that checks them. After a failure the partitions involved are
         rewound to their committed offset, so their records are fetched again.
         """
         self._check_open()
@@ -263,7 +285,10 @@ class SqliteSubscription:
         def work(batch: WriteBatch) -> None:
             conn = batch.conn
             if touched:
-                lost = touched - leases.held_partitions(conn, topic, group, member)
+                held = leases.renew_held(
+                    conn, topic, group, member, now=time.time(), lease_timeout=store.config.lease_timeout
+                )
+                lost = touched - held
                 if lost:
                     raise BrokerError(
                         f"member {member!r} of group {group!r} no longer leases partitions {sorted(lost)} "
