@@ -37,6 +37,7 @@ from choreograph.core.errors import (
 from choreograph.core.event import Event
 from choreograph.core.ids import derived_id, new_id
 from choreograph.runtime.app import App
+from choreograph.runtime.breaker import CircuitBreaker
 from choreograph.runtime.consumer import ConsumerConfig
 from choreograph.runtime.context import Context, Outcome
 from choreograph.runtime.middleware import Handler, Middleware
@@ -53,6 +54,7 @@ __all__ = [
     "BrokerUnavailable",
     "Capabilities",
     "ChoreographError",
+    "CircuitBreaker",
     "Clock",
     "ConfigurationError",
     "ConsumerConfig",

@@ -30,6 +30,7 @@ from choreograph.core.envelope import Envelope
 from choreograph.core.errors import BrokerError, DecodeError
 from choreograph.core.event import Event
 from choreograph.core.ids import new_id
+from choreograph.runtime.breaker import BreakerState
 from choreograph.runtime.context import Context, Outcome
 from choreograph.runtime.middleware import Handler
 from choreograph.runtime.service import HandlerSpec
@@ -96,6 +97,7 @@ class Consumer:
         self._listeners = tuple(listeners)
         self._admit = admit
         self._stopping = asyncio.Event()
+        self.breaker = BreakerState(spec.breaker) if spec.breaker else None
         self.stats = HandlerStats()
         self._log = logging.LoggerAdapter(logger, {"service": spec.service, "handler": spec.name})
 
@@ -124,14 +126,23 @@ class Consumer:
                 except BrokerError as exc:
                     self._log.warning("closing subscription failed: %s", exc)
 
-    async def _pause(self) -> None:
+    async def _pause(self, seconds: float | None = None) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), self._config.resubscribe_delay)
+            await asyncio.wait_for(self._stopping.wait(), seconds or self._config.resubscribe_delay)
 
     async def _consume(self, subscription: Subscription) -> None:
         config = self._config
+        breaker = self.breaker
         while not self._stopping.is_set():
-            batch = await subscription.fetch(config.batch_size, config.fetch_timeout)
+            limit = config.batch_size
+            if breaker is not None:
+                wait = breaker.wait_time()
+                if wait > 0:
+                    await self._pause(wait)  # open: events wait in the log, attempts are not spent
+                    continue
+                if breaker.half_open:
+                    limit = 1  # one trial event decides whether to close
+            batch = await subscription.fetch(limit, config.fetch_timeout)
             if batch:
                 started = time.perf_counter()
                 tally = HandlerStats()
@@ -181,6 +192,9 @@ class Consumer:
 
     def _settle_one(self, settlement: Settlement, ctx: Context, stats: HandlerStats) -> None:
         outcome = ctx.outcome
+        if self.breaker is not None and outcome is not Outcome.DUPLICATE:
+            # Only failures of the handler's work count; bad data says nothing about the downstream.
+            self.breaker.record(outcome is Outcome.RETRY or (outcome is Outcome.DEAD_LETTER and ctx.reason == "error"))
         if outcome is Outcome.SUCCESS:
             stats.handled += 1
             settlement.acks.append(ctx.delivery)

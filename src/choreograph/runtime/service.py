@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from choreograph.core.broker import Position
 from choreograph.core.errors import ConfigurationError, ContractError
 from choreograph.core.event import Event
+from choreograph.runtime.breaker import CircuitBreaker
 from choreograph.runtime.context import Context
 from choreograph.runtime.retry import RetryPolicy
 
@@ -42,6 +43,7 @@ class HandlerSpec:
     dedupe: bool
     start: Position
     publishes: tuple[type[Event], ...] = field(default=())
+    breaker: CircuitBreaker | None = None
 
     @property
     def group(self) -> str:
@@ -109,6 +111,7 @@ class Service:
         dedupe: bool = True,
         start: Position | None = None,
         publishes: Sequence[type[Event]] = (),
+        breaker: CircuitBreaker | None = None,
     ) -> Callable[[Callable[[E, Context], Awaitable[HandlerResult]]], Callable[[E, Context], Awaitable[HandlerResult]]]:
         """Register an async handler for ``event``.
 
@@ -118,6 +121,8 @@ class Service:
         ``concurrency`` keys are handled at once. ``timeout`` (seconds) bounds
         one attempt. ``start`` is where a new group begins (default: earliest).
         ``publishes`` declares the event types it emits, for the catalog.
+        ``breaker`` pauses this handler after consecutive failures (see
+        :class:`~choreograph.runtime.breaker.CircuitBreaker`).
         """
         if not (isinstance(event, type) and issubclass(event, Event)):
             raise ContractError(f"@on() takes an Event subclass, got {event!r}")
@@ -149,6 +154,7 @@ class Service:
                     dedupe=dedupe,
                     start=start or Position.earliest(),
                     publishes=tuple(publishes),
+                    breaker=breaker,
                 )
             )
             return func
