@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from choreograph.core.errors import ConfigurationError
 
@@ -65,3 +65,23 @@ def parse_query(query: str, parsers: Mapping[str, Parser], backend: str) -> dict
         except ValueError as exc:
             raise ConfigurationError(f"{backend} broker option {name}={text!r} is invalid: {exc}") from None
     return options
+
+
+def sqlite_file_path(url: str) -> str:
+    """Return the file path of a ``sqlite:///path.db`` URL (its query options are not checked here).
+
+    ``sqlite:///./x.db`` is relative to the working directory and
+    ``sqlite:////abs/x.db`` is absolute. Raises ConfigurationError for another
+    scheme, a host, or no path (an in-memory database cannot be shared).
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigurationError(f"not a sqlite URL (expected sqlite:///path.db): {url!r}")
+    if parts.netloc:
+        raise ConfigurationError(
+            f"sqlite URL has a host {parts.netloc!r}; write sqlite:///relative.db or sqlite:////abs.db"
+        )
+    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+    if not path or path == ":memory:":
+        raise ConfigurationError(f"sqlite URL needs a file path (in-memory is not shared): {url!r}")
+    return path

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
-from urllib.parse import unquote, urlsplit
 
 from choreograph.core.errors import ConfigurationError
+from choreograph.core.options import sqlite_file_path
 from choreograph.schema.compatibility import Compatibility
 from choreograph.schema.derive import fingerprint
 from choreograph.schema.errors import SchemaConflict, SchemaStoreError
@@ -85,21 +85,8 @@ CREATE TABLE IF NOT EXISTS schema_modes (
 
 
 def sqlite_path_from_url(url: str) -> str:
-    """Return the file path of a ``sqlite:///path.db`` broker URL (query options are the broker's).
-
-    ``sqlite:///./x.db`` is relative to the working directory, ``sqlite:////abs/x.db`` absolute.
-    """
-    parts = urlsplit(url)
-    if parts.scheme != "sqlite":
-        raise ConfigurationError(f"not a sqlite URL (expected sqlite:///path.db): {url!r}")
-    if parts.netloc:
-        raise ConfigurationError(
-            f"sqlite URL has a host {parts.netloc!r}; write sqlite:///relative.db or sqlite:////abs.db"
-        )
-    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
-    if not path or path == ":memory:":
-        raise ConfigurationError(f"sqlite URL needs a file path: {url!r}")
-    return path
+    """Return the file path of a ``sqlite:///path.db`` broker URL (query options are the broker's)."""
+    return sqlite_file_path(url)
 
 
 class SqliteSchemaStore:

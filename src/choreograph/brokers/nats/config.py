@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from choreograph.core.errors import ConfigurationError
+from choreograph.core.options import Parser, optional, parse_query, require_positive, require_positive_int
 
 STORAGE_KINDS: Final = ("file", "memory")
 _PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,31}$")
@@ -64,14 +63,14 @@ class NatsConfig:
             raise ConfigurationError(
                 f"prefix must be a letter then up to 31 letters, digits, '_' or '-', got {self.prefix!r}"
             )
-        _positive_int("partitions", self.partitions)
-        _positive_int("replicas", self.replicas)
+        require_positive_int("partitions", self.partitions)
+        require_positive_int("replicas", self.replicas)
         if self.replicas > 5:
             raise ConfigurationError(f"replicas must be at most 5 (JetStream's limit), got {self.replicas}")
         if self.storage not in STORAGE_KINDS:
             raise ConfigurationError(f"storage must be one of {STORAGE_KINDS}, got {self.storage!r}")
         if self.max_age is not None:
-            _positive("max_age", self.max_age)
+            require_positive("max_age", self.max_age)
         for name in (
             "duplicate_window",
             "ack_wait",
@@ -81,8 +80,8 @@ class NatsConfig:
             "connect_timeout",
             "request_timeout",
         ):
-            _positive(name, getattr(self, name))
-        _positive_int("prefetch", self.prefetch)
+            require_positive(name, getattr(self, name))
+        require_positive_int("prefetch", self.prefetch)
         if self.ack_wait < 1.0:
             raise ConfigurationError(f"ack_wait must be at least 1 second, got {self.ack_wait}")
 
@@ -92,29 +91,12 @@ class NatsConfig:
         return self.lease_timeout / 3
 
 
-def _positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
-        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
-
-
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _optional(convert: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        return None if text.lower() in {"", "none", "null"} else convert(text)
-
-    return parse
-
-
-_PARSERS: dict[str, Callable[[str], Any]] = {
+_PARSERS: dict[str, Parser] = {
     "prefix": str,
     "partitions": int,
     "replicas": int,
     "storage": str.lower,
-    "max_age": _optional(float),
+    "max_age": optional(float),
     "duplicate_window": float,
     "ack_wait": float,
     "lease_timeout": float,
@@ -147,13 +129,5 @@ def parse_url(url: str) -> NatsConfig:
             raise ConfigurationError(f"empty host in nats URL {url!r}")
         servers.append(f"nats://{unquote(credentials) + '@' if credentials else ''}{host}")
     options: dict[str, Any] = {"servers": tuple(servers)}
-    for name, text in parse_qsl(parts.query, keep_blank_values=True):
-        parser = _PARSERS.get(name)
-        if parser is None:
-            known = ", ".join(sorted(_PARSERS))
-            raise ConfigurationError(f"unknown nats broker option {name!r} in URL; known options: {known}")
-        try:
-            options[name] = parser(text)
-        except ValueError as exc:
-            raise ConfigurationError(f"nats broker option {name}={text!r} is invalid: {exc}") from None
+    options.update(parse_query(parts.query, _PARSERS, "nats"))
     return NatsConfig(**options)

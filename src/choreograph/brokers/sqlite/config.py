@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.options import (
@@ -13,6 +13,7 @@ from choreograph.core.options import (
     parse_query,
     require_positive,
     require_positive_int,
+    sqlite_file_path,
 )
 
 SYNC_MODES = ("normal", "full")
@@ -111,15 +112,7 @@ def parse_url(url: str) -> tuple[str, SqliteConfig]:
     ``sqlite:///./x.db`` is relative to the working directory and
     ``sqlite:////abs/x.db`` is absolute. Unknown options are rejected by name.
     """
+    path = sqlite_file_path(url)
     parts = urlsplit(url)
-    if parts.scheme != "sqlite":
-        raise ConfigurationError(f"not a sqlite URL (expected sqlite:///path.db): {url!r}")
-    if parts.netloc:
-        raise ConfigurationError(
-            f"sqlite URL has a host {parts.netloc!r}; write sqlite:///relative.db or sqlite:////abs.db"
-        )
-    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
-    if not path or path == ":memory:":
-        raise ConfigurationError(f"sqlite URL needs a file path (in-memory is not shared): {url!r}")
     options = parse_query(parts.query, _PARSERS, "sqlite")
     return path, SqliteConfig(**options)
