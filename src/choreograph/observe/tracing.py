@@ -22,7 +22,7 @@ Attributes follow the OpenTelemetry messaging semantic conventions
 correlation id). Only the OpenTelemetry *API* is needed; spans are recorded
 once an SDK tracer provider is configured (``pip install 'choreograph[otel]'``).
 Without one, each handling costs one check of the global tracer provider
-(see ``bench/observe_overhead.py``); incoming trace context is passed through
+(see ``bench/tracing_bench.py``); incoming trace context is passed through
 unchanged, so a later hop that does trace still joins the caller's trace.
 """
 

@@ -4,14 +4,17 @@ Runs N encoded events through a handler's consumer pipeline
 (``Consumer.handle_batch``: decode, inbox dedupe, failure policy, timeout,
 validation, the handler, one emitted event, the settlement) with and without
 :func:`choreograph.observe.tracing.install_tracing`, best of several rounds,
-and prints the ratio. Run: ``.venv/bin/python bench/observe_overhead.py [N]``.
+and prints the ratio. Run by ``python -m bench`` or ``python -m bench.tracing_bench [--quick]``;
+the last line is the JSON list of records.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
-import sys
+import json
+import resource
 import time
 
 from choreograph import App, Context, Event, encode
@@ -58,7 +61,7 @@ async def run(app: App, values: list[bytes], batch_size: int = 500) -> float:
     return elapsed
 
 
-async def main(count: int, rounds: int = 5) -> None:
+async def main(count: int, rounds: int = 5) -> list[dict[str, object]]:
     values = [
         encode(Envelope.for_event(Placed(order_id=str(i)), source="bench").replace(traceparent=TRACEPARENT))
         for i in range(count)
@@ -77,7 +80,25 @@ async def main(count: int, rounds: int = 5) -> None:
     print(f"pipeline without tracing: {per_plain:.2f} us/event")
     print(f"pipeline with tracing (no SDK): {per_traced:.2f} us/event (+{per_traced - per_plain:.2f} us)")
     print(f"ratio: {traced / plain:.3f}")
+    return [
+        {
+            "backend": "memory",
+            "workload": "tracing-overhead-no-sdk",
+            "events_per_s": round(count / traced),
+            "p50_ms": None,
+            "p99_ms": None,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "reference": "pipeline-without-tracing",
+            "reference_events_per_s": round(count / plain),
+            "ratio": round(plain / traced, 3),
+        }
+    ]
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 20_000))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a quarter of the events")
+    parser.add_argument("--events", type=int, default=20_000)
+    args = parser.parse_args()
+    records = asyncio.run(main(args.events // 4 if args.quick else args.events))
+    print(json.dumps(records))
