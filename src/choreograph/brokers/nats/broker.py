@@ -261,15 +261,15 @@ class NatsBroker:
                 failure: BaseException = exc
                 first = 0
             else:
-                results = await asyncio.gather(
-                    *(asyncio.wait_for(f, remaining) for f in futures), return_exceptions=True
-                )
-                first = next((i for i, r in enumerate(results) if isinstance(r, BaseException)), -1)
+                # One timer for the whole batch, not one task per message.
+                _, late = await asyncio.wait(futures, timeout=remaining)
+                for future in late:
+                    future.cancel()
+                first = next((i for i, f in enumerate(futures) if f.cancelled() or f.exception()), -1)
                 if first < 0:
                     return
-                error = results[first]
-                assert isinstance(error, BaseException)
-                failure = error
+                failed = futures[first]
+                failure = TimeoutError("no PubAck in time") if failed.cancelled() else failed.exception()  # type: ignore[assignment]
             if not _retryable(failure) or loop.time() >= deadline:
                 raise translate(failure, "publish") from failure
             pending = pending[first:]  # resend in order; already stored ones are dropped by their message id
