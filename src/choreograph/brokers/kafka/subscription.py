@@ -1,0 +1,344 @@
+"""One member of a consumer group on a Kafka topic.
+
+Kafka assigns partitions to members (the group protocol); this member keeps,
+per assigned partition, the records it read but has not settled: handed out,
+waiting for a retry, or held back because an earlier record with the same key
+waits. The committed offset is always the oldest unsettled record (or the
+end of what was read), so a commit — after a settle, on a rebalance, on
+close — never skips an unprocessed record.
+
+Retries are in place: a failed record keeps its partition position, its
+key's later records wait for it, other keys flow. Its attempt count, first
+failure and due time go to the state topic before the settle returns, so a
+member that takes the partition over (after a crash or a rebalance) resumes
+the count and the delay. The delay itself is waited out by the member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import errors as kafka_errors
+from aiokafka.structs import OffsetAndMetadata
+
+from choreograph.core.broker import Delivery, Position, Record, Settlement
+from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError
+
+from .broker import RESUBMIT_GROUP_HEADER, to_delivery, translated
+
+if TYPE_CHECKING:
+    from .broker import KafkaBroker
+
+logger = logging.getLogger("choreograph.brokers.kafka")
+
+
+@dataclass(slots=True)
+class _Item:
+    """A record read from a partition and not settled yet."""
+
+    delivery: Delivery
+    offset: int = 0
+    """Where the record is in the log (a resubmitted dead letter reports its original offset instead)."""
+    attempt: int = 0
+    due: float = 0.0
+    held: bool = False
+    first_failure: float | None = None
+    stored: bool = False
+    """Its retry state is in the state topic (delete it once settled)."""
+
+
+@dataclass(slots=True)
+class _Partition:
+    next_offset: int | None = None
+    items: dict[int, _Item] = field(default_factory=dict)
+
+    def commit_point(self) -> int | None:
+        """The oldest unsettled offset, or the next one to read."""
+        return min(self.items) if self.items else self.next_offset
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, subscription: KafkaSubscription) -> None:
+        self._subscription = subscription
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._subscription.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._subscription.assigned(assigned)
+
+
+class KafkaSubscription:
+    """One member of a consumer group on a :class:`KafkaBroker` topic."""
+
+    def __init__(self, broker: KafkaBroker, topic: str, group: str, start: Position) -> None:
+        self._broker = broker
+        self.topic = topic
+        self.group = group
+        self._start = start
+        config = broker.config
+        self._consumer = AIOKafkaConsumer(
+            **broker.consumer_options(),
+            group_id=group,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(config.session_timeout * 1000),
+            heartbeat_interval_ms=int(config.heartbeat_interval * 1000),
+            max_poll_interval_ms=max(int(config.session_timeout * 1000) * 6, 60_000),
+        )
+        self._parts: dict[int, _Partition] = {}
+        self._held: dict[tuple[int, int], _Item] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._revoking = False
+        self._closed = False
+
+    @property
+    def member(self) -> str:
+        """The member id the group coordinator gave this member (empty before joining)."""
+        return str(getattr(self._consumer._coordinator, "member_id", "") or "")
+
+    async def join(self) -> None:
+        """Start the consumer and subscribe; the group assigns partitions in the background."""
+        async with translated(f"join group {self.group!r}"):
+            if self._start.kind == "latest":
+                # "latest" means the end *now*, not when the group protocol assigns the partitions later
+                count = await self._broker.partitions(self.topic)
+                ends = await self._broker.end_offsets([TopicPartition(self.topic, p) for p in range(count)])
+                self._start = Position.at_offsets({tp.partition: offset for tp, offset in ends.items()})
+            await self._consumer.start()
+            self._consumer.subscribe([self.topic], listener=_Listener(self))
+
+    # -- rebalance callbacks (run by aiokafka's coordinator) ------------------
+
+    async def revoked(self, revoked: list[TopicPartition]) -> None:
+        """Wait for the batch in hand to be settled, then commit what was settled and forget the partitions."""
+        self._revoking = True
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), self._broker.config.session_timeout)
+            await self._commit([tp.partition for tp in revoked])
+            for tp in revoked:
+                self._parts.pop(tp.partition, None)
+        finally:
+            self._revoking = False
+
+    async def assigned(self, assigned: list[TopicPartition]) -> None:
+        """Position new partitions: at the group's commit, else at the start position."""
+        fresh = []
+        for tp in assigned:
+            if tp.partition in self._parts:
+                continue
+            committed = await self._consumer.committed(tp)
+            self._parts[tp.partition] = _Partition(next_offset=committed)
+            if committed is None and self._start.kind in ("time", "offsets"):
+                fresh.append(tp)
+        if fresh:
+            offsets = await self._start_offsets(fresh)
+            for tp, offset in offsets.items():
+                self._consumer.seek(tp, offset)
+                self._parts[tp.partition].next_offset = offset  # drops anything fetched before the seek
+
+    async def _start_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        finder = AIOKafkaConsumer(**self._broker.consumer_options())
+        await finder.start()
+        try:
+            finder.assign(tps)
+            return await self._broker.start_offsets(finder, tps, self._start)
+        finally:
+            await finder.stop()
+
+    # -- Subscription -------------------------------------------------------------
+
+    async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
+        """Wait up to ``timeout`` seconds for up to ``max_records`` deliveries of this member's partitions."""
+        if self._closed:
+            raise BrokerClosed(f"this subscription to {self.topic!r} is closed")
+        if max_records < 1:
+            raise ConfigurationError(f"max_records must be >= 1, got {max_records}")
+        deadline = time.monotonic() + max(0.0, timeout)
+        retries = await self._retry_state()
+        while not self._closed:
+            out = self._take(max_records)
+            if len(out) < max_records:
+                remaining = deadline - time.monotonic()
+                wait = 0.0 if out else max(0.0, min(remaining, self._next_wait()))
+                async with translated(f"read {self.topic!r} for {self.group!r}"):
+                    batch = await self._consumer.getmany(timeout_ms=int(wait * 1000), max_records=max_records)
+                for tp, messages in batch.items():
+                    self._add(tp.partition, messages, retries)
+                out += self._take(max_records - len(out))
+            if out:
+                self._idle.clear()
+                return out
+            if time.monotonic() >= deadline:
+                return []
+        return []
+
+    async def _retry_state(self) -> dict[tuple[int, int], dict[str, Any]]:
+        """Return the stored retry state of this group on this topic, by (partition, offset)."""
+        state = await self._broker.state()
+        prefix = f"retry|{self.group}|{self.topic}|"
+        out = {}
+        for key, raw in list(state.rows.items()):
+            if key.startswith(prefix):
+                p, offset = key[len(prefix) :].split("|")
+                out[(int(p), int(offset))] = json.loads(raw)
+        return out
+
+    def _next_wait(self) -> float:
+        now = self._broker.clock.now()
+        dues = [i.due - now for part in self._parts.values() for i in part.items.values() if not i.held and i.due > now]
+        return max(0.001, min(dues, default=0.1))
+
+    def _add(self, p: int, messages: Sequence[Any], retries: dict[tuple[int, int], dict[str, Any]]) -> None:
+        part = self._parts.setdefault(p, _Partition())
+        for message in messages:
+            if part.next_offset is not None and message.offset < part.next_offset:
+                continue  # read again after a seek
+            part.next_offset = message.offset + 1
+            only = dict(message.headers or ()).get(RESUBMIT_GROUP_HEADER)
+            if only is not None and only.decode() != self.group:
+                continue  # a dead letter resubmitted to another group
+            item = _Item(to_delivery(message), message.offset)
+            stored = retries.get((p, message.offset))
+            if stored is not None:
+                item.attempt, item.due, item.first_failure = stored["attempt"], stored["due"], stored["first"]
+                item.stored = True
+            part.items[message.offset] = item
+
+    def _take(self, max_records: int) -> list[Delivery]:
+        now = self._broker.clock.now()
+        out: list[Delivery] = []
+        for p in sorted(self._parts):
+            blocked: set[str] = set()
+            items = self._parts[p].items
+            for offset in sorted(items):
+                item = items[offset]
+                key = item.delivery.key
+                if item.held or item.due > now or (key is not None and key in blocked) or len(out) >= max_records:
+                    if key is not None:
+                        blocked.add(key)
+                    continue
+                item.attempt += 1
+                item.held = True
+                d = item.delivery
+                delivery = Delivery(
+                    d.topic, d.partition, d.offset, d.value, d.key, d.headers, d.timestamp, item.attempt,
+                    item.first_failure,
+                )  # fmt: skip
+                self._held[(p, d.offset)] = item
+                out.append(delivery)
+        return out
+
+    async def settle(self, settlement: Settlement) -> None:
+        """Write outputs, dead letters, retry state and inbox keys, then commit; raise BrokerError if a write fails.
+
+        Not atomic: outputs and dead letters are acknowledged by Kafka before
+        the offsets are committed, so a crash in between redelivers.
+        """
+        if self._closed:
+            raise BrokerClosed(f"this subscription to {self.topic!r} is closed")
+        deliveries = [*settlement.acks, *(d for d, _ in settlement.retries), *(d for d, _ in settlement.dead_letters)]
+        seen: set[tuple[int, int]] = set()
+        for delivery in deliveries:
+            where = (delivery.partition, delivery.offset)
+            if delivery.topic != self.topic or where not in self._held:
+                raise BrokerError(
+                    f"delivery {delivery.topic}[{delivery.partition}]@{delivery.offset} is not held by "
+                    f"this member of group {self.group!r}; it was settled already or never fetched here"
+                )
+            if where in seen:
+                raise BrokerError(f"delivery {delivery.topic}[{where[0]}]@{where[1]} appears twice in a settlement")
+            seen.add(where)
+        for _, delay in settlement.retries:
+            if delay < 0:
+                raise ConfigurationError(f"a retry delay must be >= 0 seconds, got {delay}")
+        now = self._broker.clock.now()
+        by_topic: dict[str, list[Record]] = {}
+        for topic, record in settlement.outputs:
+            by_topic.setdefault(topic, []).append(record)
+        for topic, records in by_topic.items():
+            await self._broker.send(topic, records)
+        rows: list[tuple[str, bytes | None]] = await self._broker.store_dead_letters(
+            [dl for _, dl in settlement.dead_letters]
+        )
+        prefix = f"retry|{self.group}|{self.topic}|"
+        for delivery in [*settlement.acks, *(d for d, _ in settlement.dead_letters)]:
+            item = self._held[(delivery.partition, delivery.offset)]
+            if item.stored:
+                rows.append((f"{prefix}{delivery.partition}|{item.offset}", None))
+        for delivery, delay in settlement.retries:
+            item = self._held[(delivery.partition, delivery.offset)]
+            first = delivery.first_failure if delivery.first_failure is not None else now
+            doc = {"attempt": delivery.attempt, "first": first, "due": now + delay}
+            rows.append((f"{prefix}{delivery.partition}|{item.offset}", json.dumps(doc).encode()))
+        stamp = repr(now).encode()
+        rows += [(f"inbox|{self.group}|{key}", stamp) for key in settlement.inbox]
+        state = await self._broker.state()
+        async with translated(f"settle a batch of {self.group!r}"):
+            await state.write(rows)
+        touched = set()
+        for delivery in [*settlement.acks, *(d for d, _ in settlement.dead_letters)]:
+            done = self._held.pop((delivery.partition, delivery.offset))
+            part = self._parts.get(delivery.partition)
+            if part is not None:
+                part.items.pop(done.offset, None)
+            touched.add(delivery.partition)
+        for delivery, delay in settlement.retries:
+            item = self._held.pop((delivery.partition, delivery.offset))
+            item.held = False
+            item.due = now + delay
+            item.first_failure = delivery.first_failure if delivery.first_failure is not None else now
+            item.stored = True
+        if not self._held:
+            self._idle.set()
+        if not self._revoking:
+            await self._commit(sorted(touched))
+
+    async def _commit(self, partitions: list[int]) -> None:
+        offsets = {}
+        for p in partitions:
+            part = self._parts.get(p)
+            point = part.commit_point() if part is not None else None
+            if point is not None:
+                offsets[TopicPartition(self.topic, p)] = OffsetAndMetadata(point, "")
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (kafka_errors.CommitFailedError, kafka_errors.IllegalStateError) as exc:
+            # the partitions moved: their new owner starts at the last commit and redelivers (at least once)
+            logger.info("commit of %s for %r skipped after a rebalance: %s", self.topic, self.group, exc)
+        except kafka_errors.KafkaError as exc:
+            raise BrokerError(f"kafka failed to commit offsets of {self.group!r}: {exc!r}") from exc
+
+    async def seen(self, keys: Sequence[str]) -> set[str]:
+        """Return which ``keys`` this group's inbox (in the state topic) holds."""
+        if not keys:
+            return set()
+        state = await self._broker.state()
+        return {key for key in keys if f"inbox|{self.group}|{key}" in state.rows}
+
+    async def close(self) -> None:
+        """Commit what was settled and leave the group; unsettled records go to the next owner. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._broker.forget(self)
+        self._held.clear()
+        self._idle.set()
+        try:
+            with contextlib.suppress(BrokerError, TimeoutError):
+                await asyncio.wait_for(self._commit(sorted(self._parts)), self._broker.config.session_timeout)
+        finally:
+            # bounded: aiokafka can wait on a rebalance in progress while leaving the group
+            with contextlib.suppress(kafka_errors.KafkaError, OSError, TimeoutError):
+                await asyncio.wait_for(self._consumer.stop(), self._broker.config.session_timeout)

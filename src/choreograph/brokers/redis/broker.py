@@ -1,0 +1,432 @@
+"""The Redis Streams broker: topics, publishing, replay, lag and dead letters.
+
+A topic is ``partitions`` streams; a record goes to ``partition_for(key)``,
+so records with one key stay in one stream, in order. A consumer group is a
+Redis consumer group on each of those streams, and its members split the
+partitions with leases (see :mod:`.subscription`). Publishes of one call are
+one MULTI/EXEC of a Lua script per partition: atomic, pipelined, and — with
+``appendfsync always`` — on disk before the call returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from choreograph.core.broker import (
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    PartitionLag,
+    Position,
+    Record,
+    TopicInfo,
+    partition_for,
+)
+from choreograph.core.clock import Clock, SystemClock
+from choreograph.core.errors import (
+    BrokerClosed,
+    BrokerError,
+    BrokerUnavailable,
+    ConfigurationError,
+    NotFound,
+    UnknownTopic,
+)
+
+from . import records as rec
+from . import scripts
+from .config import RedisConfig, parse_url
+from .keys import Keys, entry_id, last_delivered_before, offset_of
+
+_EARLIEST: Final = Position.earliest()
+_PAGE: Final = 500
+
+
+@contextlib.asynccontextmanager
+async def translated(what: str) -> AsyncIterator[None]:
+    """Translate redis-py errors raised inside the block into choreograph BrokerErrors.
+
+    Also re-raises a cancellation redis-py swallowed: its pool's connection
+    check can turn a task's CancelledError into a reconnect, so the block
+    finishes although the task was cancelled (``Task.cancelling()`` still says so).
+    """
+    task = asyncio.current_task()
+    cancelling = task.cancelling() if task is not None else 0
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        raise BrokerUnavailable(f"redis unreachable while trying to {what}: {exc}") from exc
+    except redis_errors.RedisError as exc:
+        raise BrokerError(f"redis failed to {what}: {exc}") from exc
+    if task is not None and task.cancelling() > cancelling:
+        raise asyncio.CancelledError(f"cancelled while trying to {what}")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisBroker:
+    """Redis Streams as a choreograph broker (redis-py asyncio, standalone Redis >= 6.2).
+
+    Safe to use concurrently from one event loop. Every method translates
+    redis-py errors into :class:`~choreograph.core.errors.BrokerError`.
+    """
+
+    capabilities = Capabilities(
+        per_key_order=True,
+        persistent=True,
+        replay=True,
+        lag=True,
+        native_delay=True,
+        atomic_settle=True,
+        cross_process=True,
+        dead_letter_store=True,
+    )
+
+    def __init__(self, url: str = "redis://localhost:6379/0", *, config: RedisConfig | None = None,
+                 clock: Clock | None = None) -> None:  # fmt: skip
+        self.config = config or RedisConfig()
+        self.clock: Clock = clock or SystemClock()
+        self.keys = Keys(self.config.prefix)
+        self._url = url
+        # typed as Any: redis-py's response types depend on decode_responses/RESP version at run time
+        self.client: Any = aioredis.Redis.from_url(
+            url,
+            decode_responses=False,
+            socket_connect_timeout=self.config.connect_timeout,
+            health_check_interval=30,
+        )
+        self.publish_script = self.client.register_script(scripts.PUBLISH)
+        self.heartbeat_script = self.client.register_script(scripts.HEARTBEAT)
+        self.leave_script = self.client.register_script(scripts.LEAVE)
+        self._resubmit_script = self.client.register_script(scripts.RESUBMIT)
+        self._purge_script = self.client.register_script(scripts.PURGE)
+        self._partitions: dict[str, int] = {}
+        self._round_robin: dict[str, int] = {}
+        self._subscriptions: set[Any] = set()
+        self._last_trim = 0.0
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None) -> RedisBroker:
+        """Build a broker from ``redis://host:port/db?partitions=8&lease_timeout=10&...``."""
+        client_url, config = parse_url(url)
+        return cls(client_url, config=config, clock=clock)
+
+    # -- Broker ---------------------------------------------------------------
+
+    async def publish(self, topic: str, records: Sequence[Record]) -> None:
+        """Append ``records`` in order, atomically (one MULTI/EXEC); durable per the server's AOF setting.
+
+        Safe to call concurrently. Records with one key keep their order.
+        """
+        self.check_open()
+        if not records:
+            return
+        async with translated(f"publish to {topic!r}"):
+            pipe = self.client.pipeline(transaction=True)
+            await self.append(pipe, topic, records)
+            await pipe.execute()
+        await self._maybe_trim()
+
+    async def append(self, pipe: Any, topic: str, records: Sequence[Record]) -> None:
+        """Queue the appends of ``records`` to ``topic`` on ``pipe`` (a pipeline or MULTI)."""
+        partitions = await self.partitions(topic)
+        by_partition: dict[int, list[bytes | str]] = {}
+        turn = self._round_robin.get(topic, 0)
+        for record in records:
+            if not isinstance(record.value, bytes):
+                raise ConfigurationError(f"a record value must be bytes, got {type(record.value).__name__}")
+            p = partition_for(record.key, partitions, turn)
+            if record.key is None:
+                turn += 1
+            by_partition.setdefault(p, []).extend(
+                (rec.encode_key(record.key), record.value, rec.encode_headers(record.headers))
+            )
+        self._round_robin[topic] = turn
+        now = repr(self.clock.now())
+        max_length = str(self.config.max_length or 0)
+        for p, args in by_partition.items():
+            keys = [self.keys.stream(topic, p), self.keys.stream_meta(topic, p)]
+            await self.publish_script(keys=keys, args=[now, max_length, *args], client=pipe)
+
+    async def subscribe(self, topic: str, group: str, *, start: Position = _EARLIEST) -> Any:
+        """Join ``group`` on ``topic`` (creating both if needed); ``start`` applies only to a new group."""
+        from .subscription import RedisSubscription
+
+        self.check_open()
+        partitions = await self.partitions(topic)
+        async with translated(f"subscribe {group!r} to {topic!r}"):
+            starts = await self._start_ids(topic, partitions, start)
+            for p, first in enumerate(starts):
+                with contextlib.suppress(redis_errors.ResponseError):  # BUSYGROUP: the group exists
+                    await self.client.xgroup_create(self.keys.stream(topic, p), group, id=first, mkstream=True)
+            await self.client.sadd(self.keys.groups(topic), group)
+        subscription = RedisSubscription(self, topic, group, partitions)
+        self._subscriptions.add(subscription)
+        await subscription.join()
+        return subscription
+
+    async def ping(self) -> None:
+        """Return if Redis answers PING within ``connect_timeout``; raise BrokerUnavailable otherwise."""
+        if self._closed:
+            raise BrokerUnavailable("the redis broker is closed")
+        try:
+            async with translated("ping"):
+                await self.client.ping()
+        except BrokerError as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+
+    async def close(self) -> None:
+        """Close every subscription and the connection pool. Idempotent; publishes are never buffered."""
+        if self._closed:
+            return
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            with contextlib.suppress(BrokerError):
+                await subscription.close()
+        with contextlib.suppress(redis_errors.RedisError, OSError):
+            await self.client.aclose()
+
+    # -- LagReporter, TopicAdmin, LogReader -----------------------------------
+
+    async def topics(self) -> list[TopicInfo]:
+        """Return every topic, sorted by name, with retained records (XLEN) and end offset."""
+        self.check_open()
+        async with translated("list topics"):
+            registry = await self.client.hgetall(self.keys.topics)
+            out = []
+            for name in sorted(_text(t) for t in registry):
+                partitions = int(registry[name.encode()])
+                pipe = self.client.pipeline(transaction=False)
+                for p in range(partitions):
+                    pipe.xlen(self.keys.stream(name, p))
+                    pipe.hget(self.keys.stream_meta(name, p), "n")
+                answers = await pipe.execute()
+                records = sum(int(n) for n in answers[0::2])
+                end = sum(int(n or 0) for n in answers[1::2])
+                out.append(TopicInfo(name, partitions, records, end))
+        return out
+
+    async def lag(self, group: str | None = None) -> list[PartitionLag]:
+        """Return ``end - committed`` per (topic, group, partition); committed is the oldest unsettled offset."""
+        self.check_open()
+        out: list[PartitionLag] = []
+        async with translated("read lag"):
+            registry = await self.client.hgetall(self.keys.topics)
+            for name in sorted(_text(t) for t in registry):
+                partitions = int(registry[name.encode()])
+                groups = sorted(_text(g) for g in await self.client.smembers(self.keys.groups(name)))
+                for grp in groups:
+                    if group is not None and grp != group:
+                        continue
+                    for p in range(partitions):
+                        out.append(await self._partition_lag(name, grp, p))
+        return out
+
+    async def _partition_lag(self, topic: str, group: str, p: int) -> PartitionLag:
+        stream = self.keys.stream(topic, p)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xinfo_groups(stream)
+        pipe.xpending(stream, group)
+        pipe.hget(self.keys.stream_meta(topic, p), "n")
+        infos, pending, end = await pipe.execute(raise_on_error=False)
+        end_offset = int(end or 0)
+        committed = end_offset
+        if isinstance(infos, list):
+            for info in infos:
+                if _text(info["name"]) == group:
+                    committed = offset_of(info["last-delivered-id"]) + 1
+        if isinstance(pending, dict) and pending.get("pending"):
+            committed = min(committed, offset_of(pending["min"]))
+        return PartitionLag(topic, group, p, end_offset, max(0, committed))
+
+    async def read(self, topic: str, start: Position = _EARLIEST, *, limit: int = 1000) -> list[Delivery]:
+        """Return up to ``limit`` records from ``start`` in (partition, offset) order. Never blocks."""
+        self.check_open()
+        async with translated(f"read {topic!r}"):
+            partitions = await self._existing_partitions(topic)
+            firsts = await self.start_offsets(topic, partitions, start)
+            out: list[Delivery] = []
+            for p, first in enumerate(firsts):
+                if len(out) >= limit:
+                    break
+                entries = await self.client.xrange(
+                    self.keys.stream(topic, p), entry_id(first), "+", count=limit - len(out)
+                )
+                out.extend(rec.entry_delivery(topic, p, sid, fields) for sid, fields in entries)
+        return out
+
+    # -- DeadLetterStore --------------------------------------------------------
+
+    async def dead_letters(
+        self, *, group: str | None = None, status: str | None = "open", limit: int = 100
+    ) -> list[DeadLetter]:
+        """Return dead letters, oldest first, filtered by group and status (``None``: any)."""
+        self.check_open()
+        out: list[DeadLetter] = []
+        start = 0
+        async with translated("list dead letters"):
+            while len(out) < limit:
+                ids = await self.client.zrange(self.keys.dead_letter_index, start, start + _PAGE - 1)
+                if not ids:
+                    break
+                start += len(ids)
+                pipe = self.client.pipeline(transaction=False)
+                for dead_id in ids:
+                    pipe.hgetall(self.keys.dead_letter(_text(dead_id)))
+                for fields in await pipe.execute():
+                    if not fields:
+                        continue
+                    letter = rec.decode_dead_letter(fields)
+                    if (group is None or letter.group == group) and (status is None or letter.status == status):
+                        out.append(letter)
+                        if len(out) >= limit:
+                            break
+        return out
+
+    async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
+        """Return one dead letter; raise NotFound if absent."""
+        self.check_open()
+        async with translated("read a dead letter"):
+            fields = await self.client.hgetall(self.keys.dead_letter(dead_letter_id))
+        if not fields:
+            raise NotFound(f"no dead letter with id {dead_letter_id!r}")
+        return rec.decode_dead_letter(fields)
+
+    async def resubmit(self, dead_letter_id: str, value: bytes | None = None) -> bool:
+        """Make the record due again for its group only, at attempt 1; False unless the entry is open.
+
+        The status check-and-set and the scheduling are one Lua script: two
+        concurrent resubmissions hand the record back once.
+        """
+        letter = await self.dead_letter(dead_letter_id)
+        group = self.keys.group(letter.topic, letter.group)
+        stream_id = entry_id(letter.offset)
+        packed = rec.pack_record(letter.key, letter.value if value is None else value, letter.headers, self.clock.now())
+        async with translated("resubmit a dead letter"):
+            done = await self._resubmit_script(
+                keys=[
+                    self.keys.dead_letter(dead_letter_id),
+                    group.retries(letter.partition),
+                    group.attempts(letter.partition),
+                    group.resubmitted(letter.partition),
+                ],
+                args=[stream_id, int(self.clock.now() * 1000), rec.encode_attempts(0, None, letter.key), packed],
+            )
+        if int(done) < 0:
+            raise NotFound(f"no dead letter with id {dead_letter_id!r}")
+        return int(done) == 1
+
+    async def purge(self, dead_letter_ids: Sequence[str] | None = None) -> int:
+        """Mark open entries purged (all of them if ``None``); return how many changed."""
+        self.check_open()
+        async with translated("purge dead letters"):
+            ids: Iterable[str]
+            if dead_letter_ids is None:
+                ids = [_text(i) for i in await self.client.zrange(self.keys.dead_letter_index, 0, -1)]
+            else:
+                ids = dead_letter_ids
+            count = 0
+            for dead_id in ids:
+                count += int(await self._purge_script(keys=[self.keys.dead_letter(dead_id)], args=[]))
+        return count
+
+    # -- internals used by the subscription -------------------------------------
+
+    def check_open(self) -> None:
+        """Raise BrokerClosed after :meth:`close`."""
+        if self._closed:
+            raise BrokerClosed("the redis broker is closed")
+
+    def forget(self, subscription: object) -> None:
+        """Drop a closed subscription."""
+        self._subscriptions.discard(subscription)
+
+    async def partitions(self, topic: str) -> int:
+        """Return the partition count of ``topic``, registering it with the configured count if new."""
+        known = self._partitions.get(topic)
+        if known is not None:
+            return known
+        async with translated(f"register topic {topic!r}"):
+            await self.client.hsetnx(self.keys.topics, topic, self.config.partitions)
+            count = int(await self.client.hget(self.keys.topics, topic) or self.config.partitions)
+        self._partitions[topic] = count
+        return count
+
+    async def _existing_partitions(self, topic: str) -> int:
+        if topic in self._partitions:
+            return self._partitions[topic]
+        raw = await self.client.hget(self.keys.topics, topic)
+        if raw is None:
+            raise UnknownTopic(f"topic {topic!r} does not exist")
+        self._partitions[topic] = int(raw)
+        return int(raw)
+
+    async def start_offsets(self, topic: str, partitions: int, start: Position) -> list[int]:
+        """Return the first offset to read per partition for ``start``."""
+        if start.kind == "earliest":
+            return [0] * partitions
+        pipe = self.client.pipeline(transaction=False)
+        for p in range(partitions):
+            pipe.hget(self.keys.stream_meta(topic, p), "n")
+        ends = [int(n or 0) for n in await pipe.execute()]
+        if start.kind == "latest":
+            return ends
+        if start.kind == "offsets":
+            offsets = start.offsets or {}
+            return [min(max(0, offsets.get(p, 0)), ends[p]) for p in range(partitions)]
+        when = start.time if start.time is not None else 0.0
+        return [await self._offset_at(topic, p, when, ends[p]) for p in range(partitions)]
+
+    async def _offset_at(self, topic: str, p: int, when: float, end: int) -> int:
+        """Binary-search the first offset with timestamp >= ``when`` (timestamps never decrease)."""
+        stream = self.keys.stream(topic, p)
+        first = await self.client.xrange(stream, "-", "+", count=1)
+        low, high = (offset_of(first[0][0]) if first else end), end
+        while low < high:
+            middle = (low + high) // 2
+            entry = await self.client.xrange(stream, entry_id(middle), "+", count=1)
+            if not entry:
+                high = middle
+                continue
+            found = offset_of(entry[0][0])
+            if float(entry[0][1].get(b"t", b"0")) >= when:
+                high = min(middle, found)
+            else:
+                low = found + 1
+        return low
+
+    async def _start_ids(self, topic: str, partitions: int, start: Position) -> list[str]:
+        if start.kind == "earliest":
+            return ["0"] * partitions
+        return [last_delivered_before(o) for o in await self.start_offsets(topic, partitions, start)]
+
+    async def _maybe_trim(self) -> None:
+        """Trim entries older than ``max_age`` on every topic, at most once per ``retention_interval``."""
+        max_age = self.config.max_age
+        now = time.monotonic()
+        if max_age is None or now - self._last_trim < self.config.retention_interval:
+            return
+        self._last_trim = now
+        cutoff = self.clock.now() - max_age
+        async with translated("trim old records"):
+            registry = await self.client.hgetall(self.keys.topics)
+            for name in (_text(t) for t in registry):
+                partitions = int(registry[name.encode()])
+                for p, first in enumerate(await self.start_offsets(name, partitions, Position.at_time(cutoff))):
+                    if first > 0:
+                        await self.client.xtrim(self.keys.stream(name, p), minid=entry_id(first), approximate=False)
+
+
+def due_ms(now: float, delay: float) -> int:
+    """Return the due time in integer milliseconds."""
+    return math.ceil((now + delay) * 1000)

@@ -1,0 +1,99 @@
+"""Settings of the Redis Streams broker and the ``redis://`` URL form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from choreograph.core.errors import ConfigurationError
+from choreograph.core.options import Parser, optional, parse_query, require_positive, require_positive_int
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """How the Redis broker names keys, partitions topics, leases partitions and trims. Validated on construction.
+
+    Durability is the server's: run Redis with ``appendonly yes`` and
+    ``appendfsync always`` to make every acknowledged publish and settlement
+    survive a crash of the Redis process (``everysec`` may lose the last second).
+    """
+
+    prefix: str = "chor"
+    """First segment of every key, so several apps can share one Redis database."""
+    partitions: int = 8
+    """Partitions (streams) of a topic created by this broker; existing topics keep theirs."""
+    lease_timeout: float = 10.0
+    """Seconds a member keeps its partitions without heartbeating; then survivors take them."""
+    heartbeat_interval: float | None = None
+    """Seconds between heartbeats; ``None`` means ``lease_timeout / 3``."""
+    poll_interval: float = 0.1
+    """Longest a fetch blocks in one XREADGROUP before it checks retries and membership again."""
+    inbox_retention: float = 7 * 24 * 3600.0
+    """Seconds a dedupe key stays in a group's inbox."""
+    max_length: int | None = None
+    """Trim each partition stream to about this many entries on publish (``XADD MAXLEN ~``)."""
+    max_age: float | None = None
+    """Trim entries older than this many seconds (``XTRIM MINID``), checked every ``retention_interval``."""
+    retention_interval: float = 60.0
+    """Seconds between trims of old inbox keys and (with ``max_age``) old entries."""
+    connect_timeout: float = 5.0
+    """Seconds to wait for a connection before raising BrokerUnavailable."""
+
+    def __post_init__(self) -> None:
+        if not self.prefix or any(c in self.prefix for c in "{}"):
+            raise ConfigurationError(f"prefix must be non-empty and contain no braces, got {self.prefix!r}")
+        require_positive_int("partitions", self.partitions)
+        require_positive("lease_timeout", self.lease_timeout)
+        if self.heartbeat_interval is not None:
+            require_positive("heartbeat_interval", self.heartbeat_interval)
+            if self.heartbeat_interval >= self.lease_timeout:
+                raise ConfigurationError(
+                    f"heartbeat_interval ({self.heartbeat_interval}) must be shorter than "
+                    f"lease_timeout ({self.lease_timeout}), or leases expire between heartbeats"
+                )
+        require_positive("poll_interval", self.poll_interval)
+        require_positive("inbox_retention", self.inbox_retention)
+        if self.max_length is not None:
+            require_positive_int("max_length", self.max_length)
+        if self.max_age is not None:
+            require_positive("max_age", self.max_age)
+        require_positive("retention_interval", self.retention_interval)
+        require_positive("connect_timeout", self.connect_timeout)
+
+    @property
+    def effective_heartbeat_interval(self) -> float:
+        """Seconds between heartbeats actually used."""
+        return self.heartbeat_interval if self.heartbeat_interval is not None else self.lease_timeout / 3
+
+
+_PARSERS: dict[str, Parser] = {
+    "prefix": str,
+    "partitions": int,
+    "lease_timeout": float,
+    "heartbeat_interval": optional(float),
+    "poll_interval": float,
+    "inbox_retention": float,
+    "max_length": optional(int),
+    "max_age": optional(float),
+    "retention_interval": float,
+    "connect_timeout": float,
+}
+
+
+def parse_url(url: str) -> tuple[str, RedisConfig]:
+    """Split ``redis://[user:pass@]host:port/db?option=value`` into a client URL and a config.
+
+    The choreograph options (see :class:`RedisConfig`) are removed from the
+    query; anything else is rejected by name. ``rediss://`` selects TLS.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in {"redis", "rediss"}:
+        raise ConfigurationError(f"not a redis URL (expected redis://host:port/db): {url!r}")
+    if not parts.hostname:
+        raise ConfigurationError(f"redis URL needs a host, e.g. redis://localhost:6379/0: {url!r}")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ConfigurationError(f"the redis database in {url!r} must be a number, got {db!r}")
+    options = parse_query(parts.query, _PARSERS, "redis")
+    client_url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    return client_url, RedisConfig(**options)

