@@ -5,12 +5,12 @@ from __future__ import annotations
 import choreograph
 
 EXPECTED = {
-    "App", "Broker", "BrokerClosed", "BrokerError", "BrokerUnavailable", "Capabilities", "ChoreographError", "CircuitBreaker",
-    "CircuitBreaker", "Clock", "ConfigurationError", "ConsumerConfig", "Context", "ContractError", "DeadLetter", "DecodeError",
-    "Delivery", "EncodeError", "Envelope", "Event", "FakeClock", "Handler", "Middleware", "MissingExtraError",
-    "NotFound", "Outcome", "Position", "Record", "Reject", "Retry", "RetryPolicy", "Service", "Settlement",
-    "Subscription", "SystemClock", "UnknownTopic", "__version__", "decode", "derived_id", "encode", "new_id",
-    "open_broker",
+    "App", "Broker", "BrokerClosed", "BrokerError", "BrokerUnavailable", "Capabilities", "ChoreographError",
+    "CircuitBreaker", "Clock", "ConfigurationError", "ConsumerConfig", "Context", "ContractError", "DeadLetter",
+    "DecodeError", "Delivery", "EncodeError", "Envelope", "Event", "FakeClock", "Handler", "Middleware",
+    "MissingExtraError", "NotFound", "Outcome", "Position", "Record", "Reject", "Retry", "RetryPolicy", "Service",
+    "Settlement", "Subscription", "SystemClock", "UnknownTopic", "__version__", "decode", "derived_id", "encode",
+    "new_id", "open_broker",
 }  # fmt: skip
 
 
