@@ -15,6 +15,22 @@ from choreograph import Envelope, encode
 from choreograph.core import codec
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (VmHWM).
+
+    Not ``ru_maxrss``: Linux carries that across fork and exec, so a peer
+    benchmark started by ``python -m bench`` would report its parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return float("nan")
+
+
 def _percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

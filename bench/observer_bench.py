@@ -20,13 +20,13 @@ import asyncio
 import importlib
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.calibration import peak_rss_mb
 from choreograph.core.broker import TopicAdmin
 from choreograph.observe.flows import Observer, ObserverConfig, SqliteFlowStore
 
@@ -42,12 +42,6 @@ SHOP_TOPICS = (
     "shop.order.cancelled",
     "shop.notification.sent",
 )
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process, in MiB."""
-    scale = 1024 if sys.platform != "darwin" else 1024 * 1024
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
 
 
 async def _records(admin: TopicAdmin, topics: set[str]) -> int:

@@ -7,7 +7,6 @@ reference ~300-byte envelope; ratios compare numbers measured in the same run.
 from __future__ import annotations
 
 import asyncio
-import resource
 import sqlite3
 import statistics
 import tempfile
@@ -17,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from bench.calibration import peak_rss_mb
 from choreograph import App, ConsumerConfig, Context, Envelope, Event, Record, encode
 from choreograph.brokers.sqlite import SqliteBroker
 from choreograph.core import codec
@@ -31,10 +31,6 @@ class OrderPlaced(Event, type="bench.order.placed"):
     total_cents: int
     note: str
     sent_at: float = 0.0
-
-
-def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def records(n: int, start: int = 0, sent_at: float = 0.0) -> list[Record]:

@@ -14,9 +14,9 @@ import argparse
 import asyncio
 import gc
 import json
-import resource
 import time
 
+from bench.calibration import peak_rss_mb
 from choreograph import App, Context, Event, encode
 from choreograph.brokers.memory import MemoryBroker
 from choreograph.core.broker import Delivery
@@ -87,7 +87,7 @@ async def main(count: int, rounds: int = 5) -> list[dict[str, object]]:
             "events_per_s": round(count / traced),
             "p50_ms": None,
             "p99_ms": None,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mb": peak_rss_mb(),
             "reference": "pipeline-without-tracing",
             "reference_events_per_s": round(count / plain),
             "ratio": round(plain / traced, 3),

@@ -81,7 +81,10 @@ def encode(envelope: Envelope, *, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
     if envelope.data is not None:
         doc[h.DATA] = envelope.data
     try:
-        raw = orjson.dumps(doc)
+        # orjson returns bytes backed by a ~4 KiB allocation whatever the length;
+        # copying them (about 0.1 us) keeps records held in queues and logs at
+        # their real size instead of ~9x it.
+        raw = bytes(memoryview(orjson.dumps(doc)))
     except TypeError as exc:
         raise EncodeError(f"event {envelope.type} {envelope.id}: data is not JSON: {exc}") from exc
     if len(raw) > max_size:
