@@ -72,12 +72,12 @@ def render(calib: dict[str, Any], records: list[dict[str, Any]]) -> str:
         "## Results",
         "",
         "| backend | workload | events/s | p50 ms | p99 ms | p99.9 ms | peak RSS MB | reference "
-        "| reference events/s | ratio |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| reference events/s | ratio | run |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for rec in records:
         if rec.get("workload") == "error":
-            lines.append(f"| {rec['backend']} | error | | | | | | | | |")
+            lines.append(f"| {rec['backend']} | error | | | | | | | | | |")
             continue
         lines.append(
             "| "
@@ -94,6 +94,7 @@ def render(calib: dict[str, Any], records: list[dict[str, Any]]) -> str:
                     "reference",
                     "reference_events_per_s",
                     "ratio",
+                    "run",
                 )
             )
             + " |"
@@ -131,6 +132,13 @@ def main() -> None:
         records += run_peer(script, args.quick)
     for rec in records:
         print(json.dumps(rec), flush=True)
+    for rec in records:
+        rec["run"] = calib["when"]  # ratios compare numbers of the same run only
+    if only and RESULTS.exists():
+        # A partial run replaces its backends' records and keeps the others (each has its run time).
+        rerun = {rec["backend"] for rec in records}
+        kept = [rec for rec in json.loads(RESULTS.read_text())[1:] if rec.get("backend") not in rerun]
+        records = kept + records
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps([{"calibration": calib}, *records], indent=2) + "\n")
     DOC.parent.mkdir(parents=True, exist_ok=True)
