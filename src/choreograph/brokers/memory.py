@@ -419,25 +419,8 @@ class MemoryBroker:
 
     def _settle(self, member: MemorySubscription, settlement: Settlement) -> None:
         state = member._state
-        settled: set[tuple[int, int]] = set()
-        deliveries = [
-            *settlement.acks,
-            *(d for d, _ in settlement.retries),
-            *(d for d, _ in settlement.dead_letters),
-        ]
-        for delivery in deliveries:  # validate everything before changing anything
-            where = (delivery.partition, delivery.offset)
-            if delivery.topic != state.topic.name or where not in member._held:
-                raise BrokerError(
-                    f"delivery {delivery.topic}[{delivery.partition}]@{delivery.offset} is not held by "
-                    f"this member of group {state.name!r}; it was settled already or never fetched here"
-                )
-            if where in settled:
-                raise BrokerError(f"delivery {delivery.topic}[{where[0]}]@{where[1]} appears twice in a settlement")
-            settled.add(where)
-        for _, delay in settlement.retries:
-            if delay < 0:
-                raise ConfigurationError(f"a retry delay must be >= 0 seconds, got {delay}")
+        # validate everything before changing anything
+        settlement.check(state.topic.name, member._held, state.name)
         letter_ids = [letter.id for _, letter in settlement.dead_letters]
         if len(set(letter_ids)) != len(letter_ids) or any(i in self._dead for i in letter_ids):
             raise BrokerError("a dead letter id in this settlement is already stored")

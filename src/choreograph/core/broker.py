@@ -15,11 +15,11 @@ or another member of the group.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from choreograph.core.errors import ConfigurationError
+from choreograph.core.errors import BrokerError, ConfigurationError
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +98,34 @@ class Settlement:
 
     def __len__(self) -> int:
         return len(self.acks) + len(self.retries) + len(self.dead_letters)
+
+    def deliveries(self) -> list[Delivery]:
+        """Every delivery this settlement settles: acks, then retries, then dead letters."""
+        return [*self.acks, *(d for d, _ in self.retries), *(d for d, _ in self.dead_letters)]
+
+    def check(self, topic: str, held: Container[tuple[int, int]], group: str) -> list[Delivery]:
+        """Validate before applying anything; return :meth:`deliveries`.
+
+        Raises BrokerError if a delivery is of another topic, not held
+        (``held`` contains (partition, offset) pairs) or settled twice, and
+        ConfigurationError for a negative retry delay. For backends' ``settle``.
+        """
+        deliveries = self.deliveries()
+        seen: set[tuple[int, int]] = set()
+        for delivery in deliveries:
+            where = (delivery.partition, delivery.offset)
+            if delivery.topic != topic or where not in held:
+                raise BrokerError(
+                    f"delivery {delivery.topic}[{delivery.partition}]@{delivery.offset} is not held by "
+                    f"this member of group {group!r}; it was settled already or never fetched here"
+                )
+            if where in seen:
+                raise BrokerError(f"delivery {delivery.topic}[{where[0]}]@{where[1]} appears twice in a settlement")
+            seen.add(where)
+        for _, delay in self.retries:
+            if delay < 0:
+                raise ConfigurationError(f"a retry delay must be >= 0 seconds, got {delay}")
+        return deliveries
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,21 +246,7 @@ class KafkaSubscription:
         """
         if self._closed:
             raise BrokerClosed(f"this subscription to {self.topic!r} is closed")
-        deliveries = [*settlement.acks, *(d for d, _ in settlement.retries), *(d for d, _ in settlement.dead_letters)]
-        seen: set[tuple[int, int]] = set()
-        for delivery in deliveries:
-            where = (delivery.partition, delivery.offset)
-            if delivery.topic != self.topic or where not in self._held:
-                raise BrokerError(
-                    f"delivery {delivery.topic}[{delivery.partition}]@{delivery.offset} is not held by "
-                    f"this member of group {self.group!r}; it was settled already or never fetched here"
-                )
-            if where in seen:
-                raise BrokerError(f"delivery {delivery.topic}[{where[0]}]@{where[1]} appears twice in a settlement")
-            seen.add(where)
-        for _, delay in settlement.retries:
-            if delay < 0:
-                raise ConfigurationError(f"a retry delay must be >= 0 seconds, got {delay}")
+        settlement.check(self.topic, self._held, self.group)
         now = self._broker.clock.now()
         by_topic: dict[str, list[Record]] = {}
         for topic, record in settlement.outputs:

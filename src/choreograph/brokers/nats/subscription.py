@@ -254,22 +254,7 @@ class NatsSubscription:
         """
         if self._closed:
             raise BrokerClosed(f"this subscription of {self.group!r} to {self.topic!r} is closed")
-        deliveries = [
-            *settlement.acks,
-            *(d for d, _ in settlement.retries),
-            *(d for d, _ in settlement.dead_letters),
-        ]
-        for d in deliveries:
-            if d.topic != self.topic or (d.partition, d.offset) not in self._held:
-                raise BrokerError(
-                    f"delivery {d.topic}[{d.partition}]@{d.offset} is not held by this member of group "
-                    f"{self.group!r}; it was settled already or never fetched here"
-                )
-        if len({(d.partition, d.offset) for d in deliveries}) != len(deliveries):
-            raise BrokerError("a delivery appears twice in a settlement")
-        for _, delay in settlement.retries:
-            if delay < 0:
-                raise ConfigurationError(f"a retry delay must be >= 0 seconds, got {delay}")
+        settlement.check(self.topic, self._held, self.group)
         await self._write_first(settlement)
         finished: list[tuple[int, int]] = []
         try:
