@@ -24,6 +24,7 @@ import hashlib
 import os
 
 from choreograph import App, Context, RetryPolicy
+from choreograph.observe.slo import SLO
 from examples.shop.events import (
     CustomerNotified,
     InventoryRejected,
@@ -70,6 +71,13 @@ shipping = app.service("shipping")
 notification = app.service("notification")
 orders.publishes(OrderPlaced)  # from the storefront API; the demo publishes them
 app.declare(order_flow)  # watched by the workflow observer: `choreograph flows examples.shop.app:app`
+# `choreograph slo examples.shop.app:app`; `choreograph export prometheus-rules|grafana` alert on them.
+order_ends = ["shop.order.completed", "shop.order.cancelled"]
+app.declare(
+    SLO.success_rate("events-handled", target=0.999),
+    SLO.latency("order-decided", event_types=order_ends, threshold=2.0, target=0.99),
+    SLO.completion("orders-finish", start="shop.order.placed", ends=order_ends, within=30.0, target=0.995),
+)
 
 
 @inventory.on(OrderPlaced, retry=demo_retry)
