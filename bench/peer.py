@@ -1,0 +1,31 @@
+"""Pieces shared by the peer benchmarks (``bench/*_bench.py`` run against a broker server)."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from bench.calibration import peak_rss_mb
+
+
+def free_port() -> int:
+    """Return a TCP port on loopback that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def end_to_end_record(backend: str, ours: float, reference: str, theirs: float, **extra: Any) -> dict[str, Any]:
+    """One result record: choreograph end to end against ``reference`` measured in the same run."""
+    return {
+        "backend": backend,
+        "workload": "end-to-end",
+        "events_per_s": round(ours),
+        "p50_ms": None,
+        "p99_ms": None,
+        "peak_rss_mb": peak_rss_mb(),
+        "reference": reference,
+        "reference_events_per_s": round(theirs),
+        "ratio": round(ours / theirs, 3),
+        **extra,
+    }
