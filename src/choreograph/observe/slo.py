@@ -356,11 +356,15 @@ async def _completion_counts(slo: SLO, source: LogSource, spans: Sequence[float]
     for record in await source.records_of_types(slo.ends):
         if record.correlation_id:
             ended[record.correlation_id] = min(ended.get(record.correlation_id, math.inf), record.timestamp)
-    starts = [r for r in await source.records_of_types([slo.start or ""]) if r.correlation_id]
+    # One process per correlation: a start event sent twice (a producer retry) counts once, from its first copy.
+    started: dict[str, float] = {}
+    for record in await source.records_of_types([slo.start or ""]):
+        if record.correlation_id:
+            started[record.correlation_id] = min(started.get(record.correlation_id, math.inf), record.timestamp)
     out = []
     for span in spans:
         since, until = source.now - span, source.now - within
-        chosen = [r for r in starts if since <= r.timestamp <= until]
-        bad = sum(1 for r in chosen if ended.get(r.correlation_id or "", math.inf) - r.timestamp > within)
+        chosen = [(cid, at) for cid, at in started.items() if since <= at <= until]
+        bad = sum(1 for cid, at in chosen if ended.get(cid, math.inf) - at > within)
         out.append(WindowSLI(span, len(chosen), bad))
     return out, f"start events older than {within:g}s vs. end events with the same correlation id"

@@ -139,6 +139,7 @@ async def test_completion_sli_pairs_starts_and_ends_by_correlation() -> None:
     a, b, c, d = (new_id() for _ in range(4))
     for corr in (a, b, c):
         await append(broker, clock, t - 1000, "shop.order.placed", corr)
+    await append(broker, clock, t - 999, "shop.order.placed", c)  # a producer retry: the same process again
     await append(broker, clock, t - 100, "shop.order.placed", d)
     await append(broker, clock, t - 990, "shop.order.completed", a)
     await append(broker, clock, t - 500, "shop.order.cancelled", b)
