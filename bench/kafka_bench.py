@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.peer import end_to_end_record, free_port
+from bench.peer import end_to_end_record, free_port, wait_for_port
 from choreograph import App, Context, Event
 
 CHUNK = 500
@@ -62,14 +61,7 @@ class Server:
              "--storage-engine", "memory://tansu/"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir,
         )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("tansu did not start")
+        wait_for_port(self.port, "tansu")
 
     @property
     def bootstrap(self) -> str:

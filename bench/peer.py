@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 from bench.calibration import peak_rss_mb
@@ -29,3 +30,15 @@ def end_to_end_record(backend: str, ours: float, reference: str, theirs: float, 
         "ratio": round(ours / theirs, 3),
         **extra,
     }
+
+
+def wait_for_port(port: int, what: str, timeout: float = 10.0) -> None:
+    """Block until 127.0.0.1:``port`` accepts a connection; RuntimeError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout:g}s")

@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench.peer import end_to_end_record, free_port
+from bench.peer import end_to_end_record, free_port, wait_for_port
 from choreograph import App, Context, Event
 
 CHUNK = 500
@@ -61,14 +60,7 @@ class Server:
              "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
+        wait_for_port(self.port, "redis-server")
 
     @property
     def url(self) -> str:

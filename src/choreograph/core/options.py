@@ -29,6 +29,18 @@ def require_positive_int(name: str, value: object) -> None:
         raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
 
 
+def require_lease(lease_timeout: float, heartbeat_interval: float | None) -> None:
+    """Raise ConfigurationError unless the lease is positive and heartbeats (if set) come more often."""
+    require_positive("lease_timeout", lease_timeout)
+    if heartbeat_interval is not None:
+        require_positive("heartbeat_interval", heartbeat_interval)
+        if heartbeat_interval >= lease_timeout:
+            raise ConfigurationError(
+                f"heartbeat_interval ({heartbeat_interval}) must be shorter than "
+                f"lease_timeout ({lease_timeout}), or leases expire between heartbeats"
+            )
+
+
 def optional(convert: Parser) -> Parser:
     """Wrap ``convert`` so that ``""``, ``none`` and ``null`` parse as None."""
 

