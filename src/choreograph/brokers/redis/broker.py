@@ -43,6 +43,7 @@ from choreograph.core.errors import (
 from . import records as rec
 from . import scripts
 from .config import RedisConfig, parse_url
+from .connection import connection_class
 from .keys import Keys, entry_id, last_delivered_before, offset_of
 
 _EARLIEST: Final = Position.earliest()
@@ -98,8 +99,13 @@ class RedisBroker:
         self.keys = Keys(self.config.prefix)
         self._url = url
         # typed as Any: redis-py's response types depend on decode_responses/RESP version at run time
+        options: dict[str, Any] = {}
+        packing = connection_class(url)
+        if packing is not None:
+            options["connection_class"] = packing
         self.client: Any = aioredis.Redis.from_url(
             url,
+            **options,
             decode_responses=False,
             socket_connect_timeout=self.config.connect_timeout,
             health_check_interval=30,
