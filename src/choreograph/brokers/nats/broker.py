@@ -24,6 +24,7 @@ from choreograph.brokers.nats import direct
 from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.config import NatsConfig, parse_url
 from choreograph.brokers.nats.dead_letters import DeadLetterBucket
+from choreograph.brokers.nats.publisher import BatchPublisher, Message
 from choreograph.brokers.nats.subscription import NatsSubscription
 from choreograph.brokers.nats.translation import translate, translated
 from choreograph.core.broker import (
@@ -73,6 +74,7 @@ class NatsBroker:
         self._subscriptions: set[NatsSubscription] = set()
         self._round_robin: dict[str, int] = {}
         self._dlq: DeadLetterBucket | None = None
+        self._publisher: BatchPublisher | None = None
 
     @classmethod
     def from_url(cls, url: str) -> NatsBroker:
@@ -129,6 +131,7 @@ class NatsBroker:
             await nc.close()
             raise
         self._nc, self._js = nc, js
+        self._publisher = BatchPublisher(nc)
         self._dlq = DeadLetterBucket(nc, js, self.names.dlq_bucket, config.request_timeout)
 
     async def _buckets(self, js: JetStreamContext) -> None:
@@ -250,32 +253,30 @@ class NatsBroker:
         await self._send(js, prepared)
 
     async def _send(self, js: JetStreamContext, prepared: list[tuple[str, bytes, dict[str, str]]]) -> None:
+        await self.send_acked(prepared, "publish")
+
+    async def send_acked(self, messages: Sequence[Message], action: str) -> None:
+        """Store ``messages`` in order, resending from the first unacknowledged one until ``publish_timeout``.
+
+        Resends keep their ``Nats-Msg-Id`` headers, so a message stored but not
+        acknowledged in time is dropped by the stream as a duplicate. Raises
+        BrokerError naming ``action`` when time runs out or a failure is final.
+        """
+        await self._ready()
+        assert self._publisher is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.publish_timeout
-        pending = prepared
+        pending = messages
         while True:
             remaining = max(0.05, deadline - loop.time())
-            futures = []
             try:
-                for subject, payload, headers in pending:
-                    futures.append(await js.publish_async(subject, payload, headers=dict(headers)))
+                first, failure = await self._publisher.publish(pending, remaining)
             except Exception as exc:
-                for future in futures:
-                    future.cancel()
-                failure: BaseException = exc
-                first = 0
-            else:
-                # One timer for the whole batch, not one task per message.
-                _, late = await asyncio.wait(futures, timeout=remaining)
-                for future in late:
-                    future.cancel()
-                first = next((i for i, f in enumerate(futures) if f.cancelled() or f.exception()), -1)
-                if first < 0:
-                    return
-                failed = futures[first]
-                failure = TimeoutError("no PubAck in time") if failed.cancelled() else failed.exception()  # type: ignore[assignment]
+                first, failure = 0, exc
+            if failure is None:
+                return
             if not _retryable(failure) or loop.time() >= deadline:
-                raise translate(failure, "publish") from failure
+                raise translate(failure, action) from failure
             pending = pending[first:]  # resend in order; already stored ones are dropped by their message id
             await asyncio.sleep(_RETRY_DELAY)
 

@@ -32,6 +32,7 @@ from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.bookkeeping import Bookkeeping, Entry
 from choreograph.brokers.nats.dead_letters import encode as encode_dead_letter
 from choreograph.brokers.nats.leases import Leases
+from choreograph.brokers.nats.publisher import Message
 from choreograph.brokers.nats.translation import translate, translated
 from choreograph.core.broker import Delivery, Settlement
 from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError
@@ -278,7 +279,6 @@ class NatsSubscription:
 
     async def _write_first(self, settlement: Settlement) -> None:
         names = self._names
-        js = self._js
         writes: list[Awaitable[Any]] = []
         if settlement.outputs:
             writes.append(self._broker.publish_many(settlement.outputs))
@@ -291,21 +291,17 @@ class NatsSubscription:
                 failures[(delivery.partition, held.seq)] = Entry(now, returned)
         if failures:
             writes.append(self._book.write(failures))
+        keyed: list[Message] = [
+            (f"$KV.{names.dlq_bucket}.{letter.id}", encode_dead_letter(letter), None)
+            for _, letter in settlement.dead_letters
+        ]
+        inbox = names.inbox_bucket
+        keyed += [(f"$KV.{inbox}.{names.inbox_key(self.group, key)}", b"", None) for key in settlement.inbox]
+        if keyed:
+            writes.append(self._broker.send_acked(keyed, "settle (writing dead letters and inbox keys)"))
         try:
-            futures = [
-                await js.publish_async(f"$KV.{names.dlq_bucket}.{letter.id}", encode_dead_letter(letter))
-                for _, letter in settlement.dead_letters
-            ]
-            futures += [
-                await js.publish_async(f"$KV.{names.inbox_bucket}.{names.inbox_key(self.group, key)}", b"")
-                for key in settlement.inbox
-            ]
-            writes.append(asyncio.wait_for(asyncio.gather(*futures), self._config.publish_timeout))
             await asyncio.gather(*writes)
         except Exception as exc:
-            for write in writes:
-                if isinstance(write, asyncio.Future | asyncio.Task):
-                    write.cancel()
             raise translate(exc, "settle (writing outputs, dead letters and inbox keys)") from exc
 
     # -- inbox ------------------------------------------------------------------
