@@ -117,12 +117,17 @@ class Leases:
             if entry is None or entry.deleted or entry.seq != revision or entry.data != self.member.encode():
                 del self.owned[p]
                 plan.lost.add(p)
-            elif p not in wanted:
-                plan.give_up.add(p)
-            elif renew:
+            else:
+                if p not in wanted:
+                    plan.give_up.add(p)
+                if not renew:
+                    continue
+                # a partition being given up stays ours until released: renewed like the others, or it could
+                # expire while its last records are still handed back, and a new owner overtake them
                 new = await self._cas(f"p.{p}", self.member.encode(), revision)
                 if new is None:
                     del self.owned[p]
+                    plan.give_up.discard(p)
                     plan.lost.add(p)
                 else:
                     self.owned[p] = new

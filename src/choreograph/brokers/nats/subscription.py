@@ -395,13 +395,21 @@ class NatsSubscription:
             replies = [asyncio.ensure_future(self._nc.request(m.reply, b"-NAK", timeout=timeout)) for m in msgs]
             await asyncio.gather(*replies)
 
-    async def _return_late(self) -> None:
-        late, self._late = self._late, []
+    async def _return_late(self, only: int | None = None) -> None:
+        """Hand back records that arrived after pulling stopped (of partition ``only``, or all), in stream order.
+
+        They can arrive out of order: a record nak'ed by :meth:`_stop_pulling`
+        is redelivered to a pull request still open, behind later records.
+        """
+        late = [m for m in self._late if only is None or _partition_of(m) == only]
+        if not late:
+            return
+        self._late = [m for m in self._late if only is not None and _partition_of(m) != only]
         by_partition: dict[int, list[Msg]] = {}
         for msg in late:
             by_partition.setdefault(_partition_of(msg), []).append(msg)
         for p, msgs in by_partition.items():
-            await self._hand_back(p, msgs)
+            await self._hand_back(p, sorted(msgs, key=lambda m: m.metadata.sequence.stream))
 
     # -- leases -------------------------------------------------------------------
 
@@ -452,6 +460,8 @@ class NatsSubscription:
                 continue
             if part is not None and self._pull_open(part, now):
                 continue
+            # no pull of p can deliver any more: what came late is all there is, handed back before the lease
+            await self._return_late(only=p)
             self._draining.discard(p)
             self._parts.pop(p, None)
             await self._leases.release(p)
