@@ -48,11 +48,10 @@ class NatsBroker:
     """A broker on NATS JetStream. Connects on first use; safe to share between tasks of one event loop."""
 
     capabilities = Capabilities(
-        # Partition leases keep a key's records with one member, in order, in
-        # steady state; but a handover during rebalancing under load was seen to
-        # let a later record of a key overtake a handed-back earlier one (about
-        # one conformance A2 run in six), so the guarantee is not declared.
-        per_key_order=False,
+        # Partition leases keep a key's records with one member; a handover
+        # hands records back only once no pull of the old owner can deliver, so
+        # the next owner gets them first, in stream order (docs/backends/nats.md).
+        per_key_order=True,
         persistent=True,
         replay=True,
         lag=True,

@@ -144,7 +144,7 @@ class NatsSubscription:
         try:
             with translated("close"):
                 await self._book.count_returned([(_partition_of(m), m.metadata.sequence.stream) for m in returned])
-                await self._nak_confirmed(sorted((*held, *returned), key=lambda m: m.metadata.sequence.stream))
+                await self._nak_confirmed(sorted((*held, *returned), key=_sequence))
                 if self._sub is not None:
                     await self._sub.unsubscribe()
             await self._leases.leave()
@@ -365,7 +365,7 @@ class NatsSubscription:
             self._request(part, time.monotonic())
 
     async def _stop_pulling(self, p: int) -> None:
-        """Stop pulling ``p`` and hand back its buffered records, not counting them as attempts."""
+        """Stop pulling ``p`` (its lease is lost) and hand back its buffered records, not counting them as attempts."""
         part = self._parts.get(p)
         if part is None:
             return
@@ -395,21 +395,17 @@ class NatsSubscription:
             replies = [asyncio.ensure_future(self._nc.request(m.reply, b"-NAK", timeout=timeout)) for m in msgs]
             await asyncio.gather(*replies)
 
-    async def _return_late(self, only: int | None = None) -> None:
-        """Hand back records that arrived after pulling stopped (of partition ``only``, or all), in stream order.
-
-        They can arrive out of order: a record nak'ed by :meth:`_stop_pulling`
-        is redelivered to a pull request still open, behind later records.
-        """
-        late = [m for m in self._late if only is None or _partition_of(m) == only]
+    async def _return_late(self) -> None:
+        """Hand back, in stream order, records that arrived for partitions we no longer pull or drain."""
+        late = [m for m in self._late if _partition_of(m) not in self._draining]
         if not late:
             return
-        self._late = [m for m in self._late if only is not None and _partition_of(m) != only]
+        self._late = [m for m in self._late if _partition_of(m) in self._draining]
         by_partition: dict[int, list[Msg]] = {}
         for msg in late:
             by_partition.setdefault(_partition_of(msg), []).append(msg)
         for p, msgs in by_partition.items():
-            await self._hand_back(p, sorted(msgs, key=lambda m: m.metadata.sequence.stream))
+            await self._hand_back(p, sorted(msgs, key=_sequence))
 
     # -- leases -------------------------------------------------------------------
 
@@ -442,7 +438,11 @@ class NatsSubscription:
             self._parts.pop(p, None)
             self._draining.discard(p)
         for p in plan.give_up:
-            await self._stop_pulling(p)
+            part = self._parts.get(p)
+            if part is not None:
+                # Its buffered records are handed back with the lease, once no pull of ours can deliver:
+                # a record nak'ed while a pull is open comes straight back to us, out of order.
+                part.active = False
             self._draining.add(p)
         await self._release_drained()
         now = time.monotonic()
@@ -460,8 +460,14 @@ class NatsSubscription:
                 continue
             if part is not None and self._pull_open(part, now):
                 continue
-            # no pull of p can deliver any more: what came late is all there is, handed back before the lease
-            await self._return_late(only=p)
+            # No pull of p can deliver any more, so what is handed back now stays with the server, which
+            # gives it to the next owner first, in the order of the naks: stream order.
+            msgs = [m for m in self._late if _partition_of(m) == p]
+            self._late = [m for m in self._late if _partition_of(m) != p]
+            if part is not None:
+                msgs.extend(part.buffer)
+                part.buffer.clear()
+            await self._hand_back(p, sorted(msgs, key=_sequence))
             self._draining.discard(p)
             self._parts.pop(p, None)
             await self._leases.release(p)
@@ -484,6 +490,10 @@ class NatsSubscription:
                 stale.extend(part.buffer)
         for msg in stale:
             asyncio.ensure_future(msg.in_progress()).add_done_callback(_log_failure)
+
+
+def _sequence(msg: Msg) -> int:
+    return int(msg.metadata.sequence.stream)
 
 
 def _partition_of(msg: Msg) -> int:
