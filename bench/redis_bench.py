@@ -6,10 +6,14 @@ database, and prints one JSON list of records as its last line.
 
 Workload "end-to-end": publish N events and handle every one with one handler,
 timed from the first publish to the last handled event, consumer running
-concurrently with the publisher:
+concurrently with the publisher. As in the SQLite and NATS benches, the CloudEvents
+envelopes are encoded before the clock starts and both choreograph and the raw client
+publish those same bytes; everything after that is timed:
 
-* choreograph — ``App`` with one handler, inbox dedupe on, ``publish_many`` in chunks;
-* raw redis-py — JSON encode, pipelined XADD, batched XREADGROUP, JSON decode, batched XACK;
+* choreograph — the broker's ``publish`` in chunks; ``App`` with one handler, inbox dedupe
+  on: decode, schema validation, dedupe, handler, settle;
+* raw redis-py — pipelined XADD of the same envelopes, batched XREADGROUP, JSON decode,
+  batched XACK;
 * FastStream (reference ``faststream``) — the same work as ours: a handler called per
   message, a stream subscriber in a consumer group reading up to 500 entries per
   XREADGROUP, acking after the handler, per-message logging off, messages published with
@@ -32,10 +36,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from bench.peer import end_to_end_record, free_port, wait_for_port
-from choreograph import App, Context, Event
+from choreograph import App, Context, Envelope, Event, Record, encode
 
 CHUNK = 500
 
@@ -81,6 +86,11 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _records(n: int) -> list[Record]:
+    """The encoded CloudEvents envelopes both choreograph and the raw client publish."""
+    return [Record(encode(Envelope.for_event(event, source="bench", key=key)), key) for event, key in _events(n)]
+
+
 def _events(n: int) -> list[tuple[Tick, str]]:
     return [(Tick(n=i, customer=f"customer-{i % 1000}", note="x" * 64), f"order-{i % 1000}") for i in range(n)]
 
@@ -97,11 +107,11 @@ async def choreograph_run(url: str, n: int) -> float:
         if count >= n:
             done.set()
 
-    events = _events(n)
+    records = _records(n)
     await app.start()
     started = time.perf_counter()
     for i in range(0, n, CHUNK):
-        await app.publish_many(events[i : i + CHUNK])
+        await app.broker.publish(Tick.topic(), records[i : i + CHUNK])
     await asyncio.wait_for(done.wait(), 300)
     elapsed = time.perf_counter() - started
     await app.stop()
@@ -112,7 +122,7 @@ async def raw_run(url: str, n: int) -> float:
     client = aioredis.Redis.from_url(url)
     stream = "raw-bench"
     await client.xgroup_create(stream, "g", id="0", mkstream=True)
-    events = _events(n)
+    bodies = [record.value for record in _records(n)]
 
     async def consume() -> None:
         handled = 0
@@ -121,7 +131,7 @@ async def raw_run(url: str, n: int) -> float:
             for _, entries in answer or []:
                 ids = []
                 for sid, fields in entries:
-                    json.loads(fields[b"v"])
+                    orjson.loads(fields[b"v"])
                     handled += 1
                     ids.append(sid)
                 await client.xack(stream, "g", *ids)
@@ -130,8 +140,8 @@ async def raw_run(url: str, n: int) -> float:
     consumer = asyncio.create_task(consume())
     for i in range(0, n, CHUNK):
         pipe = client.pipeline(transaction=False)
-        for event, _ in events[i : i + CHUNK]:  # serialising is part of publishing, as it is for us
-            pipe.xadd(stream, {"v": json.dumps({"n": event.n, "customer": event.customer, "note": event.note})})
+        for body in bodies[i : i + CHUNK]:
+            pipe.xadd(stream, {"v": body})
         await pipe.execute()
     await asyncio.wait_for(consumer, 300)
     elapsed = time.perf_counter() - started
@@ -167,7 +177,7 @@ async def faststream_run(url: str, n: int, *, batch: bool = False) -> float:
                 done.set()
 
     await broker.start()
-    bodies = [{"n": e.n, "customer": e.customer, "note": e.note} for e, _ in _events(n)]
+    bodies = [orjson.loads(record.value) for record in _records(n)]  # the same envelopes, as dicts
     started = time.perf_counter()
     for i in range(0, n, 50):  # redis-py's pool allows only so many concurrent publishes
         await asyncio.gather(*(broker.publish(body, stream="fs-bench") for body in bodies[i : i + 50]))

@@ -110,6 +110,8 @@ class RedisBroker:
             socket_connect_timeout=self.config.connect_timeout,
             health_check_interval=30,
         )
+        # Read replies of XREADGROUP are parsed by the subscription itself (records.flat_entry_delivery).
+        self.client.set_response_callback("XREADGROUP", _raw_reply)
         self.publish_script = self.client.register_script(scripts.PUBLISH)
         self.heartbeat_script = self.client.register_script(scripts.HEARTBEAT)
         self.leave_script = self.client.register_script(scripts.LEAVE)
@@ -436,3 +438,7 @@ class RedisBroker:
 def due_ms(now: float, delay: float) -> int:
     """Return the due time in integer milliseconds."""
     return math.ceil((now + delay) * 1000)
+
+
+def _raw_reply(response: Any, **options: Any) -> Any:
+    return response

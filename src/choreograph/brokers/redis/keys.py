@@ -23,8 +23,9 @@ def entry_id(offset: int) -> str:
 
 def offset_of(stream_id: bytes | str) -> int:
     """Return the offset of the record with ``stream_id`` (the inverse of :func:`entry_id`)."""
-    text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
-    return int(text.partition("-")[0]) - 1
+    if isinstance(stream_id, bytes):
+        return int(stream_id.partition(b"-")[0]) - 1  # int() reads ASCII digits from bytes as well
+    return int(stream_id.partition("-")[0]) - 1
 
 
 def last_delivered_before(offset: int) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from choreograph.core.broker import DeadLetter, Delivery
@@ -48,6 +48,11 @@ def entry_delivery(
         attempt=attempt,
         first_failure=first_failure,
     )
+
+
+def flat_entry_delivery(topic: str, partition: int, stream_id: bytes, flat: Sequence[bytes]) -> Delivery:
+    """Return the delivery of one stream entry whose fields come as Redis sends them: field, value, ..."""
+    return entry_delivery(topic, partition, stream_id, dict(zip(flat[::2], flat[1::2], strict=True)))
 
 
 def encode_attempts(attempt: int, first_failure: float | None, key: str | None) -> str:
