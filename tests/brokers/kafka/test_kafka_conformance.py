@@ -41,11 +41,10 @@ class TestKafkaConformance(BrokerConformance):
             url=self._url(broker.config.state_topic), opener="choreograph.brokers.kafka:KafkaBroker.from_url"
         )
 
-    # Known gaps on Tansu, kept visible rather than hidden (see docs/backends/kafka.md, "Known gaps").
-    @pytest.mark.skip(reason="hangs: a member leaving during one of many back-to-back rebalances never returns")
+    # A known gap on Tansu, kept visible rather than hidden (see docs/backends/kafka.md, "Known gaps").
+    @pytest.mark.skip(
+        reason="Tansu: after two back-to-back LeaveGroups it names a departed member leader of the next "
+        "generation, so the remaining members never get an assignment (fails in 2 of 3 runs)"
+    )
     async def test_a08_members_come_and_go(self) -> None:
         await super().test_a08_members_come_and_go()
-
-    @pytest.mark.xfail(reason="a group started at 'latest' re-reads from its start after a rebalance", strict=False)
-    async def test_a07_start_positions(self) -> None:
-        await super().test_a07_start_positions()

@@ -187,12 +187,21 @@ class KafkaBroker:
                     self._producer = producer
         return self._producer
 
-    async def state(self) -> StateTable:
-        """Return the state table, up to date with every write made before this call."""
+    async def state(self, *, fresh: bool = True) -> StateTable:
+        """Return the state table.
+
+        ``fresh``: up to date with every write any process made before this call
+        (one ListOffsets round trip plus the read). Otherwise without waiting on
+        the broker: this process's own writes, plus what the reader tailed so far
+        (see :mod:`.state` for when that is enough).
+        """
         await self.producer()
         assert self._state is not None
         async with translated("read the state topic"):
-            await self._state.refresh()
+            if fresh:
+                await self._state.refresh()
+            else:
+                await self._state.poll()
         return self._state
 
     async def _create(self, topic: str, partitions: int, *, compacted: bool = False) -> None:
@@ -356,25 +365,51 @@ class KafkaBroker:
             answer = found.get(tp)
             if answer is None:
                 out[tp] = end[tp]
-            elif answer.timestamp >= wanted:
+            elif await self._first_at_or_after(consumer, tp, answer.offset, wanted, begin[tp], end[tp]):
                 out[tp] = answer.offset
-            else:  # the broker has no time index (Tansu): binary-search the log
+            else:  # the broker has no time index (Tansu answers offset 0): binary-search the log
                 out[tp] = await self._search(consumer, tp, wanted, begin[tp], end[tp])
         return out
+
+    async def _first_at_or_after(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, wanted: int, low: int, high: int
+    ) -> bool:
+        """Return whether ``offset`` is the first record with timestamp >= ``wanted``, checked by reading.
+
+        The broker's answer alone is not trusted: Tansu answers offset 0 with an
+        unrelated timestamp (its own clock, or -1) whatever the time asked.
+        """
+        if offset < low or offset > high:
+            return False
+        if offset < high:
+            at = await self._record_from(consumer, tp, offset)
+            if at is None or at.timestamp < wanted:
+                return False
+        if offset > low:
+            before = await self._record_from(consumer, tp, offset - 1)
+            if before is not None and before.offset < offset and before.timestamp >= wanted:
+                return False
+        return True
+
+    @staticmethod
+    async def _record_from(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> Any:
+        """Return the first record at or after ``offset``, or None if none came within a second."""
+        consumer.seek(tp, offset)
+        batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
+        messages = batch.get(tp, [])
+        return messages[0] if messages else None
 
     async def _search(self, consumer: AIOKafkaConsumer, tp: TopicPartition, wanted: int, low: int, high: int) -> int:
         """Return the first offset in [low, high) with timestamp >= ``wanted`` (timestamps assumed ordered)."""
         while low < high:
             middle = (low + high) // 2
-            consumer.seek(tp, middle)
-            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
-            messages = batch.get(tp, [])
-            if not messages:
+            found = await self._record_from(consumer, tp, middle)
+            if found is None:
                 high = middle
-            elif messages[0].timestamp >= wanted:
-                high = min(middle, messages[0].offset)
+            elif found.timestamp >= wanted:
+                high = min(middle, found.offset)
             else:
-                low = messages[0].offset + 1
+                low = found.offset + 1
         return low
 
     # -- LagReporter, TopicAdmin, LogReader -----------------------------------

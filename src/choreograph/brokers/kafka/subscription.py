@@ -12,6 +12,14 @@ key's later records wait for it, other keys flow. Its attempt count, first
 failure and due time go to the state topic before the settle returns, so a
 member that takes the partition over (after a crash or a rebalance) resumes
 the count and the delay. The delay itself is waited out by the member.
+
+State-topic reads stay off the per-batch path: while a member holds a
+partition it is the only writer of that partition's retry state and inbox
+keys, and it sees its own writes at once. What other members wrote is read
+once, when partitions are assigned (a catch-up to the state topic's end
+before any record of the new partitions is handed out). So a fetch, a
+``seen`` and a settle cost no ``ListOffsets`` round trip; a settle costs one
+produce (its rows plus one inbox record) and one offset commit.
 """
 
 from __future__ import annotations
@@ -36,8 +44,12 @@ from .broker import RESUBMIT_GROUP_HEADER, to_delivery, translated
 
 if TYPE_CHECKING:
     from .broker import KafkaBroker
+    from .state import StateTable
 
 logger = logging.getLogger("choreograph.brokers.kafka")
+
+_REBALANCE_GRACE = 0.5
+"""Seconds a fetch may overrun its timeout while the group rebalances, before it returns empty-handed."""
 
 
 @dataclass(slots=True)
@@ -94,7 +106,11 @@ class KafkaSubscription:
             max_poll_interval_ms=max(int(config.session_timeout * 1000) * 6, 60_000),
         )
         self._parts: dict[int, _Partition] = {}
+        """Partitions ready to hand out (set up by :meth:`assigned`), by number."""
         self._held: dict[tuple[int, int], _Item] = {}
+        self._state: StateTable | None = None
+        self._broken: BaseException | None = None
+        """Why setting up an assignment failed; the next fetch raises it (the runtime then resubscribes)."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._revoking = False
@@ -107,6 +123,7 @@ class KafkaSubscription:
 
     async def join(self) -> None:
         """Start the consumer and subscribe; the group assigns partitions in the background."""
+        self._state = await self._broker.state(fresh=False)
         async with translated(f"join group {self.group!r}"):
             if self._start.kind == "latest":
                 # "latest" means the end *now*, not when the group protocol assigns the partitions later
@@ -131,20 +148,43 @@ class KafkaSubscription:
             self._revoking = False
 
     async def assigned(self, assigned: list[TopicPartition]) -> None:
-        """Position new partitions: at the group's commit, else at the start position."""
+        """Catch up with the state topic, then position new partitions: at the group's commit, else at the start.
+
+        Records of a partition are handed out only after this finished for it
+        (:meth:`_add` drops and re-reads earlier ones), so they see the retry
+        state and inbox keys every previous owner wrote. aiokafka only logs an
+        exception raised here, so a failure is kept and raised by the next fetch.
+        """
+        try:
+            await self._setup([tp for tp in assigned if tp.partition not in self._parts])
+        except Exception as exc:  # aiokafka would only log it: the next fetch raises it
+            logger.warning("setting up partitions of %s for %r failed: %r", self.topic, self.group, exc)
+            self._broken = exc
+
+    async def _setup(self, new: list[TopicPartition]) -> None:
+        if not new:
+            return
+        assert self._state is not None
+        await self._state.refresh()
+        parts: dict[int, _Partition] = {}
         fresh = []
-        for tp in assigned:
-            if tp.partition in self._parts:
-                continue
+        for tp in new:
             committed = await self._consumer.committed(tp)
-            self._parts[tp.partition] = _Partition(next_offset=committed)
+            parts[tp.partition] = _Partition(next_offset=committed)
             if committed is None and self._start.kind in ("time", "offsets"):
                 fresh.append(tp)
         if fresh:
             offsets = await self._start_offsets(fresh)
             for tp, offset in offsets.items():
-                self._consumer.seek(tp, offset)
-                self._parts[tp.partition].next_offset = offset  # drops anything fetched before the seek
+                parts[tp.partition].next_offset = offset
+        assignment = self._consumer.assignment()
+        for tp in new:
+            if tp not in assignment:
+                continue  # revoked again while this ran
+            part = parts[tp.partition]
+            if part.next_offset is not None:
+                self._consumer.seek(tp, part.next_offset)  # anything fetched before is read again from here
+            self._parts[tp.partition] = part
 
     async def _start_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         finder = AIOKafkaConsumer(**self._broker.consumer_options())
@@ -163,17 +203,19 @@ class KafkaSubscription:
             raise BrokerClosed(f"this subscription to {self.topic!r} is closed")
         if max_records < 1:
             raise ConfigurationError(f"max_records must be >= 1, got {max_records}")
+        if self._broken is not None:
+            broken, self._broken = self._broken, None
+            raise BrokerError(f"kafka could not set up partitions of {self.topic!r} for {self.group!r}: {broken!r}")
         deadline = time.monotonic() + max(0.0, timeout)
-        retries = await self._retry_state()
         while not self._closed:
             out = self._take(max_records)
             if len(out) < max_records:
                 remaining = deadline - time.monotonic()
                 wait = 0.0 if out else max(0.0, min(remaining, self._next_wait()))
                 async with translated(f"read {self.topic!r} for {self.group!r}"):
-                    batch = await self._consumer.getmany(timeout_ms=int(wait * 1000), max_records=max_records)
+                    batch = await self._getmany(wait, max_records)
                 for tp, messages in batch.items():
-                    self._add(tp.partition, messages, retries)
+                    self._add(tp, messages)
                 out += self._take(max_records - len(out))
             if out:
                 self._idle.clear()
@@ -182,24 +224,36 @@ class KafkaSubscription:
                 return []
         return []
 
-    async def _retry_state(self) -> dict[tuple[int, int], dict[str, Any]]:
-        """Return the stored retry state of this group on this topic, by (partition, offset)."""
-        state = await self._broker.state()
-        prefix = f"retry|{self.group}|{self.topic}|"
-        out = {}
-        for key, raw in list(state.rows.items()):
-            if key.startswith(prefix):
-                p, offset = key[len(prefix) :].split("|")
-                out[(int(p), int(offset))] = json.loads(raw)
-        return out
+    async def _getmany(self, wait: float, max_records: int) -> dict[TopicPartition, list[Any]]:
+        """``getmany``, bounded: aiokafka waits without a time limit while a rebalance is in progress.
+
+        Cancelling it is safe: it drains records only after its last wait.
+        """
+        try:
+            return await asyncio.wait_for(
+                self._consumer.getmany(timeout_ms=int(wait * 1000), max_records=max_records), wait + _REBALANCE_GRACE
+            )
+        except TimeoutError:
+            return {}
 
     def _next_wait(self) -> float:
         now = self._broker.clock.now()
         dues = [i.due - now for part in self._parts.values() for i in part.items.values() if not i.held and i.due > now]
         return max(0.001, min(dues, default=0.1))
 
-    def _add(self, p: int, messages: Sequence[Any], retries: dict[tuple[int, int], dict[str, Any]]) -> None:
-        part = self._parts.setdefault(p, _Partition())
+    def _add(self, tp: TopicPartition, messages: Sequence[Any]) -> None:
+        if not messages:
+            return
+        p = tp.partition
+        part = self._parts.get(p)
+        if part is None:
+            # fetched before assigned() set the partition up (or after it was revoked): read them again later
+            if tp in self._consumer.assignment():
+                self._consumer.seek(tp, messages[0].offset)
+            return
+        assert self._state is not None
+        rows = self._state.rows
+        prefix = f"retry|{self.group}|{self.topic}|{p}|"
         for message in messages:
             if part.next_offset is not None and message.offset < part.next_offset:
                 continue  # read again after a seek
@@ -208,8 +262,9 @@ class KafkaSubscription:
             if only is not None and only.decode() != self.group:
                 continue  # a dead letter resubmitted to another group
             item = _Item(to_delivery(message), message.offset)
-            stored = retries.get((p, message.offset))
-            if stored is not None:
+            raw = rows.get(f"{prefix}{message.offset}")
+            if raw is not None:
+                stored = json.loads(raw)
                 item.attempt, item.due, item.first_failure = stored["attempt"], stored["due"], stored["first"]
                 item.stored = True
             part.items[message.offset] = item
@@ -230,10 +285,13 @@ class KafkaSubscription:
                 item.attempt += 1
                 item.held = True
                 d = item.delivery
-                delivery = Delivery(
-                    d.topic, d.partition, d.offset, d.value, d.key, d.headers, d.timestamp, item.attempt,
-                    item.first_failure,
-                )  # fmt: skip
+                if d.attempt == item.attempt and d.first_failure == item.first_failure:
+                    delivery = d  # a first attempt: the delivery read from the log as it is
+                else:
+                    delivery = Delivery(
+                        d.topic, d.partition, d.offset, d.value, d.key, d.headers, d.timestamp, item.attempt,
+                        item.first_failure,
+                    )  # fmt: skip
                 self._held[(p, d.offset)] = item
                 out.append(delivery)
         return out
@@ -266,11 +324,9 @@ class KafkaSubscription:
             first = delivery.first_failure if delivery.first_failure is not None else now
             doc = {"attempt": delivery.attempt, "first": first, "due": now + delay}
             rows.append((f"{prefix}{delivery.partition}|{item.offset}", json.dumps(doc).encode()))
-        stamp = repr(now).encode()
-        rows += [(f"inbox|{self.group}|{key}", stamp) for key in settlement.inbox]
-        state = await self._broker.state()
+        assert self._state is not None
         async with translated(f"settle a batch of {self.group!r}"):
-            await state.write(rows)
+            await self._state.write(rows, group=self.group, inbox=settlement.inbox)
         touched = set()
         for delivery in [*settlement.acks, *(d for d, _ in settlement.dead_letters)]:
             done = self._held.pop((delivery.partition, delivery.offset))
@@ -307,11 +363,19 @@ class KafkaSubscription:
             raise BrokerError(f"kafka failed to commit offsets of {self.group!r}: {exc!r}") from exc
 
     async def seen(self, keys: Sequence[str]) -> set[str]:
-        """Return which ``keys`` this group's inbox (in the state topic) holds."""
+        """Return which ``keys`` this group's inbox (in the state topic) holds; no broker round trip.
+
+        Complete for records of this member's partitions: it holds every key
+        written before it was assigned them (caught up then) and every key it
+        wrote since. Keys other members write meanwhile (the same event also
+        published to one of their partitions) arrive by tailing, a little later.
+        """
         if not keys:
             return set()
-        state = await self._broker.state()
-        return {key for key in keys if f"inbox|{self.group}|{key}" in state.rows}
+        assert self._state is not None
+        async with translated(f"read the inbox of {self.group!r}"):
+            await self._state.poll()
+        return self._state.seen(self.group, keys)
 
     async def close(self) -> None:
         """Commit what was settled and leave the group; unsettled records go to the next owner. Idempotent."""
@@ -325,6 +389,17 @@ class KafkaSubscription:
             with contextlib.suppress(BrokerError, TimeoutError):
                 await asyncio.wait_for(self._commit(sorted(self._parts)), self._broker.config.session_timeout)
         finally:
-            # bounded: aiokafka can wait on a rebalance in progress while leaving the group
-            with contextlib.suppress(kafka_errors.KafkaError, OSError, TimeoutError):
-                await asyncio.wait_for(self._consumer.stop(), self._broker.config.session_timeout)
+            await self._stop_consumer()
+
+    async def _stop_consumer(self) -> None:
+        """Stop the aiokafka consumer, bounded: it can wait on a rebalance in progress while leaving the group.
+
+        If it does not stop in time, its connections are closed anyway, so no socket outlives the subscription.
+        """
+        try:
+            await asyncio.wait_for(self._consumer.stop(), self._broker.config.session_timeout)
+        except TimeoutError:
+            with contextlib.suppress(kafka_errors.KafkaError, OSError):
+                await self._consumer._client.close()
+        except (kafka_errors.KafkaError, OSError):
+            pass
