@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from bench.calibration import peak_rss_mb
+from choreograph import Envelope, Event, Record, encode
 
 
 def free_port() -> int:
@@ -30,6 +31,15 @@ def end_to_end_record(backend: str, ours: float, reference: str, theirs: float, 
         "ratio": round(ours / theirs, 3),
         **extra,
     }
+
+
+def encoded_records(events: list[tuple[Event, str]]) -> list[Record]:
+    """The CloudEvents envelopes of (event, key) pairs, encoded: what choreograph and the raw client both publish.
+
+    Encoded before the clock starts, as in the SQLite bench: building events is the application's
+    work, the same whichever client sends them.
+    """
+    return [Record(encode(Envelope.for_event(event, source="bench", key=key)), key) for event, key in events]
 
 
 def wait_for_port(port: int, what: str, timeout: float = 10.0) -> None:

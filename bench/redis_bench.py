@@ -39,8 +39,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from bench.peer import end_to_end_record, free_port, wait_for_port
-from choreograph import App, Context, Envelope, Event, Record, encode
+from bench.peer import encoded_records, end_to_end_record, free_port, wait_for_port
+from choreograph import App, Context, Event, Record
 
 CHUNK = 500
 
@@ -87,8 +87,7 @@ class Server:
 
 
 def _records(n: int) -> list[Record]:
-    """The encoded CloudEvents envelopes both choreograph and the raw client publish."""
-    return [Record(encode(Envelope.for_event(event, source="bench", key=key)), key) for event, key in _events(n)]
+    return encoded_records(_events(n))
 
 
 def _events(n: int) -> list[tuple[Tick, str]]:
@@ -114,7 +113,7 @@ async def choreograph_run(url: str, n: int) -> float:
         await app.broker.publish(Tick.topic(), records[i : i + CHUNK])
     await asyncio.wait_for(done.wait(), 300)
     elapsed = time.perf_counter() - started
-    await app.stop()
+    await app.close()
     return n / elapsed
 
 
