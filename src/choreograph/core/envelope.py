@@ -25,7 +25,7 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Envelope:
     """One event on the wire. Immutable; use :meth:`replace` to derive a copy.
 
@@ -50,6 +50,45 @@ class Envelope:
     tracestate: str | None = None
     schemaversion: int | None = None
     extensions: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        id: str,  # noqa: A002 - the CloudEvents attribute
+        source: str,
+        type: str,  # noqa: A002 - the CloudEvents attribute
+        data: Any = None,
+        specversion: str = h.SPECVERSION,
+        time: str | None = None,
+        subject: str | None = None,
+        datacontenttype: str | None = h.CONTENT_TYPE_JSON,
+        dataschema: str | None = None,
+        correlationid: str | None = None,
+        causationid: str | None = None,
+        partitionkey: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+        schemaversion: int | None = None,
+        extensions: dict[str, Any] | None = None,
+    ) -> None:
+        # Written out: the generated frozen __init__ assigns each field through object.__setattr__
+        # (about 2 us for 16 fields, on every decode and publish); the slots' own setters, bound once
+        # below, take half that. The instance is as immutable as before.
+        _set_id(self, id)
+        _set_source(self, source)
+        _set_type(self, type)
+        _set_data(self, data)
+        _set_specversion(self, specversion)
+        _set_time(self, time)
+        _set_subject(self, subject)
+        _set_datacontenttype(self, datacontenttype)
+        _set_dataschema(self, dataschema)
+        _set_correlationid(self, correlationid)
+        _set_causationid(self, causationid)
+        _set_partitionkey(self, partitionkey)
+        _set_traceparent(self, traceparent)
+        _set_tracestate(self, tracestate)
+        _set_schemaversion(self, schemaversion)
+        _set_extensions(self, {} if extensions is None else extensions)
 
     @classmethod
     def for_event(
@@ -100,3 +139,23 @@ class Envelope:
     def dedupe_key(self) -> str:
         """The inbox key: ``source`` + ``id`` identify an event uniquely."""
         return f"{self.source}\x1f{self.id}"
+
+
+# The slot setters Envelope.__init__ uses (bound once: a global lookup per field is the cheapest call).
+_SLOTS: dict[str, Any] = dict(vars(Envelope))
+_set_id = _SLOTS["id"].__set__
+_set_source = _SLOTS["source"].__set__
+_set_type = _SLOTS["type"].__set__
+_set_data = _SLOTS["data"].__set__
+_set_specversion = _SLOTS["specversion"].__set__
+_set_time = _SLOTS["time"].__set__
+_set_subject = _SLOTS["subject"].__set__
+_set_datacontenttype = _SLOTS["datacontenttype"].__set__
+_set_dataschema = _SLOTS["dataschema"].__set__
+_set_correlationid = _SLOTS["correlationid"].__set__
+_set_causationid = _SLOTS["causationid"].__set__
+_set_partitionkey = _SLOTS["partitionkey"].__set__
+_set_traceparent = _SLOTS["traceparent"].__set__
+_set_tracestate = _SLOTS["tracestate"].__set__
+_set_schemaversion = _SLOTS["schemaversion"].__set__
+_set_extensions = _SLOTS["extensions"].__set__
