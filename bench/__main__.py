@@ -109,6 +109,15 @@ def render(calib: dict[str, Any], records: list[dict[str, Any]]) -> str:
         "the topic from the start (fetch, orjson parse, settle); `replay-envelopes` also builds and checks",
         "each CloudEvents envelope. The raw-sqlite3 reference does the same log work with plain sqlite3.",
         "",
+        "Server backends (`kafka`, `nats`, `redis`): `end-to-end` publishes pre-encoded CloudEvents envelopes",
+        "(the raw client publishes the same bytes) while one handler consumes them with inbox dedupe and",
+        "validation on. Each system runs 3 times, interleaved round by round (choreograph, raw client,",
+        "FastStream, ...), so the machine's slow spells fall on all of them; the table shows medians and",
+        "the ratio of the medians, and `bench/results/latest.json` keeps every run (`samples`,",
+        "`reference_samples`). `faststream` is FastStream's per-message subscriber (a handler call and an",
+        "acknowledgement per event, as choreograph does); `faststream-batch` is its batch subscriber, less",
+        "work per event, shown so nothing is hidden. See each `bench/*_bench.py` docstring for details.",
+        "",
     ]
     return "\n".join(lines)
 

@@ -34,7 +34,6 @@ import asyncio
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.peer import encoded_records, end_to_end_record, free_port, wait_for_port
+from bench.peer import REPEAT, encoded_records, end_to_end_record, free_port, interleaved, wait_for_port
 from choreograph import App, Context, Event
 
 CHUNK = 500
@@ -228,23 +227,29 @@ async def _faststream_timed(broker: Any, n: int, tally: _Tally) -> float:
 
 async def main(quick: bool) -> list[dict[str, Any]]:
     n = 3_000 if quick else 10_000
-    results: dict[str, float] = {}
-    runs = (
-        ("choreograph", choreograph_run),
-        ("raw-aiokafka", raw_run),
-        ("faststream", faststream_run),
-        ("faststream-batch", faststream_batch_run),
+
+    def fresh(run: Any) -> Any:
+        async def go() -> float:
+            server = Server()  # a fresh broker per run: nothing left over from the previous one
+            try:
+                return float(await run(server.bootstrap, n))
+            finally:
+                server.stop()
+
+        return go
+
+    samples = await interleaved(
+        {
+            "choreograph": fresh(choreograph_run),
+            "raw-aiokafka": fresh(raw_run),
+            "faststream": fresh(faststream_run),
+            "faststream-batch": fresh(faststream_batch_run),
+        },
+        1 if quick else REPEAT,
     )
-    for name, run in runs:
-        server = Server()  # a fresh broker per system: nothing left over from the previous run
-        try:
-            results[name] = await run(server.bootstrap, n)
-        finally:
-            server.stop()
-        print(f"{name}: {results[name]:,.0f} events/s", file=sys.stderr, flush=True)
-    ours = results["choreograph"]
+    ours = samples["choreograph"]
     return [
-        end_to_end_record("kafka", ours, ref, results[ref], events=n, broker="tansu (memory)")
+        end_to_end_record("kafka", ours, ref, samples[ref], events=n, broker="tansu (memory)")
         for ref in ("raw-aiokafka", "faststream", "faststream-batch")
     ]
 

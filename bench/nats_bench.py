@@ -35,7 +35,7 @@ import nats
 import orjson
 from nats.js import api
 
-from bench.peer import end_to_end_record, free_port
+from bench.peer import REPEAT, end_to_end_record, free_port, interleaved
 from choreograph import App
 from choreograph.brokers.nats import NatsBroker
 from choreograph.core import codec
@@ -174,22 +174,28 @@ async def bench_faststream(url: str, count: int) -> float | None:
     return count / elapsed
 
 
-async def main(count: int) -> list[dict[str, Any]]:
+async def main(count: int, repeat: int) -> list[dict[str, Any]]:
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as workdir:
         proc, url = start_server(Path(workdir))
-        try:
-            ours = await bench_choreograph(url, count)
-            raw = await bench_raw(url, count)
-            fast = await bench_faststream(url, count)
+        try:  # every run uses its own stream on the one server
+            samples = await interleaved(
+                {
+                    "choreograph": lambda: bench_choreograph(url, count),
+                    "raw-nats-py": lambda: bench_raw(url, count),
+                    "faststream": lambda: bench_faststream(url, count),
+                },
+                repeat,
+            )
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-    records = [end_to_end_record("nats", ours, "raw-nats-py", raw)]
-    if fast is None:
+    ours = samples["choreograph"]
+    records = [end_to_end_record("nats", ours, "raw-nats-py", samples["raw-nats-py"], events=count)]
+    if "faststream" not in samples:
         print("faststream[nats] is not installed: no FastStream reference", file=sys.stderr)
     else:
-        records.append(end_to_end_record("nats", ours, "faststream", fast))
+        records.append(end_to_end_record("nats", ours, "faststream", samples["faststream"], events=count))
     return records
 
 
@@ -199,4 +205,4 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="a quarter of the events, for a smoke run")
     args = parser.parse_args()
     # One line: `python -m bench` reads the last line that starts with "[".
-    print(json.dumps(asyncio.run(main(args.events // 4 if args.quick else args.events))))
+    print(json.dumps(asyncio.run(main(args.events // 4 if args.quick else args.events, 1 if args.quick else REPEAT))))

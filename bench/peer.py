@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import socket
+import statistics
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.calibration import peak_rss_mb
@@ -17,18 +20,45 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def end_to_end_record(backend: str, ours: float, reference: str, theirs: float, **extra: Any) -> dict[str, Any]:
-    """One result record: choreograph end to end against ``reference`` measured in the same run."""
+REPEAT = 3
+"""Interleaved runs of each system per bench (1 with ``--quick``); records carry the medians."""
+
+
+async def interleaved(runs: dict[str, Callable[[], Awaitable[float | None]]], repeat: int) -> dict[str, list[float]]:
+    """Run every system once per round, ``repeat`` rounds; return each one's events/s, in run order.
+
+    Interleaving spreads the shared machine's slow spells over all systems instead of one. A run
+    returning None (an optional peer not installed) is left out.
+    """
+    samples: dict[str, list[float]] = {}
+    for round_ in range(repeat):
+        for name, run in runs.items():
+            value = await run()
+            if value is None:
+                continue
+            samples.setdefault(name, []).append(value)
+            print(f"{name} (round {round_ + 1}/{repeat}): {value:,.0f} events/s", file=sys.stderr, flush=True)
+    return samples
+
+
+def end_to_end_record(
+    backend: str, ours: list[float], reference: str, theirs: list[float], **extra: Any
+) -> dict[str, Any]:
+    """One result record: choreograph end to end against ``reference``, medians of interleaved runs."""
+    mine, other = statistics.median(ours), statistics.median(theirs)
     return {
         "backend": backend,
         "workload": "end-to-end",
-        "events_per_s": round(ours),
+        "events_per_s": round(mine),
         "p50_ms": None,
         "p99_ms": None,
         "peak_rss_mb": peak_rss_mb(),
         "reference": reference,
-        "reference_events_per_s": round(theirs),
-        "ratio": round(ours / theirs, 3),
+        "reference_events_per_s": round(other),
+        "ratio": round(mine / other, 3),
+        "runs": len(ours),
+        "samples": [round(v) for v in ours],
+        "reference_samples": [round(v) for v in theirs],
         **extra,
     }
 

@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from bench.peer import encoded_records, end_to_end_record, free_port, wait_for_port
+from bench.peer import REPEAT, encoded_records, end_to_end_record, free_port, interleaved, wait_for_port
 from choreograph import App, Context, Event, Record
 
 CHUNK = 500
@@ -189,23 +189,29 @@ async def faststream_run(url: str, n: int, *, batch: bool = False) -> float:
 async def main(quick: bool) -> list[dict[str, Any]]:
     n = 5_000 if quick else 20_000
     server = Server()
-    try:
-        results: dict[str, float] = {}
-        runs: dict[str, Any] = {
-            "choreograph": choreograph_run,
-            "raw-redis-py": raw_run,
-            "faststream": faststream_run,
-            "faststream-batch": lambda url, n: faststream_run(url, n, batch=True),
-        }
-        for name, run in runs.items():
+
+    def fresh(run: Any) -> Any:
+        async def go() -> float:
             await server.flush()
-            results[name] = await run(server.url, n)
-            print(f"{name}: {results[name]:,.0f} events/s", file=sys.stderr, flush=True)
+            return float(await run(server.url, n))
+
+        return go
+
+    try:
+        samples = await interleaved(
+            {
+                "choreograph": fresh(choreograph_run),
+                "raw-redis-py": fresh(raw_run),
+                "faststream": fresh(faststream_run),
+                "faststream-batch": fresh(lambda url, n: faststream_run(url, n, batch=True)),
+            },
+            1 if quick else REPEAT,
+        )
     finally:
         server.stop()
-    ours = results["choreograph"]
+    ours = samples["choreograph"]
     references = ("raw-redis-py", "faststream", "faststream-batch")
-    return [end_to_end_record("redis", ours, ref, results[ref], events=n) for ref in references]
+    return [end_to_end_record("redis", ours, ref, samples[ref], events=n) for ref in references]
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from choreograph.core.errors import BrokerError, ConfigurationError
 
@@ -31,7 +31,7 @@ class Record:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Delivery:
     """One record handed to a consumer group member.
 
@@ -52,6 +52,42 @@ class Delivery:
     timestamp: float = 0.0
     attempt: int = 1
     first_failure: float | None = None
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timestamp: float = 0.0,
+        attempt: int = 1,
+        first_failure: float | None = None,
+    ) -> None:
+        # Written out, as Envelope's: one delivery per record read, and the generated frozen __init__'s
+        # object.__setattr__ per field cost twice what the slots' own setters (bound below) do.
+        _set_topic(self, topic)
+        _set_partition(self, partition)
+        _set_offset(self, offset)
+        _set_value(self, value)
+        _set_key(self, key)
+        _set_headers(self, {} if headers is None else headers)
+        _set_timestamp(self, timestamp)
+        _set_attempt(self, attempt)
+        _set_first_failure(self, first_failure)
+
+
+_DELIVERY_SLOTS: dict[str, Any] = dict(vars(Delivery))
+_set_topic = _DELIVERY_SLOTS["topic"].__set__
+_set_partition = _DELIVERY_SLOTS["partition"].__set__
+_set_offset = _DELIVERY_SLOTS["offset"].__set__
+_set_value = _DELIVERY_SLOTS["value"].__set__
+_set_key = _DELIVERY_SLOTS["key"].__set__
+_set_headers = _DELIVERY_SLOTS["headers"].__set__
+_set_timestamp = _DELIVERY_SLOTS["timestamp"].__set__
+_set_attempt = _DELIVERY_SLOTS["attempt"].__set__
+_set_first_failure = _DELIVERY_SLOTS["first_failure"].__set__
 
 
 @dataclass(frozen=True, slots=True)
