@@ -17,9 +17,10 @@ from __future__ import annotations
 import zlib
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from choreograph.core.errors import BrokerError, ConfigurationError
+from choreograph.core.slots import slot_setters
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +79,17 @@ class Delivery:
         _set_first_failure(self, first_failure)
 
 
-_DELIVERY_SLOTS: dict[str, Any] = dict(vars(Delivery))
-_set_topic = _DELIVERY_SLOTS["topic"].__set__
-_set_partition = _DELIVERY_SLOTS["partition"].__set__
-_set_offset = _DELIVERY_SLOTS["offset"].__set__
-_set_value = _DELIVERY_SLOTS["value"].__set__
-_set_key = _DELIVERY_SLOTS["key"].__set__
-_set_headers = _DELIVERY_SLOTS["headers"].__set__
-_set_timestamp = _DELIVERY_SLOTS["timestamp"].__set__
-_set_attempt = _DELIVERY_SLOTS["attempt"].__set__
-_set_first_failure = _DELIVERY_SLOTS["first_failure"].__set__
+(
+    _set_topic,
+    _set_partition,
+    _set_offset,
+    _set_value,
+    _set_key,
+    _set_headers,
+    _set_timestamp,
+    _set_attempt,
+    _set_first_failure,
+) = slot_setters(Delivery, "topic partition offset value key headers timestamp attempt first_failure")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from typing import Any
 from choreograph.core import headers as h
 from choreograph.core.event import Event
 from choreograph.core.ids import new_id
+from choreograph.core.slots import slot_setters
 
 
 def now_rfc3339() -> str:
@@ -141,21 +142,26 @@ class Envelope:
         return f"{self.source}\x1f{self.id}"
 
 
-# The slot setters Envelope.__init__ uses (bound once: a global lookup per field is the cheapest call).
-_SLOTS: dict[str, Any] = dict(vars(Envelope))
-_set_id = _SLOTS["id"].__set__
-_set_source = _SLOTS["source"].__set__
-_set_type = _SLOTS["type"].__set__
-_set_data = _SLOTS["data"].__set__
-_set_specversion = _SLOTS["specversion"].__set__
-_set_time = _SLOTS["time"].__set__
-_set_subject = _SLOTS["subject"].__set__
-_set_datacontenttype = _SLOTS["datacontenttype"].__set__
-_set_dataschema = _SLOTS["dataschema"].__set__
-_set_correlationid = _SLOTS["correlationid"].__set__
-_set_causationid = _SLOTS["causationid"].__set__
-_set_partitionkey = _SLOTS["partitionkey"].__set__
-_set_traceparent = _SLOTS["traceparent"].__set__
-_set_tracestate = _SLOTS["tracestate"].__set__
-_set_schemaversion = _SLOTS["schemaversion"].__set__
-_set_extensions = _SLOTS["extensions"].__set__
+# Envelope.__init__'s setters: module globals, the cheapest lookup (see core.slots).
+(
+    _set_id,
+    _set_source,
+    _set_type,
+    _set_data,
+    _set_specversion,
+    _set_time,
+    _set_subject,
+    _set_datacontenttype,
+    _set_dataschema,
+    _set_correlationid,
+    _set_causationid,
+    _set_partitionkey,
+    _set_traceparent,
+    _set_tracestate,
+    _set_schemaversion,
+    _set_extensions,
+) = slot_setters(
+    Envelope,
+    "id source type data specversion time subject datacontenttype dataschema correlationid "
+    "causationid partitionkey traceparent tracestate schemaversion extensions",
+)
