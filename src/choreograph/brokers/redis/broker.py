@@ -112,7 +112,6 @@ class RedisBroker:
         )
         # Read replies of XREADGROUP are parsed by the subscription itself (records.flat_entry_delivery).
         self.client.set_response_callback("XREADGROUP", _raw_reply)
-        self.publish_script = self.client.register_script(scripts.PUBLISH)
         self.heartbeat_script = self.client.register_script(scripts.HEARTBEAT)
         self.leave_script = self.client.register_script(scripts.LEAVE)
         self._resubmit_script = self.client.register_script(scripts.RESUBMIT)
@@ -164,7 +163,7 @@ class RedisBroker:
         max_length = str(self.config.max_length or 0)
         for p, args in by_partition.items():
             keys = [self.keys.stream(topic, p), self.keys.stream_meta(topic, p)]
-            await self.publish_script(keys=keys, args=[now, max_length, *args], client=pipe)
+            pipe.eval(scripts.PUBLISH, len(keys), *keys, now, max_length, *args)  # EVAL: see subscription.settle
 
     async def subscribe(self, topic: str, group: str, *, start: Position = _EARLIEST) -> Any:
         """Join ``group`` on ``topic`` (creating both if needed); ``start`` applies only to a new group."""

@@ -4,6 +4,11 @@
 * ``HEARTBEAT`` keeps a member alive and (re)balances partition leases.
 * ``LEAVE`` drops a member and its leases.
 * ``RESUBMIT`` is the dead letter status check-and-set.
+* ``ACK`` finishes settled records of several partitions in one call.
+* ``WAITING`` reads the group generation and the retry schedule of several partitions in one call.
+
+The last two exist for speed: redis-py spends about 15 us of client CPU per
+command in a pipeline, and a settle touching eight partitions was 33 commands.
 """
 
 from __future__ import annotations
@@ -112,4 +117,34 @@ if redis.call('HGET', KEYS[1], 'status') == 'open' then
   return 1
 end
 return 0
+"""
+
+ACK: Final = """
+-- KEYS: per partition: stream, retries, attempts, resubmitted.  ARGV: group, then per partition a count n
+-- and n stream ids. Acks the ids and forgets their retry state (one atomic step with the MULTI around it).
+local group, at = ARGV[1], 2
+for k = 1, #KEYS, 4 do
+  local n = tonumber(ARGV[at])
+  at = at + 1
+  for first = 0, n - 1, 1000 do  -- unpack() is bounded by Lua's C stack: 1,000 ids a call
+    local ids = {}
+    for i = first, math.min(n, first + 1000) - 1 do ids[#ids + 1] = ARGV[at + i] end
+    redis.call('XACK', KEYS[k], group, unpack(ids))
+    redis.call('ZREM', KEYS[k + 1], unpack(ids))
+    redis.call('HDEL', KEYS[k + 2], unpack(ids))
+    redis.call('HDEL', KEYS[k + 3], unpack(ids))
+  end
+  at = at + n
+end
+return 1
+"""
+
+WAITING: Final = """
+-- KEYS: group generation, then the retries sorted set of each partition.
+-- Returns {generation, {id, due, id, due, ...} per partition}.
+local out = {redis.call('GET', KEYS[1]) or '0'}
+for k = 2, #KEYS do
+  out[k] = redis.call('ZRANGE', KEYS[k], 0, -1, 'WITHSCORES')
+end
+return out
 """

@@ -36,6 +36,7 @@ from choreograph.core.broker import Delivery, Record, Settlement
 from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError
 
 from . import records as rec
+from . import scripts
 from .broker import due_ms, translated
 from .keys import entry_id, offset_of
 
@@ -213,7 +214,10 @@ class RedisSubscription:
         out: list[Delivery] = []
         owned = sorted(self._owned)
         now_ms = int(self._broker.clock.now() * 1000)
-        waiting = await self._waiting(owned)
+        # New records are read in the schedule's round trip, unless a backlog already fills the batch.
+        backlog = sum(len(self._owned[p].backlog) for p in owned)
+        read_ahead = max_records - backlog if owned else 0
+        waiting, fresh = await self._waiting(owned, read_ahead)
         next_due: int | None = None
         blocked: dict[int, set[str | None]] = {}
         due: list[_Waiting] = []
@@ -241,9 +245,14 @@ class RedisSubscription:
                 else:
                     out.append(item)
             part.backlog = keep
+        got_new = False
+        if fresh is not None:
+            got_new = self._accept_new(fresh, owned, max_records - len(due), out, blocked)
         if due:
             out.extend(await self._claim(due))
-        if len(out) < max_records and owned:
+        if fresh is not None and (out or got_new):
+            pass  # the read-ahead brought what there was: no second read
+        elif len(out) < max_records and owned:
             block = None
             if not out:
                 limit = min(wait, self._config.poll_interval)
@@ -259,20 +268,34 @@ class RedisSubscription:
             self._held[(delivery.partition, delivery.offset)] = delivery
         return out
 
-    async def _waiting(self, owned: list[int]) -> dict[int, list[_Waiting]]:
-        """Read the retry schedule of the owned partitions (and the group generation) in one round trip."""
+    async def _waiting(self, owned: list[int], read_ahead: int = 0) -> tuple[dict[int, list[_Waiting]], Any]:
+        """Read the retry schedule of the owned partitions and the group generation in one round trip.
+
+        With ``read_ahead`` > 0 the same round trip also reads up to that many
+        new records (XREADGROUP without blocking); their raw reply is returned
+        beside the schedule (None if not asked).
+        """
         g = self._gkeys
         pipe = self._client.pipeline(transaction=False)
-        pipe.get(g.generation)
-        for p in owned:
-            pipe.zrange(g.retries(p), 0, -1, withscores=True)
+        # EVAL with the text, not a registered script: see settle
+        pipe.eval(scripts.WAITING, 1 + len(owned), g.generation, *(g.retries(p) for p in owned))
+        if read_ahead > 0:
+            pipe.execute_command("XREADGROUP", *self._read_args(owned, read_ahead, None))
+        try:
+            async with translated(f"read retries of {self.group!r}"):
+                answers = await pipe.execute()
+        except BaseException:
+            if read_ahead > 0:
+                self._readopt = True  # as in _read_new: records may sit in our PEL unseen
+            raise
+        fresh = answers[1] if read_ahead > 0 else None
+        schedule = answers[0]
+        self._seen_generation = int(schedule[0] or 0)
+        out: dict[int, list[_Waiting]] = {}
+        scheduled = [(p, _pairs(flat)) for p, flat in zip(owned, schedule[1:], strict=True) if flat]
+        if not scheduled:
+            return out, fresh
         async with translated(f"read retries of {self.group!r}"):
-            answers = await pipe.execute()
-            self._seen_generation = int(answers[0] or 0)
-            out: dict[int, list[_Waiting]] = {}
-            scheduled = [(p, rows) for p, rows in zip(owned, answers[1:], strict=True) if rows]
-            if not scheduled:
-                return out
             pipe = self._client.pipeline(transaction=False)
             for p, rows in scheduled:
                 ids = [_text(sid) for sid, _ in rows]
@@ -287,7 +310,7 @@ class RedisSubscription:
                 items.append(
                     _Waiting(p, _text(sid), offset_of(sid), int(score), attempt, first, key, packed is not None)
                 )
-        return out
+        return out, fresh
 
     async def _claim(self, due: list[_Waiting]) -> list[Delivery]:
         """Hand out retries that fell due: XCLAIM pending records, unpack resubmitted ones."""
@@ -336,6 +359,14 @@ class RedisSubscription:
                 await pipe.execute()
         return out
 
+    def _read_args(self, owned: list[int], count: int, block: int | None) -> list[Any]:
+        """Arguments of ``XREADGROUP`` for new records of ``owned`` (sent raw: see RedisBroker)."""
+        pieces: list[Any] = ["GROUP", self.group, self.member, "COUNT", count]
+        if block is not None:
+            pieces += ["BLOCK", block]
+        streams = [self._keys.stream(self.topic, p) for p in owned]
+        return [*pieces, "STREAMS", *streams, *([">"] * len(streams))]
+
     async def _read_new(
         self,
         owned: list[int],
@@ -344,18 +375,13 @@ class RedisSubscription:
         blocked: dict[int, set[str | None]],
         block: int | None,
     ) -> None:
-        streams = {self._keys.stream(self.topic, p): ">" for p in owned}
-        index = {self._keys.stream(self.topic, p).encode(): p for p in owned}
         try:
             async with translated(f"read {self.topic!r} for {self.group!r}"):
                 try:
                     # through execute_command with the reply left raw (see RedisBroker): redis-py's own parsing
                     # into a dict per entry cost more than building the deliveries
-                    pieces: list[Any] = ["GROUP", self.group, self.member, "COUNT", max_records - len(out)]
-                    if block is not None:
-                        pieces += ["BLOCK", block]
                     answer = await self._client.execute_command(
-                        "XREADGROUP", *pieces, "STREAMS", *streams.keys(), *streams.values()
+                        "XREADGROUP", *self._read_args(owned, max_records - len(out), block)
                     )
                 except redis_errors.ResponseError as exc:
                     if "NOGROUP" not in str(exc):
@@ -365,10 +391,24 @@ class RedisSubscription:
             # the server may have moved records into our PEL whose reply we never read: adopt them again
             self._readopt = True
             raise
+        self._accept_new(answer, owned, max_records, out, blocked)
+
+    def _accept_new(
+        self, answer: Any, owned: list[int], max_records: int, out: list[Delivery], blocked: dict[int, set[str | None]]
+    ) -> bool:
+        """Sort new records read into ``out`` (up to ``max_records``) or the backlog; return whether any came.
+
+        A record whose key is held back (behind a retry, or behind a record
+        already in the backlog) goes to the backlog, and so does everything
+        after ``out`` is full: per-key order is kept.
+        """
+        index = {self._keys.stream(self.topic, p).encode(): p for p in owned}
+        got = False
         for stream, entries in answer.items() if isinstance(answer, dict) else answer or []:
             p = index[stream if isinstance(stream, bytes) else stream.encode()]
-            keys = blocked.get(p, set())
+            keys = blocked.setdefault(p, set())
             for sid, fields in entries:
+                got = True
                 delivery = rec.flat_entry_delivery(self.topic, p, sid, fields)
                 if delivery.key in keys or len(out) >= max_records:
                     if delivery.key is not None:
@@ -376,6 +416,7 @@ class RedisSubscription:
                     self._owned[p].backlog.append(delivery)
                 else:
                     out.append(delivery)
+        return got
 
     async def settle(self, settlement: Settlement) -> None:
         """Apply ``settlement`` in one MULTI/EXEC, or raise BrokerError and apply none of it."""
@@ -399,11 +440,15 @@ class RedisSubscription:
             for _, letter in settlement.dead_letters:
                 pipe.hset(keys.dead_letter(letter.id), mapping=rec.encode_dead_letter(letter))
                 pipe.zadd(keys.dead_letter_index, {letter.id: now})
-            for p, ids in done.items():
-                pipe.xack(keys.stream(self.topic, p), self.group, *ids)
-                pipe.zrem(g.retries(p), *ids)
-                pipe.hdel(g.attempts(p), *ids)
-                pipe.hdel(g.resubmitted(p), *ids)
+            if done:
+                ack_keys: list[str] = []
+                ack_args: list[str | int] = [self.group]
+                for p, ids in done.items():
+                    ack_keys += [keys.stream(self.topic, p), g.retries(p), g.attempts(p), g.resubmitted(p)]
+                    ack_args += [len(ids), *ids]
+                # EVAL with the text, not a registered script: redis-py checks registered scripts with an
+                # extra SCRIPT EXISTS round trip per pipeline, and EVALSHA could meet NOSCRIPT inside the MULTI
+                pipe.eval(scripts.ACK, len(ack_keys), *ack_keys, *ack_args)
             for delivery, delay in settlement.retries:
                 sid = entry_id(delivery.offset)
                 first = delivery.first_failure if delivery.first_failure is not None else now
@@ -449,3 +494,8 @@ class RedisSubscription:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _pairs(flat: Sequence[bytes]) -> list[tuple[bytes, float]]:
+    """(member, score) pairs of a ``ZRANGE ... WITHSCORES`` reply as a script returns it: member, score, ..."""
+    return [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
