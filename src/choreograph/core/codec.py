@@ -10,7 +10,7 @@ consumer must survive any bytes it finds on a topic.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import orjson
@@ -41,6 +41,7 @@ _KNOWN: Final = frozenset(
         h.SCHEMA_VERSION,
     }
 )
+_STR_OR_NONE: Final = frozenset({str, type(None)})
 _OPTIONAL_STR: Final = (
     h.TIME,
     h.SUBJECT,
@@ -96,34 +97,64 @@ def encode(envelope: Envelope, *, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
 
 
 def _build(doc: Mapping[str, Any], data: Any) -> Envelope:
+    get: Callable[[str], Any] = doc.get
+    eid, source, etype, spec = get(h.ID), get(h.SOURCE), get(h.TYPE), get(h.SPEC)
+    optional = [get(name) for name in _OPTIONAL_STR]
+    # One combined test for the common case (exact str values); _check looks closer otherwise.
+    if not (
+        eid.__class__ is str
+        and eid
+        and source.__class__ is str
+        and source
+        and etype.__class__ is str
+        and etype
+        and spec == h.SPECVERSION
+        and _STR_OR_NONE.issuperset(map(type, optional))
+    ):
+        _check(doc)
+    version = get(h.SCHEMA_VERSION)
+    if version is not None and version.__class__ is not int:
+        if isinstance(version, str) and version.isdigit():
+            version = int(version)  # binary mode carries every attribute as a string
+        elif not isinstance(version, int) or isinstance(version, bool):
+            raise DecodeError(f"extension 'schemaversion' must be an integer, got {version!r}")
+    unknown = doc.keys() - _KNOWN  # usually empty
+    time, subject, dataschema, correlationid, causationid, partitionkey, traceparent, tracestate = optional
+    return Envelope(
+        eid,
+        source,
+        etype,
+        data,
+        h.SPECVERSION,
+        time,
+        subject,
+        get(h.DATACONTENTTYPE),
+        dataschema,
+        correlationid,
+        causationid,
+        partitionkey,
+        traceparent,
+        tracestate,
+        version,
+        {k: doc[k] for k in unknown} if unknown else {},
+    )
+
+
+def _check(doc: Mapping[str, Any]) -> None:
+    """Raise the DecodeError naming the first attribute of ``doc`` that is missing or of the wrong type.
+
+    Returns if there is none (string values of a str subclass, say).
+    """
     for name in h.REQUIRED_ATTRIBUTES:
         value = doc.get(name)
         if not isinstance(value, str) or not value:
             raise DecodeError(f"CloudEvents attribute {name!r} is missing or not a non-empty string")
     if doc[h.SPEC] != h.SPECVERSION:
         raise DecodeError(f"unsupported CloudEvents specversion {doc[h.SPEC]!r}; expected '1.0'")
-    kwargs: dict[str, Any] = {}
     for name in _OPTIONAL_STR:
         value = doc.get(name)
         if value is not None and not isinstance(value, str):
             raise DecodeError(f"CloudEvents attribute {name!r} must be a string, got {value!r}")
-        kwargs[name] = value
-    version = doc.get(h.SCHEMA_VERSION)
-    if isinstance(version, str) and version.isdigit():
-        version = int(version)  # binary mode carries every attribute as a string
-    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
-        raise DecodeError(f"extension 'schemaversion' must be an integer, got {version!r}")
-    extensions = {k: v for k, v in doc.items() if k not in _KNOWN}
-    return Envelope(
-        id=doc[h.ID],
-        source=doc[h.SOURCE],
-        type=doc[h.TYPE],
-        data=data,
-        datacontenttype=doc.get(h.DATACONTENTTYPE),
-        schemaversion=version,
-        extensions=extensions,
-        **kwargs,
-    )
 
 
 def decode(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
