@@ -42,17 +42,20 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.peer import REPEAT, encoded_records, end_to_end_record, free_port, interleaved, wait_for_port
-from choreograph import App, Context, Event
+from bench.peer import (
+    REPEAT,
+    Tick,
+    encoded_records,
+    end_to_end_record,
+    free_port,
+    interleaved,
+    tick_events,
+    wait_for_port,
+)
+from choreograph import App, Context
 
 CHUNK = 500
 PARTITIONS = 8
-
-
-class Tick(Event, type="bench.kafka.tick"):
-    n: int
-    customer: str
-    note: str
 
 
 def _tansu() -> str:
@@ -84,10 +87,6 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _events(n: int) -> list[tuple[Tick, str]]:
-    return [(Tick(n=i, customer=f"customer-{i % 1000}", note="x" * 64), f"order-{i % 1000}") for i in range(n)]
-
-
 async def _warm_up(publish: Any, message: Any, handled: Any) -> None:
     """Publish one message and wait until it was handled: the group has joined (not timed)."""
     await publish(message)
@@ -111,7 +110,7 @@ async def choreograph_run(bootstrap: str, n: int) -> float:
         if count >= n:
             done.set()
 
-    records = encoded_records(_events(n))
+    records = encoded_records(tick_events(n))
     await app.start()
     await _warm_up(app.publish_many, [(Tick(n=-1, customer="warm", note=""), "warm")], lambda: count >= 1)
     count = 0
@@ -132,7 +131,7 @@ async def raw_run(bootstrap: str, n: int) -> float:
     )
     await producer.start()
     await consumer.start()
-    records = encoded_records(_events(n))
+    records = encoded_records(tick_events(n))
     bodies = [record.value for record in records]
     keys = [(record.key or "").encode() for record in records]
 
@@ -224,7 +223,7 @@ async def _faststream_timed(broker: Any, n: int, tally: _Tally) -> float:
     await broker.start()
     await _warm_up(lambda body: broker.publish(body, topic="fs-bench"), {"n": -1}, lambda: tally.count >= 1)
     tally.restart(n)
-    bodies = [orjson.loads(record.value) for record in encoded_records(_events(n))]  # the same envelopes, as dicts
+    bodies = [orjson.loads(record.value) for record in encoded_records(tick_events(n))]  # the same envelopes, as dicts
     started = time.perf_counter()
     for i in range(0, n, 50):
         await asyncio.gather(*(broker.publish(body, topic="fs-bench") for body in bodies[i : i + 50]))

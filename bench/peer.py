@@ -63,6 +63,19 @@ def end_to_end_record(
     }
 
 
+class Tick(Event, type="bench.tick"):
+    """The event the Redis and Kafka benches move: about a 100-byte payload."""
+
+    n: int
+    customer: str
+    note: str
+
+
+def tick_events(n: int) -> list[tuple[Tick, str]]:
+    """``n`` (event, key) pairs over 1,000 keys."""
+    return [(Tick(n=i, customer=f"customer-{i % 1000}", note="x" * 64), f"order-{i % 1000}") for i in range(n)]
+
+
 def encoded_records(events: list[tuple[Event, str]]) -> list[Record]:
     """The CloudEvents envelopes of (event, key) pairs, encoded: what choreograph and the raw client both publish.
 

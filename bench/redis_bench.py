@@ -39,16 +39,19 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from bench.peer import REPEAT, encoded_records, end_to_end_record, free_port, interleaved, wait_for_port
-from choreograph import App, Context, Event, Record
+from bench.peer import (
+    REPEAT,
+    Tick,
+    encoded_records,
+    end_to_end_record,
+    free_port,
+    interleaved,
+    tick_events,
+    wait_for_port,
+)
+from choreograph import App, Context, Record
 
 CHUNK = 500
-
-
-class Tick(Event, type="bench.redis.tick"):
-    n: int
-    customer: str
-    note: str
 
 
 def _redis_binary() -> str:
@@ -87,11 +90,7 @@ class Server:
 
 
 def _records(n: int) -> list[Record]:
-    return encoded_records(_events(n))
-
-
-def _events(n: int) -> list[tuple[Tick, str]]:
-    return [(Tick(n=i, customer=f"customer-{i % 1000}", note="x" * 64), f"order-{i % 1000}") for i in range(n)]
+    return encoded_records(tick_events(n))
 
 
 async def choreograph_run(url: str, n: int) -> float:
