@@ -49,7 +49,7 @@ from bench.peer import (
     tick_events,
     wait_for_port,
 )
-from choreograph import App, Context, Record
+from choreograph import App, Context
 
 CHUNK = 500
 
@@ -89,10 +89,6 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _records(n: int) -> list[Record]:
-    return encoded_records(tick_events(n))
-
-
 async def choreograph_run(url: str, n: int) -> float:
     app = App("bench", broker=f"{url}?partitions=8")
     done = asyncio.Event()
@@ -105,7 +101,7 @@ async def choreograph_run(url: str, n: int) -> float:
         if count >= n:
             done.set()
 
-    records = _records(n)
+    records = encoded_records(tick_events(n))
     await app.start()
     started = time.perf_counter()
     for i in range(0, n, CHUNK):
@@ -120,7 +116,7 @@ async def raw_run(url: str, n: int) -> float:
     client = aioredis.Redis.from_url(url)
     stream = "raw-bench"
     await client.xgroup_create(stream, "g", id="0", mkstream=True)
-    bodies = [record.value for record in _records(n)]
+    bodies = [record.value for record in encoded_records(tick_events(n))]
 
     async def consume() -> None:
         handled = 0
@@ -175,7 +171,7 @@ async def faststream_run(url: str, n: int, *, batch: bool = False) -> float:
                 done.set()
 
     await broker.start()
-    bodies = [orjson.loads(record.value) for record in _records(n)]  # the same envelopes, as dicts
+    bodies = [orjson.loads(record.value) for record in encoded_records(tick_events(n))]  # the same envelopes, as dicts
     started = time.perf_counter()
     for i in range(0, n, 50):  # redis-py's pool allows only so many concurrent publishes
         await asyncio.gather(*(broker.publish(body, stream="fs-bench") for body in bodies[i : i + 50]))

@@ -32,7 +32,7 @@ def test_every_field_is_stored_and_frozen(cls: type[Any]) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(instance, dataclasses.fields(cls)[0].name, "other")
     assert instance == cls(**values)
-    assert dataclasses.replace(instance).__eq__(instance)
+    assert dataclasses.replace(instance) == instance
 
 
 def test_mutable_defaults_are_fresh() -> None:

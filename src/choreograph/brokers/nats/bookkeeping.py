@@ -16,16 +16,15 @@ the inbox otherwise.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from nats.aio.client import Client
-from nats.js.client import JetStreamContext
 
 from choreograph.brokers.nats import direct
-from choreograph.brokers.nats.translation import translate, translated
+from choreograph.brokers.nats.publisher import Message
+from choreograph.brokers.nats.translation import translated
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +35,16 @@ class Entry:
     returned: int = 0
 
 
+Send = Callable[[Sequence[Message], str], Awaitable[None]]
+"""Stores messages and waits until all are acknowledged (``NatsBroker.send_acked``)."""
+
+
 class Bookkeeping:
     """Reads and writes the bookkeeping entries of one (topic, group)."""
 
-    def __init__(self, nc: Client, js: JetStreamContext, *, bucket: str, pair: str, timeout: float) -> None:
+    def __init__(self, nc: Client, send: Send, *, bucket: str, pair: str, timeout: float) -> None:
         self._nc = nc
-        self._js = js
+        self._send = send
         self._bucket = bucket
         self._pair = pair
         self._timeout = timeout
@@ -66,18 +69,14 @@ class Bookkeeping:
 
     async def write(self, entries: dict[tuple[int, int], Entry]) -> None:
         """Store ``entries`` (pipelined) and wait until all are stored."""
-        if not entries:
-            return
-        try:
-            futures = [
-                await self._js.publish_async(
-                    self._subject(p, seq), json.dumps({"f": entry.first_failure, "s": entry.returned}).encode()
-                )
-                for (p, seq), entry in entries.items()
-            ]
-            await asyncio.wait_for(asyncio.gather(*futures), self._timeout)
-        except Exception as exc:
-            raise translate(exc, "record bookkeeping write") from exc
+        if entries:
+            await self._send(
+                [
+                    (self._subject(p, seq), json.dumps({"f": entry.first_failure, "s": entry.returned}).encode(), None)
+                    for (p, seq), entry in entries.items()
+                ],
+                "record bookkeeping write",
+            )
 
     async def count_returned(self, records: Sequence[tuple[int, int]]) -> None:
         """Add one to the returned-unhandled count of ``records`` (before they are nak'ed)."""

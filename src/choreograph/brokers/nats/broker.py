@@ -235,9 +235,9 @@ class NatsBroker:
 
     async def publish_many(self, items: Sequence[tuple[str, Record]]) -> None:
         """Publish (topic, record) pairs in order; see :meth:`publish`."""
-        js = await self._ready()
+        await self._ready()
         call = uuid.uuid4().hex
-        prepared: list[tuple[str, bytes, dict[str, str]]] = []
+        prepared: list[Message] = []
         for index, (topic, record) in enumerate(items):
             partitions = await self._topic(topic)
             if record.key is None:
@@ -249,9 +249,6 @@ class NatsBroker:
             headers = n.to_wire(record.headers, record.key)
             headers[n.MSG_ID_HEADER] = n.message_id(record.value, f"{call}.{index}")
             prepared.append((self.names.partition_subject(topic, partition), bytes(record.value), headers))
-        await self._send(js, prepared)
-
-    async def _send(self, js: JetStreamContext, prepared: list[tuple[str, bytes, dict[str, str]]]) -> None:
         await self.send_acked(prepared, "publish")
 
     async def send_acked(self, messages: Sequence[Message], action: str) -> None:
@@ -440,7 +437,7 @@ class NatsBroker:
         headers[n.MSG_ID_HEADER] = f"dlq/{letter.id}"
         headers[n.OFFSET_HEADER] = str(letter.offset)
         subject = self.names.resubmit_subject(letter.topic, letter.partition, letter.group)
-        await self._send(self.jetstream, [(subject, letter.value if value is None else value, headers)])
+        await self.send_acked([(subject, letter.value if value is None else value, headers)], "resubmit")
         return await store.set_status(letter, revision, "resubmitted")
 
     async def purge(self, dead_letter_ids: Sequence[str] | None = None) -> int:

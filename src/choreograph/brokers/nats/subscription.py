@@ -96,7 +96,7 @@ class NatsSubscription:
             request_timeout=config.request_timeout,
         )
         self._book = Bookkeeping(
-            self._nc, self._js, bucket=names.inbox_bucket, pair=pair, timeout=config.request_timeout
+            self._nc, broker.send_acked, bucket=names.inbox_bucket, pair=pair, timeout=config.request_timeout
         )
         self._inbox_prefix = self._nc.new_inbox()
         self._parts: dict[int, _Partition] = {}

@@ -51,22 +51,8 @@ def entry_delivery(
 
 
 def flat_entry_delivery(topic: str, partition: int, stream_id: bytes, flat: Sequence[bytes]) -> Delivery:
-    """Return the delivery of one new stream entry whose fields come as Redis sends them: field, value, ...
-
-    The first-attempt case of :func:`entry_delivery`, written out: it runs once per record read.
-    """
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    key = fields.get(b"k")
-    headers = fields.get(b"h")
-    return Delivery(
-        topic,
-        partition,
-        offset_of(stream_id),
-        fields.get(b"v", b""),
-        None if key is None else key.decode(),
-        decode_headers(headers) if headers else None,
-        float(fields.get(b"t", b"0")),
-    )
+    """Return the delivery of one stream entry whose fields come as Redis sends them: field, value, ..."""
+    return entry_delivery(topic, partition, stream_id, dict(zip(flat[::2], flat[1::2], strict=True)))
 
 
 def encode_attempts(attempt: int, first_failure: float | None, key: str | None) -> str:

@@ -245,14 +245,12 @@ class RedisSubscription:
                 else:
                     out.append(item)
             part.backlog = keep
-        got_new = False
-        if fresh is not None:
-            got_new = self._accept_new(fresh, owned, max_records - len(due), out, blocked)
+        got_new = fresh is not None and self._accept_new(fresh, owned, max_records - len(due), out, blocked)
         if due:
             out.extend(await self._claim(due))
-        if fresh is not None and (out or got_new):
-            pass  # the read-ahead brought what there was: no second read
-        elif len(out) < max_records and owned:
+        # read again (blocking if need be) only if the read-ahead was not made or nothing at all came
+        read_again = fresh is None or not (out or got_new)
+        if read_again and len(out) < max_records and owned:
             block = None
             if not out:
                 limit = min(wait, self._config.poll_interval)
