@@ -10,10 +10,9 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
-from tests.brokers.processes import free_port
+from tests.brokers.processes import free_port, stop_process, wait_ready
 
 
 def find_tansu() -> str | None:
@@ -55,26 +54,14 @@ class TansuServer:
             stdout=log, stderr=log, cwd=self.directory,
         )  # fmt: skip
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"tansu exited: {(self.directory / 'tansu.log').read_text(errors='replace')[-2000:]}"
-                )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"tansu did not listen on port {self.port} within {timeout}s")
+
+        def listening() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+
+        wait_ready(self.proc, listening, "tansu", self.directory / "tansu.log", timeout)
 
     def stop(self) -> None:
         """Stop the broker."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
         self.proc = None

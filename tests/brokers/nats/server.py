@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.brokers.processes import free_port
+from tests.brokers.processes import free_port, stop_process
 
 
 def nats_server_binary() -> str:
@@ -103,12 +103,7 @@ class NatsServer:
 
     def stop(self) -> None:
         """Stop the server gracefully (SIGTERM), killing it if it lingers."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc)
 
     def restart(self) -> None:
         """Stop and start again on the same ports and storage, then wait until healthy."""

@@ -7,10 +7,9 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from tests.brokers.processes import free_port
+from tests.brokers.processes import free_port, stop_process, wait_ready
 
 
 def find_redis_server() -> str | None:
@@ -59,20 +58,13 @@ class RedisServer:
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}:\n{log}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not answer PING on port {self.port} within {timeout}s")
+
+        def answers_ping() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+
+        wait_ready(self.proc, answers_ping, "redis-server", self.directory / "redis.log", timeout)
 
     def kill(self) -> None:
         """Stop the server with SIGKILL (nothing flushed beyond what AOF already fsynced)."""
@@ -83,13 +75,7 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop the server gracefully."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
         self.proc = None
 
     def restart(self) -> None:
