@@ -227,6 +227,8 @@ class Capabilities:
     """Members of one group may live in different OS processes."""
     dead_letter_store: bool = False
     """The backend implements :class:`DeadLetterStore`."""
+    fetch_while_settling: bool = False
+    """A subscription's ``fetch`` and ``seen`` may run while its previous batch's ``settle`` is in flight."""
 
 
 def partition_for(key: str | None, partitions: int, fallback: int = 0) -> int:
@@ -249,8 +251,10 @@ class Subscription(Protocol):
         Returns an empty sequence on timeout. Deliveries of one partition come
         in offset order, and a record is handed out again only after it was
         retried (nacked) or its holder left the group (closed, crashed, lease
-        expired). Callers settle a batch before fetching the next one. Not
-        safe to call concurrently on one subscription.
+        expired). Callers settle a batch before fetching the next one — or,
+        with ``fetch_while_settling``, fetch the next one (and look it up with
+        ``seen``) while that settle runs. Not safe to call concurrently with
+        itself.
         """
         ...
 

@@ -20,7 +20,7 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from choreograph.core import codec
@@ -63,6 +63,16 @@ class HandlerStats:
         self.retries += other.retries
         self.dead_letters += other.dead_letters
         self.published += other.published
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A fetched batch, decoded and looked up in the inbox, not handled yet."""
+
+    deliveries: Sequence[Delivery]
+    decoded: list[tuple[Delivery, Envelope]] = field(default_factory=list)
+    undecodable: list[tuple[Delivery, DecodeError]] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +143,10 @@ class Consumer:
     async def _consume(self, subscription: Subscription) -> None:
         config = self._config
         breaker = self.breaker
+        # Read the next batch (fetch, decode, inbox lookup) while this one settles, where the backend
+        # allows it; never with a breaker, whose half-open trial is a single event.
+        look_ahead = self._broker.capabilities.fetch_while_settling and breaker is None
+        ahead: _Batch | None = None
         while not self._stopping.is_set():
             limit = config.batch_size
             if breaker is not None:
@@ -142,35 +156,78 @@ class Consumer:
                     continue
                 if breaker.half_open:
                     limit = 1  # one trial event decides whether to close
-            batch = await subscription.fetch(limit, config.fetch_timeout)
-            if batch:
-                started = time.perf_counter()
-                tally = HandlerStats()
-                settlement = await self.handle_batch(subscription, batch, tally)
+            if ahead is None:
+                batch = await subscription.fetch(limit, config.fetch_timeout)
+                if not batch:
+                    continue
+                ahead = await self._read(subscription, batch, ())
+            started = time.perf_counter()
+            tally = HandlerStats()
+            settlement = await self._handle(ahead, tally)
+            ahead = None
+            if look_ahead:
+                ahead = await self._settle_reading_on(subscription, settlement, limit)
+            else:
                 await subscription.settle(settlement)
-                self.stats.add(tally)  # counted only once committed
-                elapsed = time.perf_counter() - started
-                for listener in self._listeners:
-                    listener.settled(self.spec, settlement, elapsed)
+            self.stats.add(tally)  # counted only once committed
+            elapsed = time.perf_counter() - started
+            for listener in self._listeners:
+                listener.settled(self.spec, settlement, elapsed)
+
+    async def _settle_reading_on(self, subscription: Subscription, settlement: Settlement, limit: int) -> _Batch | None:
+        """Settle ``settlement`` while the next batch is read; return that batch (None if nothing came).
+
+        The next batch's inbox lookup may miss keys this settle is writing, so
+        those count as seen too. Its handling waits for the settle: were the
+        settle to fail, nothing later of the same keys has run yet.
+        """
+        written = settlement.inbox
+
+        async def read_next() -> _Batch | None:
+            batch = await subscription.fetch(limit, self._config.fetch_timeout)
+            return await self._read(subscription, batch, written) if batch else None
+
+        reading = asyncio.ensure_future(read_next())
+        try:
+            await subscription.settle(settlement)
+        except BaseException:
+            # Let the read finish rather than cancel it mid-fetch: what it took is then held by the
+            # subscription and goes back to the group when the subscription closes.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(reading)
+            raise
+        return await reading
+
+    async def _read(self, subscription: Subscription, batch: Sequence[Delivery], written: Sequence[str]) -> _Batch:
+        """Decode ``batch`` and look its events up in the inbox (plus ``written``, keys being stored)."""
+        read = _Batch(batch)
+        for delivery in batch:
+            try:
+                read.decoded.append((delivery, codec.decode(delivery.value, max_size=self._config.max_message_size)))
+            except DecodeError as exc:
+                read.undecodable.append((delivery, exc))
+        if self.spec.dedupe and read.decoded:
+            keys = [env.dedupe_key for _, env in read.decoded]
+            read.seen = await subscription.seen(keys)
+            if written:
+                read.seen.update(set(keys).intersection(written))
+        return read
 
     async def handle_batch(
         self, subscription: Subscription, batch: Sequence[Delivery], tally: HandlerStats
     ) -> Settlement:
         """Handle ``batch`` and return its settlement (not yet applied), counting outcomes in ``tally``."""
+        return await self._handle(await self._read(subscription, batch, ()), tally)
+
+    async def _handle(self, read: _Batch, tally: HandlerStats) -> Settlement:
         settlement = Settlement()
-        decoded: list[tuple[Delivery, Envelope]] = []
-        for delivery in batch:
-            try:
-                decoded.append((delivery, codec.decode(delivery.value, max_size=self._config.max_message_size)))
-            except DecodeError as exc:
-                tally.dead_letters += 1
-                self._dead_letter_undecodable(settlement, delivery, exc)
-        seen: set[str] = set()
-        if self.spec.dedupe and decoded:
-            seen = await subscription.seen([env.dedupe_key for _, env in decoded])
+        for delivery, exc in read.undecodable:
+            tally.dead_letters += 1
+            self._dead_letter_undecodable(settlement, delivery, exc)
+        seen = read.seen
         lanes: dict[int, list[tuple[Delivery, Envelope]]] = defaultdict(list)
         width = self.spec.concurrency
-        for item in decoded:
+        for item in read.decoded:
             lanes[hash(item[1].partitionkey) % width].append(item)
         contexts: list[Context] = []
         if len(lanes) == 1:

@@ -40,12 +40,15 @@ class Consumer:
         decide: Decide = always_ack,
         inbox: bool = False,
         fetch_timeout: float = 0.05,
+        look_ahead: bool = False,
     ) -> None:
         self.sub = sub
         self.batch = batch
         self.decide = decide
         self.inbox = inbox
         self.fetch_timeout = fetch_timeout
+        self.look_ahead = look_ahead
+        """In :meth:`run_until`, fetch (and look up) the next batch while the last one settles."""
 
     async def fetch(self, timeout: float | None = None) -> Sequence[Delivery]:
         """Fetch one batch (recorded) without settling it."""
@@ -65,17 +68,25 @@ class Consumer:
                 settlement.acks.append(delivery)
                 if self.inbox:
                     settlement.inbox.append(key)
+                    if already is not None:
+                        already.add(key)  # a second copy later in the batch is a duplicate too
             else:
                 settlement.retries.append((delivery, delay))
         return settlement
 
     async def process(self, deliveries: Sequence[Delivery]) -> Settlement:
         """Handle and settle ``deliveries``, consulting the group's inbox first when ``inbox`` is on."""
-        already = await self.sub.seen([dedupe_key(d) for d in deliveries]) if self.inbox else None
-        settlement = self.handle(deliveries, already)
+        settlement = self.handle(deliveries, await self._already(deliveries, ()))
         if len(settlement):
             await self.sub.settle(settlement)
         return settlement
+
+    async def _already(self, deliveries: Sequence[Delivery], written: Sequence[str]) -> set[str] | None:
+        """The inbox's answer for ``deliveries``, plus ``written`` keys (a settle in flight stores them)."""
+        if not self.inbox:
+            return None
+        keys = [dedupe_key(d) for d in deliveries]
+        return await self.sub.seen(keys) | set(keys).intersection(written)
 
     async def step(self, timeout: float | None = None) -> Sequence[Delivery]:
         """Fetch one batch, handle it and settle it; return the batch."""
@@ -88,12 +99,42 @@ class Consumer:
         """Consume until ``done()`` holds or ``timeout`` seconds pass; return ``done()``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        if self.look_ahead:
+            return await self._run_ahead(done, deadline)
         while not done():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
             await self.step(min(self.fetch_timeout, remaining))
         return True
+
+    async def _run_ahead(self, done: Callable[[], bool], deadline: float) -> bool:
+        """Like the runtime with ``fetch_while_settling``: read batch N+1 while N settles, handle it after."""
+        loop = asyncio.get_running_loop()
+        ahead: tuple[Sequence[Delivery], set[str] | None] | None = None
+
+        async def read(written: Sequence[str]) -> tuple[Sequence[Delivery], set[str] | None] | None:
+            batch = await self.fetch(min(self.fetch_timeout, max(0.0, deadline - loop.time())))
+            return (batch, await self._already(batch, written)) if batch else None
+
+        while True:
+            if ahead is None:
+                if done() or loop.time() >= deadline:
+                    return done()
+                ahead = await read(())
+                continue
+            batch, already = ahead
+            settlement = self.handle(batch, already)
+            finishing = done() or loop.time() >= deadline  # then settle what is in hand and stop
+            reading = None if finishing else asyncio.ensure_future(read(settlement.inbox))
+            try:
+                if len(settlement):
+                    await self.sub.settle(settlement)
+            except BaseException:
+                if reading is not None:
+                    await asyncio.gather(reading, return_exceptions=True)
+                raise
+            ahead = None if reading is None else await reading
 
 
 async def run_all(consumers: Sequence[Consumer], done: Callable[[], bool], timeout: float) -> bool:

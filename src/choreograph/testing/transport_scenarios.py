@@ -511,6 +511,27 @@ class TransportScenarios(ConformanceBase):
             assert d.attempt in (1, 2), f"{d.offset}: redelivered as attempt {d.attempt}"
         check(rec.history, group=group, topic=topic).assert_ok(self.forbid(), max_duplicates=len(held))
 
+    @scenario(
+        "A16",
+        "Reading the next batch while the last one settles, across a rebalance: nothing lost, per-key order",
+        weaker("fetch_while_settling", "the same workload, each batch settled before the next is fetched"),
+    )
+    async def test_a16_fetch_while_settling(self) -> None:
+        ahead = self.capabilities.fetch_while_settling
+        topic, group = self.names("a16")
+        records = self.records("m", 300, keys=[f"k{i}" for i in range(8)])
+        rec = Recorder()
+        async with self.broker() as broker:
+            await rec.publish(broker, topic, records[:150])
+            a = Consumer(await rec.subscribe(broker, topic, group), batch=10, inbox=True, look_ahead=ahead)
+            await a.run_until(lambda: len(rec.history.finished(group, topic)) >= 50, self.timeout)
+            b = Consumer(await rec.subscribe(broker, topic, group), batch=10, inbox=True, look_ahead=ahead)
+            await rec.publish(broker, topic, records[150:])
+            await run_all([a, b], lambda: len(rec.history.finished(group, topic)) >= 300, self.timeout)
+            await a.sub.close()
+            await b.sub.close()
+        check(rec.history, group=group, topic=topic).assert_ok(self.forbid(ordered=True, exact=True))
+
     @scenario("A14", "Health check reports a broker that is down")
     async def test_a14_health_check(self) -> None:
         broker = await self.make_broker()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nats.errors
 import nats.js.errors
+import orjson
 import pytest
 
 from choreograph.brokers import open_broker
@@ -81,11 +82,45 @@ def test_headers_round_trip_through_the_wire_form_unicode_included() -> None:
     assert n.from_wire(n.to_wire({}, None)) == ({}, None)
 
 
+def test_line_breaks_never_reach_a_header_line() -> None:
+    wire = n.to_wire({"x-trailing": "v\n", "x-crlf": "a\r\nb"}, "key\n")
+    assert not any("\n" in name or "\r" in value or "\n" in value for name, value in wire.items())
+    assert n.from_wire(wire) == ({"x-trailing": "v\n", "x-crlf": "a\r\nb"}, "key\n")
+    raw = b'{"specversion":"1.0","type":"t","id":"a\\nb","source":"s\\r"}'
+    assert "\n" not in n.message_id(raw, "fallback") and "\r" not in n.message_id(raw, "fallback")
+
+
 def test_message_id_is_the_envelope_source_and_id_else_the_fallback() -> None:
     envelope = Envelope(id="01890000-0000-7000-8000-000000000000", source="svc", type="t.x")
     assert n.message_id(codec.encode(envelope), "fallback") == "svc/01890000-0000-7000-8000-000000000000"
     assert n.message_id(b"not an envelope", "fallback") == "fallback"
     assert n.message_id(b"{broken", "fallback") == "fallback"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"specversion":"1.0","id":"a\\"b","source":"s","type":"t"}',  # escaped quote in the id
+        b'{"specversion":"1.0","id":"x","source":"caf\\u00e9","type":"t"}',  # escape in the source
+        b'{"specversion":"1.0","id":"x","type":"t","source":"late"}',  # another key order
+        b'{"specversion":"1.0","id":"","source":"s","type":"t"}',  # empty id
+        b'{"specversion":"1.0","id":"x","source":"\xff","type":"t"}',  # not UTF-8
+        b'{"specversion":"1.0","id":"x","source":"unterminated',
+    ],
+)
+def test_message_id_reads_our_layout_fast_and_anything_else_like_a_json_parser(value: bytes) -> None:
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        expected = "fallback"
+    else:
+        expected = f"{doc['source']}/{doc['id']}" if doc.get("id") and doc.get("source") else "fallback"
+    assert n.message_id(value, "fallback") == expected
+
+
+def test_message_id_fast_path_agrees_with_the_codec_for_unicode_sources() -> None:
+    envelope = Envelope(id="01890000-0000-7000-8000-000000000001", source="boutique/café ✓", type="t.x")
+    assert n.message_id(codec.encode(envelope), "fallback") == "boutique/café ✓/01890000-0000-7000-8000-000000000001"
 
 
 @pytest.mark.parametrize(

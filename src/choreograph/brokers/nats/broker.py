@@ -59,6 +59,8 @@ class NatsBroker:
         atomic_settle=False,
         cross_process=True,
         dead_letter_store=True,
+        # A fetch only takes from buffers and the held set it adds to; a settle only removes from it.
+        fetch_while_settling=True,
     )
 
     def __init__(self, config: NatsConfig | None = None) -> None:
@@ -114,6 +116,9 @@ class NatsBroker:
                 servers=list(config.servers),
                 connect_timeout=config.connect_timeout,
                 max_reconnect_attempts=1,  # the first connect fails fast; unlimited once connected
+                # Every subject is built from a validated prefix and token()-escaped names, so
+                # nats-py's per-publish regex check (1-2% of the consumer's CPU) is redundant.
+                skip_subject_validation=True,
                 reconnect_time_wait=0.25,
                 error_cb=_ignore,
                 disconnected_cb=_noop,
@@ -238,17 +243,21 @@ class NatsBroker:
         await self._ready()
         call = uuid.uuid4().hex
         prepared: list[Message] = []
+        subjects: dict[str, list[str]] = {}  # per topic, per partition
         for index, (topic, record) in enumerate(items):
-            partitions = await self._topic(topic)
+            partition_subjects = subjects.get(topic)
+            if partition_subjects is None:
+                count = await self._topic(topic)
+                partition_subjects = subjects[topic] = [self.names.partition_subject(topic, p) for p in range(count)]
             if record.key is None:
                 turn = self._round_robin.get(topic, 0)
                 self._round_robin[topic] = turn + 1
-                partition = turn % partitions
+                partition = turn % len(partition_subjects)
             else:
-                partition = partition_for(record.key, partitions)
+                partition = partition_for(record.key, len(partition_subjects))
             headers = n.to_wire(record.headers, record.key)
             headers[n.MSG_ID_HEADER] = n.message_id(record.value, f"{call}.{index}")
-            prepared.append((self.names.partition_subject(topic, partition), bytes(record.value), headers))
+            prepared.append((partition_subjects[partition], bytes(record.value), headers))
         await self.send_acked(prepared, "publish")
 
     async def send_acked(self, messages: Sequence[Message], action: str) -> None:

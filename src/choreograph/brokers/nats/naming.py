@@ -25,6 +25,7 @@ tokens or wildcards.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -127,11 +128,20 @@ class Names:
 
     def inbox_key(self, group: str, key: str) -> str:
         """The inbox bucket key of a dedupe key of ``group``."""
-        return f"{digest(group)}.{digest(key)}"
+        return f"{self.inbox_group(group)}{digest(key)}"
+
+    def inbox_group(self, group: str) -> str:
+        """What the inbox bucket keys of ``group`` start with."""
+        return f"{digest(group)}."
 
     def record_key(self, pair: str, partition: int, seq: int) -> str:
         """The inbox bucket key holding a record's retry bookkeeping for one group."""
         return f"r.{pair}.{partition}.{seq}"
+
+
+_LINE_BREAKS: Final = str.maketrans("\r\n", "  ")
+_ENCODED_HEAD = b'{"specversion":"1.0","id":"'
+_ENCODED_SOURCE = b'","source":"'
 
 
 def message_id(value: bytes, fallback: str) -> str:
@@ -142,6 +152,15 @@ def message_id(value: bytes, fallback: str) -> str:
     duplicate window. Other bytes get ``fallback`` (unique per publish call),
     so identical raw payloads published twice are both kept.
     """
+    if value.startswith(_ENCODED_HEAD):  # our codec's layout: read id and source without parsing it all
+        end = value.find(b'"', len(_ENCODED_HEAD))
+        if end > len(_ENCODED_HEAD) and value.startswith(_ENCODED_SOURCE, end):
+            start = end + len(_ENCODED_SOURCE)
+            stop = value.find(b'"', start)
+            event_id, source = value[len(_ENCODED_HEAD) : end], value[start:stop]
+            if stop > start and b"\\" not in event_id and b"\\" not in source:
+                with contextlib.suppress(UnicodeDecodeError):  # not JSON at all: the fallback below
+                    return f"{source.decode()}/{event_id.decode()}".translate(_LINE_BREAKS)
     if value[:1] != b"{":
         return fallback
     try:
@@ -150,12 +169,13 @@ def message_id(value: bytes, fallback: str) -> str:
         return fallback
     source, event_id = doc.get(h.SOURCE), doc.get(h.ID)
     if isinstance(source, str) and isinstance(event_id, str) and source and event_id:
-        return f"{source}/{event_id}"
+        return f"{source}/{event_id}".translate(_LINE_BREAKS)  # a header value is one line
     return fallback
 
 
-_SAFE_NAME = re.compile(r"^[!-9;-~]+$")
-_SAFE_VALUE = re.compile(r"^[!-~]([ -~]*[!-~])?$")
+# \Z, not $: "$" also matches before a final line break, which must not reach a header line.
+_SAFE_NAME = re.compile(r"^[!-9;-~]+\Z")
+_SAFE_VALUE = re.compile(r"^[!-~]([ -~]*[!-~])?\Z")
 _RESERVED = ("nats-", "choreograph-")
 
 
@@ -189,8 +209,10 @@ def from_wire(wire: Mapping[str, str] | None) -> tuple[dict[str, str], str | Non
     """Invert :func:`to_wire`: return (headers, key), dropping transport headers."""
     if not wire:
         return {}, None
-    headers = {name: value for name, value in wire.items() if name not in _TRANSPORT and not name.startswith("Nats-")}
     key = wire.get(KEY_HEADER)
+    if len(wire) == (key is not None) + (MSG_ID_HEADER in wire):  # only the usual transport headers
+        return {}, key
+    headers = {name: value for name, value in wire.items() if name not in _TRANSPORT and not name.startswith("Nats-")}
     packed = wire.get(HEADERS_HEADER)
     if packed:
         extra: dict[str, str] = json.loads(packed)

@@ -1,12 +1,12 @@
-"""Pipelined JetStream publishes, waited for per batch.
+"""Pipelined JetStream publishes, waited for per batch; fire-and-forget frames.
 
 nats-py's ``publish_async`` pays, per message, a semaphore wait wrapped in
 ``asyncio.wait_for``, a random token from the OS and a future with a done
-callback; at a few hundred messages per settle that was a third of the NATS
-backend's CPU. A :class:`BatchPublisher` sends a whole batch on the core
-connection with reply subjects ``<inbox>.<batch>.<index>`` on one wildcard
-subscription, counts the PubAcks into one future per batch and waits for them
-with one timer.
+callback; even its plain ``publish`` builds each protocol frame separately
+(about 1.5 us, 3.8 us with headers). A :class:`BatchPublisher` writes a whole
+batch as one buffer of ``PUB``/``HPUB`` frames with reply subjects
+``<inbox>.<batch>.<index>`` on one wildcard subscription, counts the PubAcks
+into one future per batch and waits for them with one timer.
 
 Semantics are JetStream's: a message is stored once its PubAck says so; the
 caller learns, per batch, the index of the first message that was not
@@ -23,6 +23,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Final
 
+import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -87,11 +88,20 @@ class BatchPublisher:
         prefix = await self._subscribe()
         number = next(self._numbers)
         batch = _Batch(len(messages), asyncio.get_running_loop().create_future())
+        reply = f"{prefix}{number}."
+        limit = self._nc.max_payload
+        frames = [
+            frame(subject, f"{reply}{index}", payload, headers, limit)
+            for index, (subject, payload, headers) in enumerate(messages)
+        ]
+        return await self._await(number, batch, frames, timeout)
+
+    async def _await(
+        self, number: int, batch: _Batch, frames: list[bytes], timeout: float
+    ) -> tuple[int, BaseException | None]:
         self._batches[number] = batch
-        publish = self._nc.publish
         try:
-            for index, (subject, payload, headers) in enumerate(messages):
-                await publish(subject, payload, reply=f"{prefix}{number}.{index}", headers=headers)
+            await send_frames(self._nc, frames)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(batch.done), timeout)
         finally:
@@ -128,3 +138,48 @@ def _failure(msg: Msg) -> BaseException | None:
         return None
     failure: BaseException = nats.js.errors.APIError.from_error(error)
     return failure
+
+
+def frame(subject: str, reply: str, payload: bytes, headers: dict[str, str] | None, limit: int = 0) -> bytes:
+    """The ``PUB``/``HPUB`` protocol frame of one message.
+
+    Subjects are choreograph's own (validated prefix, escaped names); header
+    names and values come from :func:`naming.to_wire` and
+    :func:`naming.message_id` (no line breaks). Raises MaxPayloadError past
+    ``limit`` bytes (the server's ``max_payload``; 0: no check), which the
+    server would answer by closing the connection.
+    """
+    if limit and len(payload) > limit:
+        raise nats.errors.MaxPayloadError
+    if not headers:
+        return b"PUB %s %s %d\r\n%s\r\n" % (subject.encode(), reply.encode(), len(payload), payload)
+    head = ("NATS/1.0\r\n" + "".join([f"{name}: {value}\r\n" for name, value in headers.items()]) + "\r\n").encode()
+    return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
+        subject.encode(),
+        reply.encode(),
+        len(head),
+        len(head) + len(payload),
+        head,
+        payload,
+    )
+
+
+async def send_frames(nc: Client, frames: list[bytes]) -> None:
+    """Write ``frames`` to the connection as one buffer; like ``publish``, queued while reconnecting.
+
+    Uses nats-py's outbound queue (``_send_command``/``_flush_pending``), the
+    path its own ``publish`` takes after building a frame. Raises
+    ConnectionClosedError or OutboundBufferLimitError as ``publish`` would.
+    """
+    if nc.is_closed:
+        raise nats.errors.ConnectionClosedError
+    if nc.is_draining_pubs:
+        raise nats.errors.ConnectionDrainingError
+    data = b"".join(frames)
+    if not nc.is_connected:
+        limit = nc._max_pending_size
+        if limit <= 0 or len(data) + nc._pending_data_size > limit:
+            raise nats.errors.OutboundBufferLimitError
+    await nc._send_command(data)
+    if nc._flush_queue is not None and nc._flush_queue.empty():
+        await nc._flush_pending()

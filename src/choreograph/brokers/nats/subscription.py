@@ -9,9 +9,10 @@ change) is given up after its expiry plus a grace period and re-issued.
 
 Settling (not atomic). Outputs (with ``Nats-Msg-Id`` dedupe), dead letters,
 retry bookkeeping and inbox keys are written first and awaited; only then
-are retries nak'ed with their delay and acks sent (fire and forget, then one
-flush). A crash in between redelivers the batch — the inbox and the output
-message ids make the re-run harmless — rather than losing anything.
+are retries nak'ed with their delay and acks sent, fire and forget, as one
+buffer (a lease is released only after a flush, so the next owner does not
+pull what we acked). A crash in between redelivers the batch — the inbox and
+the output message ids make the re-run harmless — rather than losing anything.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.bookkeeping import Bookkeeping, Entry
 from choreograph.brokers.nats.dead_letters import encode as encode_dead_letter
 from choreograph.brokers.nats.leases import Leases
-from choreograph.brokers.nats.publisher import Message
+from choreograph.brokers.nats.publisher import Message, frame, send_frames
 from choreograph.brokers.nats.translation import translate, translated
 from choreograph.core.broker import Delivery, Settlement
 from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError
@@ -46,6 +47,7 @@ PULL_EXPIRES: Final = 0.5
 """Seconds a pull request lingers on the server waiting for records."""
 _GRACE: Final = 0.5
 _CHECK_INTERVAL: Final = 0.25
+_ACK: Final = b"+ACK"
 
 
 @dataclass(slots=True)
@@ -99,6 +101,8 @@ class NatsSubscription:
             self._nc, broker.send_acked, bucket=names.inbox_bucket, pair=pair, timeout=config.request_timeout
         )
         self._inbox_prefix = self._nc.new_inbox()
+        self._inbox_group = f"$KV.{names.inbox_bucket}.{names.inbox_group(group)}"
+        self._subjects: dict[str, str] = {}
         self._parts: dict[int, _Partition] = {}
         self._draining: set[int] = set()
         self._held: dict[tuple[int, int], _Held] = {}
@@ -143,7 +147,7 @@ class NatsSubscription:
             part.buffer.clear()
         try:
             with translated("close"):
-                await self._book.count_returned([(_partition_of(m), m.metadata.sequence.stream) for m in returned])
+                await self._book.count_returned([(_partition_of(m), _sequence(m)) for m in returned])
                 await self._nak_confirmed(sorted((*held, *returned), key=_sequence))
                 if self._sub is not None:
                     await self._sub.unsubscribe()
@@ -211,10 +215,8 @@ class NatsSubscription:
         return taken
 
     async def _deliveries(self, taken: list[tuple[int, Msg]]) -> list[Delivery]:
-        metas = [msg.metadata for _, msg in taken]
-        redelivered = [
-            (p, meta.sequence.stream) for (p, _), meta in zip(taken, metas, strict=True) if meta.num_delivered > 1
-        ]
+        fields = [_ack_fields(msg) for _, msg in taken]
+        redelivered = [(p, seq) for (p, _), (delivered, seq, _) in zip(taken, fields, strict=True) if delivered > 1]
         try:
             entries = await self._book.read(redelivered)
         except BrokerError:
@@ -223,23 +225,24 @@ class NatsSubscription:
             raise
         out = []
         now = time.monotonic()
-        for (p, msg), meta in zip(taken, metas, strict=True):
-            seq = meta.sequence.stream
+        held = self._held
+        topic = self.topic
+        for (p, msg), (delivered, seq, stored_ns) in zip(taken, fields, strict=True):
             wire = msg.headers or {}
             headers, key = n.from_wire(wire)
-            entry = entries.get((p, seq))
+            entry = entries.get((p, seq)) if entries else None
             offset = int(wire.get(n.OFFSET_HEADER, seq))
-            self._held[(p, offset)] = _Held(msg, seq, now, entry)
+            held[(p, offset)] = _Held(msg, seq, now, entry)
             out.append(
                 Delivery(
-                    topic=self.topic,
+                    topic=topic,
                     partition=p,
                     offset=offset,
                     value=msg.data,
                     key=key,
                     headers=headers,
-                    timestamp=meta.timestamp.timestamp(),
-                    attempt=max(1, meta.num_delivered - (entry.returned if entry else 0)),
+                    timestamp=stored_ns / 1e9,
+                    attempt=max(1, delivered - (entry.returned if entry else 0)),
                     first_failure=entry.first_failure if entry else None,
                 )
             )
@@ -263,12 +266,16 @@ class NatsSubscription:
                 for delivery, delay in settlement.retries:
                     held = self._held.pop((delivery.partition, delivery.offset))
                     await held.msg.nak(delay=delay if delay > 0 else None)
+                acks = []
                 for delivery in (*settlement.acks, *(d for d, _ in settlement.dead_letters)):
                     held = self._held.pop((delivery.partition, delivery.offset))
-                    await held.msg.ack()
+                    acks.append(frame(held.msg.reply, "", _ACK, None))
                     if held.entry is not None:
                         finished.append((delivery.partition, held.seq))
-                await self._nc.flush(timeout=int(self._config.request_timeout))
+                # Fire and forget: JetStream never confirms an ack, and one lost with the connection
+                # only means a redelivery, which the inbox absorbs. Waiting for a PONG behind a
+                # batch of acks cost a round trip per batch and confirmed nothing more.
+                await send_frames(self._nc, acks)
         finally:
             await self._release_drained()
         if finished:
@@ -291,14 +298,16 @@ class NatsSubscription:
                 failures[(delivery.partition, held.seq)] = Entry(now, returned)
         if failures:
             writes.append(self._book.write(failures))
-        keyed: list[Message] = [
-            (f"$KV.{names.dlq_bucket}.{letter.id}", encode_dead_letter(letter), None)
-            for _, letter in settlement.dead_letters
-        ]
-        inbox = names.inbox_bucket
-        keyed += [(f"$KV.{inbox}.{names.inbox_key(self.group, key)}", b"", None) for key in settlement.inbox]
-        if keyed:
-            writes.append(self._broker.send_acked(keyed, "settle (writing dead letters and inbox keys)"))
+        if settlement.dead_letters:
+            letters: list[Message] = [
+                (f"$KV.{names.dlq_bucket}.{letter.id}", encode_dead_letter(letter), None)
+                for _, letter in settlement.dead_letters
+            ]
+            writes.append(self._broker.send_acked(letters, "settle (writing dead letters)"))
+        if settlement.inbox:
+            keys: list[Message] = [(self._inbox_subject(key), b"", None) for key in settlement.inbox]
+            writes.append(self._broker.send_acked(keys, "settle (writing inbox keys)"))
+        self._subjects.clear()
         try:
             await asyncio.gather(*writes)
         except Exception as exc:
@@ -306,15 +315,26 @@ class NatsSubscription:
 
     # -- inbox ------------------------------------------------------------------
 
+    def _inbox_subject(self, key: str) -> str:
+        """The inbox bucket subject of a dedupe key (remembered from :meth:`seen` until the settle)."""
+        subject = self._subjects.get(key)
+        if subject is None:
+            subject = f"{self._inbox_group}{n.digest(key)}"
+        return subject
+
     async def seen(self, keys: Sequence[str]) -> set[str]:
         """Return which dedupe ``keys`` this group's inbox holds: one batched lookup."""
         if not keys:
             return set()
-        names = self._names
-        by_subject = {f"$KV.{names.inbox_bucket}.{names.inbox_key(self.group, key)}": key for key in keys}
+        subjects = self._subjects
+        subjects.clear()
+        by_subject = {}
+        for key in keys:
+            subject = subjects[key] = self._inbox_subject(key)
+            by_subject[subject] = key
         with translated("inbox lookup"):
             found = await direct.last_values(
-                self._nc, f"KV_{names.inbox_bucket}", list(by_subject), self._config.request_timeout
+                self._nc, f"KV_{self._names.inbox_bucket}", list(by_subject), self._config.request_timeout
             )
         return {by_subject[s] for s, stored in found.items() if not stored.deleted and s in by_subject}
 
@@ -377,7 +397,7 @@ class NatsSubscription:
     async def _hand_back(self, p: int, msgs: list[Msg]) -> None:
         if not msgs:
             return
-        await self._book.count_returned([(p, msg.metadata.sequence.stream) for msg in msgs])
+        await self._book.count_returned([(p, _sequence(msg)) for msg in msgs])
         await self._nak_confirmed(msgs)
 
     async def _nak_confirmed(self, msgs: Sequence[Msg]) -> None:
@@ -470,6 +490,8 @@ class NatsSubscription:
             await self._hand_back(p, sorted(msgs, key=_sequence))
             self._draining.discard(p)
             self._parts.pop(p, None)
+            with translated("release a partition"):  # our acks reach the server before the next owner pulls
+                await self._nc.flush(timeout=int(self._config.request_timeout))
             await self._leases.release(p)
 
     def _pull_open(self, part: _Partition, now: float) -> bool:
@@ -492,14 +514,27 @@ class NatsSubscription:
             asyncio.ensure_future(msg.in_progress()).add_done_callback(_log_failure)
 
 
+def _ack_fields(msg: Msg) -> tuple[int, int, int]:
+    """(times delivered, stream sequence, stored-at ns) of a JetStream delivery, from its ack subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>``, or with
+    ``<domain>.<account hash>`` after ``ACK`` and a random token at the end (server 2.9+). Cheaper than
+    nats-py's ``Msg.metadata``, which builds a datetime per message.
+    """
+    tokens = msg.reply.split(".")
+    base = 4 if len(tokens) == 9 else 6
+    return int(tokens[base]), int(tokens[base + 1]), int(tokens[base + 3])
+
+
 def _sequence(msg: Msg) -> int:
-    return int(msg.metadata.sequence.stream)
+    return _ack_fields(msg)[1]
 
 
 def _partition_of(msg: Msg) -> int:
+    """The partition of a delivery, from its subject: ``<prefix>.<topic>.<p>[.r.<group>]`` (no dots inside names)."""
     try:
-        return int(msg.metadata.consumer.rsplit("_p", 1)[1])
-    except (ValueError, IndexError, AttributeError):
+        return int(msg.subject.split(".", 3)[2])
+    except (ValueError, IndexError):
         return -1
 
 
