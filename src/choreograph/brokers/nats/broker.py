@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -24,7 +24,7 @@ from choreograph.brokers.nats import direct
 from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.config import NatsConfig, parse_url
 from choreograph.brokers.nats.dead_letters import DeadLetterBucket
-from choreograph.brokers.nats.publisher import BatchPublisher, Message
+from choreograph.brokers.nats.publisher import ATOMIC_LIMIT, BatchPublisher, Message
 from choreograph.brokers.nats.subscription import NatsSubscription
 from choreograph.brokers.nats.translation import translate, translated
 from choreograph.core.broker import (
@@ -37,11 +37,12 @@ from choreograph.core.broker import (
     TopicInfo,
     partition_for,
 )
-from choreograph.core.errors import BrokerClosed, BrokerUnavailable, UnknownTopic
+from choreograph.core.errors import BrokerClosed, BrokerError, BrokerUnavailable, UnknownTopic
 
 _EARLIEST: Final = Position.earliest()
 _STREAM_IN_USE: Final = 10058
 _RETRY_DELAY: Final = 0.2
+_Send = Callable[[Sequence[Message], float], Awaitable[tuple[int, BaseException | None]]]
 
 
 class NatsBroker:
@@ -76,6 +77,7 @@ class NatsBroker:
         self._round_robin: dict[str, int] = {}
         self._dlq: DeadLetterBucket | None = None
         self._publisher: BatchPublisher | None = None
+        self._atomic_inbox = False
 
     @classmethod
     def from_url(cls, url: str) -> NatsBroker:
@@ -155,6 +157,7 @@ class NatsBroker:
                     if exc.err_code != _STREAM_IN_USE:
                         raise
                     await js.key_value(bucket)  # exists with other settings: use it as it is
+        self._atomic_inbox = await _allow_atomic(js, f"KV_{self.names.inbox_bucket}")
 
     async def ping(self) -> None:
         """Return if a JetStream-enabled server answers; raise BrokerUnavailable otherwise.
@@ -260,22 +263,45 @@ class NatsBroker:
             prepared.append((partition_subjects[partition], bytes(record.value), headers))
         await self.send_acked(prepared, "publish")
 
-    async def send_acked(self, messages: Sequence[Message], action: str) -> None:
+    async def send_acked(self, messages: Sequence[Message], action: str, *, atomic: bool = False) -> None:
         """Store ``messages`` in order, resending from the first unacknowledged one until ``publish_timeout``.
 
         Resends keep their ``Nats-Msg-Id`` headers, so a message stored but not
         acknowledged in time is dropped by the stream as a duplicate. Raises
         BrokerError naming ``action`` when time runs out or a failure is final.
+
+        ``atomic`` (inbox keys only: storing one twice is harmless): send them
+        as atomic batches, one PubAck per :data:`ATOMIC_LIMIT`, where the inbox
+        bucket allows it; a batch the server refuses goes again one by one.
         """
         await self._ready()
+        publisher = self._publisher
+        assert publisher is not None
+        if not (atomic and self._atomic_inbox):
+            await self._until_stored(messages, action, publisher.publish)
+            return
+        chunks = [messages[i : i + ATOMIC_LIMIT] for i in range(0, len(messages), ATOMIC_LIMIT)]
+        await asyncio.gather(*(self._atomically(chunk, action) for chunk in chunks))
+
+    async def _atomically(self, messages: Sequence[Message], action: str) -> None:
         assert self._publisher is not None
+        try:
+            await self._until_stored(messages, action, self._publisher.publish_atomic)
+        except BrokerError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, nats.js.errors.APIError) or _retryable(cause):
+                raise
+            # Refused as a batch (too many batches in flight, atomic publishes turned off): one by one.
+            await self._until_stored(messages, action, self._publisher.publish)
+
+    async def _until_stored(self, messages: Sequence[Message], action: str, send: _Send) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.publish_timeout
         pending = messages
         while True:
             remaining = max(0.05, deadline - loop.time())
             try:
-                first, failure = await self._publisher.publish(pending, remaining)
+                first, failure = await send(pending, remaining)
             except Exception as exc:
                 first, failure = 0, exc
             if failure is None:
@@ -453,6 +479,24 @@ class NatsBroker:
         """Mark open entries purged (all open ones if ``None``); return how many changed."""
         await self._ready()
         return await self._letters().purge(dead_letter_ids)
+
+
+async def _allow_atomic(js: JetStreamContext, stream: str) -> bool:
+    """Turn on atomic batch publishes for ``stream``; whether the server keeps them on (2.12+ does).
+
+    A settle's inbox keys then cost one PubAck instead of one each. Older
+    servers drop the unknown setting, and keys go one by one as before.
+    """
+    with translated(f"configure stream {stream}"):
+        config = (await js.stream_info(stream)).config
+        if config.allow_atomic:
+            return True
+        config.allow_atomic = True
+        try:
+            updated = await js.update_stream(config)
+        except nats.js.errors.BadRequestError:
+            return False
+    return bool(updated.config.allow_atomic)
 
 
 def _start_policy(start: Position, partition: int) -> dict[str, Any]:

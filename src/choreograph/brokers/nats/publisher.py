@@ -12,6 +12,11 @@ Semantics are JetStream's: a message is stored once its PubAck says so; the
 caller learns, per batch, the index of the first message that was not
 acknowledged (error, no responders, or no answer in time) and resends from
 there with the same ``Nats-Msg-Id`` headers, so a resend never duplicates.
+
+:meth:`BatchPublisher.publish_atomic` sends an *atomic batch* (nats-server
+2.12+, streams with ``allow_atomic``): stored all together or not at all, and
+only the last message is answered — one PubAck for up to
+:data:`ATOMIC_LIMIT` messages instead of one each.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from nats.aio.msg import Msg
 
 _NO_RESPONDERS: Final = "503"
 _STATUS: Final = "Status"
+ATOMIC_LIMIT: Final = 1000
+"""Most messages nats-server takes in one atomic batch (its default ``max_batch_size``)."""
 
 Message = tuple[str, bytes, dict[str, str] | None]
 """(subject, payload, headers) of one JetStream publish."""
@@ -96,6 +103,34 @@ class BatchPublisher:
         ]
         return await self._await(number, batch, frames, timeout)
 
+    async def publish_atomic(self, messages: Sequence[Message], timeout: float) -> tuple[int, BaseException | None]:
+        """Store ``messages`` (one stream, at most :data:`ATOMIC_LIMIT`) all together or not at all.
+
+        Returns ``(-1, None)`` once the commit is acknowledged, else ``(0, why)``:
+        then none of them may be stored, or (an acknowledgement lost) all of
+        them; sending them again is a new batch. The stream must allow atomic
+        publishes.
+        """
+        if not messages:
+            return -1, None
+        if len(messages) > ATOMIC_LIMIT:
+            raise ValueError(f"an atomic batch holds at most {ATOMIC_LIMIT} messages, got {len(messages)}")
+        prefix = await self._subscribe()
+        number = next(self._numbers)
+        batch = _Batch(1, asyncio.get_running_loop().create_future())
+        tag = f"{prefix[:-1].rpartition('.')[2]}-{number}"  # the inbox token: unique per connection
+        last = len(messages) - 1
+        limit = self._nc.max_payload
+        frames = []
+        for index, (subject, payload, headers) in enumerate(messages):
+            marks = {**(headers or {}), "Nats-Batch-Id": tag, "Nats-Batch-Sequence": str(index + 1)}
+            reply = ""
+            if index == last:
+                marks["Nats-Batch-Commit"] = "1"
+                reply = f"{prefix}{number}.0"
+            frames.append(frame(subject, reply, payload, marks, limit))
+        return await self._await(number, batch, frames, timeout)
+
     async def _await(
         self, number: int, batch: _Batch, frames: list[bytes], timeout: float
     ) -> tuple[int, BaseException | None]:
@@ -132,12 +167,17 @@ def _failure(msg: Msg) -> BaseException | None:
     data = msg.data
     if b'"error"' not in data:
         return None  # {"stream": ..., "seq": ...} (possibly "duplicate": true): stored
-    answer: dict[str, Any] = json.loads(data)
-    error = answer.get("error")
-    if not isinstance(error, dict):
-        return None
-    failure: BaseException = nats.js.errors.APIError.from_error(error)
-    return failure
+    try:
+        answer: dict[str, Any] = json.loads(data)
+        error = answer.get("error")
+        if not isinstance(error, dict):
+            return None
+        nats.js.errors.APIError.from_error(error)  # raises the matching subclass (it never returns)
+    except nats.js.errors.APIError as failure:
+        return failure
+    except (ValueError, TypeError, KeyError) as exc:  # not a PubAck we can read: not known to be stored
+        return nats.js.errors.APIError(description=f"unreadable PubAck {data[:200]!r}: {exc}")
+    return nats.js.errors.APIError(description=f"unreadable PubAck {data[:200]!r}")
 
 
 def frame(subject: str, reply: str, payload: bytes, headers: dict[str, str] | None, limit: int = 0) -> bytes:

@@ -306,7 +306,7 @@ class NatsSubscription:
             writes.append(self._broker.send_acked(letters, "settle (writing dead letters)"))
         if settlement.inbox:
             keys: list[Message] = [(self._inbox_subject(key), b"", None) for key in settlement.inbox]
-            writes.append(self._broker.send_acked(keys, "settle (writing inbox keys)"))
+            writes.append(self._broker.send_acked(keys, "settle (writing inbox keys)", atomic=True))
         self._subjects.clear()
         try:
             await asyncio.gather(*writes)

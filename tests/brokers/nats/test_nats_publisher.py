@@ -1,0 +1,82 @@
+"""The batch publisher and inbox writes against a real nats-server: atomic batches and their fallback."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from choreograph.brokers.nats import NatsBroker
+from choreograph.brokers.nats.publisher import ATOMIC_LIMIT
+from choreograph.core.broker import Record, Settlement
+from choreograph.core.errors import BrokerError
+
+from .server import NatsServer
+
+
+def _broker(server: NatsServer) -> NatsBroker:
+    return NatsBroker.from_url(f"{server.url}?prefix=p{uuid.uuid4().hex[:8]}")
+
+
+async def _inbox_stream_atomic(broker: NatsBroker) -> bool:
+    info = await broker.jetstream.stream_info(f"KV_{broker.names.inbox_bucket}")
+    return bool(info.config.allow_atomic)
+
+
+async def test_a_settle_stores_more_inbox_keys_than_one_atomic_batch_holds(nats_server: NatsServer) -> None:
+    broker = _broker(nats_server)
+    try:
+        count = ATOMIC_LIMIT + 250  # two atomic batches
+        await broker.publish("t", [Record(b"x", f"k{i}") for i in range(count)])
+        sub = await broker.subscribe("t", "g")
+        assert await _inbox_stream_atomic(broker), "nats-server 2.12+ keeps allow_atomic on the inbox bucket"
+        got = []
+        while len(got) < count:
+            batch = await sub.fetch(count, 5)
+            assert batch, "records stopped coming"
+            got.extend(batch)
+        keys = [f"key-{i}" for i in range(count)]
+        await sub.settle(Settlement(acks=list(got), inbox=keys))
+        assert await sub.seen([*keys, "never-written"]) == set(keys)
+        await sub.close()
+    finally:
+        await broker.close()
+
+
+async def test_inbox_keys_go_one_by_one_when_the_server_refuses_atomic_batches(nats_server: NatsServer) -> None:
+    # Given a broker that believes atomic batches work, on an inbox bucket that no longer allows them
+    broker = _broker(nats_server)
+    try:
+        await broker.publish("t", [Record(b"x", "k")])
+        sub = await broker.subscribe("t", "g")
+        js = broker.jetstream
+        config = (await js.stream_info(f"KV_{broker.names.inbox_bucket}")).config
+        config.allow_atomic = False
+        await js.update_stream(config)
+        assert not await _inbox_stream_atomic(broker)
+        (delivery,) = await sub.fetch(10, 5)
+        # When a settle writes inbox keys, the refused batch is sent again message by message
+        await sub.settle(Settlement(acks=[delivery], inbox=["a", "b", "c"]))
+        # Then every key is stored and nothing was lost
+        assert await sub.seen(["a", "b", "c", "d"]) == {"a", "b", "c"}
+        await sub.close()
+    finally:
+        await broker.close()
+
+
+async def test_a_publish_the_stream_rejects_raises_instead_of_counting_as_stored(nats_server: NatsServer) -> None:
+    # Given a topic whose stream refuses messages over 16 bytes
+    broker = _broker(nats_server)
+    try:
+        await broker.publish("t", [Record(b"small", "k")])
+        js = broker.jetstream
+        config = (await js.stream_info(broker.names.stream("t"))).config
+        config.max_msg_size = 16
+        await js.update_stream(config)
+        # When a record over the limit is published, the rejection is an error, not a success
+        with pytest.raises(BrokerError, match="maximum"):
+            await broker.publish("t", [Record(b"x" * 100, "k")])
+        # Then nothing but the first record is in the stream
+        assert (await js.stream_info(broker.names.stream("t"))).state.messages == 1
+    finally:
+        await broker.close()
