@@ -3,9 +3,9 @@
 A topic is ``partitions`` streams; a record goes to ``partition_for(key)``,
 so records with one key stay in one stream, in order. A consumer group is a
 Redis consumer group on each of those streams, and its members split the
-partitions with leases (see :mod:`.subscription`). Publishes of one call are
-one MULTI/EXEC of a Lua script per partition: atomic, pipelined, and — with
-``appendfsync always`` — on disk before the call returns.
+partitions with leases (see :mod:`.subscription`). The records of one publish
+call are one call of a Lua script appending to every partition they go to:
+atomic, and — with ``appendfsync always`` — on disk before the call returns.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class RedisBroker:
             socket_connect_timeout=self.config.connect_timeout,
             health_check_interval=30,
         )
-        # Read replies of XREADGROUP are parsed by the subscription itself (records.flat_entry_delivery).
+        # Read replies of XREADGROUP are parsed by the subscription itself (records.flat_entry_deliveries).
         self.client.set_response_callback("XREADGROUP", _raw_reply)
         self.heartbeat_script = self.client.register_script(scripts.HEARTBEAT)
         self.leave_script = self.client.register_script(scripts.LEAVE)
@@ -131,7 +131,7 @@ class RedisBroker:
     # -- Broker ---------------------------------------------------------------
 
     async def publish(self, topic: str, records: Sequence[Record]) -> None:
-        """Append ``records`` in order, atomically (one MULTI/EXEC); durable per the server's AOF setting.
+        """Append ``records`` in order, atomically (one script call); durable per the server's AOF setting.
 
         Safe to call concurrently. Records with one key keep their order.
         """
@@ -139,13 +139,16 @@ class RedisBroker:
         if not records:
             return
         async with translated(f"publish to {topic!r}"):
-            pipe = self.client.pipeline(transaction=True)
-            await self.append(pipe, topic, records)
-            await pipe.execute()
+            # EVAL with the text: see subscription.settle. One script is atomic without a MULTI around it.
+            await self.client.eval(scripts.PUBLISH, *await self._append_arguments(topic, records))
         await self._maybe_trim()
 
     async def append(self, pipe: Any, topic: str, records: Sequence[Record]) -> None:
-        """Queue the appends of ``records`` to ``topic`` on ``pipe`` (a pipeline or MULTI)."""
+        """Queue the append of ``records`` to ``topic`` on ``pipe`` (a pipeline or MULTI): one script call."""
+        pipe.eval(scripts.PUBLISH, *await self._append_arguments(topic, records))
+
+    async def _append_arguments(self, topic: str, records: Sequence[Record]) -> list[Any]:
+        """Arguments of the PUBLISH script after its text: key count, keys, then ARGV (see scripts.PUBLISH)."""
         partitions = await self.partitions(topic)
         by_partition: dict[int, list[bytes | str]] = {}
         turn = self._round_robin.get(topic, 0)
@@ -159,11 +162,12 @@ class RedisBroker:
                 (rec.encode_key(record.key), record.value, rec.encode_headers(record.headers))
             )
         self._round_robin[topic] = turn
-        now = repr(self.clock.now())
-        max_length = str(self.config.max_length or 0)
-        for p, args in by_partition.items():
-            keys = [self.keys.stream(topic, p), self.keys.stream_meta(topic, p)]
-            pipe.eval(scripts.PUBLISH, len(keys), *keys, now, max_length, *args)  # EVAL: see subscription.settle
+        keys: list[str] = []
+        args: list[Any] = [repr(self.clock.now()), self.config.max_length or 0]
+        for p, triples in by_partition.items():
+            keys += [self.keys.stream(topic, p), self.keys.stream_meta(topic, p)]
+            args += [len(triples) // 3, *triples]
+        return [len(keys), *keys, *args]
 
     async def subscribe(self, topic: str, group: str, *, start: Position = _EARLIEST) -> Any:
         """Join ``group`` on ``topic`` (creating both if needed); ``start`` applies only to a new group."""

@@ -38,7 +38,7 @@ class RedisConfig:
     inbox_retention: float = 7 * 24 * 3600.0
     """Seconds a dedupe key stays in a group's inbox."""
     max_length: int | None = None
-    """Trim each partition stream to about this many entries on publish (``XADD MAXLEN ~``)."""
+    """Trim each partition stream to about this many entries on publish (``XTRIM MAXLEN ~``)."""
     max_age: float | None = None
     """Trim entries older than this many seconds (``XTRIM MINID``), checked every ``retention_interval``."""
     retention_interval: float = 60.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from choreograph.core.broker import DeadLetter, Delivery
@@ -50,9 +50,35 @@ def entry_delivery(
     )
 
 
-def flat_entry_delivery(topic: str, partition: int, stream_id: bytes, flat: Sequence[bytes]) -> Delivery:
-    """Return the delivery of one stream entry whose fields come as Redis sends them: field, value, ..."""
-    return entry_delivery(topic, partition, stream_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+def flat_entry_deliveries(
+    topic: str, partition: int, entries: Iterable[tuple[bytes, Sequence[bytes]]]
+) -> list[Delivery]:
+    """Return the deliveries of stream entries as Redis sends them: (id, [field, value, ...]) each.
+
+    Runs once per record read, so it walks the fields in place (a dict per
+    entry, as :func:`entry_delivery` takes, cost about half the time of building
+    the deliveries), and takes the layout the publish script writes for a keyed
+    record without headers (``v``, ``t``, ``k``) straight away.
+    """
+    out: list[Delivery] = []
+    append = out.append
+    for stream_id, flat in entries:
+        if len(flat) == 6 and flat[0] == b"v" and flat[2] == b"t" and flat[4] == b"k":  # keyed, no headers
+            append(Delivery(topic, partition, offset_of(stream_id), flat[1], flat[5].decode(), None, float(flat[3])))
+            continue
+        value, key, headers, stamp = b"", None, None, 0.0
+        walk = iter(flat)
+        for name, field in zip(walk, walk):  # noqa: B905 - one iterator, read in pairs
+            if name == b"v":
+                value = field
+            elif name == b"t":
+                stamp = float(field)
+            elif name == b"k":
+                key = field.decode()
+            elif name == b"h":
+                headers = decode_headers(field)
+        append(Delivery(topic, partition, offset_of(stream_id), value, key, headers, stamp))
+    return out
 
 
 def encode_attempts(attempt: int, first_failure: float | None, key: str | None) -> str:

@@ -16,8 +16,9 @@ entries list (PEL) as the truth:
 * while an earlier record with key K waits for a retry, later records with
   key K are held back (kept pending here) and handed out after it.
 
-A settlement is one MULTI/EXEC: XACK, retry schedule, dead letters, outputs
-and inbox keys commit together on a standalone Redis.
+A settlement commits atomically on a standalone Redis: XACK and inbox keys are
+one script call, and with retry schedule, dead letters or outputs as well the
+whole settlement is one MULTI/EXEC.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from redis import exceptions as redis_errors
@@ -44,6 +46,9 @@ if TYPE_CHECKING:
     from .broker import RedisBroker
 
 _PENDING_PAGE: Final = 1000
+_key: Final = attrgetter("key")
+_offset: Final = attrgetter("offset")
+_place: Final = attrgetter("partition", "offset")
 
 
 @dataclass(slots=True)
@@ -63,6 +68,7 @@ class _Waiting:
 @dataclass(slots=True)
 class _Partition:
     backlog: list[Delivery] = field(default_factory=list)
+    """Records read but not handed out yet, in offset order: adopted ones sorted, then each read appended."""
 
 
 class RedisSubscription:
@@ -87,6 +93,7 @@ class RedisSubscription:
         self._closed = False
         self._last_inbox_trim = 0.0
         self._readopt = False
+        self._quiet_until = 0.0
 
     # -- membership ---------------------------------------------------------------
 
@@ -110,6 +117,7 @@ class RedisSubscription:
     async def _rebalance(self) -> None:
         mine = await self._heartbeat(rebalance=True)
         self._generation = self._seen_generation
+        self._quiet_until = 0.0
         await self._release([p for p in self._owned if p not in mine])
         for p in mine:
             if p not in self._owned:
@@ -181,7 +189,7 @@ class RedisSubscription:
                 gone = [sid for sid in chunk if sid not in found]
                 if gone:  # trimmed away by retention: nothing left to deliver
                     await self._client.xack(stream, self.group, *gone)
-            out.sort(key=lambda d: d.offset)
+            out.sort(key=_offset)
             return out
 
     # -- Subscription -------------------------------------------------------------
@@ -214,18 +222,31 @@ class RedisSubscription:
         out: list[Delivery] = []
         owned = sorted(self._owned)
         now_ms = int(self._broker.clock.now() * 1000)
-        # New records are read in the schedule's round trip, unless a backlog already fills the batch.
+        # New records are read in the schedule's round trip, unless a backlog already fills the batch; then,
+        # while no retry is scheduled (see _waiting), the round trip is skipped for up to poll_interval.
         backlog = sum(len(self._owned[p].backlog) for p in owned)
         read_ahead = max_records - backlog if owned else 0
-        waiting, fresh = await self._waiting(owned, read_ahead)
+        waiting: dict[int, list[_Waiting]] = {}
+        fresh: Any = None
+        if not owned or read_ahead > 0 or time.monotonic() >= self._quiet_until:
+            waiting, fresh = await self._waiting(owned, read_ahead)
         next_due: int | None = None
         blocked: dict[int, set[str | None]] = {}
         due: list[_Waiting] = []
         for p in owned:
             part = self._owned[p]
-            items: list[Delivery | _Waiting] = [*part.backlog, *waiting.get(p, [])]
-            items.sort(key=lambda item: item.offset)
             keys = blocked.setdefault(p, set())
+            if p not in waiting:
+                # No retry to interleave: the backlog (in offset order, see _Partition) is handed out from its
+                # head. What the walk below would do, without visiting every record of a long backlog.
+                room = max(0, max_records - len(out) - len(due))
+                out += part.backlog[:room]
+                part.backlog = part.backlog[room:]
+                keys.update(map(_key, part.backlog))
+                keys.discard(None)
+                continue
+            items: list[Delivery | _Waiting] = [*part.backlog, *waiting[p]]
+            items.sort(key=_offset)
             keep: list[Delivery] = []
             for item in items:
                 if isinstance(item, _Waiting):
@@ -261,9 +282,8 @@ class RedisSubscription:
         elif not owned and wait > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), min(wait, self._config.poll_interval))
-        out.sort(key=lambda d: (d.partition, d.offset))
-        for delivery in out:
-            self._held[(delivery.partition, delivery.offset)] = delivery
+        out.sort(key=_place)
+        self._held.update(zip(map(_place, out), out, strict=True))
         return out
 
     async def _waiting(self, owned: list[int], read_ahead: int = 0) -> tuple[dict[int, list[_Waiting]], Any]:
@@ -292,7 +312,11 @@ class RedisSubscription:
         out: dict[int, list[_Waiting]] = {}
         scheduled = [(p, _pairs(flat)) for p, flat in zip(owned, schedule[1:], strict=True) if flat]
         if not scheduled:
+            # Nothing waits for a retry: until poll_interval passes, or this member schedules one, a fetch the
+            # backlog fills hands it out without asking again (see _take).
+            self._quiet_until = time.monotonic() + self._config.poll_interval
             return out, fresh
+        self._quiet_until = 0.0
         async with translated(f"read retries of {self.group!r}"):
             pipe = self._client.pipeline(transaction=False)
             for p, rows in scheduled:
@@ -405,19 +429,24 @@ class RedisSubscription:
         for stream, entries in answer.items() if isinstance(answer, dict) else answer or []:
             p = index[stream if isinstance(stream, bytes) else stream.encode()]
             keys = blocked.setdefault(p, set())
-            for sid, fields in entries:
+            backlog = self._owned[p].backlog
+            for delivery in rec.flat_entry_deliveries(self.topic, p, entries):
                 got = True
-                delivery = rec.flat_entry_delivery(self.topic, p, sid, fields)
                 if delivery.key in keys or len(out) >= max_records:
                     if delivery.key is not None:
                         keys.add(delivery.key)
-                    self._owned[p].backlog.append(delivery)
+                    backlog.append(delivery)
                 else:
                     out.append(delivery)
         return got
 
     async def settle(self, settlement: Settlement) -> None:
-        """Apply ``settlement`` in one MULTI/EXEC, or raise BrokerError and apply none of it."""
+        """Apply ``settlement`` atomically, or raise BrokerError and apply none of it.
+
+        Acks and inbox keys are one ACK script call; a settlement that also
+        publishes, schedules retries or stores dead letters is one MULTI/EXEC
+        around that call and the rest.
+        """
         if self._closed:
             raise BrokerClosed(f"this subscription to {self.topic!r} is closed")
         deliveries = settlement.check(self.topic, self._held, self.group)
@@ -431,38 +460,51 @@ class RedisSubscription:
         done: dict[int, list[str]] = {}
         for delivery in [*settlement.acks, *(d for d, _ in settlement.dead_letters)]:
             done.setdefault(delivery.partition, []).append(entry_id(delivery.offset))
-        pipe = self._client.pipeline(transaction=True)
+        if settlement.retries:
+            self._quiet_until = 0.0  # the next fetch must see the schedule (see _waiting)
+        trim = bool(settlement.inbox) and time.monotonic() - self._last_inbox_trim > self._config.retention_interval
+        ack = self._ack_arguments(done, settlement.inbox, now, trim) if done or settlement.inbox else None
         async with translated(f"settle a batch of {self.group!r}"):
-            for topic, records in by_topic.items():
-                await broker.append(pipe, topic, records)
-            for _, letter in settlement.dead_letters:
-                pipe.hset(keys.dead_letter(letter.id), mapping=rec.encode_dead_letter(letter))
-                pipe.zadd(keys.dead_letter_index, {letter.id: now})
-            if done:
-                ack_keys: list[str] = []
-                ack_args: list[str | int] = [self.group]
-                for p, ids in done.items():
-                    ack_keys += [keys.stream(self.topic, p), g.retries(p), g.attempts(p), g.resubmitted(p)]
-                    ack_args += [len(ids), *ids]
-                # EVAL with the text, not a registered script: redis-py checks registered scripts with an
-                # extra SCRIPT EXISTS round trip per pipeline, and EVALSHA could meet NOSCRIPT inside the MULTI
-                pipe.eval(scripts.ACK, len(ack_keys), *ack_keys, *ack_args)
-            for delivery, delay in settlement.retries:
-                sid = entry_id(delivery.offset)
-                first = delivery.first_failure if delivery.first_failure is not None else now
-                pipe.zadd(g.retries(delivery.partition), {sid: due_ms(now, delay)})
-                pipe.hset(
-                    g.attempts(delivery.partition), sid, rec.encode_attempts(delivery.attempt, first, delivery.key)
-                )
-            if settlement.inbox:
-                pipe.zadd(g.inbox, dict.fromkeys(settlement.inbox, now))
-                if time.monotonic() - self._last_inbox_trim > self._config.retention_interval:
-                    pipe.zremrangebyscore(g.inbox, "-inf", now - self._config.inbox_retention)
-            await pipe.execute()
-        if settlement.inbox:
-            self._last_inbox_trim = self._last_inbox_trim or time.monotonic()
-        for delivery in deliveries:
-            self._held.pop((delivery.partition, delivery.offset), None)
+            if not (by_topic or settlement.dead_letters or settlement.retries):
+                if ack is not None:  # one script call is atomic by itself: no MULTI, two replies fewer to read
+                    await self._client.eval(scripts.ACK, *ack)
+            else:
+                pipe = self._client.pipeline(transaction=True)
+                for topic, records in by_topic.items():
+                    await broker.append(pipe, topic, records)
+                for _, letter in settlement.dead_letters:
+                    pipe.hset(keys.dead_letter(letter.id), mapping=rec.encode_dead_letter(letter))
+                    pipe.zadd(keys.dead_letter_index, {letter.id: now})
+                if ack is not None:
+                    # EVAL with the text, not a registered script: redis-py checks registered scripts with an
+                    # extra SCRIPT EXISTS round trip per pipeline, and EVALSHA could meet NOSCRIPT inside the MULTI
+                    pipe.eval(scripts.ACK, *ack)
+                for delivery, delay in settlement.retries:
+                    sid = entry_id(delivery.offset)
+                    first = delivery.first_failure if delivery.first_failure is not None else now
+                    pipe.zadd(g.retries(delivery.partition), {sid: due_ms(now, delay)})
+                    pipe.hset(
+                        g.attempts(delivery.partition), sid, rec.encode_attempts(delivery.attempt, first, delivery.key)
+                    )
+                await pipe.execute()
+        if trim:
+            self._last_inbox_trim = time.monotonic()
+        if len(deliveries) == len(self._held):  # the whole of what is held (check() allows no duplicates)
+            self._held.clear()
+        else:
+            for delivery in deliveries:
+                self._held.pop((delivery.partition, delivery.offset), None)
+
+    def _ack_arguments(self, done: dict[int, list[str]], inbox: Sequence[str], now: float, trim: bool) -> list[Any]:
+        """Arguments of the ACK script after its text: key count, keys, then ARGV (see scripts.ACK)."""
+        g, keys = self._gkeys, self._keys
+        cutoff = repr(now - self._config.inbox_retention) if trim else ""
+        script_keys = [g.inbox]
+        args: list[Any] = [self.group, repr(now), cutoff, len(inbox), *inbox]
+        for p, ids in done.items():
+            script_keys += [keys.stream(self.topic, p), g.retries(p), g.attempts(p), g.resubmitted(p)]
+            args += [len(ids), *ids]
+        return [len(script_keys), *script_keys, *args]
 
     async def seen(self, keys: Sequence[str]) -> set[str]:
         """Return which ``keys`` this group's inbox holds (one ZMSCORE)."""
