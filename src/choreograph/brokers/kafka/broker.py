@@ -183,7 +183,13 @@ class KafkaBroker:
                     self._reader = AIOKafkaConsumer(**self.consumer_options())
                     await self._reader.start()
                     await self._create(self.config.state_topic, 1, compacted=True)
-                    self._state = StateTable(self._reader, producer, self.config.state_topic)
+                    self._state = StateTable(
+                        self._reader,
+                        producer,
+                        self.config.state_topic,
+                        clock=self.clock,
+                        inbox_retention=self.config.inbox_retention,
+                    )
                     self._producer = producer
         return self._producer
 

@@ -31,6 +31,8 @@ class KafkaConfig:
     """Client id sent to the brokers."""
     request_timeout: float = 30.0
     """Seconds to wait for a broker answer."""
+    inbox_retention: float = 7 * 24 * 3600.0
+    """Seconds a dedupe key stays in a group's inbox; older inbox records are deleted from the state topic."""
     persistent: bool = True
     """The cluster keeps acknowledged records across restarts. Set false for a memory-only broker
     (Tansu with ``memory://`` storage), so the declared capabilities stay honest."""
@@ -42,7 +44,7 @@ class KafkaConfig:
             raise ConfigurationError(f"acks must be 'all', '1' or '0', got {self.acks!r}")
         if self.idempotent and self.acks != "all":
             raise ConfigurationError("the idempotent producer needs acks='all'; set idempotent=false to change acks")
-        for name in ("session_timeout", "heartbeat_interval", "request_timeout"):
+        for name in ("session_timeout", "heartbeat_interval", "request_timeout", "inbox_retention"):
             require_positive(name, getattr(self, name))
         if self.heartbeat_interval >= self.session_timeout:
             raise ConfigurationError("heartbeat_interval must be shorter than session_timeout")
@@ -60,6 +62,7 @@ _PARSERS: dict[str, Parser] = {
     "state_topic": str,
     "client_id": str,
     "request_timeout": float,
+    "inbox_retention": float,
     "persistent": boolean,
 }
 

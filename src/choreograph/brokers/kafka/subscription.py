@@ -327,6 +327,7 @@ class KafkaSubscription:
         assert self._state is not None
         async with translated(f"settle a batch of {self.group!r}"):
             await self._state.write(rows, group=self.group, inbox=settlement.inbox)
+            await self._state.expire_if_due()
         touched = set()
         for delivery in [*settlement.acks, *(d for d, _ in settlement.dead_letters)]:
             done = self._held.pop((delivery.partition, delivery.offset))
