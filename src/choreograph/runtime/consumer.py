@@ -165,17 +165,22 @@ class Consumer:
             tally = HandlerStats()
             settlement = await self._handle(ahead, tally)
             ahead = None
+            reading = None
             if look_ahead:
-                ahead = await self._settle_reading_on(subscription, settlement, limit)
+                reading = await self._settle_reading_on(subscription, settlement, limit)
             else:
                 await subscription.settle(settlement)
             self.stats.add(tally)  # counted only once committed
             elapsed = time.perf_counter() - started
             for listener in self._listeners:
                 listener.settled(self.spec, settlement, elapsed)
+            if reading is not None:
+                ahead = await reading  # a failed read raises here, after the settled batch was counted
 
-    async def _settle_reading_on(self, subscription: Subscription, settlement: Settlement, limit: int) -> _Batch | None:
-        """Settle ``settlement`` while the next batch is read; return that batch (None if nothing came).
+    async def _settle_reading_on(
+        self, subscription: Subscription, settlement: Settlement, limit: int
+    ) -> asyncio.Future[_Batch | None]:
+        """Settle ``settlement`` while the next batch is read; return the read (its result None if nothing came).
 
         The next batch's inbox lookup may miss keys this settle is writing, so
         those count as seen too. Its handling waits for the settle: were the
@@ -196,7 +201,7 @@ class Consumer:
             with contextlib.suppress(Exception):
                 await asyncio.shield(reading)
             raise
-        return await reading
+        return reading
 
     async def _read(self, subscription: Subscription, batch: Sequence[Delivery], written: Sequence[str]) -> _Batch:
         """Decode ``batch`` and look its events up in the inbox (plus ``written``, keys being stored)."""

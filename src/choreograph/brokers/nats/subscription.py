@@ -307,7 +307,6 @@ class NatsSubscription:
         if settlement.inbox:
             keys: list[Message] = [(self._inbox_subject(key), b"", None) for key in settlement.inbox]
             writes.append(self._broker.send_acked(keys, "settle (writing inbox keys)", atomic=True))
-        self._subjects.clear()
         try:
             await asyncio.gather(*writes)
         except Exception as exc:
@@ -326,8 +325,7 @@ class NatsSubscription:
         """Return which dedupe ``keys`` this group's inbox holds: one batched lookup."""
         if not keys:
             return set()
-        subjects = self._subjects
-        subjects.clear()
+        subjects = self._subjects = {}  # this batch's only; the next lookup starts a fresh one
         by_subject = {}
         for key in keys:
             subject = subjects[key] = self._inbox_subject(key)
