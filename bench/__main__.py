@@ -111,7 +111,7 @@ def render(calib: dict[str, Any], records: list[dict[str, Any]]) -> str:
         "",
         "Server backends (`kafka`, `nats`, `redis`): `end-to-end` publishes pre-encoded CloudEvents envelopes",
         "(the raw client publishes the same bytes) while one handler consumes them with inbox dedupe and",
-        "validation on. Each system runs 3 times, interleaved round by round (choreograph, raw client,",
+        "validation on. Each system runs 5 times, interleaved round by round (choreograph, raw client,",
         "FastStream, ...), so the machine's slow spells fall on all of them; the table shows medians and",
         "the ratio of the medians, and `bench/results/latest.json` keeps every run (`samples`,",
         "`reference_samples`). `faststream` is FastStream's per-message subscriber (a handler call and an",

@@ -51,6 +51,7 @@ from bench.peer import (
     interleaved,
     tick_events,
     wait_for_port,
+    warm_up,
 )
 from choreograph import App, Context
 
@@ -87,16 +88,6 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-async def _warm_up(publish: Any, message: Any, handled: Any) -> None:
-    """Publish one message and wait until it was handled: the group has joined (not timed)."""
-    await publish(message)
-    deadline = time.monotonic() + 60
-    while not handled():
-        if time.monotonic() > deadline:
-            raise RuntimeError("the consumer did not join within 60 s")
-        await asyncio.sleep(0.01)
-
-
 async def choreograph_run(bootstrap: str, n: int) -> float:
     url = f"kafka://{bootstrap}?partitions={PARTITIONS}&idempotent=false&persistent=false"
     app = App("bench", broker=url)
@@ -112,7 +103,7 @@ async def choreograph_run(bootstrap: str, n: int) -> float:
 
     records = encoded_records(tick_events(n))
     await app.start()
-    await _warm_up(app.publish_many, [(Tick(n=-1, customer="warm", note=""), "warm")], lambda: count >= 1)
+    await warm_up(app.publish_many, [(Tick(n=-1, customer="warm", note=""), "warm")], lambda: count >= 1)
     count = 0
     started = time.perf_counter()
     for i in range(0, n, CHUNK):
@@ -221,7 +212,7 @@ async def faststream_batch_run(bootstrap: str, n: int) -> float:
 async def _faststream_timed(broker: Any, n: int, tally: _Tally) -> float:
     """Start ``broker``, warm up, then time publishing ``n`` events until ``tally`` counted them all."""
     await broker.start()
-    await _warm_up(lambda body: broker.publish(body, topic="fs-bench"), {"n": -1}, lambda: tally.count >= 1)
+    await warm_up(lambda body: broker.publish(body, topic="fs-bench"), {"n": -1}, lambda: tally.count >= 1)
     tally.restart(n)
     bodies = [orjson.loads(record.value) for record in encoded_records(tick_events(n))]  # the same envelopes, as dicts
     started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import statistics
 import sys
@@ -20,7 +21,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-REPEAT = 3
+REPEAT = 5
 """Interleaved runs of each system per bench (1 with ``--quick``); records carry the medians."""
 
 
@@ -95,3 +96,18 @@ def wait_for_port(port: int, what: str, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.02)
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout:g}s")
+
+
+async def warm_up(publish: Callable[[Any], Awaitable[Any]], message: Any, handled: Callable[[], bool]) -> None:
+    """Publish one message and wait until it was handled: the consumer has joined its group (not timed).
+
+    The raw clients and FastStream have their group or subscription in place before their clock
+    starts; choreograph's consumer joins inside ``app.start()``'s background task, so without this
+    its join (streams, consumers, leases) would count as throughput time.
+    """
+    await publish(message)
+    deadline = time.monotonic() + 60
+    while not handled():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the consumer did not join within 60 s")
+        await asyncio.sleep(0.01)
