@@ -7,8 +7,10 @@ import uuid
 import pytest
 
 from choreograph.brokers.nats import NatsBroker
-from choreograph.brokers.nats.publisher import ATOMIC_LIMIT
+from choreograph.brokers.nats.publisher import ATOMIC_LIMIT, FAST_LIMIT
 from choreograph.core.broker import Record, Settlement
+from choreograph.core.codec import encode
+from choreograph.core.envelope import Envelope
 from choreograph.core.errors import BrokerError
 
 from .server import NatsServer
@@ -78,5 +80,37 @@ async def test_a_publish_the_stream_rejects_raises_instead_of_counting_as_stored
             await broker.publish("t", [Record(b"x" * 100, "k")])
         # Then nothing but the first record is in the stream
         assert (await js.stream_info(broker.names.stream("t"))).state.messages == 1
+    finally:
+        await broker.close()
+
+
+async def test_records_go_as_fast_batches_in_order_and_a_repeat_is_dropped(nats_server: NatsServer) -> None:
+    broker = _broker(nats_server)
+    try:
+        records = [Record(encode(Envelope(id=f"id-{i}", source="s", type="t")), "k") for i in range(FAST_LIMIT + 10)]
+        await broker.publish("t", records)
+        info = await broker.jetstream.stream_info(broker.names.stream("t"))
+        assert info.config.allow_batched, "nats-server 2.14+ keeps allow_batched on new topic streams"
+        await broker.publish("t", records[:20])  # the same events again: dropped by their Nats-Msg-Id
+        stored = await broker.read("t", limit=5000)
+        assert [d.value for d in stored] == [r.value for r in records]
+    finally:
+        await broker.close()
+
+
+async def test_a_refused_fast_batch_goes_again_message_by_message(nats_server: NatsServer) -> None:
+    # Given a broker that believes the topic's stream takes fast batches, on a stream that no longer does
+    broker = _broker(nats_server)
+    try:
+        await broker.publish("t", [Record(b"first", "k")])
+        js = broker.jetstream
+        config = (await js.stream_info(broker.names.stream("t"))).config
+        config.allow_batched = False
+        await js.update_stream(config)
+        # When records are published, the refused batch is sent again one by one
+        await broker.publish("t", [Record(b"r%d" % i, "k") for i in range(50)])
+        # Then every record is stored once, in order
+        stored = await broker.read("t", limit=100)
+        assert [d.value for d in stored] == [b"first", *(b"r%d" % i for i in range(50))]
     finally:
         await broker.close()

@@ -24,7 +24,7 @@ from choreograph.brokers.nats import direct
 from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.config import NatsConfig, parse_url
 from choreograph.brokers.nats.dead_letters import DeadLetterBucket
-from choreograph.brokers.nats.publisher import ATOMIC_LIMIT, BatchPublisher, Message
+from choreograph.brokers.nats.publisher import ATOMIC_LIMIT, FAST_LIMIT, BatchPublisher, Message
 from choreograph.brokers.nats.subscription import NatsSubscription
 from choreograph.brokers.nats.translation import translate, translated
 from choreograph.core.broker import (
@@ -72,6 +72,8 @@ class NatsBroker:
         self._lock = asyncio.Lock()
         self._closed = False
         self._partitions: dict[str, int] = {}
+        self._batched: dict[str, bool] = {}
+        """Topics whose stream takes fast-ingest batches (``allow_batched``)."""
         self._groups: set[tuple[str, str]] = set()
         self._subscriptions: set[NatsSubscription] = set()
         self._round_robin: dict[str, int] = {}
@@ -215,6 +217,7 @@ class NatsBroker:
                     max_age=config.max_age,
                     duplicate_window=config.duplicate_window,
                     allow_direct=True,
+                    allow_batched=True,  # fast-ingest batches (nats-server 2.14+; older ones drop it)
                     metadata={n.META_TOPIC: topic, n.META_PARTITIONS: str(config.partitions)},
                 )
                 try:
@@ -225,6 +228,7 @@ class NatsBroker:
                     info = await js.stream_info(name)
         metadata = info.config.metadata or {}
         partitions = int(metadata.get(n.META_PARTITIONS, config.partitions))
+        self._batched[topic] = bool(info.config.allow_batched)
         self._partitions[topic] = partitions
         return partitions
 
@@ -245,7 +249,7 @@ class NatsBroker:
         """Publish (topic, record) pairs in order; see :meth:`publish`."""
         await self._ready()
         call = uuid.uuid4().hex
-        prepared: list[Message] = []
+        prepared: dict[str, list[Message]] = {}  # per topic, in order
         subjects: dict[str, list[str]] = {}  # per topic, per partition
         for index, (topic, record) in enumerate(items):
             partition_subjects = subjects.get(topic)
@@ -260,8 +264,28 @@ class NatsBroker:
                 partition = partition_for(record.key, len(partition_subjects))
             headers = n.to_wire(record.headers, record.key)
             headers[n.MSG_ID_HEADER] = n.message_id(record.value, f"{call}.{index}")
-            prepared.append((partition_subjects[partition], bytes(record.value), headers))
-        await self.send_acked(prepared, "publish")
+            prepared.setdefault(topic, []).append((partition_subjects[partition], bytes(record.value), headers))
+        sends = [
+            self._send_fast(messages) if self._batched.get(topic) else self.send_acked(messages, "publish")
+            for topic, messages in prepared.items()
+        ]
+        await (sends[0] if len(sends) == 1 else asyncio.gather(*sends))
+
+    async def _send_fast(self, messages: Sequence[Message]) -> None:
+        """Store ``messages`` (one stream, each with a ``Nats-Msg-Id``) as fast-ingest batches, in order.
+
+        A batch that does not end cleanly goes again message by message
+        (:meth:`send_acked`), where the stream drops what the batch stored.
+        """
+        assert self._publisher is not None
+        for start in range(0, len(messages), FAST_LIMIT):
+            chunk = messages[start : start + FAST_LIMIT]
+            try:
+                _, failure = await self._publisher.publish_fast(chunk, self.config.publish_timeout)
+            except Exception as exc:
+                failure = exc
+            if failure is not None:
+                await self.send_acked(chunk, "publish")
 
     async def send_acked(self, messages: Sequence[Message], action: str, *, atomic: bool = False) -> None:
         """Store ``messages`` in order, resending from the first unacknowledged one until ``publish_timeout``.

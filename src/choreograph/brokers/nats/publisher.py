@@ -13,6 +13,13 @@ caller learns, per batch, the index of the first message that was not
 acknowledged (error, no responders, or no answer in time) and resends from
 there with the same ``Nats-Msg-Id`` headers, so a resend never duplicates.
 
+:meth:`BatchPublisher.publish_fast` sends a *fast-ingest batch* (nats-server
+2.14+, streams with ``allow_batched``): stored one by one in order, acknowledged
+every ``flow`` messages and once at the end — a dozen answers per 1,000
+messages instead of 1,000. Anything but a clean end (an error, a gap, no
+answer) is reported as a failure of the whole batch, and the caller sends it
+again message by message: the stream drops the copies by ``Nats-Msg-Id``.
+
 :meth:`BatchPublisher.publish_atomic` sends an *atomic batch* (nats-server
 2.12+, streams with ``allow_atomic``): stored all together or not at all, and
 only the last message is answered — one PubAck for up to
@@ -37,6 +44,9 @@ _NO_RESPONDERS: Final = "503"
 _STATUS: Final = "Status"
 ATOMIC_LIMIT: Final = 1000
 """Most messages nats-server takes in one atomic batch (its default ``max_batch_size``)."""
+FAST_LIMIT: Final = 1000
+"""Most messages choreograph puts in one fast-ingest batch."""
+_FAST_FLOW: Final = 250
 
 Message = tuple[str, bytes, dict[str, str] | None]
 """(subject, payload, headers) of one JetStream publish."""
@@ -69,7 +79,10 @@ class BatchPublisher:
     def __init__(self, nc: Client) -> None:
         self._nc = nc
         self._prefix = ""
+        self._fast_prefix = ""
         self._batches: dict[int, _Batch] = {}
+        self._fast: dict[int, tuple[asyncio.Future[BaseException | None], int]] = {}
+        """Fast batches awaiting their end: number -> (why it failed, or None; how many messages)."""
         self._numbers = itertools.count()
         self._lock = asyncio.Lock()
 
@@ -81,6 +94,63 @@ class BatchPublisher:
                     await self._nc.subscribe(f"{prefix}>", cb=self._on_reply)
                     self._prefix = prefix
         return self._prefix
+
+    async def publish_fast(self, messages: Sequence[Message], timeout: float) -> tuple[int, BaseException | None]:
+        """Store ``messages`` (one stream, at most :data:`FAST_LIMIT`, each with a ``Nats-Msg-Id``) in order.
+
+        Returns ``(-1, None)`` once the server confirmed the whole batch, else
+        ``(0, why)``: any prefix of it may be stored, so the caller sends all
+        of it again (the copies are dropped by their message ids). The stream
+        must allow batched publishes.
+        """
+        if not messages:
+            return -1, None
+        if len(messages) > FAST_LIMIT:
+            raise ValueError(f"a fast batch holds at most {FAST_LIMIT} messages, got {len(messages)}")
+        if not self._fast_prefix:
+            async with self._lock:
+                if not self._fast_prefix:
+                    prefix = f"{self._nc.new_inbox()}."
+                    await self._nc.subscribe(f"{prefix}>", cb=self._on_fast_reply)
+                    self._fast_prefix = prefix
+        number = next(self._numbers)
+        # <batch>.<flow>.<gap mode>.<sequence>.<operation>.$FI: operation 0 starts, 1 adds, 3 ends the batch
+        base = f"{self._fast_prefix}{number}.{_FAST_FLOW}.fail."
+        limit = self._nc.max_payload
+        frames = [
+            frame(subject, f"{base}{index}.{0 if index == 1 else 1}.$FI", payload, headers, limit)
+            for index, (subject, payload, headers) in enumerate(messages, 1)
+        ]
+        frames.append(frame(messages[0][0], f"{base}{len(messages) + 1}.3.$FI", b"", None))
+        done: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self._fast[number] = (done, len(messages))
+        try:
+            await send_frames(self._nc, frames)
+            try:
+                failure = await asyncio.wait_for(asyncio.shield(done), timeout)
+            except TimeoutError:
+                failure = TimeoutError(f"no end of batch acknowledged within {timeout}s")
+        finally:
+            del self._fast[number]
+        return (-1, None) if failure is None else (0, failure)
+
+    async def _on_fast_reply(self, msg: Msg) -> None:
+        waiting = self._fast.get(int(msg.subject[len(self._fast_prefix) :].partition(".")[0]))
+        if waiting is None or waiting[0].done():
+            return  # after the batch was given up
+        done, count = waiting
+        data = msg.data
+        if b'"type":"ack"' in data:
+            return  # flow control: the server keeps up
+        if msg.headers and msg.headers.get(_STATUS) == _NO_RESPONDERS:
+            done.set_result(nats.js.errors.NoStreamResponseError())
+        elif b'"type":' in data:  # "err" or "gap": part of the batch may be missing
+            done.set_result(nats.js.errors.APIError(description=f"fast batch interrupted: {data[:200]!r}"))
+        else:  # the end of the batch: {"stream", "seq", "batch", "count"} or an error
+            failure = _failure(msg)
+            if failure is None and _count(data) != count:
+                failure = nats.js.errors.APIError(description=f"fast batch ended short: {data[:200]!r}")
+            done.set_result(failure)
 
     async def publish(self, messages: Sequence[Message], timeout: float) -> tuple[int, BaseException | None]:
         """Send ``messages`` in order and wait up to ``timeout`` s for their PubAcks.
@@ -158,6 +228,15 @@ class BatchPublisher:
         batch.outstanding -= 1
         if batch.outstanding == 0:
             batch.done.set_result(None)
+
+
+def _count(data: bytes) -> int | None:
+    """How many messages the end-of-batch answer ``data`` says the batch held."""
+    try:
+        count = json.loads(data).get("count")
+    except (ValueError, AttributeError):
+        return None
+    return count if isinstance(count, int) else None
 
 
 def _failure(msg: Msg) -> BaseException | None:
