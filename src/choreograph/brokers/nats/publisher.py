@@ -87,9 +87,13 @@ class BatchPublisher:
         self._lock = asyncio.Lock()
 
     async def _subscribe(self) -> str:
+        """Subscribe the reply inboxes (PubAcks; fast-batch answers) once; return the PubAck prefix."""
         if not self._prefix:
             async with self._lock:
                 if not self._prefix:
+                    fast = f"{self._nc.new_inbox()}."
+                    await self._nc.subscribe(f"{fast}>", cb=self._on_fast_reply)
+                    self._fast_prefix = fast
                     prefix = f"{self._nc.new_inbox()}."
                     await self._nc.subscribe(f"{prefix}>", cb=self._on_reply)
                     self._prefix = prefix
@@ -107,12 +111,7 @@ class BatchPublisher:
             return -1, None
         if len(messages) > FAST_LIMIT:
             raise ValueError(f"a fast batch holds at most {FAST_LIMIT} messages, got {len(messages)}")
-        if not self._fast_prefix:
-            async with self._lock:
-                if not self._fast_prefix:
-                    prefix = f"{self._nc.new_inbox()}."
-                    await self._nc.subscribe(f"{prefix}>", cb=self._on_fast_reply)
-                    self._fast_prefix = prefix
+        await self._subscribe()
         number = next(self._numbers)
         # <batch>.<flow>.<gap mode>.<sequence>.<operation>.$FI: operation 0 starts, 1 adds, 3 ends the batch
         base = f"{self._fast_prefix}{number}.{_FAST_FLOW}.fail."
