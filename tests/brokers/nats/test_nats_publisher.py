@@ -114,3 +114,18 @@ async def test_a_refused_fast_batch_goes_again_message_by_message(nats_server: N
         assert [d.value for d in stored] == [b"first", *(b"r%d" % i for i in range(50))]
     finally:
         await broker.close()
+
+
+async def test_a_record_over_the_servers_max_payload_fails_at_once_and_the_connection_survives(
+    nats_server: NatsServer,
+) -> None:
+    broker = _broker(nats_server)
+    try:
+        await broker.publish("t", [Record(b"small", "k")])
+        too_big = broker.connection.max_payload  # with its headers the frame is over the limit
+        with pytest.raises(BrokerError, match="MaxPayload"):
+            await broker.publish("t", [Record(b"x" * too_big, "k")])
+        await broker.publish("t", [Record(b"after", "k")])
+        assert [d.value for d in await broker.read("t")] == [b"small", b"after"]
+    finally:
+        await broker.close()

@@ -540,7 +540,9 @@ def _start_policy(start: Position, partition: int) -> dict[str, Any]:
 
 
 def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError):
+    if isinstance(
+        exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError | nats.errors.MaxPayloadError
+    ):
         return False
     if isinstance(exc, nats.js.errors.APIError):
         return exc.code == 503 or isinstance(exc, nats.js.errors.ServiceUnavailableError)

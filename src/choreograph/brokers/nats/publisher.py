@@ -267,11 +267,13 @@ def frame(subject: str, reply: str, payload: bytes, headers: dict[str, str] | No
     ``limit`` bytes (the server's ``max_payload``; 0: no check), which the
     server would answer by closing the connection.
     """
-    if limit and len(payload) > limit:
-        raise nats.errors.MaxPayloadError
     if not headers:
+        if limit and len(payload) > limit:
+            raise nats.errors.MaxPayloadError
         return b"PUB %s %s %d\r\n%s\r\n" % (subject.encode(), reply.encode(), len(payload), payload)
     head = ("NATS/1.0\r\n" + "".join([f"{name}: {value}\r\n" for name, value in headers.items()]) + "\r\n").encode()
+    if limit and len(head) + len(payload) > limit:  # the server counts headers in
+        raise nats.errors.MaxPayloadError
     return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
         subject.encode(),
         reply.encode(),
