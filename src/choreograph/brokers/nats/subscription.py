@@ -9,10 +9,10 @@ change) is given up after its expiry plus a grace period and re-issued.
 
 Settling (not atomic). Outputs (with ``Nats-Msg-Id`` dedupe), dead letters,
 retry bookkeeping and inbox keys are written first and awaited; only then
-are retries nak'ed with their delay and acks sent, fire and forget, as one
-buffer (a lease is released only after a flush, so the next owner does not
-pull what we acked). A crash in between redelivers the batch — the inbox and
-the output message ids make the re-run harmless — rather than losing anything.
+are retries nak'ed with their delay and acks sent as one buffer, followed by
+one flush (a PONG: the server has every ack before the settle returns). A
+crash in between redelivers the batch — the inbox and the output message ids
+make the re-run harmless — rather than losing anything.
 """
 
 from __future__ import annotations
@@ -272,10 +272,11 @@ class NatsSubscription:
                     acks.append(frame(held.msg.reply, "", _ACK, None))
                     if held.entry is not None:
                         finished.append((delivery.partition, held.seq))
-                # Fire and forget: JetStream never confirms an ack, and one lost with the connection
-                # only means a redelivery, which the inbox absorbs. Waiting for a PONG behind a
-                # batch of acks cost a round trip per batch and confirmed nothing more.
                 await send_frames(self._nc, acks)
+                # JetStream never confirms an ack; the PONG behind them says the server has them all, so a
+                # member killed right after its settle returned does not lose them (conformance A10). With
+                # fetch_while_settling the round trip overlaps the next batch's reading.
+                await self._nc.flush(timeout=int(self._config.request_timeout))
         finally:
             await self._release_drained()
         if finished:
@@ -488,8 +489,6 @@ class NatsSubscription:
             await self._hand_back(p, sorted(msgs, key=_sequence))
             self._draining.discard(p)
             self._parts.pop(p, None)
-            with translated("release a partition"):  # our acks reach the server before the next owner pulls
-                await self._nc.flush(timeout=int(self._config.request_timeout))
             await self._leases.release(p)
 
     def _pull_open(self, part: _Partition, now: float) -> bool:
