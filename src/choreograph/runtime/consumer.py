@@ -69,7 +69,6 @@ class HandlerStats:
 class _Batch:
     """A fetched batch, decoded and looked up in the inbox, not handled yet."""
 
-    deliveries: Sequence[Delivery]
     decoded: list[tuple[Delivery, Envelope]] = field(default_factory=list)
     undecodable: list[tuple[Delivery, DecodeError]] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
@@ -205,7 +204,7 @@ class Consumer:
 
     async def _read(self, subscription: Subscription, batch: Sequence[Delivery], written: Sequence[str]) -> _Batch:
         """Decode ``batch`` and look its events up in the inbox (plus ``written``, keys being stored)."""
-        read = _Batch(batch)
+        read = _Batch()
         for delivery in batch:
             try:
                 read.decoded.append((delivery, codec.decode(delivery.value, max_size=self._config.max_message_size)))

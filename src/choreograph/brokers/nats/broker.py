@@ -37,7 +37,7 @@ from choreograph.core.broker import (
     TopicInfo,
     partition_for,
 )
-from choreograph.core.errors import BrokerClosed, BrokerError, BrokerUnavailable, UnknownTopic
+from choreograph.core.errors import BrokerClosed, BrokerUnavailable, UnknownTopic
 
 _EARLIEST: Final = Position.earliest()
 _STREAM_IN_USE: Final = 10058
@@ -265,67 +265,60 @@ class NatsBroker:
             headers = n.to_wire(record.headers, record.key)
             headers[n.MSG_ID_HEADER] = n.message_id(record.value, f"{call}.{index}")
             prepared.setdefault(topic, []).append((partition_subjects[partition], bytes(record.value), headers))
+        assert self._publisher is not None
+        fast = self._publisher.publish_fast
         sends = [
-            self._send_fast(messages) if self._batched.get(topic) else self.send_acked(messages, "publish")
+            self._in_batches(messages, "publish", fast, FAST_LIMIT)
+            if self._batched.get(topic)
+            else self.send_acked(messages, "publish")
             for topic, messages in prepared.items()
         ]
         await (sends[0] if len(sends) == 1 else asyncio.gather(*sends))
 
-    async def _send_fast(self, messages: Sequence[Message]) -> None:
-        """Store ``messages`` (one stream, each with a ``Nats-Msg-Id``) as fast-ingest batches, in order.
+    async def store_inbox_keys(self, messages: Sequence[Message]) -> None:
+        """Store inbox-bucket messages: atomic batches (one PubAck each) where the bucket allows them.
 
-        A batch that does not end cleanly goes again message by message
-        (:meth:`send_acked`), where the stream drops what the batch stored.
+        Storing a key twice is harmless, so a batch that fails simply goes again one by one.
         """
         assert self._publisher is not None
-        for start in range(0, len(messages), FAST_LIMIT):
-            chunk = messages[start : start + FAST_LIMIT]
+        action = "settle (writing inbox keys)"
+        if self._atomic_inbox:
+            await self._in_batches(messages, action, self._publisher.publish_atomic, ATOMIC_LIMIT)
+        else:
+            await self.send_acked(messages, action)
+
+    async def _in_batches(self, messages: Sequence[Message], action: str, send_batch: _Send, limit: int) -> None:
+        """Store ``messages`` in order, ``limit`` at a time through ``send_batch`` (one answer per batch).
+
+        A batch that does not end cleanly goes again message by message
+        (:meth:`send_acked`): what it did store is dropped by ``Nats-Msg-Id``
+        (records) or overwritten with itself (inbox keys).
+        """
+        for start in range(0, len(messages), limit):
+            chunk = messages[start : start + limit]
             try:
-                _, failure = await self._publisher.publish_fast(chunk, self.config.publish_timeout)
+                _, failure = await send_batch(chunk, self.config.publish_timeout)
             except Exception as exc:
                 failure = exc
             if failure is not None:
-                await self.send_acked(chunk, "publish")
+                await self.send_acked(chunk, action)
 
-    async def send_acked(self, messages: Sequence[Message], action: str, *, atomic: bool = False) -> None:
+    async def send_acked(self, messages: Sequence[Message], action: str) -> None:
         """Store ``messages`` in order, resending from the first unacknowledged one until ``publish_timeout``.
 
         Resends keep their ``Nats-Msg-Id`` headers, so a message stored but not
         acknowledged in time is dropped by the stream as a duplicate. Raises
         BrokerError naming ``action`` when time runs out or a failure is final.
-
-        ``atomic`` (inbox keys only: storing one twice is harmless): send them
-        as atomic batches, one PubAck per :data:`ATOMIC_LIMIT`, where the inbox
-        bucket allows it; a batch the server refuses goes again one by one.
         """
         await self._ready()
-        publisher = self._publisher
-        assert publisher is not None
-        if not (atomic and self._atomic_inbox):
-            await self._until_stored(messages, action, publisher.publish)
-            return
-        chunks = [messages[i : i + ATOMIC_LIMIT] for i in range(0, len(messages), ATOMIC_LIMIT)]
-        await asyncio.gather(*(self._atomically(chunk, action) for chunk in chunks))
-
-    async def _atomically(self, messages: Sequence[Message], action: str) -> None:
         assert self._publisher is not None
-        try:
-            await self._until_stored(messages, action, self._publisher.publish_atomic)
-        except BrokerError as exc:
-            cause = exc.__cause__
-            if not isinstance(cause, nats.js.errors.APIError) or _retryable(cause):
-                raise
-            # Refused as a batch (too many batches in flight, atomic publishes turned off): one by one.
-            await self._until_stored(messages, action, self._publisher.publish)
-
-    async def _until_stored(self, messages: Sequence[Message], action: str, send: _Send) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.publish_timeout
         pending = messages
         while True:
             remaining = max(0.05, deadline - loop.time())
             try:
-                first, failure = await send(pending, remaining)
+                first, failure = await self._publisher.publish(pending, remaining)
             except Exception as exc:
                 first, failure = 0, exc
             if failure is None:

@@ -307,7 +307,7 @@ class NatsSubscription:
             writes.append(self._broker.send_acked(letters, "settle (writing dead letters)"))
         if settlement.inbox:
             keys: list[Message] = [(self._inbox_subject(key), b"", None) for key in settlement.inbox]
-            writes.append(self._broker.send_acked(keys, "settle (writing inbox keys)", atomic=True))
+            writes.append(self._broker.store_inbox_keys(keys))
         try:
             await asyncio.gather(*writes)
         except Exception as exc:
