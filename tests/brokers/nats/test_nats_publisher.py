@@ -1,4 +1,4 @@
-"""The batch publisher and inbox writes against a real nats-server: atomic batches and their fallback."""
+"""The batch publisher and inbox writes against a real nats-server: fast and atomic batches, and their fallback."""
 
 from __future__ import annotations
 
@@ -20,18 +20,22 @@ def _broker(server: NatsServer) -> NatsBroker:
     return NatsBroker.from_url(f"{server.url}?prefix=p{uuid.uuid4().hex[:8]}")
 
 
-async def _inbox_stream_atomic(broker: NatsBroker) -> bool:
+async def _inbox_allows(broker: NatsBroker, setting: str) -> bool:
     info = await broker.jetstream.stream_info(f"KV_{broker.names.inbox_bucket}")
-    return bool(info.config.allow_atomic)
+    return bool(getattr(info.config, setting))
 
 
-async def test_a_settle_stores_more_inbox_keys_than_one_atomic_batch_holds(nats_server: NatsServer) -> None:
+@pytest.mark.parametrize("kind", ["fast", "atomic"])
+async def test_a_settle_stores_more_inbox_keys_than_one_batch_holds(nats_server: NatsServer, kind: str) -> None:
     broker = _broker(nats_server)
     try:
-        count = ATOMIC_LIMIT + 250  # two atomic batches
+        count = max(FAST_LIMIT, ATOMIC_LIMIT) + 250  # two batches
         await broker.publish("t", [Record(b"x", f"k{i}") for i in range(count)])
         sub = await broker.subscribe("t", "g")
-        assert await _inbox_stream_atomic(broker), "nats-server 2.12+ keeps allow_atomic on the inbox bucket"
+        assert await _inbox_allows(broker, "allow_batched"), "nats-server 2.14+ keeps allow_batched on the inbox"
+        if kind == "atomic":  # as on a 2.12 or 2.13 server, which has atomic batches but no fast-ingest ones
+            assert await _inbox_allows(broker, "allow_atomic") or await _allow(broker, "allow_atomic")
+            broker._inbox_batches = (broker._publisher.publish_atomic, ATOMIC_LIMIT)  # type: ignore[union-attr]
         got = []
         while len(got) < count:
             batch = await sub.fetch(count, 5)
@@ -45,17 +49,25 @@ async def test_a_settle_stores_more_inbox_keys_than_one_atomic_batch_holds(nats_
         await broker.close()
 
 
-async def test_inbox_keys_go_one_by_one_when_the_server_refuses_atomic_batches(nats_server: NatsServer) -> None:
-    # Given a broker that believes atomic batches work, on an inbox bucket that no longer allows them
+async def _allow(broker: NatsBroker, setting: str) -> bool:
+    js = broker.jetstream
+    config = (await js.stream_info(f"KV_{broker.names.inbox_bucket}")).config
+    setattr(config, setting, True)
+    return bool(getattr((await js.update_stream(config)).config, setting))
+
+
+async def test_inbox_keys_go_one_by_one_when_the_server_refuses_batches(nats_server: NatsServer) -> None:
+    # Given a broker that believes batches work, on an inbox bucket that no longer allows them
     broker = _broker(nats_server)
     try:
         await broker.publish("t", [Record(b"x", "k")])
         sub = await broker.subscribe("t", "g")
         js = broker.jetstream
         config = (await js.stream_info(f"KV_{broker.names.inbox_bucket}")).config
+        config.allow_batched = False
         config.allow_atomic = False
         await js.update_stream(config)
-        assert not await _inbox_stream_atomic(broker)
+        assert not await _inbox_allows(broker, "allow_batched")
         (delivery,) = await sub.fetch(10, 5)
         # When a settle writes inbox keys, the refused batch is sent again message by message
         await sub.settle(Settlement(acks=[delivery], inbox=["a", "b", "c"]))

@@ -25,7 +25,6 @@ tokens or wildcards.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -153,14 +152,18 @@ def message_id(value: bytes, fallback: str) -> str:
     so identical raw payloads published twice are both kept.
     """
     if value.startswith(_ENCODED_HEAD):  # our codec's layout: read id and source without parsing it all
-        end = value.find(b'"', len(_ENCODED_HEAD))
-        if end > len(_ENCODED_HEAD) and value.startswith(_ENCODED_SOURCE, end):
+        head = len(_ENCODED_HEAD)
+        end = value.find(b'"', head)
+        if end > head and value.startswith(_ENCODED_SOURCE, end):
             start = end + len(_ENCODED_SOURCE)
             stop = value.find(b'"', start)
-            event_id, source = value[len(_ENCODED_HEAD) : end], value[start:stop]
-            if stop > start and b"\\" not in event_id and b"\\" not in source:
-                with contextlib.suppress(UnicodeDecodeError):  # not JSON at all: the fallback below
-                    return f"{source.decode()}/{event_id.decode()}".translate(_LINE_BREAKS)
+            pair = value[start:stop] + b"/" + value[head:end]
+            # No escapes (the JSON value would differ from its bytes), and one header line.
+            if stop > start and b"\\" not in pair and b"\n" not in pair and b"\r" not in pair:
+                try:
+                    return pair.decode()
+                except UnicodeDecodeError:
+                    pass  # not JSON at all: the fallback below
     if value[:1] != b"{":
         return fallback
     try:

@@ -100,12 +100,12 @@ class BatchPublisher:
         return self._prefix
 
     async def publish_fast(self, messages: Sequence[Message], timeout: float) -> tuple[int, BaseException | None]:
-        """Store ``messages`` (one stream, at most :data:`FAST_LIMIT`, each with a ``Nats-Msg-Id``) in order.
+        """Store ``messages`` (one stream, at most :data:`FAST_LIMIT`) in order.
 
         Returns ``(-1, None)`` once the server confirmed the whole batch, else
         ``(0, why)``: any prefix of it may be stored, so the caller sends all
-        of it again (the copies are dropped by their message ids). The stream
-        must allow batched publishes.
+        of it again: records carry a ``Nats-Msg-Id`` so the copies are dropped,
+        inbox keys may be stored twice. The stream must allow batched publishes.
         """
         if not messages:
             return -1, None
