@@ -268,7 +268,9 @@ class App:
                 # Tolerant reader: a newer producer's extra fields are ignored (FORWARD compatibility).
                 data = {name: value for name, value in data.items() if name in fields}
             ctx.event = guard.incoming(model, data, version=version)
-            spec.collect(await spec.func(ctx.event, ctx), ctx)
+            result = await spec.func(ctx.event, ctx)
+            if result is not None:
+                spec.collect(result, ctx)
 
         return invoke
 
