@@ -188,6 +188,9 @@ class Consumer:
         written = settlement.inbox
 
         async def read_next() -> _Batch | None:
+            # The settle has queued its writes by now: let the client's writer put them on the wire before this
+            # read's decoding (milliseconds of CPU) holds the loop. The settle's round trip then overlaps it.
+            await asyncio.sleep(0)
             batch = await subscription.fetch(limit, self._config.fetch_timeout)
             return await self._read(subscription, batch, written) if batch else None
 

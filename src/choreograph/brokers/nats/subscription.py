@@ -309,7 +309,9 @@ class NatsSubscription:
             keys: list[Message] = [(self._inbox_subject(key), b"", None) for key in settlement.inbox]
             writes.append(self._broker.store_inbox_keys(keys))
         try:
-            await asyncio.gather(*writes)
+            # One write (the usual settle: inbox keys only) runs in this task, so its frames are queued for the
+            # socket before a read-ahead gets to run.
+            await (writes[0] if len(writes) == 1 else asyncio.gather(*writes))
         except Exception as exc:
             raise translate(exc, "settle (writing outputs, dead letters and inbox keys)") from exc
 
