@@ -165,7 +165,9 @@ class Consumer:
             settlement = await self._handle(ahead, tally)
             ahead = None
             reading = None
-            if look_ahead:
+            # Not past a settle that schedules retries: a read made before the schedule is stored could hand
+            # out later events of a key that must wait for its retry.
+            if look_ahead and not settlement.retries:
                 reading = await self._settle_reading_on(subscription, settlement, limit)
             else:
                 await subscription.settle(settlement)

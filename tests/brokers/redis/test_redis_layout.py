@@ -171,3 +171,29 @@ async def test_a_settlement_larger_than_the_scripts_chunks_commits_whole(redis_s
         assert await broker.client.zcard(broker.keys.group("t", "g").inbox) == 2500
     finally:
         await broker.close()
+
+
+async def test_a_fetch_during_a_settle_rebalances_only_after_the_settle(broker: RedisBroker) -> None:
+    # Given a member that holds records and learns of a new group generation (another member came)
+    await broker.publish("t", [Record(f"v{i}".encode(), f"k{i}") for i in range(4)])
+    subscription, got = await _fetch_all(broker, "t", "g", 4)
+    rebalanced_while_settling: list[bool] = []
+    rebalance = subscription._rebalance
+
+    async def watched() -> None:
+        rebalanced_while_settling.append(subscription._settling is not None)
+        await rebalance()
+
+    subscription._rebalance = watched  # type: ignore[method-assign]
+    subscription._seen_generation += 1
+    # When the next fetch starts while the settle of what it holds is in flight (read-ahead)
+    settling = asyncio.ensure_future(subscription.settle(Settlement(acks=got)))
+    await asyncio.sleep(0)
+    assert subscription._settling is not None, "the settle is waiting for Redis"
+    fetched = await subscription.fetch(10, 0.2)
+    await settling
+    # Then the rebalance (which could hand the partitions to another member) waited for the settle,
+    # and nothing acked came back
+    assert rebalanced_while_settling == [False]
+    assert fetched == []
+    await subscription.close()

@@ -11,7 +11,7 @@ from choreograph import App, ConsumerConfig, Context, Event, Record, encode
 from choreograph.brokers.memory import MemoryBroker, MemorySubscription
 from choreograph.core.broker import Delivery, Position, Settlement
 from choreograph.core.envelope import Envelope
-from choreograph.core.errors import BrokerError
+from choreograph.core.errors import BrokerError, Retry
 from tests.conftest import wait_until
 
 EARLIEST = Position()
@@ -37,6 +37,8 @@ class LookAheadBroker(MemoryBroker):
         self.looked_up = asyncio.Event()
         self.overlaps = 0
         self.settling = 0
+        self.retrying = 0
+        self.retry_overlaps = 0
 
     async def subscribe(self, topic: str, group: str, *, start: Position = EARLIEST) -> MemorySubscription:
         sub = await super().subscribe(topic, group, start=start)
@@ -46,6 +48,8 @@ class LookAheadBroker(MemoryBroker):
         async def fetching(max_records: int, timeout: float) -> list[Delivery]:
             if outer.settling:
                 outer.overlaps += 1
+            if outer.retrying:
+                outer.retry_overlaps += 1
             return await fetch(max_records, timeout)
 
         async def looking_up(keys: Sequence[str]) -> set[str]:
@@ -56,12 +60,14 @@ class LookAheadBroker(MemoryBroker):
 
         async def settling(settlement: Settlement) -> None:
             outer.settling += 1
+            outer.retrying += bool(settlement.retries)
             try:
                 await asyncio.wait_for(outer.looked_up.wait(), 0.2)  # the last batch has nothing after it
             except TimeoutError:
                 pass
             finally:
                 outer.settling -= 1
+                outer.retrying -= bool(settlement.retries)
             outer.looked_up.clear()
             if outer.failures:
                 outer.failures -= 1
@@ -138,3 +144,27 @@ async def test_a_failed_settle_loses_nothing_and_keeps_key_order() -> None:
         assert sorted(set(ns)) == list(range(6))
         assert ns == sorted(ns), f"a later event ran before an earlier one was redone: {ns}"
     assert sum(len(ns) for ns in handled.values()) == 14, "two failed settles: two events ran twice"
+
+
+async def test_nothing_is_read_ahead_past_a_settle_that_schedules_retries() -> None:
+    # Given events that fail once each: their settles schedule retries
+    broker = LookAheadBroker()
+    app = App("shop", broker=broker, consumer=dataclasses.replace(CONFIG, batch_size=1))
+    handled: dict[str, list[int]] = defaultdict(list)
+    failed: set[int] = set()
+
+    @app.service("svc").on(Step)
+    async def handle(event: Step, ctx: Context) -> None:
+        if event.n % 2 == 0 and event.n not in failed:
+            failed.add(event.n)
+            raise Retry(after=0.01)
+        handled[event.key].append(event.n)
+
+    await app.publish_many((Step(key="k", n=n), "k") for n in range(8))
+    await app.start()
+    await wait_until(lambda: len(handled["k"]) == 8, what="every event handled")
+    await app.stop()
+    # Then settles without retries were read past, those with retries were not, and key order held
+    assert broker.overlaps > 0
+    assert broker.retry_overlaps == 0, "a batch was read while a settle scheduling a retry was in flight"
+    assert handled["k"] == list(range(8))

@@ -90,6 +90,9 @@ class RedisBroker:
         atomic_settle=True,
         cross_process=True,
         dead_letter_store=True,
+        # A fetch adds to the held set and backlogs, a settle removes what it settled; a fetch that must
+        # rebalance waits for the settle in flight (RedisSubscription.fetch).
+        fetch_while_settling=True,
     )
 
     def __init__(self, url: str = "redis://localhost:6379/0", *, config: RedisConfig | None = None,

@@ -94,6 +94,8 @@ class RedisSubscription:
         self._last_inbox_trim = 0.0
         self._readopt = False
         self._quiet_until = 0.0
+        self._settling: asyncio.Future[None] | None = None
+        """Done when the settle in flight ends; a fetch running meanwhile rebalances only after it."""
 
     # -- membership ---------------------------------------------------------------
 
@@ -206,6 +208,11 @@ class RedisSubscription:
             raise ConfigurationError(f"max_records must be >= 1, got {max_records}")
         deadline = time.monotonic() + max(0.0, timeout)
         while not self._closed:
+            if self._settling is not None and (self._readopt or self._seen_generation != self._generation):
+                # A settle in flight is acking records of partitions a rebalance could hand to another
+                # member, who would then take them again: let it finish first, whatever its outcome.
+                await asyncio.wait([self._settling])
+                continue
             if self._readopt:
                 self._readopt = False
                 await self._release(list(self._owned))
@@ -450,6 +457,14 @@ class RedisSubscription:
         if self._closed:
             raise BrokerClosed(f"this subscription to {self.topic!r} is closed")
         deliveries = settlement.check(self.topic, self._held, self.group)
+        settling = self._settling = asyncio.get_running_loop().create_future()
+        try:
+            await self._apply(settlement, deliveries)
+        finally:
+            self._settling = None
+            settling.set_result(None)
+
+    async def _apply(self, settlement: Settlement, deliveries: list[Delivery]) -> None:
         broker, g, keys = self._broker, self._gkeys, self._keys
         now = broker.clock.now()
         by_topic: dict[str, list[Record]] = {}
