@@ -126,7 +126,8 @@ class Consumer:
             batch, already = ahead
             settlement = self.handle(batch, already)
             finishing = done() or loop.time() >= deadline  # then settle what is in hand and stop
-            reading = None if finishing else asyncio.ensure_future(read(settlement.inbox))
+            # As the runtime: never read past a settle that schedules retries (the schedule is not stored yet).
+            reading = None if finishing or settlement.retries else asyncio.ensure_future(read(settlement.inbox))
             try:
                 if len(settlement):
                     await self.sub.settle(settlement)
