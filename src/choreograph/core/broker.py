@@ -228,7 +228,10 @@ class Capabilities:
     dead_letter_store: bool = False
     """The backend implements :class:`DeadLetterStore`."""
     fetch_while_settling: bool = False
-    """A subscription's ``fetch`` and ``seen`` may run while its previous batch's ``settle`` is in flight."""
+    """A subscription's ``fetch`` and ``seen`` may run while its previous batch's ``settle`` is in flight.
+
+    The runtime never reads past a settle that schedules retries.
+    """
 
 
 def partition_for(key: str | None, partitions: int, fallback: int = 0) -> int:
