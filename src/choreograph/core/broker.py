@@ -42,6 +42,11 @@ class Delivery:
     (NATS, Redis) or in memory also count a redelivery after a consumer crashed
     or left; the embedded SQLite log does not, to keep fetches free of writes.
     ``first_failure`` is the time of the first failed attempt, if any.
+    ``fault`` is set when the backend could not translate its native record
+    (a non-UTF-8 key or header, a malformed choreograph header, an id it did
+    not assign): ``value`` then holds the record's original bytes, and the
+    consumer dead-letters it with reason ``decode`` instead of handling it.
+    Backends never raise out of ``fetch`` for such a record.
     """
 
     topic: str
@@ -53,6 +58,7 @@ class Delivery:
     timestamp: float = 0.0
     attempt: int = 1
     first_failure: float | None = None
+    fault: str | None = None
 
     def __init__(
         self,
@@ -65,6 +71,7 @@ class Delivery:
         timestamp: float = 0.0,
         attempt: int = 1,
         first_failure: float | None = None,
+        fault: str | None = None,
     ) -> None:
         # Written out, as Envelope's: one delivery per record read, and the generated frozen __init__'s
         # object.__setattr__ per field cost twice what the slots' own setters (bound below) do.
@@ -77,6 +84,7 @@ class Delivery:
         _set_timestamp(self, timestamp)
         _set_attempt(self, attempt)
         _set_first_failure(self, first_failure)
+        _set_fault(self, fault)
 
 
 (
@@ -89,7 +97,8 @@ class Delivery:
     _set_timestamp,
     _set_attempt,
     _set_first_failure,
-) = slot_setters(Delivery, "topic partition offset value key headers timestamp attempt first_failure")
+    _set_fault,
+) = slot_setters(Delivery, "topic partition offset value key headers timestamp attempt first_failure fault")
 
 
 @dataclass(frozen=True, slots=True)
