@@ -50,8 +50,14 @@ layers: $(STAMP)
 test-stress: $(STAMP)
 	$(BIN)/pytest -q -m stress tests/conformance
 
-## make bench: benchmarks with peers side by side; writes bench/results/latest.json
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+## make bench: benchmarks with peers side by side (FastStream from the bench extra); writes bench/results/latest.json
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
 clean:

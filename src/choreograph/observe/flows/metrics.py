@@ -1,4 +1,4 @@
-"""Export flow figures as Prometheus metrics (optional: ``pip install 'choreograph[metrics]'``).
+"""Export flow figures as Prometheus metrics (prometheus-client is a core dependency).
 
 A collector reads :meth:`Observer.figures` at scrape time, so the numbers are
 never stale and nothing is counted twice across restarts::
@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from choreograph.core.errors import MissingExtraError
 from choreograph.observe.flows.figures import FlowFigures
 
 _STATES = (
@@ -40,10 +39,8 @@ class FlowCollector:
 
     def collect(self) -> Iterator[Any]:
         """Yield the metric families at scrape time."""
-        try:
-            from prometheus_client.core import GaugeMetricFamily
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise MissingExtraError("flow metrics", "metrics", "prometheus_client") from exc
+        from prometheus_client.core import GaugeMetricFamily
+
         instances = GaugeMetricFamily("choreograph_flow_instances", "Flow instances by state", labels=["flow", "state"])
         ratio = GaugeMetricFamily(
             "choreograph_flow_completion_ratio", "completed / (completed + failed + stuck)", labels=["flow"]
@@ -66,14 +63,9 @@ class FlowCollector:
 
 
 def register_flow_metrics(figures: Callable[[], Mapping[str, FlowFigures]], registry: Any = None) -> FlowCollector:
-    """Register a :class:`FlowCollector` on ``registry`` (default: the global one); return it.
+    """Register a :class:`FlowCollector` on ``registry`` (default: the global one); return it."""
+    from prometheus_client import REGISTRY
 
-    Raises MissingExtraError with an install hint if prometheus_client is absent.
-    """
-    try:
-        from prometheus_client import REGISTRY
-    except ImportError as exc:
-        raise MissingExtraError("flow metrics", "metrics", "prometheus_client") from exc
     collector = FlowCollector(figures)
     (registry or REGISTRY).register(collector)
     return collector
