@@ -12,6 +12,8 @@ the error inherits it too, so ``except ValueError`` keeps working::
     ├── BrokerError                          the broker failed; raised at the broker boundary
     │   ├── BrokerUnavailable (ConnectionError)  cannot reach the broker
     │   ├── BrokerClosed                     the broker or subscription was closed
+    │   ├── LeaseLost                        a member settled or fetched a partition it no longer holds
+    │   ├── StorageLost                      the broker's storage was deleted, replaced or truncated
     │   └── UnknownTopic (LookupError)       the topic does not exist
     ├── NotFound (LookupError)               a dead letter, group or record does not exist
     └── HandlerControl                       control flow raised by a handler
@@ -65,6 +67,22 @@ class BrokerUnavailable(BrokerError, ConnectionError):
 
 class BrokerClosed(BrokerError):
     """The broker or subscription is closed."""
+
+
+class LeaseLost(BrokerError):
+    """This member no longer holds a partition it fetched from; nothing of its settle was applied.
+
+    The partition's new owner redelivers what the member held; the member
+    should leave the group and join again (the runtime resubscribes).
+    """
+
+
+class StorageLost(BrokerError):
+    """The broker's storage is gone (a deleted, replaced or truncated database file).
+
+    Not transient: retrying cannot help, so a worker should stop (exit
+    non-zero) and let its supervisor restart it against sound storage.
+    """
 
 
 class UnknownTopic(BrokerError, LookupError):
