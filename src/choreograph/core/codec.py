@@ -42,6 +42,9 @@ _KNOWN: Final = frozenset(
     }
 )
 _STR_OR_NONE: Final = frozenset({str, type(None)})
+MAX_SCHEMA_VERSION: Final = 2**31 - 1
+"""Highest ``schemaversion`` accepted: event versions are small positive integers."""
+_VERSION_DIGITS: Final = len(str(MAX_SCHEMA_VERSION))
 _OPTIONAL_STR: Final = (
     h.TIME,
     h.SUBJECT,
@@ -119,11 +122,11 @@ def _build(doc: Mapping[str, Any], data: Any) -> Envelope:
     ):
         _check(doc)
     version = get("schemaversion")
-    if version is not None and version.__class__ is not int:
-        if isinstance(version, str) and version.isdigit():
-            version = int(version)  # binary mode carries every attribute as a string
-        elif not isinstance(version, int) or isinstance(version, bool):
-            raise DecodeError(f"extension 'schemaversion' must be an integer, got {version!r}")
+    if version is not None and not (version.__class__ is int and 0 < version <= MAX_SCHEMA_VERSION):
+        version = _version(version)
+    contenttype = get("datacontenttype")
+    if contenttype is not None and not isinstance(contenttype, str):
+        raise DecodeError(f"CloudEvents attribute 'datacontenttype' must be a string, got {_show(contenttype)}")
     return Envelope(
         eid,
         source,
@@ -132,7 +135,7 @@ def _build(doc: Mapping[str, Any], data: Any) -> Envelope:
         "1.0",
         time,
         subject,
-        get("datacontenttype"),
+        contenttype,
         dataschema,
         correlationid,
         causationid,
@@ -142,6 +145,29 @@ def _build(doc: Mapping[str, Any], data: Any) -> Envelope:
         version,
         {} if _KNOWN.issuperset(doc) else {k: doc[k] for k in doc.keys() - _KNOWN},  # extensions: usually none
     )
+
+
+def _version(value: Any) -> int:
+    """Return ``value`` as a schema version in 1..MAX_SCHEMA_VERSION, or raise DecodeError.
+
+    Binary mode carries every attribute as a string: only ASCII digits are
+    read (``str.isdigit`` also accepts superscripts and other scripts' digits,
+    which ``int`` then refuses or reads), and only as many as the range needs,
+    so a hostile header costs no big-number parsing.
+    """
+    if value.__class__ is str and 0 < len(value) <= _VERSION_DIGITS and value.isascii() and value.isdigit():
+        value = int(value)
+    if value.__class__ is not int:  # bool, float, a str subclass, any JSON value
+        raise DecodeError(f"extension 'schemaversion' must be a positive integer, got {_show(value)}")
+    if not 0 < value <= MAX_SCHEMA_VERSION:
+        raise DecodeError(f"extension 'schemaversion' must be between 1 and {MAX_SCHEMA_VERSION}, got {value}")
+    return int(value)
+
+
+def _show(value: Any) -> str:
+    """A short repr of an untrusted value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _check(doc: Mapping[str, Any]) -> None:
@@ -154,15 +180,30 @@ def _check(doc: Mapping[str, Any]) -> None:
         if not isinstance(value, str) or not value:
             raise DecodeError(f"CloudEvents attribute {name!r} is missing or not a non-empty string")
     if doc[h.SPEC] != h.SPECVERSION:
-        raise DecodeError(f"unsupported CloudEvents specversion {doc[h.SPEC]!r}; expected '1.0'")
+        raise DecodeError(f"unsupported CloudEvents specversion {_show(doc[h.SPEC])}; expected '1.0'")
     for name in _OPTIONAL_STR:
         value = doc.get(name)
         if value is not None and not isinstance(value, str):
-            raise DecodeError(f"CloudEvents attribute {name!r} must be a string, got {value!r}")
+            raise DecodeError(f"CloudEvents attribute {name!r} must be a string, got {_show(value)}")
 
 
 def decode(raw: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
-    """Decode structured-mode CloudEvents JSON. Raises DecodeError on any bad input."""
+    """Decode structured-mode CloudEvents JSON. Raises DecodeError on any bad input, never another exception."""
+    try:
+        return _decode(raw, max_size)
+    except DecodeError:
+        raise
+    except Exception as exc:  # a safety net: the checks above are meant to leave nothing for it
+        raise _unexpected(exc) from exc
+
+
+def _unexpected(exc: Exception) -> DecodeError:
+    return DecodeError(f"message could not be decoded: {type(exc).__name__}: {_show(str(exc))}")
+
+
+def _decode(raw: bytes, max_size: int) -> Envelope:
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise DecodeError(f"message is {type(raw).__name__}, expected bytes")
     if len(raw) > max_size:
         raise DecodeError(f"message is {len(raw)} bytes, over the {max_size}-byte limit")
     try:
@@ -185,10 +226,30 @@ def to_binary(envelope: Envelope) -> tuple[dict[str, str], bytes]:
     return headers, orjson.dumps(envelope.data)
 
 
-def from_binary(headers: Mapping[str, str], body: bytes) -> Envelope:
-    """Rebuild an envelope from binary-mode headers and body. Raises DecodeError."""
+def from_binary(headers: Mapping[str, str], body: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
+    """Rebuild an envelope from binary-mode headers and body. Raises DecodeError on any bad input.
+
+    Header names and values must be strings (a backend decodes its native
+    bytes first); ``max_size`` bounds the body and the headers together.
+    Never raises another exception.
+    """
+    try:
+        return _from_binary(headers, body, max_size)
+    except DecodeError:
+        raise
+    except Exception as exc:  # a safety net, as in decode
+        raise _unexpected(exc) from exc
+
+
+def _from_binary(headers: Mapping[str, str], body: bytes, max_size: int) -> Envelope:
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise DecodeError(f"binary-mode body is {type(body).__name__}, expected bytes")
+    size = len(body)
     doc: dict[str, Any] = {}
     for name, value in headers.items():
+        if not (isinstance(name, str) and isinstance(value, str)):
+            raise DecodeError(f"header {_show(name)} is not a string name with a string value: {_show(value)}")
+        size += len(name) + len(value)
         if name.startswith(h.BINARY_PREFIX):
             attr = name[len(h.BINARY_PREFIX) :]
             if attr in _KNOWN:
@@ -197,7 +258,9 @@ def from_binary(headers: Mapping[str, str], body: bytes) -> Envelope:
                 try:
                     doc[attr] = orjson.loads(value)
                 except orjson.JSONDecodeError:
-                    doc[attr] = value
+                    doc[attr] = value  # an extension that is a plain string, not JSON
+    if size > max_size:
+        raise DecodeError(f"message is {size} bytes with its headers, over the {max_size}-byte limit")
     doc[h.DATACONTENTTYPE] = headers.get(h.CONTENT_TYPE_HEADER, h.CONTENT_TYPE_JSON)
     try:
         data = orjson.loads(body) if body else None

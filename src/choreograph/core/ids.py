@@ -88,10 +88,21 @@ def id_time_ms(event_id: str) -> int:
 def derived_id(parent_id: str, scope: str, position: int) -> str:
     """Return a UUIDv7 derived deterministically from (parent_id, scope, position).
 
-    Pure function: calling it again with the same arguments returns the same id.
-    The timestamp is the parent's (or now if the parent is not a UUIDv7), so
-    derived ids sort next to their cause.
+    Pure function, for any parent id: calling it again with the same arguments
+    returns the same id, whatever the time. The timestamp is the parent's when
+    the parent is a UUIDv7, so derived ids sort next to their cause; for any
+    other parent it is taken from a hash of the parent id, so it is the same
+    on every run (and the same for every child of one parent).
     """
-    digest = hashlib.blake2b(f"{parent_id}\x1f{scope}\x1f{position}".encode(), digest_size=10).digest()
-    ms = id_time_ms(parent_id) or time.time_ns() // 1_000_000
+    # surrogatepass: a str from any source encodes (lone surrogates included), and distinct strs stay distinct
+    parent = parent_id.encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(
+        b"%b\x1f%b\x1f%d" % (parent, scope.encode("utf-8", "surrogatepass"), position), digest_size=10
+    ).digest()
+    ms = id_time_ms(parent_id) or _hashed_ms(parent)
     return _format(ms, int.from_bytes(digest[:2], "big"), int.from_bytes(digest[2:], "big"))
+
+
+def _hashed_ms(parent: bytes) -> int:
+    """A 48-bit timestamp taken from a hash of a parent id that carries none (not a UUIDv7)."""
+    return int.from_bytes(hashlib.blake2b(parent, digest_size=6, person=b"choreograph-ms").digest(), "big")
