@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-tools lint typecheck layers unit test-stress bench docs clean
+.PHONY: demo test test-tools lint typecheck layers unit test-stress test-chaos bench docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,11 @@ BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $@
+
+## make test-chaos: kill -9 loops and broker restarts (20,000 events per backend); figures in bench/results/chaos.jsonl
+test-chaos: $(STAMP)
+	rm -f bench/results/chaos.jsonl
+	CHOREOGRAPH_CHAOS=long CHOREOGRAPH_CHAOS_REPORT=bench/results/chaos.jsonl $(BIN)/pytest -q -s tests/chaos
 
 ## make bench: benchmarks with peers side by side (FastStream from the bench extra); writes bench/results/latest.json
 bench: $(BENCH_STAMP)
