@@ -61,12 +61,12 @@ async def run(quick: bool) -> list[dict[str, Any]]:
     orders = 1000 if quick else 5000
     os.environ.update(SHOP_DECLINE_RATE="0.15", SHOP_STOCKOUT_RATE="0.1", SHOP_FAIL_RATE="0")
     os.environ.pop("SHOP_BREAK_RELEASE", None)
-    from examples.shop.events import LineItem, OrderPlaced
-    from examples.shop.flows import flows
+    from choreograph.examples.shop.events import LineItem, OrderPlaced
+    from choreograph.examples.shop.flows import flows
 
     workdir = Path(tempfile.mkdtemp(prefix="observer-bench-"))
     url = f"sqlite:///{workdir}/shop.db"
-    app = importlib.import_module("examples.shop.app").app
+    app = importlib.import_module("choreograph.examples.shop.app").app
     app.configure_broker(url)
     broker = app.broker
     assert isinstance(broker, TopicAdmin)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from examples.shop.events import LineItem
-
 from choreograph import App, Event
+from choreograph.examples.shop.events import LineItem
 
 
 class OrderPlacedWithCoupon(Event, type="shop.order.placed", version=2):

@@ -13,7 +13,6 @@ from types import ModuleType
 import orjson
 import pytest
 import typer
-from examples.shop.events import LineItem, OrderPlaced
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,6 +22,7 @@ from typer.testing import CliRunner
 
 from choreograph import App, Context
 from choreograph.brokers.memory import MemoryBroker
+from choreograph.examples.shop.events import LineItem, OrderPlaced
 from choreograph.observe.logs import ContextFilter, JsonFormatter, install_log_context
 from choreograph.observe.metrics import serve_metrics
 from choreograph.observe.tracing import install_tracing
@@ -39,7 +39,7 @@ def shop(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setenv("SHOP_STOCKOUT_RATE", "0")
     monkeypatch.setenv("SHOP_FAIL_RATE", "0")
     monkeypatch.delenv("SHOP_BREAK_RELEASE", raising=False)
-    return importlib.reload(importlib.import_module("examples.shop.app"))
+    return importlib.reload(importlib.import_module("choreograph.examples.shop.app"))
 
 
 def order(i: int, customer: str = "ada") -> OrderPlaced:
@@ -242,7 +242,7 @@ async def test_slo_command_computes_slis_from_the_log(
             f"""\
             from choreograph import App
             from choreograph.observe.slo import SLO
-            from examples.shop import app as shop
+            from choreograph.examples.shop import app as shop
 
             app = App("shop", broker={url!r})
             for name, service in shop.app.services.items():

@@ -7,12 +7,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from examples.shop.events import LineItem, OrderPlaced
-from examples.shop.flows import flows, order_flow
 
 from choreograph import App
 from choreograph.brokers.memory import MemoryBroker
 from choreograph.core import codec
+from choreograph.examples.shop.events import LineItem, OrderPlaced
+from choreograph.examples.shop.flows import flows, order_flow
 from choreograph.observe.flows import (
     FlowCompensationMissing,
     MemoryFlowStore,
@@ -35,7 +35,7 @@ def shop(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setenv("SHOP_STOCKOUT_RATE", "0.1")
     monkeypatch.setenv("SHOP_FAIL_RATE", "0")
     monkeypatch.delenv("SHOP_BREAK_RELEASE", raising=False)
-    module = importlib.reload(importlib.import_module("examples.shop.app"))
+    module = importlib.reload(importlib.import_module("choreograph.examples.shop.app"))
     return module
 
 

@@ -12,10 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from examples.shop.events import LineItem, OrderPlaced
 
 from choreograph import App
 from choreograph.brokers.sqlite import SqliteBroker
+from choreograph.examples.shop.events import LineItem, OrderPlaced
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,17 @@ async def test_run_serves_metrics_matching_the_orders_handled(tmp_path: Path) ->
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SHOP_DECLINE_RATE": "0", "SHOP_STOCKOUT_RATE": "0",
            "SHOP_FAIL_RATE": "0", "COLUMNS": "200"}  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-m", "choreograph", "run", "examples.shop.app:app", "--broker", url, "--metrics-port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "choreograph",
+            "run",
+            "choreograph.examples.shop.app:app",
+            "--broker",
+            url,
+            "--metrics-port",
+            "0",
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

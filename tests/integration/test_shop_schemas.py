@@ -16,7 +16,7 @@ runner = CliRunner()
 
 def test_shop_schemas_register_and_next_versions_are_checked(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/shop.db"
-    result = runner.invoke(cli, ["schema", "register", "examples.shop.app:app", "--broker", url])
+    result = runner.invoke(cli, ["schema", "register", "choreograph.examples.shop.app:app", "--broker", url])
     assert result.exit_code == 0, result.output
     listed = runner.invoke(cli, ["schema", "list", "--broker", url])
     assert "shop.order.placed" in listed.output and "shop.payment.declined" in listed.output
@@ -32,7 +32,7 @@ def test_shop_schemas_register_and_next_versions_are_checked(tmp_path: Path) -> 
 
 def test_shop_asyncapi_document_validates(tmp_path: Path) -> None:
     target = tmp_path / "asyncapi.json"
-    result = runner.invoke(cli, ["asyncapi", "examples.shop.app:app", "-o", str(target)])
+    result = runner.invoke(cli, ["asyncapi", "choreograph.examples.shop.app:app", "-o", str(target)])
     assert result.exit_code == 0, result.output
     document = json.loads(target.read_text())
     schema = json.loads((ROOT / "tests/data/asyncapi-3.0.0.schema.json").read_text())

@@ -46,6 +46,7 @@ from choreograph.core.errors import (
     NotFound,
     UnknownTopic,
 )
+from choreograph.core.names import check_group, check_topic
 from choreograph.core.options import parse_query
 
 DEFAULT_PARTITIONS: Final = 4
@@ -182,11 +183,13 @@ class MemoryBroker:
 
     async def publish(self, topic: str, records: Sequence[Record]) -> None:
         """Append ``records`` in order; visible to fetches when it returns. Atomic, never blocks."""
+        check_topic(topic)
         self._check_open()
         self._append(topic, records)
 
     async def subscribe(self, topic: str, group: str, *, start: Position = _EARLIEST) -> MemorySubscription:
         """Join ``group`` on ``topic``; the group's partitions are re-split among its members."""
+        check_topic(topic), check_group(group)
         self._check_open()
         state = self._groups.get((topic, group))
         if state is None:

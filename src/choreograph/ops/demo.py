@@ -24,12 +24,12 @@ from rich.table import Table
 from choreograph.core.broker import Broker, DeadLetterStore, LogReader, TopicAdmin
 from choreograph.core.errors import ConfigurationError
 from choreograph.observe.flows import summarize
-from choreograph.ops.console import out
 from choreograph.ops.loader import load_app
+from choreograph.ops.terminal import out
 from choreograph.runtime.app import App
 
 DEMO_DB = ".choreograph-demo.db"
-APP_SPEC = "examples.shop.app:app"
+APP_SPEC = "choreograph.examples.shop.app:app"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +63,8 @@ async def run_demo(settings: DemoSettings) -> None:
         raise ConfigurationError("--orders and --workers must be >= 1")
     if settings.broker and settings.broker.startswith("memory://"):
         raise ConfigurationError("the demo runs worker processes; use a shared broker such as sqlite:///demo.db")
-    try:
-        app = load_app(APP_SPEC)
-    except ConfigurationError as exc:
-        raise ConfigurationError(
-            f"{exc}\nthe demo runs the shop in examples/shop: run it from the repository root"
-        ) from None
-    from examples.shop.events import OrderCancelled, OrderCompleted, OrderPlaced
+    app = load_app(APP_SPEC)  # ships inside the package: works from any directory
+    from choreograph.examples.shop.events import OrderCancelled, OrderCompleted, OrderPlaced
 
     url = settings.broker or _fresh_sqlite_url()
     app.configure_broker(url)
@@ -159,7 +154,7 @@ async def run_demo(settings: DemoSettings) -> None:
 
 async def _summary(app: App, broker: Broker, settings: DemoSettings, elapsed: float, stats_dir: Path) -> None:
     """Print the observer's figures for the order flow plus the workers' counters."""
-    from examples.shop.flows import order_flow
+    from choreograph.examples.shop.flows import order_flow
 
     figures = (await summarize(app, [order_flow], broker))[order_flow.name]
     dead = await broker.dead_letters(limit=100_000) if isinstance(broker, DeadLetterStore) else []

@@ -6,8 +6,8 @@ Mount with :func:`register`::
 
 Flows are found, in this order: ``--flows MODULE:ATTR``; flows declared on
 the App with ``app.declare(flow)``; a ``flows`` attribute of the app's module; a ``flows`` attribute of
-the sibling module ``<package>.flows`` (``examples.shop.app:app`` ->
-``examples.shop.flows:flows``).
+the sibling module ``<package>.flows`` (``choreograph.examples.shop.app:app`` ->
+``choreograph.examples.shop.flows:flows``).
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ from choreograph.observe.flows import (
     SqliteFlowStore,
     replay,
 )
-from choreograph.ops.console import BrokerOption, fmt_time, out, run_async
 from choreograph.ops.loader import load_app
+from choreograph.ops.terminal import BrokerOption, fmt_time, out, run_async
 from choreograph.runtime.app import App
 
 AppArgument = Annotated[
-    str, typer.Argument(metavar="MODULE:APP", help="The App whose flows to show, e.g. examples.shop.app:app")
+    str,
+    typer.Argument(metavar="MODULE:APP", help="The App whose flows to show, e.g. choreograph.examples.shop.app:app"),
 ]
 FlowsOption = Annotated[
     str | None,

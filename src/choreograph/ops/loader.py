@@ -19,7 +19,7 @@ def load_app(spec: str) -> App:
     module_name, _, attribute = spec.partition(":")
     attribute = attribute or "app"
     if not module_name:
-        raise ConfigurationError(f"{spec!r} is not MODULE:APP (for example examples.shop.app:app)")
+        raise ConfigurationError(f"{spec!r} is not MODULE:APP (for example choreograph.examples.shop.app:app)")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:

@@ -18,10 +18,12 @@ from choreograph.observe.alerts import prometheus_rules
 from choreograph.observe.dashboards import dashboards
 from choreograph.observe.slo import BURN_WINDOWS, LogSource, SLOReport, declared_slos, format_window, measure
 from choreograph.observe.trace_view import collect_trace, render_trace
-from choreograph.ops.console import BrokerOption, out, run_async
 from choreograph.ops.loader import load_app
+from choreograph.ops.terminal import BrokerOption, out, run_async
 
-AppArgument = Annotated[str, typer.Argument(metavar="MODULE:APP", help="The App, e.g. examples.shop.app:app")]
+AppArgument = Annotated[
+    str, typer.Argument(metavar="MODULE:APP", help="The App, e.g. choreograph.examples.shop.app:app")
+]
 
 export_app = typer.Typer(
     help="Export monitoring configuration: Prometheus rules, Grafana dashboards.", no_args_is_help=True

@@ -59,7 +59,8 @@ schema_app = typer.Typer(
 )
 
 AppArgument = Annotated[
-    str, typer.Argument(metavar="MODULE:APP", help="The app whose events to use, e.g. examples.shop.app:app")
+    str,
+    typer.Argument(metavar="MODULE:APP", help="The app whose events to use, e.g. choreograph.examples.shop.app:app"),
 ]
 BrokerOption = Annotated[
     str | None,
@@ -88,7 +89,7 @@ def load_topology(spec: str) -> Topology:
     module_name, _, attribute = spec.partition(":")
     attribute = attribute or "app"
     if not module_name:
-        raise ConfigurationError(f"{spec!r} is not MODULE:APP (for example examples.shop.app:app)")
+        raise ConfigurationError(f"{spec!r} is not MODULE:APP (for example choreograph.examples.shop.app:app)")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:

@@ -9,10 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 import typer
-from examples.shop.events import LineItem, OrderPlaced
-from examples.shop.flows import flows
 from typer.testing import CliRunner
 
+from choreograph.examples.shop.events import LineItem, OrderPlaced
+from choreograph.examples.shop.flows import flows
 from choreograph.observe.flows import Observer, ObserverConfig
 from choreograph.ops.flows_cli import register
 from tests.conftest import wait_until
@@ -20,12 +20,12 @@ from tests.conftest import wait_until
 cli = typer.Typer()
 register(cli)
 runner = CliRunner()
-APP = "examples.shop.app:app"
+APP = "choreograph.examples.shop.app:app"
 
 
 async def run_shop(url: str, orders: int) -> list[str]:
     """Run the shop and an observer until every order is final; return the correlation ids."""
-    app = importlib.reload(importlib.import_module("examples.shop.app")).app
+    app = importlib.reload(importlib.import_module("choreograph.examples.shop.app")).app
     app.configure_broker(url)
     observer = Observer(app, flows, config=ObserverConfig(fetch_timeout=0.02, check_interval=0.02))
     await app.start()
@@ -47,7 +47,7 @@ def shop_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, list
     monkeypatch.setenv("SHOP_FAIL_RATE", "0")
     url = f"sqlite:///{tmp_path}/shop.db"
     ids = asyncio.run(run_shop(url, 20))
-    importlib.reload(importlib.import_module("examples.shop.app"))  # a fresh, unused App for the CLI
+    importlib.reload(importlib.import_module("choreograph.examples.shop.app"))  # a fresh, unused App for the CLI
     return url, ids
 
 
@@ -62,7 +62,7 @@ def test_flows_prints_a_table_per_flow(shop_log: tuple[str, list[str]]) -> None:
 def test_flows_json_replayed_from_the_log_matches_the_observer_state(shop_log: tuple[str, list[str]]) -> None:
     url, _ = shop_log
     replayed = runner.invoke(cli, ["flows", APP, "--broker", url, "--json"])
-    importlib.reload(importlib.import_module("examples.shop.app"))
+    importlib.reload(importlib.import_module("choreograph.examples.shop.app"))
     stored = runner.invoke(cli, ["flows", APP, "--broker", url, "--json", "--state"])
     assert replayed.exit_code == 0 and stored.exit_code == 0, replayed.output + stored.output
     a, b = orjson.loads(replayed.output)["order"], orjson.loads(stored.output)["order"]
@@ -90,6 +90,6 @@ def test_flow_show_of_an_unknown_instance_exits_1(shop_log: tuple[str, list[str]
 
 def test_missing_flows_declaration_is_a_usage_error(tmp_path: Path) -> None:
     result = runner.invoke(
-        cli, ["flows", APP, "--broker", f"sqlite:///{tmp_path}/x.db", "--flows", "examples.shop.events"]
+        cli, ["flows", APP, "--broker", f"sqlite:///{tmp_path}/x.db", "--flows", "choreograph.examples.shop.events"]
     )
     assert result.exit_code == 2

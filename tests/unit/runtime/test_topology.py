@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from examples.shop.app import app
-from examples.shop.events import InventoryRejected, InventoryReserved, OrderPlaced
+from choreograph.examples.shop.app import app
+from choreograph.examples.shop.events import InventoryRejected, InventoryReserved, OrderPlaced
 
 
 def test_publishers_come_from_return_annotations_and_declarations() -> None:

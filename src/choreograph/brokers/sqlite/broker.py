@@ -20,7 +20,8 @@ from choreograph.core.broker import (
     TopicInfo,
 )
 from choreograph.core.clock import Clock, SystemClock
-from choreograph.core.errors import BrokerClosed, BrokerUnavailable, ConfigurationError
+from choreograph.core.errors import BrokerClosed, BrokerUnavailable
+from choreograph.core.names import check_group, check_topic
 
 from . import dead_letters, log, retention
 from .config import SqliteConfig, parse_url
@@ -128,8 +129,7 @@ class SqliteBroker:
         sets the group's committed offsets. Creates the topic if needed.
         """
         self._check_topic(topic)
-        if not group:
-            raise ConfigurationError("consumer group name must be a non-empty string")
+        check_group(group)
         self._check_open()
         store = self._store
         member = SqliteSubscription(store, topic, group, f"{self._member_prefix}{uuid.uuid4().hex[:12]}")
@@ -285,5 +285,4 @@ class SqliteBroker:
 
     @staticmethod
     def _check_topic(topic: str) -> None:
-        if not isinstance(topic, str) or not topic:
-            raise ConfigurationError(f"topic must be a non-empty string, got {topic!r}")
+        check_topic(topic)

@@ -24,8 +24,7 @@ import hashlib
 import os
 
 from choreograph import App, Context, RetryPolicy
-from choreograph.observe.slo import SLO
-from examples.shop.events import (
+from choreograph.examples.shop.events import (
     CustomerNotified,
     InventoryRejected,
     InventoryReleased,
@@ -37,7 +36,8 @@ from examples.shop.events import (
     PaymentCaptured,
     PaymentDeclined,
 )
-from examples.shop.flows import order_flow
+from choreograph.examples.shop.flows import order_flow
+from choreograph.observe.slo import SLO
 
 
 class TransientError(RuntimeError):
@@ -70,8 +70,8 @@ payment = app.service("payment")
 shipping = app.service("shipping")
 notification = app.service("notification")
 orders.publishes(OrderPlaced)  # from the storefront API; the demo publishes them
-app.declare(order_flow)  # watched by the workflow observer: `choreograph flows examples.shop.app:app`
-# `choreograph slo examples.shop.app:app`; `choreograph export prometheus-rules|grafana` alert on them.
+app.declare(order_flow)  # watched by the workflow observer: `choreograph flows choreograph.examples.shop.app:app`
+# `choreograph slo choreograph.examples.shop.app:app`; `choreograph export prometheus-rules|grafana` alert on them.
 order_ends = ["shop.order.completed", "shop.order.cancelled"]
 app.declare(
     SLO.success_rate("events-handled", target=0.999),

@@ -1,13 +1,12 @@
 """The shop's order flow, as the workflow observer follows it.
 
-``choreograph flows examples.shop.app:app`` finds ``flows`` here (the module
+``choreograph flows choreograph.examples.shop.app:app`` finds ``flows`` here (the module
 next to the app). The observer only watches: nothing in the services changes.
 """
 
 from __future__ import annotations
 
-from choreograph.observe.flows import Compensation, Flow
-from examples.shop.events import (
+from choreograph.examples.shop.events import (
     InventoryReleased,
     InventoryReserved,
     OrderCancelled,
@@ -17,6 +16,7 @@ from examples.shop.events import (
     PaymentCaptured,
     PaymentDeclined,
 )
+from choreograph.observe.flows import Compensation, Flow
 
 order_flow = Flow(
     "order",

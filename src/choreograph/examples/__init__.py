@@ -1,0 +1,1 @@
+"""Example choreographies shipped with the package, so ``choreograph demo`` runs after ``pip install``."""
