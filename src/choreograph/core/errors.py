@@ -7,6 +7,7 @@ the error inherits it too, so ``except ValueError`` keeps working::
     ├── ConfigurationError (ValueError)      bad option, unknown URL scheme, missing extra
     │   └── MissingExtraError (ImportError)  an optional integration is not installed
     ├── ContractError (TypeError)            an Event class breaks the contract (no type name, ...)
+    │   └── InvalidEventName (+ ConfigurationError)  its type or topic breaks the naming rule
     ├── DecodeError (ValueError)             bytes on the wire are not a valid envelope
     ├── EncodeError (ValueError)             an envelope cannot be encoded (too large, ...)
     ├── BrokerError                          the broker failed; raised at the broker boundary
@@ -47,6 +48,14 @@ class MissingExtraError(ConfigurationError, ImportError):
 
 class ContractError(ChoreographError, TypeError):
     """An Event class or handler breaks a declared contract."""
+
+
+class InvalidEventName(ContractError, ConfigurationError):
+    """An Event class declares a type or topic that breaks the naming rule (see ``core.names``).
+
+    Both a ContractError (the class is malformed, like the other declaration
+    errors) and a ConfigurationError (a name was refused, like any other).
+    """
 
 
 class DecodeError(ChoreographError, ValueError):

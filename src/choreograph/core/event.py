@@ -9,19 +9,20 @@ written in other languages can produce and consume the same events::
         total: Decimal
 
 The default topic is the type name; pass ``topic=`` to share a topic between
-several event types (for example all events of one aggregate).
+several event types (for example all events of one aggregate). Both names
+follow :mod:`choreograph.core.names` (letters, digits, ``.``, ``_``, ``-``; at
+most 249 characters); a declaration that breaks it raises
+:class:`~choreograph.core.errors.InvalidEventName`.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from choreograph.core.errors import ContractError
-
-_TYPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*[A-Za-z0-9]$")
+from choreograph.core.errors import ConfigurationError, ContractError, InvalidEventName
+from choreograph.core.names import check_event_type, check_topic
 
 
 class Event(BaseModel):
@@ -46,11 +47,12 @@ class Event(BaseModel):
             # An abstract intermediate base may omit the type; concrete use is checked later.
             cls.__event_type__ = ""
             return
-        if not _TYPE_NAME.match(type):
-            raise ContractError(
-                f"{cls.__qualname__}: event type {type!r} is not a valid name; use dotted "
-                "lowercase words such as 'shop.order.placed'"
-            )
+        try:
+            check_event_type(type)
+            if topic:  # "" keeps meaning "the type name", as before
+                check_topic(topic)
+        except ConfigurationError as exc:
+            raise InvalidEventName(f"{cls.__qualname__}: not a valid name: {exc}") from None
         resolved_version = 1 if version is None else version
         if not isinstance(resolved_version, int) or resolved_version < 1:
             raise ContractError(f"{cls.__qualname__}: version must be an int >= 1, got {version!r}")

@@ -9,15 +9,15 @@ back another.
 from __future__ import annotations
 
 import inspect
-import re
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from choreograph.core.broker import Position
 from choreograph.core.errors import ConfigurationError, ContractError
 from choreograph.core.event import Event
+from choreograph.core.names import check_service
 from choreograph.runtime.breaker import CircuitBreaker
 from choreograph.runtime.context import Context
 from choreograph.runtime.retry import RetryPolicy
@@ -25,8 +25,8 @@ from choreograph.runtime.retry import RetryPolicy
 E = TypeVar("E", bound=Event)
 HandlerResult = Event | Sequence[Event] | None
 HandlerFunc = Callable[[Any, Context], Awaitable[HandlerResult]]
-
-_NAME = re.compile(r"^[a-z][a-z0-9_\-]*$")
+UnknownTypes = Literal["skip", "dead_letter"]
+"""What a handler does with an event of another type on its topic: acknowledge it unhandled, or dead-letter it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,7 @@ class HandlerSpec:
     start: Position
     publishes: tuple[type[Event], ...] = field(default=())
     breaker: CircuitBreaker | None = None
+    unknown_types: UnknownTypes = "skip"
 
     @property
     def group(self) -> str:
@@ -72,10 +73,7 @@ class Service:
     """A named group of handlers deployed together. Create with ``App.service(name)``."""
 
     def __init__(self, name: str) -> None:
-        if not _NAME.match(name):
-            raise ConfigurationError(
-                f"service name {name!r} must be lowercase letters, digits, '-' or '_', starting with a letter"
-            )
+        check_service(name)
         self.name = name
         self.handlers: list[HandlerSpec] = []
         self.declared_publishes: list[type[Event]] = []
@@ -112,6 +110,7 @@ class Service:
         start: Position | None = None,
         publishes: Sequence[type[Event]] = (),
         breaker: CircuitBreaker | None = None,
+        unknown_types: UnknownTypes = "skip",
     ) -> Callable[[Callable[[E, Context], Awaitable[HandlerResult]]], Callable[[E, Context], Awaitable[HandlerResult]]]:
         """Register an async handler for ``event``.
 
@@ -123,12 +122,20 @@ class Service:
         ``publishes`` declares the event types it emits, for the catalog.
         ``breaker`` pauses this handler after consecutive failures (see
         :class:`~choreograph.runtime.breaker.CircuitBreaker`).
+
+        The handler handles only events of ``event``'s type (any version:
+        older ones are upcast, newer ones read tolerantly). Other types on a
+        shared topic are acknowledged and counted as skipped; with
+        ``unknown_types="dead_letter"`` (a topic meant for this type alone)
+        they are dead-lettered with reason ``type`` instead.
         """
         if not (isinstance(event, type) and issubclass(event, Event)):
             raise ContractError(f"@on() takes an Event subclass, got {event!r}")
         event.event_type()
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+        if unknown_types not in get_args(UnknownTypes):
+            raise ConfigurationError(f"unknown_types must be 'skip' or 'dead_letter', got {unknown_types!r}")
         if timeout is not None and timeout <= 0:
             raise ConfigurationError(f"timeout must be > 0 seconds or None, got {timeout}")
 
@@ -155,6 +162,7 @@ class Service:
                     start=start or Position.earliest(),
                     publishes=tuple(publishes),
                     breaker=breaker,
+                    unknown_types=unknown_types,
                 )
             )
             return func

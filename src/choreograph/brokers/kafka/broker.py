@@ -42,6 +42,7 @@ from choreograph.core.errors import (
     NotFound,
     UnknownTopic,
 )
+from choreograph.core.names import check_group, check_topic
 
 from .config import KafkaConfig, parse_url
 from .state import StateTable
@@ -247,6 +248,7 @@ class KafkaBroker:
 
         Safe to call concurrently. Records with one key go to one partition, in order.
         """
+        check_topic(topic)
         self.check_open()
         if not records:
             return
@@ -298,6 +300,7 @@ class KafkaBroker:
         """Join ``group`` on ``topic`` (creating the topic); ``start`` applies to partitions without a commit."""
         from .subscription import KafkaSubscription
 
+        check_topic(topic), check_group(group)
         self.check_open()
         await self.partitions(topic)
         state = await self.state()

@@ -38,6 +38,7 @@ from choreograph.core.broker import (
     partition_for,
 )
 from choreograph.core.errors import BrokerClosed, BrokerUnavailable, UnknownTopic
+from choreograph.core.names import check_group, check_topic
 
 _EARLIEST: Final = Position.earliest()
 _STREAM_IN_USE: Final = 10058
@@ -244,6 +245,7 @@ class NatsBroker:
         ``publish_timeout``, so retries never duplicate. Same-key order holds
         unless a retry happens inside the call.
         """
+        check_topic(topic)
         if records:
             await self.publish_many([(topic, record) for record in records])
 
@@ -333,6 +335,7 @@ class NatsBroker:
 
     async def subscribe(self, topic: str, group: str, *, start: Position = _EARLIEST) -> NatsSubscription:
         """Join ``group`` on ``topic``: create its durable consumers if new (at ``start``), lease partitions."""
+        check_topic(topic), check_group(group)
         js = await self._ready()
         partitions = await self._topic(topic)
         if (topic, group) not in self._groups:

@@ -39,6 +39,7 @@ from choreograph.core.errors import (
     NotFound,
     UnknownTopic,
 )
+from choreograph.core.names import check_group, check_topic
 
 from . import records as rec
 from . import scripts
@@ -138,6 +139,7 @@ class RedisBroker:
 
         Safe to call concurrently. Records with one key keep their order.
         """
+        check_topic(topic)
         self.check_open()
         if not records:
             return
@@ -176,6 +178,7 @@ class RedisBroker:
         """Join ``group`` on ``topic`` (creating both if needed); ``start`` applies only to a new group."""
         from .subscription import RedisSubscription
 
+        check_topic(topic), check_group(group)
         self.check_open()
         partitions = await self.partitions(topic)
         async with translated(f"subscribe {group!r} to {topic!r}"):
