@@ -46,6 +46,7 @@ from choreograph.core.errors import (
     NotFound,
     UnknownTopic,
 )
+from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
 from choreograph.core.options import parse_query
 
@@ -79,6 +80,8 @@ class _Pending:
     first_failure: float | None = None
     value: bytes | None = None
     resubmitted: bool = False
+    headers: Mapping[str, str] | None = None
+    """A resubmitted dead letter's headers (the original ones plus its dead-letter id)."""
 
 
 @dataclass(slots=True)
@@ -271,10 +274,21 @@ class MemoryBroker:
         """Return one dead letter; raise NotFound if absent."""
         return self._stored(dead_letter_id).letter
 
+    async def dead_letter_counts(self, *, status: str | None = "open") -> dict[tuple[str, str, str], int]:
+        """Return how many dead letters have ``status`` (``None``: any), per (topic, group, reason)."""
+        counts: dict[tuple[str, str, str], int] = {}
+        for stored in self._dead.values():
+            letter = stored.letter
+            if status is None or letter.status == status:
+                where = (letter.topic, letter.group, letter.reason)
+                counts[where] = counts.get(where, 0) + 1
+        return counts
+
     async def resubmit(self, dead_letter_id: str, value: bytes | None = None) -> bool:
         """Make the record due again for its group only, at attempt 1; False unless the entry is open.
 
-        Keeps topic, partition, offset, key and headers; ``value`` replaces the bytes.
+        Keeps topic, partition, offset, key and headers, and adds header
+        ``choreograph-dead-letter-id``; ``value`` replaces the bytes.
         """
         self._check_open()
         stored = self._stored(dead_letter_id)
@@ -292,6 +306,7 @@ class MemoryBroker:
             due=self.clock.now(),
             value=stored.value if value is None else value,
             resubmitted=True,
+            headers={**stored.letter.headers, DEAD_LETTER_ID_HEADER: dead_letter_id},
         )
         state.topic.notify()
         return True
@@ -399,7 +414,7 @@ class MemoryBroker:
             offset=item.offset,
             value=entry.value if item.value is None else item.value,
             key=entry.key,
-            headers=dict(entry.headers),
+            headers=dict(entry.headers if item.headers is None else item.headers),
             timestamp=entry.timestamp,
             attempt=item.attempt,
             first_failure=item.first_failure,

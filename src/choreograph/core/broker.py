@@ -3,7 +3,7 @@
 A backend implements :class:`Broker` (publish, subscribe, ping, close) and a
 :class:`Subscription` (fetch, settle, seen, close). Extra powers are separate
 small protocols — :class:`LagReporter`, :class:`LogReader`,
-:class:`TopicAdmin`, :class:`DeadLetterStore` — and a :class:`Capabilities`
+:class:`TopicAdmin`, :class:`DeadLetterStore`, :class:`DeadLetterCounter` — and a :class:`Capabilities`
 value says which guarantees hold, so the runtime and the conformance suite
 can rely on them without guessing.
 
@@ -126,6 +126,11 @@ class DeadLetter:
     last_failure: float
     status: str = "open"
     """``open``, ``resubmitted`` or ``purged``."""
+    predecessor: str | None = None
+    """The id of the dead letter whose resubmission this record was, if it was one (a retry that failed again).
+
+    Backends' ``resubmit`` set header :data:`~choreograph.core.headers.DEAD_LETTER_ID_HEADER` on the
+    record they hand back; the consumer copies it here when it gives up on that record again."""
 
 
 @dataclass(slots=True)
@@ -394,4 +399,17 @@ class DeadLetterStore(Protocol):
 
     async def purge(self, dead_letter_ids: Sequence[str] | None = None) -> int:
         """Mark entries purged (all open entries if ``None``); return how many."""
+        ...
+
+
+@runtime_checkable
+class DeadLetterCounter(Protocol):
+    """Counts dead letters without reading their bytes (for metrics scrapes)."""
+
+    async def dead_letter_counts(self, *, status: str | None = "open") -> dict[tuple[str, str, str], int]:
+        """Return how many dead letters have ``status`` (``None``: any), per (topic, group, reason).
+
+        Reads no payloads where the backend can avoid it (an index or the entries' metadata
+        only); where it cannot, it holds at most one page of entries at a time.
+        """
         ...

@@ -35,3 +35,6 @@ SIGNATURE: Final = "signature"
 REQUIRED_ATTRIBUTES: Final = (ID, SOURCE, TYPE, SPEC)
 BINARY_PREFIX: Final = "ce_"
 CONTENT_TYPE_HEADER: Final = "content-type"
+
+DEAD_LETTER_ID_HEADER: Final = "choreograph-dead-letter-id"
+"""Transport header of a resubmitted dead letter: that dead letter's id (its successor's ``predecessor``)."""

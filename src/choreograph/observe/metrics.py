@@ -5,7 +5,9 @@ a settle listener to an App and returns its :class:`Metrics`. Counters are
 per handling attempt as seen by this process (a batch whose settlement fails
 to commit is handled, and counted, again). Consumer lag and dead-letter depth
 are read from the broker when ``/metrics`` is scraped, if it implements
-:class:`LagReporter` / :class:`DeadLetterStore`.
+:class:`LagReporter` / :class:`DeadLetterCounter`. A scrape counts dead letters
+(per topic, group and reason); it never loads their bytes, so its cost does
+not grow with the size of what was dead-lettered.
 
 =============================================  =========  ===================================
 metric                                         type       labels
@@ -41,7 +43,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from choreograph.core.broker import DeadLetterStore, LagReporter, Settlement
+from choreograph.core.broker import DeadLetterCounter, LagReporter, Settlement
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import BrokerError
 from choreograph.core.ids import id_time_ms
@@ -91,7 +93,6 @@ LATENCY_BUCKETS: Final = (
 
 SCRAPE_TIMEOUT: Final = 5.0
 """Seconds a scrape waits for the broker (lag, dead letters) before reporting it down."""
-_MAX_DEAD_LETTERS: Final = 1_000_000
 
 
 def _counter(name: str) -> str:
@@ -229,9 +230,7 @@ class Metrics:
             async with asyncio.timeout(SCRAPE_TIMEOUT):
                 rows = await broker.lag() if isinstance(broker, LagReporter) else None
                 letters = (
-                    await broker.dead_letters(status="open", limit=_MAX_DEAD_LETTERS)
-                    if isinstance(broker, DeadLetterStore)
-                    else None
+                    await broker.dead_letter_counts(status="open") if isinstance(broker, DeadLetterCounter) else None
                 )
         except (BrokerError, TimeoutError) as exc:
             logger.warning("metrics scrape could not read the broker: %s", exc)
@@ -244,7 +243,10 @@ class Metrics:
                 self.lag.labels(row.group, row.topic, str(row.partition)).set(row.lag)
         if letters is not None:
             self.dead_letters_open.clear()
-            for (group, reason), count in Tally((d.group, d.reason) for d in letters).items():
+            by_group: Tally[tuple[str, str]] = Tally()
+            for (_, group, reason), count in letters.items():
+                by_group[(group, reason)] += count
+            for (group, reason), count in by_group.items():
                 self.dead_letters_open.labels(group, reason).set(count)
 
     def render(self) -> bytes:

@@ -29,6 +29,7 @@ from choreograph.core.clock import Clock
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import BrokerError, DecodeError
 from choreograph.core.event import Event
+from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.ids import new_id
 from choreograph.runtime.breaker import BreakerState
 from choreograph.runtime.context import Context, Outcome
@@ -343,4 +344,5 @@ class Consumer:
             attempts=delivery.attempt,
             first_failure=delivery.first_failure or now,
             last_failure=now,
+            predecessor=delivery.headers.get(DEAD_LETTER_ID_HEADER),  # set by a dead letter's resubmission
         )

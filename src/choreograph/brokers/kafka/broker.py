@@ -42,6 +42,7 @@ from choreograph.core.errors import (
     NotFound,
     UnknownTopic,
 )
+from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
 
 from .config import KafkaConfig, parse_url
@@ -526,6 +527,21 @@ class KafkaBroker:
                     break
         return out
 
+    async def dead_letter_counts(self, *, status: str | None = "open") -> dict[tuple[str, str, str], int]:
+        """Return how many dead letters have ``status`` (``None``: any) per (topic, group, reason).
+
+        The state table already holds the entries; each is parsed in turn and none is kept.
+        """
+        state = await self.state()
+        counts: dict[tuple[str, str, str], int] = {}
+        for key, raw in list(state.rows.items()):
+            if key.startswith("dl|"):
+                doc = json.loads(raw)
+                if status is None or doc["status"] == status:
+                    where = (doc["topic"], doc["group"], doc["reason"])
+                    counts[where] = counts.get(where, 0) + 1
+        return counts
+
     async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
         """Return one dead letter; raise NotFound if absent."""
         state = await self.state()
@@ -545,7 +561,8 @@ class KafkaBroker:
             letter = await self.dead_letter(dead_letter_id)
             if letter.status != "open":
                 return False
-            record = Record(letter.value if value is None else value, letter.key, dict(letter.headers))
+            headers = {**letter.headers, DEAD_LETTER_ID_HEADER: letter.id}  # its next dead letter names this one
+            record = Record(letter.value if value is None else value, letter.key, headers)
             marks = {RESUBMIT_GROUP_HEADER: letter.group, RESUBMIT_OFFSET_HEADER: str(letter.offset)}
             await self.send(letter.topic, [record], partition=letter.partition, extra_headers=marks)
             state = await self.state()

@@ -38,6 +38,7 @@ from choreograph.core.broker import (
     partition_for,
 )
 from choreograph.core.errors import BrokerClosed, BrokerUnavailable, UnknownTopic
+from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
 
 _EARLIEST: Final = Position.earliest()
@@ -471,6 +472,11 @@ class NatsBroker:
             if (group is None or letter.group == group) and (status is None or letter.status == status)
         ][:limit]
 
+    async def dead_letter_counts(self, *, status: str | None = "open") -> dict[tuple[str, str, str], int]:
+        """Return how many dead letters have ``status`` (``None``: any) per (topic, group, reason); keeps none."""
+        await self._ready()
+        return await self._letters().counts(status)
+
     async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
         """Return one dead letter; raise NotFound if absent."""
         await self._ready()
@@ -489,7 +495,7 @@ class NatsBroker:
         if letter.status != "open":
             return False
         await self._topic(letter.topic)
-        headers = n.to_wire(letter.headers, letter.key)
+        headers = n.to_wire({**letter.headers, DEAD_LETTER_ID_HEADER: letter.id}, letter.key)
         headers[n.MSG_ID_HEADER] = f"dlq/{letter.id}"
         headers[n.OFFSET_HEADER] = str(letter.offset)
         subject = self.names.resubmit_subject(letter.topic, letter.partition, letter.group)

@@ -34,6 +34,8 @@ from choreograph.core.errors import NotFound
 _EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
 _WRONG_LAST: Final = (10071, 10164)
 _PAGE: Final = 1000
+_COUNT_PAGE: Final = 64
+"""Entries read per request when counting: at most 64 entries' bytes are held at once."""
 
 
 def encode(letter: DeadLetter) -> bytes:
@@ -92,6 +94,35 @@ class DeadLetterBucket:
             seq = page[-1].seq + 1
         out.sort(key=lambda letter: (letter.first_failure, letter.id))
         return out
+
+    async def counts(self, status: str | None) -> dict[tuple[str, str, str], int]:
+        """Return how many entries have ``status`` (``None``: any) per (topic, group, reason).
+
+        The bucket holds whole entries, so each is read, but only a small page at
+        a time and none is kept: memory stays bounded whatever the entries weigh.
+        """
+        counts: dict[tuple[str, str, str], int] = {}
+        seq = 1
+        while True:
+            with translated("dead letter count"):
+                page = await direct.scan(
+                    self._nc,
+                    self._stream,
+                    f"$KV.{self._bucket}.>",
+                    start_seq=seq,
+                    limit=_COUNT_PAGE,
+                    timeout=self._timeout,
+                )
+            for stored in page:
+                if stored.deleted or not stored.data:
+                    continue
+                doc = json.loads(stored.data)
+                if status is None or doc["status"] == status:
+                    where = (doc["topic"], doc["group"], doc["reason"])
+                    counts[where] = counts.get(where, 0) + 1
+            if len(page) < _COUNT_PAGE:
+                return counts
+            seq = page[-1].seq + 1
 
     async def set_status(self, letter: DeadLetter, revision: int, status: str) -> bool:
         """Change ``letter``'s status if its revision is still ``revision``; return whether it did."""

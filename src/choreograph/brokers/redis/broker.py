@@ -39,6 +39,7 @@ from choreograph.core.errors import (
     NotFound,
     UnknownTopic,
 )
+from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
 
 from . import records as rec
@@ -310,6 +311,31 @@ class RedisBroker:
                             break
         return out
 
+    async def dead_letter_counts(self, *, status: str | None = "open") -> dict[tuple[str, str, str], int]:
+        """Return how many dead letters have ``status`` (``None``: any) per (topic, group, reason).
+
+        Reads four small fields of each entry (HMGET), never its value.
+        """
+        self.check_open()
+        counts: dict[tuple[str, str, str], int] = {}
+        start = 0
+        async with translated("count dead letters"):
+            while True:
+                ids = await self.client.zrange(self.keys.dead_letter_index, start, start + _PAGE - 1)
+                if not ids:
+                    break
+                start += len(ids)
+                pipe = self.client.pipeline(transaction=False)
+                for dead_id in ids:
+                    pipe.hmget(self.keys.dead_letter(_text(dead_id)), ["topic", "group", "reason", "status"])
+                for topic, grp, reason, state in await pipe.execute():
+                    if topic is None or grp is None or reason is None or state is None:
+                        continue  # deleted in the meantime
+                    if status is None or _text(state) == status:
+                        where = (_text(topic), _text(grp), _text(reason))
+                        counts[where] = counts.get(where, 0) + 1
+        return counts
+
     async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
         """Return one dead letter; raise NotFound if absent."""
         self.check_open()
@@ -328,7 +354,8 @@ class RedisBroker:
         letter = await self.dead_letter(dead_letter_id)
         group = self.keys.group(letter.topic, letter.group)
         stream_id = entry_id(letter.offset)
-        packed = rec.pack_record(letter.key, letter.value if value is None else value, letter.headers, self.clock.now())
+        headers = {**letter.headers, DEAD_LETTER_ID_HEADER: letter.id}  # its next dead letter names this one
+        packed = rec.pack_record(letter.key, letter.value if value is None else value, headers, self.clock.now())
         async with translated("resubmit a dead letter"):
             done = await self._resubmit_script(
                 keys=[

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from choreograph.core.broker import DeadLetter, Delivery
+from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 
 from .keys import offset_of
 
@@ -141,6 +142,7 @@ def decode_dead_letter(fields: Mapping[bytes, bytes]) -> DeadLetter:
     def text(name: str) -> str:
         return fields[name.encode()].decode()
 
+    headers = decode_headers(fields[b"headers"])
     return DeadLetter(
         id=text("id"),
         topic=text("topic"),
@@ -150,7 +152,7 @@ def decode_dead_letter(fields: Mapping[bytes, bytes]) -> DeadLetter:
         offset=int(text("offset")),
         key=_optional(fields[b"key"]),
         value=fields[b"value"],
-        headers=decode_headers(fields[b"headers"]),
+        headers=headers,
         event_id=_optional(fields[b"event_id"]),
         event_type=_optional(fields[b"event_type"]),
         reason=text("reason"),
@@ -161,4 +163,5 @@ def decode_dead_letter(fields: Mapping[bytes, bytes]) -> DeadLetter:
         first_failure=float(text("first_failure")),
         last_failure=float(text("last_failure")),
         status=text("status"),
+        predecessor=headers.get(DEAD_LETTER_ID_HEADER),  # the header its resubmission carried
     )

@@ -242,6 +242,11 @@ class SqliteBroker:
             lambda conn: dead_letters.fetch_one(conn, dead_letter_id), "read dead letter"
         )
 
+    async def dead_letter_counts(self, *, status: str | None = "open") -> dict[tuple[str, str, str], int]:
+        """Return how many dead letters have ``status`` (``None``: any) per (topic, group, reason); reads no values."""
+        self._check_open()
+        return await self._store.reader.run(lambda conn: dead_letters.counts(conn, status), "count dead letters")
+
     async def resubmit(self, dead_letter_id: str, value: bytes | None = None) -> bool:
         """Hand an open dead letter back to its group, due now, as attempt 1; False if not open.
 

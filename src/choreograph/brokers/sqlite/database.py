@@ -127,6 +127,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     stored_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_group ON dead_letters (grp, status);
+-- covers dead_letter_counts (metrics scrapes): counting never walks the rows' value overflow pages
+CREATE INDEX IF NOT EXISTS dead_letters_counts ON dead_letters (status, topic, grp, reason);
 """
 
 

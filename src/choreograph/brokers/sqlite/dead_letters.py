@@ -14,6 +14,7 @@ from typing import Any
 
 from choreograph.core.broker import DeadLetter, Delivery
 from choreograph.core.errors import NotFound
+from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 
 from .log import decode_headers, encode_headers
 
@@ -87,6 +88,7 @@ def store(conn: sqlite3.Connection, letters: Iterable[DeadLetter], stored_at: fl
 def _from_row(row: Sequence[Any]) -> DeadLetter:
     (id_, topic, grp, handler, partition, offset, key, value, headers, event_id, event_type, reason) = row[:12]
     (error_type, error_message, stack, attempts, first_failure, last_failure, status) = row[12:]
+    header_map = dict(decode_headers(headers))
     return DeadLetter(
         id=str(id_),
         topic=str(topic),
@@ -96,7 +98,7 @@ def _from_row(row: Sequence[Any]) -> DeadLetter:
         offset=int(offset),
         key=None if key is None else str(key),
         value=bytes(value),
-        headers=dict(decode_headers(headers)),
+        headers=header_map,
         event_id=None if event_id is None else str(event_id),
         event_type=None if event_type is None else str(event_type),
         reason=str(reason),
@@ -107,6 +109,7 @@ def _from_row(row: Sequence[Any]) -> DeadLetter:
         first_failure=float(first_failure),
         last_failure=float(last_failure),
         status=str(status),
+        predecessor=header_map.get(DEAD_LETTER_ID_HEADER),  # the header its resubmission carried
     )
 
 
@@ -124,6 +127,15 @@ def select(conn: sqlite3.Connection, group: str | None, status: str | None, limi
     return [_from_row(row) for row in rows]
 
 
+def counts(conn: sqlite3.Connection, status: str | None) -> dict[tuple[str, str, str], int]:
+    """Return how many dead letters have ``status`` (``None``: any) per (topic, group, reason); reads no values."""
+    where, params = ("WHERE status = ?", (status,)) if status is not None else ("", ())
+    rows = conn.execute(
+        f"SELECT topic, grp, reason, count(*) FROM dead_letters {where} GROUP BY topic, grp, reason", params
+    )
+    return {(str(topic), str(grp), str(reason)): int(n) for topic, grp, reason, n in rows}
+
+
 def fetch_one(conn: sqlite3.Connection, dead_letter_id: str) -> DeadLetter:
     """Return one dead letter; raise NotFound if there is none with that id."""
     row = conn.execute(f"SELECT {COLUMNS} FROM dead_letters WHERE id = ?", (dead_letter_id,)).fetchone()
@@ -136,7 +148,8 @@ def resubmit(conn: sqlite3.Connection, dead_letter_id: str, value: bytes | None,
     """Mark an open dead letter resubmitted and schedule it for its group now; run in a write transaction.
 
     The retry row restarts the attempt count (the next delivery is attempt 1)
-    and carries ``value`` if given, else the original bytes. Returns False,
+    and carries ``value`` if given, else the original bytes, and the original
+    headers plus ``choreograph-dead-letter-id``. Returns False,
     changing nothing, if the entry is not ``open``.
     """
     letter = fetch_one(conn, dead_letter_id)
@@ -157,7 +170,7 @@ def resubmit(conn: sqlite3.Connection, dead_letter_id: str, value: bytes | None,
             now,
             letter.key,
             letter.value if value is None else bytes(value),
-            encode_headers(letter.headers),
+            encode_headers({**letter.headers, DEAD_LETTER_ID_HEADER: letter.id}),
             now,
         ),
     )
