@@ -110,6 +110,25 @@ def _redact_patterns(text: str) -> str:
     return _JWT.sub(MASK, _SEED.sub(MASK, text))
 
 
+# In free text: the userinfo of anything URL-shaped, and credential options of query strings.
+_USERINFO_IN_TEXT: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^\s/?#@'\"<>]*)@")
+_OPTION_IN_TEXT: Final = re.compile(r"([?&;][^=&;\s#'\"<>]*)=([^&;\s#'\"<>]*)")
+
+
+def _userinfo_mask(match: re.Match[str]) -> str:
+    user, colon, _ = match.group(2).partition(":")
+    return f"{match.group(1)}{user}:{MASK}@" if colon and user else f"{match.group(1)}{MASK}@"
+
+
+def _option_mask(match: re.Match[str]) -> str:
+    return f"{match.group(1)}={MASK}" if is_secret_name(match.group(1)[1:]) else match.group(0)
+
+
+def _redact_free_text(text: str) -> str:
+    text = _USERINFO_IN_TEXT.sub(_userinfo_mask, text)
+    return _redact_patterns(_OPTION_IN_TEXT.sub(_option_mask, text))
+
+
 def url_secrets(url: str) -> list[str]:
     """Return the secrets in ``url`` (password, token, credential option values) in raw and decoded forms.
 
@@ -147,7 +166,9 @@ def redact_text(text: str, *urls: str) -> str:
     """Return ``text`` (an error message, a log line) with each URL and each secret of ``urls`` hidden.
 
     Use it on messages built by client libraries, which may quote the URL or
-    the password they were given. Never raises.
+    the password they were given. Without ``urls`` (and in addition to them),
+    the userinfo of every URL-shaped part of the text and every credential
+    option of a query string in it are hidden. Never raises.
     """
     try:
         result = str(text)
@@ -157,7 +178,7 @@ def redact_text(text: str, *urls: str) -> str:
                 result = result.replace(url, redact_url(url))
             for secret in url_secrets(url):
                 result = result.replace(secret, MASK)
-        return _redact_patterns(result)
+        return _redact_free_text(result)
     except Exception:  # never expected; hide everything rather than raise
         return MASK
 

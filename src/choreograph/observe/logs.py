@@ -27,6 +27,8 @@ from typing import IO, Any, Final
 import orjson
 
 from choreograph.core.envelope import Envelope
+from choreograph.core.printable import printable
+from choreograph.core.redaction import redact_text
 from choreograph.observe.tracing import current_trace_fields
 from choreograph.runtime.app import App
 from choreograph.runtime.context import Context
@@ -125,7 +127,7 @@ class JsonFormatter(logging.Formatter):
             "time": _iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact_text(record.getMessage()),
         }
         extras = _extras(record)
         for name in CONTEXT_FIELDS:
@@ -134,14 +136,21 @@ class JsonFormatter(logging.Formatter):
                 doc[name] = field_value
         doc.update(extras)
         if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
+            doc["exception"] = redact_text(self.formatException(record.exc_info))
         if record.stack_info:
             doc["stack"] = self.formatStack(record.stack_info)
         return orjson.dumps(doc, default=repr).decode()
 
 
 class ConsoleFormatter(logging.Formatter):
-    """Format a record for humans: ``12:00:01.234 INFO  logger  message  corr=… type=… handler=…``."""
+    """Format a record for humans: ``12:00:01.234 INFO  logger  message  corr=… type=… handler=…``.
+
+    One record is one line (plus its traceback): the message and every field
+    are shown with newlines, terminal escape sequences and other control
+    characters as visible escapes (``\\n``, ``\\x1b``), so an event id or type
+    from the log cannot forge lines or drive the terminal; credentials in
+    URL-shaped parts of the message are redacted.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         """Return the line, with the exception below it if any."""
@@ -150,18 +159,19 @@ class ConsoleFormatter(logging.Formatter):
         context = []
         corr = extras.get("correlation_id")
         if corr:
-            context.append(f"corr={str(corr)[-12:]}")
+            context.append(f"corr={printable(str(corr)[-12:])}")
         if extras.get("event_type"):
-            context.append(f"type={extras['event_type']}")
+            context.append(f"type={printable(extras['event_type'])}")
         if extras.get("service") and extras.get("handler"):
-            context.append(f"handler={extras['service']}.{extras['handler']}")
+            context.append(f"handler={printable(extras['service'])}.{printable(extras['handler'])}")
         if extras.get("attempt") not in (None, 1):
-            context.append(f"attempt={extras['attempt']}")
-        line = f"{stamp} {record.levelname:<7} {record.name}  {record.getMessage()}"
+            context.append(f"attempt={printable(extras['attempt'])}")
+        message = printable(redact_text(record.getMessage()))
+        line = f"{stamp} {record.levelname:<7} {printable(record.name)}  {message}"
         if context:
             line += "  [" + " ".join(context) + "]"
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + printable(redact_text(self.formatException(record.exc_info)), keep_newlines=True)
         return line
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -28,6 +28,7 @@ from choreograph.core.broker import Broker, DeadLetter, DeadLetterStore, Deliver
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import ConfigurationError, DecodeError, NotFound
 from choreograph.core.ids import id_time_ms
+from choreograph.core.printable import printable
 
 CLOCK_SKEW: Final = 300.0
 """Seconds read before the correlation's start, for clocks of different writers that disagree."""
@@ -163,6 +164,11 @@ def _bar(start: float, end: float, origin: float, total: float, style: str) -> T
     return Text(" " * left + "█" * width, style=style)
 
 
+def _text(value: str, style: str = "") -> Text:
+    """Untrusted text (types, sources, names, errors) as plain text: no markup, controls shown as escapes."""
+    return Text(printable(value), style=style)
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f} ms" if seconds < 10 else f"{seconds:,.2f} s"
 
@@ -171,7 +177,7 @@ def render_trace(trace: Trace) -> RenderableType:
     """Return a Rich waterfall of ``trace``: one row per event and per dead letter."""
     origin = trace.started
     total = max(trace.finished - origin, 1e-6)
-    table = Table(title=f"Correlation {trace.correlation_id}", title_justify="left", expand=False)
+    table = Table(title=_text(f"Correlation {trace.correlation_id}"), title_justify="left", expand=False)
     for column in ("event", "service", "at", "hop", "waterfall", "details"):
         table.add_column(column, no_wrap=column != "details")
     services: set[str] = set()
@@ -183,19 +189,19 @@ def render_trace(trace: Trace) -> RenderableType:
         hop = max(0.0, step.timestamp - cause_time)
         branch = "  " * depth + ("└─ " if depth else "")
         table.add_row(
-            Text(branch) + Text(env.type, style="cyan"),
-            env.source,
+            Text(branch) + _text(env.type, "cyan"),
+            _text(env.source),
             f"+{_ms(step.timestamp - origin)}",
             _ms(hop),
             _bar(cause_time, step.timestamp, origin, total, "green"),
-            f"{step.topic} p{step.partition}@{step.offset} id …{env.id[-12:]}",
+            _text(f"{step.topic} p{step.partition}@{step.offset} id …{env.id[-12:]}"),
         )
         for letter in step.dead_letters:
             table.add_row(*_dead_letter_row(letter, depth + 1, step.timestamp, origin, total))
     for letter in trace.orphan_dead_letters:
         table.add_row(*_dead_letter_row(letter, 0, origin, origin, total))
     letters = sum(len(s.dead_letters) for s in trace.steps.values()) + len(trace.orphan_dead_letters)
-    summary = Text(
+    summary = _text(
         f"{len(trace.steps)} event(s), {len(services)} service(s) ({', '.join(sorted(services))}), "
         f"{letters} dead letter(s), {_ms(trace.finished - origin)} from start to last event"
     )
@@ -209,13 +215,62 @@ def _dead_letter_row(
     first = letter.first_failure or since
     retried = f"{letter.attempts} attempt(s)"
     return (
-        Text(branch) + Text(f"✗ dead letter ({letter.reason})", style="bold red"),
-        letter.group,
+        Text(branch) + _text(f"✗ dead letter ({letter.reason})", "bold red"),
+        _text(letter.group),
         f"+{_ms(letter.last_failure - origin)}",
         _ms(max(0.0, letter.last_failure - since)),
         _bar(min(first, letter.last_failure), letter.last_failure, origin, total, "red"),
-        Text(f"{retried}, {letter.status}: {letter.error_type}: {letter.error_message}"[:120], style="red"),
+        _text(f"{retried}, {letter.status}: {letter.error_type}: {letter.error_message}"[:120], "red"),
     )
+
+
+def trace_rows(trace: Trace) -> list[dict[str, Any]]:
+    """Return the trace as JSON-ready rows in drawing order: one per event, one per dead letter.
+
+    An event row has ``kind="event"``, its depth in the causation tree, where
+    it sits in the log and its envelope's attributes (not its data); a dead
+    letter row has ``kind="dead_letter"`` and the event id it belongs to.
+    """
+    rows: list[dict[str, Any]] = []
+
+    def letter_row(letter: DeadLetter, depth: int) -> dict[str, Any]:
+        return {
+            "kind": "dead_letter",
+            "depth": depth,
+            "correlation_id": trace.correlation_id,
+            "id": letter.id,
+            "event_id": letter.event_id,
+            "event_type": letter.event_type,
+            "group": letter.group,
+            "reason": letter.reason,
+            "status": letter.status,
+            "attempts": letter.attempts,
+            "error_type": letter.error_type,
+            "error_message": letter.error_message,
+            "first_failure": letter.first_failure,
+            "last_failure": letter.last_failure,
+        }
+
+    for depth, step in trace.walk():
+        env = step.envelope
+        rows.append(
+            {
+                "kind": "event",
+                "depth": depth,
+                "correlation_id": trace.correlation_id,
+                "id": env.id,
+                "type": env.type,
+                "source": env.source,
+                "causation_id": env.causationid,
+                "topic": step.topic,
+                "partition": step.partition,
+                "offset": step.offset,
+                "timestamp": step.timestamp,
+            }
+        )
+        rows.extend(letter_row(letter, depth + 1) for letter in step.dead_letters)
+    rows.extend(letter_row(letter, 0) for letter in trace.orphan_dead_letters)
+    return rows
 
 
 def steps_in_order(trace: Trace) -> Sequence[TraceStep]:

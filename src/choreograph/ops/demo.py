@@ -23,9 +23,10 @@ from rich.table import Table
 
 from choreograph.core.broker import Broker, DeadLetterStore, LogReader, TopicAdmin
 from choreograph.core.errors import ConfigurationError
+from choreograph.core.redaction import redact_url
 from choreograph.observe.flows import summarize
 from choreograph.ops.loader import load_app
-from choreograph.ops.terminal import out
+from choreograph.ops.terminal import out, shown_url
 from choreograph.runtime.app import App
 
 DEMO_DB = ".choreograph-demo.db"
@@ -70,11 +71,14 @@ async def run_demo(settings: DemoSettings) -> None:
     app.configure_broker(url)
     broker: Broker = app.broker
     if not isinstance(broker, TopicAdmin) or not isinstance(broker, LogReader):
-        raise ConfigurationError(f"the demo needs a broker that lists and reads topics; {url} does not")
+        raise ConfigurationError(f"the demo needs a broker that lists and reads topics; {redact_url(url)} does not")
     await broker.ping()
 
+    # The URL may hold a password: workers get it from the environment, never on their
+    # command line (which every user of the machine can read with ps).
     env = dict(
         os.environ,
+        CHOREOGRAPH_BROKER=url,
         SHOP_DECLINE_RATE=str(settings.decline_rate),
         SHOP_STOCKOUT_RATE=str(settings.stockout_rate),
         SHOP_FAIL_RATE=str(settings.fail_rate),
@@ -82,7 +86,8 @@ async def run_demo(settings: DemoSettings) -> None:
     )
     stats_dir = Path(tempfile.mkdtemp(prefix="choreograph-demo-"))
     out.print(
-        f"[bold]Shop demo[/]: {settings.orders} orders, {settings.workers} worker processes, broker {url}\n"
+        f"[bold]Shop demo[/]: {settings.orders} orders, {settings.workers} worker processes, "
+        f"broker {shown_url(url)}\n"
         f"  declines {settings.decline_rate:.0%}, stock-outs {settings.stockout_rate:.0%}, "
         f"transient failures {settings.fail_rate:.0%}, poison orders {settings.poison}, "
         f"re-sent duplicates {settings.duplicates}"
@@ -92,7 +97,7 @@ async def run_demo(settings: DemoSettings) -> None:
     handles = [log.open("wb") for log in logs]
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "choreograph", "run", APP_SPEC, "--broker", url,
+            [sys.executable, "-m", "choreograph", "run", APP_SPEC,
              "--stats-file", str(stats_dir / f"worker-{i}.json"), "--log-level", "WARNING"],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -187,6 +192,8 @@ async def _summary(app: App, broker: Broker, settings: DemoSettings, elapsed: fl
         )
     out.print(table)
     if dead:
-        url = settings.broker or f"sqlite:///./{DEMO_DB}"
-        out.print(f"Inspect dead letters with: choreograph dlq list --broker {url}")
-        out.print(f"Follow one order with:     choreograph flow show {APP_SPEC} CORRELATION_ID --broker {url}")
+        url = shown_url(settings.broker or f"sqlite:///./{DEMO_DB}")
+        out.print(f"Inspect dead letters with: choreograph dlq list --broker {url}", soft_wrap=True)
+        out.print(
+            f"Follow one order with:     choreograph flow show {APP_SPEC} CORRELATION_ID --broker {url}", soft_wrap=True
+        )

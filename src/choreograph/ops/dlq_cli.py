@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from choreograph.brokers import open_broker
-from choreograph.core.broker import Broker, DeadLetterStore
+from choreograph.core.broker import Broker, DeadLetter, DeadLetterStore
 from choreograph.core.errors import ConfigurationError
-from choreograph.ops.console import EXIT_FAILED, BrokerOption, fail, fmt_time, out, run_async
+from choreograph.core.printable import printable
+from choreograph.ops.terminal import EXIT_FAILED, BrokerOption, cell, emit_json, fail, fmt_time, out, run_async, safe
 
 dlq = typer.Typer(help="Dead letters: list them grouped by cause, show one, resubmit, purge.", no_args_is_help=True)
 
@@ -22,14 +26,56 @@ def _store(broker: Broker) -> DeadLetterStore:
     return broker
 
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document per line (for scripts).")]
+
+
+def dead_letter_doc(entry: DeadLetter, *, full: bool = False) -> dict[str, Any]:
+    """Return a dead letter as a JSON-ready dict; ``full`` adds the stack, headers and original value.
+
+    The value is given as the JSON it holds (``value``) or, when it holds none,
+    as base64 (``value_base64``).
+    """
+    doc: dict[str, Any] = {
+        "id": entry.id,
+        "group": entry.group,
+        "handler": entry.handler,
+        "topic": entry.topic,
+        "partition": entry.partition,
+        "offset": entry.offset,
+        "key": entry.key,
+        "event_id": entry.event_id,
+        "event_type": entry.event_type,
+        "reason": entry.reason,
+        "error_type": entry.error_type,
+        "error_message": entry.error_message,
+        "attempts": entry.attempts,
+        "first_failure": entry.first_failure,
+        "last_failure": entry.last_failure,
+        "status": entry.status,
+        "predecessor": getattr(entry, "predecessor", None),
+    }
+    if full:
+        doc["stack"] = entry.stack
+        doc["headers"] = dict(entry.headers)
+        try:
+            doc["value"] = orjson.loads(entry.value)
+        except orjson.JSONDecodeError:
+            doc["value_base64"] = base64.b64encode(entry.value).decode("ascii")
+    return doc
+
+
 @dlq.command("list")
 def list_(
     group: Annotated[str | None, typer.Option(help="Only this consumer group (service.handler).")] = None,
     status: Annotated[str, typer.Option(help="open, resubmitted, purged or all.")] = "open",
     limit: Annotated[int, typer.Option(help="Most entries to show.")] = 100,
+    as_json: JsonOption = False,
     broker: BrokerOption = None,
 ) -> None:
-    """List dead letters, oldest first, with a count per (group, reason, error type)."""
+    """List dead letters, oldest first, with a count per (group, reason, error type).
+
+    ``--json`` prints one document per dead letter (without stack and value; see ``dlq show --json``).
+    """
     if status not in {"open", "resubmitted", "purged", "all"}:
         raise fail(f"--status {status!r}: use open, resubmitted, purged or all", 2)
 
@@ -42,26 +88,30 @@ def list_(
             )
         finally:
             await target.close()
+        if as_json:
+            for entry in entries:
+                emit_json(dead_letter_doc(entry))
+            return
         table = Table(
             "id", "group", "type", "reason", "error", "attempts", "last failure", "status", title="Dead letters"
         )
         for entry in entries:
             table.add_row(
-                entry.id,
-                entry.group,
-                entry.event_type or "?",
-                entry.reason,
-                f"{entry.error_type}: {entry.error_message}"[:60],
+                cell(entry.id),
+                cell(entry.group),
+                cell(entry.event_type or "?"),
+                cell(entry.reason),
+                cell(f"{entry.error_type}: {entry.error_message}"[:60]),
                 str(entry.attempts),
                 fmt_time(entry.last_failure),
-                entry.status,
+                cell(entry.status),
             )
         out.print(table)
         causes = Counter((e.group, e.reason, e.error_type) for e in entries)
         if causes:
             summary = Table("group", "reason", "error type", "count", title="By cause")
             for (g, reason, etype), count in causes.most_common():
-                summary.add_row(g, reason, etype, str(count))
+                summary.add_row(cell(g), cell(reason), cell(etype), str(count))
             out.print(summary)
 
     main()
@@ -70,9 +120,13 @@ def list_(
 @dlq.command()
 def show(
     dead_letter_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: JsonOption = False,
     broker: BrokerOption = None,
 ) -> None:
-    """Show one dead letter: where it came from, the error with its stack, and the original message."""
+    """Show one dead letter: where it came from, the error with its stack, and the original message.
+
+    ``--json`` prints it as one JSON document, with its headers and original value.
+    """
 
     @run_async
     async def main() -> None:
@@ -81,6 +135,9 @@ def show(
             entry = await _store(target).dead_letter(dead_letter_id)
         finally:
             await target.close()
+        if as_json:
+            emit_json(dead_letter_doc(entry, full=True))
+            return
         for label, value in (
             ("id", entry.id),
             ("status", entry.status),
@@ -95,11 +152,12 @@ def show(
             ("first failure", fmt_time(entry.first_failure)),
             ("last failure", fmt_time(entry.last_failure)),
         ):
-            out.print(f"[bold]{label:>14}[/]  {value}")
+            out.print(f"[bold]{label:>14}[/]  {safe(value)}", soft_wrap=True)
         out.print("[bold]         stack[/]")
-        out.print(entry.stack.rstrip(), markup=False)
+        # A stack is many lines by nature; each is shown as text, controls visible.
+        out.print(Text(printable(entry.stack.rstrip(), keep_newlines=True)))
         out.print("[bold]       message[/]")
-        out.print(entry.value.decode(errors="replace"), markup=False)
+        out.print(cell(entry.value.decode(errors="replace")), soft_wrap=True)
 
     main()
 

@@ -19,7 +19,6 @@ import signal
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-import orjson
 import typer
 from rich.table import Table
 
@@ -37,7 +36,7 @@ from choreograph.observe.flows import (
     replay,
 )
 from choreograph.ops.loader import load_app
-from choreograph.ops.terminal import BrokerOption, fmt_time, out, run_async
+from choreograph.ops.terminal import BrokerOption, cell, emit_json, fmt_time, out, run_async, safe, shown_url
 from choreograph.runtime.app import App
 
 AppArgument = Annotated[
@@ -112,7 +111,7 @@ def _quantiles(q: Quantiles) -> str:
 
 
 def _figures_table(figures: FlowFigures, flow_decl: Flow) -> Table:
-    table = Table("", "value", title=f"Flow [bold]{figures.flow}[/] (deadline {flow_decl.timeout:g}s)")
+    table = Table("", "value", title=f"Flow [bold]{safe(figures.flow)}[/] (deadline {flow_decl.timeout:g}s)")
     rate = "-" if figures.completion_rate is None else f"{figures.completion_rate:.1%}"
     for label, value in (
         ("started", figures.started),
@@ -129,7 +128,7 @@ def _figures_table(figures: FlowFigures, flow_decl: Flow) -> Table:
     ):
         table.add_row(label, str(value))
     for step, q in figures.step_latency.items():
-        table.add_row(f"  step {step}", _quantiles(q))
+        table.add_row(cell(f"  step {step}"), _quantiles(q))
     return table
 
 
@@ -175,7 +174,7 @@ def flows_command(
         now = app.clock.now()
         figures = {name: tracker.figures(now) for name, tracker in trackers.items()}
         if as_json:
-            out.print_json(orjson.dumps({n: f.as_dict() for n, f in figures.items()}).decode())
+            emit_json({n: f.as_dict() for n, f in figures.items()})
             return
         for declared in flows:
             out.print(_figures_table(figures[declared.name], declared))
@@ -240,7 +239,7 @@ async def _dead_letters(app: App, correlation_id: str) -> list[dict[str, Any]]:
 
 def _print_instance(doc: dict[str, Any]) -> None:
     names = {row["id"]: row["type"] for row in doc["timeline"]}
-    out.print(f"[bold]Flow {doc['flow']}[/] instance {doc['correlation_id']}")
+    out.print(f"[bold]Flow {safe(doc['flow'])}[/] instance {safe(doc['correlation_id'])}", soft_wrap=True)
     for label, value in (
         ("status", doc["status"]),
         ("started", fmt_time(doc["started_at"])),
@@ -248,24 +247,24 @@ def _print_instance(doc: dict[str, Any]) -> None:
         ("time to finality", "-" if doc["duration"] is None else f"{doc['duration'] * 1000:.0f} ms"),
         ("waiting for", ", ".join(doc["waiting_for"]) or "nothing"),
     ):
-        out.print(f"  [bold]{label:>16}[/]  {value}")
+        out.print(f"  [bold]{label:>16}[/]  {safe(value)}", soft_wrap=True)
     table = Table("time", "+ms", "event", "kind", "source", "id", "caused by", title="Timeline")
     for row in doc["timeline"]:
         cause = row["cause"]
         table.add_row(
             fmt_time(row["time"]),
             f"{row['offset_ms']:.0f}",
-            row["type"],
-            row["kind"] or "",
-            row["source"],
-            row["id"],
-            names.get(cause, cause or "-") if cause else "-",
+            cell(row["type"]),
+            cell(row["kind"] or ""),
+            cell(row["source"]),
+            cell(row["id"]),
+            cell(names.get(cause, cause or "-") if cause else "-"),
         )
     out.print(table)
     if doc["compensations"]:
         comp = Table("compensation", "state", "detail", title="Compensations")
         for row in doc["compensations"]:
-            comp.add_row(row["compensation"], row["state"], row["detail"])
+            comp.add_row(cell(row["compensation"]), cell(row["state"]), cell(row["detail"]))
         out.print(comp)
 
 
@@ -299,7 +298,7 @@ def show(
         if not docs:
             raise NotFound(f"no instance of {', '.join(f.name for f in flows)} has correlation id {correlation_id!r}")
         if as_json:
-            out.print_json(orjson.dumps({"instances": docs, "dead_letters": dead}).decode())
+            emit_json({"instances": docs, "dead_letters": dead})
             return
         for doc in docs:
             _print_instance(doc)
@@ -307,11 +306,11 @@ def show(
             table = Table("id", "group", "event", "error", "status", "last failure", title="Dead letters")
             for row in dead:
                 table.add_row(
-                    row["id"],
-                    row["group"],
-                    row["event_type"] or "?",
-                    row["error"][:60],
-                    row["status"],
+                    cell(row["id"]),
+                    cell(row["group"]),
+                    cell(row["event_type"] or "?"),
+                    cell(row["error"][:60]),
+                    cell(row["status"]),
                     fmt_time(row["last_failure"]),
                 )
             out.print(table)
@@ -340,7 +339,8 @@ def observe(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, observer.request_stop)
-        out.print(f"[bold]choreograph[/] observing {', '.join(f.name for f in flows)} on {app.broker_url}")
+        names = safe(", ".join(f.name for f in flows))
+        out.print(f"[bold]choreograph[/] observing {names} on {shown_url(app.broker_url)}")
         try:
             await task
         finally:

@@ -17,9 +17,9 @@ from choreograph.brokers import open_broker
 from choreograph.observe.alerts import prometheus_rules
 from choreograph.observe.dashboards import dashboards
 from choreograph.observe.slo import BURN_WINDOWS, LogSource, SLOReport, declared_slos, format_window, measure
-from choreograph.observe.trace_view import collect_trace, render_trace
+from choreograph.observe.trace_view import collect_trace, render_trace, trace_rows
 from choreograph.ops.loader import load_app
-from choreograph.ops.terminal import BrokerOption, out, run_async
+from choreograph.ops.terminal import BrokerOption, emit_json, out, run_async
 
 AppArgument = Annotated[
     str, typer.Argument(metavar="MODULE:APP", help="The App, e.g. choreograph.examples.shop.app:app")
@@ -119,6 +119,9 @@ def export_grafana(
 
 def trace(
     correlation_id: Annotated[str, typer.Argument(metavar="CORRELATION_ID", help="The correlation to show.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document per event and dead letter (for scripts).")
+    ] = False,
     broker: BrokerOption = None,
 ) -> None:
     """Print a waterfall of every event of one correlation, built from the log (and its dead letters)."""
@@ -130,6 +133,10 @@ def trace(
             found = await collect_trace(target, correlation_id)
         finally:
             await target.close()
+        if as_json:
+            for row in trace_rows(found):
+                emit_json(row)
+            return
         out.print(render_trace(found))
 
     main()

@@ -26,6 +26,9 @@ from typing import Annotated, Final
 import typer
 
 from choreograph.core.errors import ChoreographError, ConfigurationError, ContractError
+from choreograph.core.printable import printable
+from choreograph.core.redaction import redact_url
+from choreograph.ops.terminal import json_line
 from choreograph.schema.asyncapi import asyncapi_json
 from choreograph.schema.catalog import render_catalog
 from choreograph.schema.compatibility import Compatibility, CompatibilityReport, diff_schemas
@@ -137,7 +140,7 @@ def open_store(broker: str | None, directory: Path | None, *, must_exist: bool) 
         )
     path = sqlite_path_from_url(url)
     if must_exist and not Path(path).exists():
-        raise ConfigurationError(f"no broker database at {path!r} (from {url}); pass --broker or --dir")
+        raise ConfigurationError(f"no broker database at {path!r} (from {redact_url(url)}); pass --broker or --dir")
     return SqliteSchemaStore(path)
 
 
@@ -146,7 +149,7 @@ def _echo(text: str = "") -> None:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {printable(message, keep_newlines=True)}", err=True)
     return typer.Exit(code)
 
 
@@ -174,16 +177,26 @@ def _topology(spec: str) -> Topology:
 
 
 @schema_app.command("list")
-def list_(broker: BrokerOption = None, directory: DirOption = None) -> None:
+def list_(
+    broker: BrokerOption = None,
+    directory: DirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document per event type.")] = False,
+) -> None:
     """List registered event types with their versions and compatibility mode."""
     with _registry(broker, directory, must_exist=True) as registry:
-        rows = [("TYPE", "VERSIONS", "MODE")]
-        for event_type in registry.event_types():
-            versions = ", ".join(f"v{v}" for v in registry.versions(event_type)) or "-"
-            rows.append((event_type, versions, str(registry.mode(event_type))))
-    if len(rows) == 1:
+        found = [
+            (event_type, list(registry.versions(event_type)), str(registry.mode(event_type)))
+            for event_type in registry.event_types()
+        ]
+    if as_json:
+        for event_type, numbers, compatibility in found:
+            _echo(json_line({"type": event_type, "versions": numbers, "mode": compatibility}))
+        return
+    if not found:
         _echo("no schemas registered")
         return
+    rows = [("TYPE", "VERSIONS", "MODE")]
+    rows += [(printable(t), ", ".join(f"v{v}" for v in numbers) or "-", printable(m)) for t, numbers, m in found]
     widths = [max(len(r[i]) for r in rows) for i in range(2)]
     for name, versions, mode in rows:
         _echo(f"{name.ljust(widths[0])}  {versions.ljust(widths[1])}  {mode}")

@@ -135,3 +135,23 @@ def test_options_are_masked_by_name_and_urls_inside_them_redacted() -> None:
     assert shown["prefix"] == "choreo"
     assert shown["partitions"] == 8
     assert shown["servers"] == (f"nats://u:{MASK}@h:4222",)
+
+
+@settings(max_examples=300)
+@given(
+    SCHEMES,
+    USERS,
+    st.text(alphabet=st.characters(blacklist_categories=("Z", "C"), blacklist_characters="/?#@'\"<>"), max_size=20),
+    HOSTS,
+)
+def test_urls_inside_free_text_lose_their_credentials_without_being_named(
+    scheme: str, user: str, password: str, host: str
+) -> None:
+    # Given a log line quoting a URL that the caller does not know about
+    secret = MARK + password
+    line = f"observer state kept for {scheme}://{user}:{secret}@{host}/x?token={secret}&a=1; retrying"
+
+    shown = redact_text(line)
+
+    assert MARK not in shown, shown
+    assert f"{scheme}://{user}:{MASK}@{host}/x?token={MASK}&a=1; retrying" in shown

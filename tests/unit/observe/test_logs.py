@@ -111,6 +111,35 @@ def test_console_format_is_one_readable_line_with_the_context() -> None:
     assert "handler=inventory.reserve" in text
 
 
+def test_console_format_cannot_be_forged_by_fields_or_drive_the_terminal() -> None:
+    # Given a record whose message and context come from a hostile event
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "handled %s", ("evt-1\n12:00:00.000 ERROR  forged  line",), None
+    )
+    record.correlation_id = "c\x1b]0;pwned\x07\x1b[2J"
+    record.event_type = "t.\u202eevil\r\nfake"
+    record.service, record.handler = "svc\n", "h\x1b[31m"
+
+    # When it is formatted for the console
+    text = ConsoleFormatter().format(record)
+
+    # Then it is one line, with every control character shown as an escape
+    assert "\n" not in text and "\r" not in text
+    assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text
+    assert "evt-1\\n12:00:00.000 ERROR  forged  line" in text
+    assert "type=t.\\u202eevil\\r\\nfake" in text
+
+
+def test_log_lines_hide_credentials_of_urls_in_the_message() -> None:
+    record = logging.LogRecord(
+        "x", logging.WARNING, __file__, 1, "state kept for %s", ("redis://app:hunter2@db:6379/0?token=t0ken",), None
+    )
+    for formatter in (ConsoleFormatter(), JsonFormatter()):
+        text = formatter.format(record)
+        assert "hunter2" not in text and "t0ken" not in text
+        assert "redis://app:***@db:6379/0" in text
+
+
 def test_configure_logging_replaces_only_its_own_handler() -> None:
     root = logging.getLogger()
     # Handlers someone else installed (pytest's, say) must survive; an earlier

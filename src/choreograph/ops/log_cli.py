@@ -1,0 +1,245 @@
+"""``choreograph tail``, ``topics`` and ``lag``: read the log and its positions without moving any offset.
+
+Every field read from the broker is untrusted: tables show it through
+:func:`~choreograph.ops.terminal.cell`, and ``--json`` prints one JSON document
+per line (records' values as the JSON they hold, or base64 when they hold none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from choreograph.brokers import open_broker
+from choreograph.core import codec
+from choreograph.core.broker import Broker, Delivery, LagReporter, LogReader, Position, TopicAdmin
+from choreograph.core.errors import ConfigurationError, DecodeError, UnknownTopic
+from choreograph.core.printable import printable
+from choreograph.ops.terminal import BrokerOption, cell, emit_json, fmt_time, out, plain, run_async
+
+T = TypeVar("T")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document per line (for scripts).")]
+
+
+def require(broker: Broker, protocol: type[T], what: str) -> T:
+    """Return ``broker`` as ``protocol``, or raise ConfigurationError saying it cannot do ``what``."""
+    if not isinstance(broker, protocol):
+        raise ConfigurationError(f"this broker ({type(broker).__name__}) cannot {what}")
+    return broker
+
+
+async def _known_topic(broker: Broker, topic: str) -> None:
+    admin = require(broker, TopicAdmin, "list topics")
+    names = [info.name for info in await admin.topics()]
+    if topic not in names:
+        hint = f"; known topics: {', '.join(names)}" if names else "; the log has no topics yet"
+        raise UnknownTopic(f"unknown topic {topic!r}{hint}")
+
+
+def parse_start(start: str) -> Position:
+    """Parse ``--from``: earliest, latest, epoch seconds or an ISO time."""
+    if start == "earliest":
+        return Position.earliest()
+    if start == "latest":
+        return Position.at_time(time.time())
+    try:
+        return Position.at_time(float(start))
+    except ValueError:
+        pass
+    try:
+        return Position.at_time(datetime.fromisoformat(start).timestamp())
+    except ValueError:
+        raise ConfigurationError(
+            f"--from {start!r}: use earliest, latest, epoch seconds or an ISO time like 2026-11-26T10:00:00"
+        ) from None
+
+
+def _line(delivery: Delivery) -> Text:
+    """One record as a line of plain text: every field from the log is shown as text, on this line."""
+    head = Text(f"{fmt_time(delivery.timestamp)} p{delivery.partition}@{delivery.offset} ")
+    try:
+        env = codec.decode(delivery.value)
+    except DecodeError as exc:
+        return head + Text("undecodable", style="red") + cell(f" key={delivery.key} {str(exc)[:60]}")
+    data = orjson.dumps(env.data).decode()[:80]
+    return (
+        head + cell(env.type, "cyan") + cell(f" key={delivery.key} id={env.id} corr={env.correlationid or '-'} {data}")
+    )
+
+
+def record_doc(delivery: Delivery) -> dict[str, Any]:
+    """Return a record as a JSON-ready dict: its value as the JSON it holds, else as base64."""
+    doc: dict[str, Any] = {
+        "topic": delivery.topic,
+        "partition": delivery.partition,
+        "offset": delivery.offset,
+        "timestamp": delivery.timestamp,
+        "key": delivery.key,
+        "headers": dict(delivery.headers),
+    }
+    try:
+        doc["value"] = orjson.loads(delivery.value)
+    except orjson.JSONDecodeError:
+        doc["value_base64"] = base64.b64encode(delivery.value).decode("ascii")
+    return doc
+
+
+def tail(
+    topic: Annotated[str, typer.Argument(help="Topic to read.")],
+    start: Annotated[str, typer.Option("--from", help="earliest, latest, epoch seconds or ISO time.")] = "earliest",
+    limit: Annotated[int, typer.Option(help="Most records to print (0 = no limit with --follow).")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
+    raw: Annotated[bool, typer.Option(help="Print each record's value as is, one per line (never wrapped).")] = False,
+    as_json: JsonOption = False,
+    broker: BrokerOption = None,
+) -> None:
+    """Print records of TOPIC without joining a consumer group (does not move any offset).
+
+    ``--json`` prints one JSON document per record and line: topic, partition,
+    offset, timestamp, key, headers and ``value`` (the record's JSON) or
+    ``value_base64`` (a value that is not JSON).
+    """
+
+    @run_async
+    async def main() -> None:
+        target = open_broker(broker)
+        try:
+            await _known_topic(target, topic)
+            reader = require(target, LogReader, "read topics")
+            position = parse_start(start)
+            printed = 0
+            printed_ids: set[tuple[int, int]] = set()
+            while True:
+                want = min(1000, limit - printed) if limit else 1000
+                batch = await reader.read(topic, position, limit=want)
+                batch = [d for d in batch if (d.partition, d.offset) not in printed_ids]
+                for delivery in batch:
+                    if as_json:
+                        emit_json(record_doc(delivery))
+                    elif raw:
+                        plain(printable(delivery.value.decode(errors="replace")))
+                    else:
+                        out.print(_line(delivery), soft_wrap=True)
+                printed += len(batch)
+                if batch:
+                    # Follow by time, not offsets: a partition not seen yet must not restart
+                    # at its beginning. The 1 s overlap absorbs clock skew between writers;
+                    # records already printed are skipped by (partition, offset).
+                    newest = max(delivery.timestamp for delivery in batch)
+                    position = Position.at_time(newest - 1.0)
+                    printed_ids.update((d.partition, d.offset) for d in batch)
+                if limit and printed >= limit:
+                    break
+                if not batch:
+                    if not follow:
+                        break
+                    await asyncio.sleep(0.2)  # poll interval of an interactive tail
+        finally:
+            await target.close()
+
+    main()
+
+
+def topics(as_json: JsonOption = False, broker: BrokerOption = None) -> None:
+    """List topics with partitions and record counts (``--json``: one document per topic)."""
+
+    @run_async
+    async def main() -> None:
+        target = open_broker(broker)
+        try:
+            infos = await require(target, TopicAdmin, "list topics").topics()
+        finally:
+            await target.close()
+        if as_json:
+            for info in infos:
+                emit_json(
+                    {
+                        "topic": info.name,
+                        "partitions": info.partitions,
+                        "records": info.records,
+                        "end_offset": info.end_offset,
+                    }
+                )
+            return
+        table = Table("topic", "partitions", "records", "end offset", title="Topics")
+        for info in infos:
+            table.add_row(cell(info.name), str(info.partitions), str(info.records), str(info.end_offset))
+        out.print(table)
+
+    main()
+
+
+def lag(
+    group: Annotated[str | None, typer.Option(help="Only this consumer group.")] = None,
+    per_partition: Annotated[bool, typer.Option("--partitions", help="One row per partition.")] = False,
+    as_json: JsonOption = False,
+    broker: BrokerOption = None,
+) -> None:
+    """Show consumer lag (published minus committed) per group and topic (``--json``: one document per row)."""
+
+    @run_async
+    async def main() -> None:
+        target = open_broker(broker)
+        try:
+            rows = await require(target, LagReporter, "report lag").lag(group)
+        finally:
+            await target.close()
+        if group and not rows:
+            raise UnknownTopic(f"no consumer group {group!r} has committed anything")
+        if per_partition:
+            lines = [
+                {
+                    "group": row.group,
+                    "topic": row.topic,
+                    "partition": row.partition,
+                    "end": row.end_offset,
+                    "committed": row.committed,
+                    "lag": row.lag,
+                }
+                for row in rows
+            ]
+        else:
+            totals: dict[tuple[str, str], list[int]] = {}
+            for row in rows:
+                acc = totals.setdefault((row.group, row.topic), [0, 0, 0])
+                acc[0] += row.end_offset
+                acc[1] += row.committed
+                acc[2] += row.lag
+            lines = [
+                {"group": g, "topic": t, "end": end, "committed": committed, "lag": lagged}
+                for (g, t), (end, committed, lagged) in sorted(totals.items())
+            ]
+        if as_json:
+            for line in lines:
+                emit_json(line)
+            return
+        table = Table("group", "topic", *(["partition"] if per_partition else []), "end", "committed", "lag")
+        for line in lines:
+            lagged = line["lag"]
+            table.add_row(
+                cell(line["group"]),
+                cell(line["topic"]),
+                *([str(line["partition"])] if per_partition else []),
+                str(line["end"]),
+                str(line["committed"]),
+                Text(str(lagged), style="red") if lagged and not per_partition else str(lagged),
+            )
+        out.print(table)
+
+    main()
+
+
+def register(cli: typer.Typer) -> None:
+    """Add ``tail``, ``topics`` and ``lag`` to ``cli``."""
+    cli.command("tail")(tail)
+    cli.command("topics")(topics)
+    cli.command("lag")(lag)
