@@ -9,16 +9,46 @@ Offsets are dense per partition (0, 1, 2, ...), like Kafka's: the record at
 offset ``n`` has the explicit stream id ``{n+1}-0``. The publish script hands
 out offsets from a per-partition counter, so an offset maps to an id without
 a lookup, lag is a subtraction, and a replay position is exact.
+
+Another client may still add entries (``XADD <stream> *``): their ids are
+``<ms>-<seq>``. The publish script then continues above them, so offsets stay
+increasing (with a gap). Such an entry is delivered as a fault (see
+:mod:`.records`) with the offset :func:`record_offset` gives it — ``ms - 1``
+when ``seq`` is 0, else a negative number that :func:`entry_id` maps back to
+the exact id, so it can be acknowledged or dead-lettered like any other.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
+
+_SEQ_BITS: Final = 64
+_SEQ_MASK: Final = (1 << _SEQ_BITS) - 1
 
 
 def entry_id(offset: int) -> str:
-    """Return the stream id of the record at ``offset``."""
-    return f"{offset + 1}-0"
+    """Return the stream id of the record at ``offset`` (the inverse of :func:`record_offset`)."""
+    if offset >= 0:
+        return f"{offset + 1}-0"
+    packed = -offset - 1
+    return f"{packed >> _SEQ_BITS}-{packed & _SEQ_MASK}"
+
+
+def record_offset(stream_id: bytes | str) -> int:
+    """Return the offset of the delivery of the entry ``stream_id``, whoever added it.
+
+    ``<n>-0`` (ours, or a foreign id of that form) is offset ``n - 1``; a
+    foreign ``<ms>-<seq>`` with ``seq`` > 0 is a negative offset unique to it.
+    Raises ValueError for a text that is not a stream id.
+    """
+    text = stream_id.decode("ascii") if isinstance(stream_id, bytes) else stream_id
+    ms, _, seq = text.partition("-")
+    if not (ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit()):
+        raise ValueError(f"not a stream id: {text!r}")
+    if int(seq) == 0:
+        return int(ms) - 1
+    return -((int(ms) << _SEQ_BITS) | (int(seq) & _SEQ_MASK)) - 1
 
 
 def offset_of(stream_id: bytes | str) -> int:

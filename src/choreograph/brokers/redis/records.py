@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from choreograph.core.broker import DeadLetter, Delivery
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 
-from .keys import offset_of
+from .keys import offset_of, record_offset
 
 
 def encode_headers(headers: Mapping[str, str]) -> bytes:
@@ -36,18 +36,9 @@ def entry_delivery(
     attempt: int = 1,
     first_failure: float | None = None,
 ) -> Delivery:
-    """Return the delivery of one stream entry."""
-    key = fields.get(b"k")
-    return Delivery(
-        topic=topic,
-        partition=partition,
-        offset=offset_of(stream_id),
-        value=fields.get(b"v", b""),
-        key=None if key is None else key.decode(),
-        headers=decode_headers(fields.get(b"h")),
-        timestamp=float(fields.get(b"t", b"0")),
-        attempt=attempt,
-        first_failure=first_failure,
+    """Return the delivery of one stream entry (fields as a dict); never raises (see :func:`translate_entry`)."""
+    return translate_entry(
+        topic, partition, stream_id, [x for pair in fields.items() for x in pair], attempt, first_failure
     )
 
 
@@ -56,30 +47,114 @@ def flat_entry_deliveries(
 ) -> list[Delivery]:
     """Return the deliveries of stream entries as Redis sends them: (id, [field, value, ...]) each.
 
-    Runs once per record read, so it walks the fields in place (a dict per
-    entry, as :func:`entry_delivery` takes, cost about half the time of building
-    the deliveries), and takes the layout the publish script writes for a keyed
-    record without headers (``v``, ``t``, ``k``) straight away.
+    Runs once per record read, so it takes the layout the publish script
+    writes for a keyed record without headers (``v``, ``t``, ``k``, id
+    ``<n>-0``) straight away, and leaves everything else to
+    :func:`translate_entry`. Never raises.
     """
     out: list[Delivery] = []
     append = out.append
     for stream_id, flat in entries:
-        if len(flat) == 6 and flat[0] == b"v" and flat[2] == b"t" and flat[4] == b"k":  # keyed, no headers
-            append(Delivery(topic, partition, offset_of(stream_id), flat[1], flat[5].decode(), None, float(flat[3])))
-            continue
-        value, key, headers, stamp = b"", None, None, 0.0
-        walk = iter(flat)
-        for name, field in zip(walk, walk):  # noqa: B905 - one iterator, read in pairs
-            if name == b"v":
-                value = field
-            elif name == b"t":
-                stamp = float(field)
-            elif name == b"k":
-                key = field.decode()
-            elif name == b"h":
-                headers = decode_headers(field)
-        append(Delivery(topic, partition, offset_of(stream_id), value, key, headers, stamp))
+        if len(flat) == 6 and flat[0] == b"v" and flat[2] == b"t" and flat[4] == b"k" and stream_id.endswith(b"-0"):
+            try:  # keyed, no headers: the common case
+                append(
+                    Delivery(topic, partition, offset_of(stream_id), flat[1], flat[5].decode(), None, float(flat[3]))
+                )
+                continue
+            except ValueError:  # a foreign entry in our layout (UnicodeDecodeError is a ValueError)
+                pass
+        append(translate_entry(topic, partition, stream_id, flat))
     return out
+
+
+_FIELDS: Final = frozenset({b"v", b"t", b"k", b"h"})
+
+
+def translate_entry(
+    topic: str,
+    partition: int,
+    stream_id: bytes | str,
+    flat: Sequence[bytes],
+    attempt: int = 1,
+    first_failure: float | None = None,
+) -> Delivery:
+    """Return the delivery of one stream entry, ``flat`` being [field, value, ...]; never raises.
+
+    An entry the publish script did not write — an id not of the form
+    ``<n>-0``, a field missing (``v``, ``t``), unknown or repeated, a key or
+    headers that are not UTF-8, headers that are not a JSON object of strings,
+    a timestamp that is not a number — is a delivery with ``fault`` saying
+    what is wrong. Its key and headers are what could be read (undecodable
+    bytes shown as ``\\xNN``); its value is ``v`` when the entry has our layout,
+    else every field as ``name: value`` lines, so the dead letter keeps them.
+    """
+    faults: list[str] = []
+    sid = stream_id.decode("ascii", "backslashreplace") if isinstance(stream_id, bytes) else str(stream_id)
+    try:
+        offset = record_offset(sid)
+    except ValueError:
+        offset, faults = -1, [f"stream id {sid!r} is not an id"]
+    else:
+        if not sid.endswith("-0") or offset < 0:
+            faults.append(f"stream id {sid} was not assigned by choreograph (another client added this entry)")
+    found: dict[bytes, bytes] = {}
+    for i in range(0, len(flat) - 1, 2):
+        name, field = bytes(flat[i]), bytes(flat[i + 1])
+        if name not in _FIELDS:
+            faults.append(f"unknown field {_show(name)}")
+        elif name in found:
+            faults.append(f"field {_show(name)} appears twice")
+        found.setdefault(name, field)
+    if len(flat) % 2:
+        faults.append("odd number of field names and values")
+    missing = [name.decode() for name in (b"v", b"t") if name not in found]
+    if missing:
+        faults.append(f"missing field(s) {', '.join(missing)}")
+    key: str | None = None
+    raw_key = found.get(b"k")
+    if raw_key is not None:
+        try:
+            key = raw_key.decode()
+        except UnicodeDecodeError:
+            key = raw_key.decode("utf-8", "backslashreplace")
+            faults.append("key is not UTF-8")
+    headers: dict[str, str] = {}
+    raw_headers = found.get(b"h")
+    if raw_headers:
+        try:
+            loaded = json.loads(raw_headers)
+            if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+                raise ValueError("headers are not a JSON object of strings")
+            headers = loaded
+            "".join(headers).encode()  # lone surrogates from \\ud800 escapes cannot be stored or shown
+            "".join(headers.values()).encode()
+        except (ValueError, RecursionError) as exc:
+            headers = {}
+            faults.append(f"headers are not a JSON object of strings: {_short(exc)}")
+    stamp = 0.0
+    raw_stamp = found.get(b"t")
+    if raw_stamp is not None:
+        try:
+            stamp = float(raw_stamp)
+        except ValueError:
+            faults.append(f"timestamp {_show(raw_stamp)} is not a number")
+    if not faults:
+        return Delivery(topic, partition, offset, found[b"v"], key, headers, stamp, attempt, first_failure)
+    if missing or len(found) < len(flat) // 2 or any(name not in _FIELDS for name in found):
+        value = b"\n".join(bytes(flat[i]) + b": " + bytes(flat[i + 1]) for i in range(0, len(flat) - 1, 2))
+    else:
+        value = found[b"v"]
+    return Delivery(topic, partition, offset, value, key, headers, stamp, attempt, first_failure, "; ".join(faults))
+
+
+def _show(raw: bytes) -> str:
+    """A field name or value in a fault message: short, and printable whatever its bytes."""
+    return repr(raw[:40].decode("utf-8", "backslashreplace")) + ("..." if len(raw) > 40 else "")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def encode_attempts(attempt: int, first_failure: float | None, key: str | None) -> str:

@@ -21,7 +21,27 @@ PUBLISH: Final = """
 -- and n (key, value, headers) triples; key is '' for none or '=' .. key, headers '' for none.
 -- One XADD per record with its arguments written out (building an argument table per record took more of
 -- the server's time than the XADDs), then, with a max_length, one XTRIM per partition.
-local now, maxlen, call, format, sub = ARGV[1], tonumber(ARGV[2]), redis.call, string.format, string.sub
+-- Another client's XADD <stream> * leaves the stream's top above our counter: the first XADD of a partition
+-- is a pcall, and when it fails the counter moves above the stream's last id (offsets stay increasing, with
+-- a gap) instead of every later publish failing.
+local now, maxlen, call, pcall = ARGV[1], tonumber(ARGV[2]), redis.call, redis.pcall
+local format, sub = string.format, string.sub
+local function add(c, stream, id, key, value, headers, t)
+  if key == '' then
+    if headers == '' then return c('XADD', stream, id, 'v', value, 't', t) end
+    return c('XADD', stream, id, 'v', value, 't', t, 'h', headers)
+  elseif headers == '' then return c('XADD', stream, id, 'v', value, 't', t, 'k', sub(key, 2)) end
+  return c('XADD', stream, id, 'v', value, 't', t, 'k', sub(key, 2), 'h', headers)
+end
+local function top(stream)  -- the milliseconds part of the stream's last generated id
+  local info = pcall('XINFO', 'STREAM', stream)
+  if type(info) == 'table' and not info.err then
+    for j = 1, #info - 1, 2 do
+      if info[j] == 'last-generated-id' then return tonumber(string.match(info[j + 1], '^(%d+)')) or 0 end
+    end
+  end
+  return 0
+end
 local at = 3
 for k = 1, #KEYS, 2 do
   local stream, meta, count = KEYS[k], KEYS[k + 1], tonumber(ARGV[at])
@@ -32,13 +52,18 @@ for k = 1, #KEYS, 2 do
   call('HSET', meta, 't', t)
   for i = 1, count do
     local key, value, headers = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
-    local id = format('%d-0', first + i)
     at = at + 3
-    if key == '' then
-      if headers == '' then call('XADD', stream, id, 'v', value, 't', t)
-      else call('XADD', stream, id, 'v', value, 't', t, 'h', headers) end
-    elseif headers == '' then call('XADD', stream, id, 'v', value, 't', t, 'k', sub(key, 2))
-    else call('XADD', stream, id, 'v', value, 't', t, 'k', sub(key, 2), 'h', headers) end
+    if i > 1 then add(call, stream, format('%d-0', first + i), key, value, headers, t)
+    else
+      local done = add(pcall, stream, format('%d-0', first + 1), key, value, headers, t)
+      if type(done) == 'table' and done.err then
+        local above = top(stream)
+        if above < first + 1 then return redis.error_reply(done.err) end
+        first = above
+        call('HSET', meta, 'n', first + count)
+        add(call, stream, format('%d-0', first + 1), key, value, headers, t)
+      end
+    end
   end
   at = at + 1
   if maxlen > 0 then call('XTRIM', stream, 'MAXLEN', '~', maxlen) end

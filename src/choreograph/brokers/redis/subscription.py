@@ -40,7 +40,7 @@ from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationErro
 from . import records as rec
 from . import scripts
 from .broker import due_ms, translated
-from .keys import entry_id, offset_of
+from .keys import entry_id, record_offset
 
 if TYPE_CHECKING:
     from .broker import RedisBroker
@@ -169,7 +169,7 @@ class RedisSubscription:
                 if len(page) < _PENDING_PAGE:
                     break
                 start = "(" + _text(page[-1]["message_id"])
-            orphans = sorted((i for i in counts if i not in waiting), key=offset_of)
+            orphans = sorted((i for i in counts if i not in waiting), key=record_offset)
             if not orphans:
                 return []
             failures = dict(zip(orphans, await self._client.hmget(g.attempts(p), orphans), strict=True))
@@ -337,7 +337,7 @@ class RedisSubscription:
             for (sid, score), raw, packed in zip(rows, attempts, resubmitted, strict=True):
                 attempt, first, key = rec.decode_attempts(raw) if raw else (1, None, None)
                 items.append(
-                    _Waiting(p, _text(sid), offset_of(sid), int(score), attempt, first, key, packed is not None)
+                    _Waiting(p, _text(sid), record_offset(sid), int(score), attempt, first, key, packed is not None)
                 )
         return out, fresh
 
