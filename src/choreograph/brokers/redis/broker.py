@@ -47,6 +47,7 @@ from . import scripts
 from .config import RedisConfig, parse_url
 from .connection import connection_class
 from .keys import Keys, entry_id, last_delivered_before, offset_of
+from .leases import Keepalive
 
 _EARLIEST: Final = Position.earliest()
 _PAGE: Final = 500
@@ -121,6 +122,8 @@ class RedisBroker:
         self.leave_script = self.client.register_script(scripts.LEAVE)
         self._resubmit_script = self.client.register_script(scripts.RESUBMIT)
         self._purge_script = self.client.register_script(scripts.PURGE)
+        self.keepalive = Keepalive(url, self.config)
+        """Renews the leases of this broker's members off the event loop (see :mod:`.leases`)."""
         self._partitions: dict[str, int] = {}
         self._round_robin: dict[str, int] = {}
         self._subscriptions: set[Any] = set()
@@ -149,9 +152,9 @@ class RedisBroker:
             await self.client.eval(scripts.PUBLISH, *await self._append_arguments(topic, records))
         await self._maybe_trim()
 
-    async def append(self, pipe: Any, topic: str, records: Sequence[Record]) -> None:
-        """Queue the append of ``records`` to ``topic`` on ``pipe`` (a pipeline or MULTI): one script call."""
-        pipe.eval(scripts.PUBLISH, *await self._append_arguments(topic, records))
+    async def append_arguments(self, topic: str, records: Sequence[Record]) -> list[Any]:
+        """Arguments of one PUBLISH script call appending ``records`` (a settle runs it fenced in its MULTI)."""
+        return await self._append_arguments(topic, records)
 
     async def _append_arguments(self, topic: str, records: Sequence[Record]) -> list[Any]:
         """Arguments of the PUBLISH script after its text: key count, keys, then ARGV (see scripts.PUBLISH)."""

@@ -6,6 +6,13 @@
 * ``RESUBMIT`` is the dead letter status check-and-set.
 * ``ACK`` finishes settled records of several partitions and remembers their dedupe keys, in one call.
 * ``WAITING`` reads the group generation and the retry schedule of several partitions in one call.
+* ``SCHEDULE`` stores dead letters and retry schedules of a settlement.
+
+A settle runs its scripts :func:`fenced`: each first checks, atomically with
+its writes, that the settling member still holds the partitions it settles
+under the lease tokens it fetched them with, and fails with ``LEASELOST``
+otherwise. Inside one MULTI the checks all see the same leases, so either
+every part of a settlement is applied or none is.
 
 The last two exist for speed: redis-py spends about 15 us of client CPU per
 command in a pipeline, and a settle touching eight partitions was 33 commands.
@@ -73,23 +80,31 @@ return 1
 
 HEARTBEAT: Final = """
 -- KEYS: members, leases, generation.  ARGV: member, partitions, now_ms, lease_ms, rebalance ('1' or '0').
--- Returns {generation, partition...}: the partitions this member holds afterwards.
+-- A lease is 'member|expires_ms|token'; a partition taken gets a new token (the generation it bumps to), a
+-- renewal keeps it, so a member that lost a partition and took it back holds a different token than the
+-- one its old deliveries were fetched under (settles are fenced by it: see fenced()).
+-- Returns {generation, partition, token, ...}: the partitions this member holds afterwards and their tokens.
 local me, n, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local changed = false
 if not redis.call('ZSCORE', KEYS[1], me) then changed = true end
 redis.call('ZADD', KEYS[1], now + ttl, me)
 if redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now) > 0 then changed = true end
-local owner, free, mine = {}, {}, {}
+local owner, token, free, mine = {}, {}, {}, {}
 local raw = redis.call('HGETALL', KEYS[2])
 for i = 1, #raw, 2 do
   local p, value = tonumber(raw[i]), raw[i + 1]
-  local sep = string.find(value, '|', 1, true)
-  local who, expires = string.sub(value, 1, sep - 1), tonumber(string.sub(value, sep + 1))
-  if expires >= now then owner[p] = who end
+  local a = string.find(value, '|', 1, true)
+  local b = string.find(value, '|', a + 1, true)
+  local expires = tonumber(string.sub(value, a + 1, (b or 0) - 1))
+  if expires >= now then
+    owner[p] = string.sub(value, 1, a - 1)
+    token[p] = b and string.sub(value, b + 1) or '0'
+  end
 end
 for p = 0, n - 1 do
   if owner[p] == me then table.insert(mine, p) elseif owner[p] == nil then table.insert(free, p) end
 end
+local taken = {}
 if ARGV[5] == '1' then
   local list = redis.call('ZRANGE', KEYS[1], 0, -1)
   table.sort(list)
@@ -103,15 +118,20 @@ if ARGV[5] == '1' then
   end
   local i = 1
   while #mine < share and i <= #free do
-    table.insert(mine, free[i]); i = i + 1
+    table.insert(mine, free[i]); taken[free[i]] = true; i = i + 1
     changed = true
   end
   table.sort(mine)
 end
-for _, p in ipairs(mine) do redis.call('HSET', KEYS[2], tostring(p), me .. '|' .. (now + ttl)) end
-if changed then redis.call('INCR', KEYS[3]) end
-local out = {tonumber(redis.call('GET', KEYS[3]) or '0')}
-for _, p in ipairs(mine) do table.insert(out, p) end
+local generation = tonumber(redis.call('GET', KEYS[3]) or '0')
+if changed then generation = redis.call('INCR', KEYS[3]) end
+local out = {generation}
+for _, p in ipairs(mine) do
+  local t = token[p]
+  if taken[p] then t = tostring(generation) end
+  redis.call('HSET', KEYS[2], tostring(p), me .. '|' .. (now + ttl) .. '|' .. t)
+  table.insert(out, p); table.insert(out, t)
+end
 return out
 """
 
@@ -190,3 +210,83 @@ for k = 2, #KEYS do
 end
 return out
 """
+
+SCHEDULE: Final = """
+-- KEYS: the dead letter index, then per dead letter its hash, then per retry: retries sorted set, attempts hash.
+-- ARGV: now, a count d of dead letters, per letter: id, a count f and f field/value pairs; then per retry:
+-- stream id, due ms, attempt record.
+local now, d, call = ARGV[1], tonumber(ARGV[2]), redis.call
+local at, k = 3, 2
+for _ = 1, d do
+  local id, f = ARGV[at], tonumber(ARGV[at + 1])
+  call('HSET', KEYS[k], unpack(ARGV, at + 2, at + 1 + f))
+  call('ZADD', KEYS[1], now, id)
+  at, k = at + 2 + f, k + 1
+end
+while k <= #KEYS do
+  call('ZADD', KEYS[k], ARGV[at + 1], ARGV[at])
+  call('HSET', KEYS[k + 1], ARGV[at], ARGV[at + 2])
+  at, k = at + 3, k + 2
+end
+return 1
+"""
+
+LEASE_LOST: Final = "LEASELOST"
+"""First word of the error a fenced script fails with when the member no longer holds a partition."""
+
+_FENCE: Final = """
+-- Fence. KEYS[1]: the group's leases.  ARGV[1]: member, ARGV[2]: now_ms, ARGV[3]: a count n, then n
+-- (partition, token) pairs. The script below runs with these taken off KEYS and ARGV.
+local leases, me, now, n = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 0, n - 1 do
+  local p, want = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  local value = redis.call('HGET', leases, p)
+  local ok = false
+  if value then
+    local a = string.find(value, '|', 1, true)
+    local b = string.find(value, '|', a + 1, true)
+    ok = b ~= nil and string.sub(value, 1, a - 1) == me and string.sub(value, b + 1) == want
+      and tonumber(string.sub(value, a + 1, b - 1)) >= now
+  end
+  if not ok then
+    return redis.error_reply('LEASELOST member ' .. me .. ' no longer holds partition ' .. p)
+  end
+end
+local keys, args = {}, {}
+for i = 2, #KEYS do keys[i - 1] = KEYS[i] end
+for i = 4 + 2 * n, #ARGV do args[#args + 1] = ARGV[i] end
+local function body(KEYS, ARGV)
+"""
+
+
+def fenced(script: str) -> str:
+    """Return ``script`` behind a lease check: its KEYS and ARGV are preceded by the fence's (see :func:`fence`).
+
+    The fenced script applies nothing and fails with ``LEASELOST ...`` if any
+    listed partition's lease is not this member's, under the same token, and
+    unexpired at ``now_ms``.
+    """
+    return f"{_FENCE}{script}\nend\nreturn body(keys, args)\n"
+
+
+def fence(arguments: list[object], leases: str, member: str, now_ms: int, tokens: dict[int, str]) -> list[object]:
+    """Put the fence's keys and arguments in front of a script's ``[key count, *keys, *argv]``."""
+    count = int(str(arguments[0]))
+    pairs: list[object] = []
+    for p, token in tokens.items():
+        pairs += [p, token]
+    return [
+        count + 1,
+        leases,
+        *arguments[1 : 1 + count],
+        member,
+        now_ms,
+        len(tokens),
+        *pairs,
+        *arguments[1 + count :],
+    ]
+
+
+FENCED_PUBLISH: Final = fenced(PUBLISH)
+FENCED_ACK: Final = fenced(ACK)
+FENCED_SCHEDULE: Final = fenced(SCHEDULE)

@@ -18,7 +18,9 @@ entries list (PEL) as the truth:
 
 A settlement commits atomically on a standalone Redis: XACK and inbox keys are
 one script call, and with retry schedule, dead letters or outputs as well the
-whole settlement is one MULTI/EXEC.
+whole settlement is one MULTI/EXEC. Every script of it is fenced by the lease
+tokens of the partitions it settles (see :mod:`.leases`): a member that lost
+a partition has nothing of its settle applied, raises LeaseLost, and leaves.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
@@ -35,12 +37,13 @@ from typing import TYPE_CHECKING, Any, Final
 from redis import exceptions as redis_errors
 
 from choreograph.core.broker import Delivery, Record, Settlement
-from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError
+from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError, LeaseLost
 
 from . import records as rec
 from . import scripts
 from .broker import due_ms, translated
 from .keys import entry_id, record_offset
+from .leases import LeaseState
 
 if TYPE_CHECKING:
     from .broker import RedisBroker
@@ -87,8 +90,10 @@ class RedisSubscription:
         self._owned: dict[int, _Partition] = {}
         self._held: dict[tuple[int, int], Delivery] = {}
         self._generation = -1
-        self._seen_generation = -1
-        self._keepalive: asyncio.Task[None] | None = None
+        g = self._gkeys
+        self._lease = LeaseState(
+            self.member, [g.members, g.leases, g.generation], partitions, self._config.lease_timeout
+        )
         self._closing = asyncio.Event()
         self._closed = False
         self._last_inbox_trim = 0.0
@@ -100,25 +105,30 @@ class RedisSubscription:
     # -- membership ---------------------------------------------------------------
 
     async def join(self) -> None:
-        """Heartbeat once (taking a fair share of partitions) and start the keepalive task."""
+        """Heartbeat once (taking a fair share of partitions); the broker's keepalive thread renews from then on."""
         await self._rebalance()
-        self._keepalive = asyncio.create_task(self._keep_alive(), name=f"redis-keepalive-{self.member}")
+        self._broker.keepalive.add(self._lease)
 
-    async def _heartbeat(self, rebalance: bool) -> list[int]:
-        now_ms = int(time.time() * 1000)
-        lease_ms = int(self._config.lease_timeout * 1000)
-        g = self._gkeys
-        async with translated(f"heartbeat in group {self.group!r}"):
-            answer = await self._broker.heartbeat_script(
-                keys=[g.members, g.leases, g.generation],
-                args=[self.member, self._partition_count, now_ms, lease_ms, "1" if rebalance else "0"],
-            )
-        self._seen_generation = int(answer[0])
-        return [int(p) for p in answer[1:]]
+    @property
+    def _seen_generation(self) -> int:
+        """The group generation as of the last heartbeat (of the loop or the keepalive thread)."""
+        return self._lease.seen_generation
+
+    @_seen_generation.setter
+    def _seen_generation(self, generation: int) -> None:
+        self._lease.seen_generation = generation
 
     async def _rebalance(self) -> None:
-        mine = await self._heartbeat(rebalance=True)
-        self._generation = self._seen_generation
+        lease = self._lease
+        lease.begin_change()
+        try:
+            sent_at = time.monotonic()
+            async with translated(f"heartbeat in group {self.group!r}"):
+                answer = await self._broker.heartbeat_script(keys=lease.keys, args=lease.arguments(rebalance=True))
+            mine = lease.adopt(sent_at, answer)
+        finally:
+            lease.end_change()
+        self._generation = lease.seen_generation
         self._quiet_until = 0.0
         await self._release([p for p in self._owned if p not in mine])
         for p in mine:
@@ -144,16 +154,6 @@ class RedisSubscription:
         if queued:
             async with translated(f"release partitions of {self.topic!r}"):
                 await pipe.execute()
-
-    async def _keep_alive(self) -> None:
-        interval = self._config.effective_heartbeat_interval
-        while not self._closing.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), interval)
-            if self._closing.is_set():
-                return
-            with contextlib.suppress(BrokerError):
-                await self._heartbeat(rebalance=False)
 
     async def _adopt(self, p: int) -> list[Delivery]:
         """Claim the records other members left pending on partition ``p`` (not those waiting for a retry)."""
@@ -208,6 +208,7 @@ class RedisSubscription:
             raise ConfigurationError(f"max_records must be >= 1, got {max_records}")
         deadline = time.monotonic() + max(0.0, timeout)
         while not self._closed:
+            self._lease.check("fetch")
             if self._settling is not None and (self._readopt or self._seen_generation != self._generation):
                 # A settle in flight is acking records of partitions a rebalance could hand to another
                 # member, who would then take them again: let it finish first, whatever its outcome.
@@ -221,7 +222,11 @@ class RedisSubscription:
                 await self._rebalance()
             remaining = deadline - time.monotonic()
             batch = await self._take(max_records, max(0.0, remaining))
-            if batch or time.monotonic() >= deadline:
+            if batch:
+                # the read may have blocked: hand nothing out under a lease that lapsed meanwhile
+                self._lease.check("fetch")
+                return batch
+            if time.monotonic() >= deadline:
                 return batch
         return []
 
@@ -315,7 +320,7 @@ class RedisSubscription:
             raise
         fresh = answers[1] if read_ahead > 0 else None
         schedule = answers[0]
-        self._seen_generation = int(schedule[0] or 0)
+        self._lease.seen_generation = int(schedule[0] or 0)
         out: dict[int, list[_Waiting]] = {}
         scheduled = [(p, _pairs(flat)) for p, flat in zip(owned, schedule[1:], strict=True) if flat]
         if not scheduled:
@@ -452,11 +457,16 @@ class RedisSubscription:
 
         Acks and inbox keys are one ACK script call; a settlement that also
         publishes, schedules retries or stores dead letters is one MULTI/EXEC
-        around that call and the rest.
+        around that call and the rest. Each script is fenced: if this member
+        no longer holds a partition the settlement touches, under the lease
+        token it fetched it with, none of it is applied and LeaseLost is
+        raised (as it is at once if the leases were not renewed in time); the
+        member is then done: fetch and settle raise LeaseLost until it is closed.
         """
         if self._closed:
             raise BrokerClosed(f"this subscription to {self.topic!r} is closed")
         deliveries = settlement.check(self.topic, self._held, self.group)
+        self._lease.check("settle")
         settling = self._settling = asyncio.get_running_loop().create_future()
         try:
             await self._apply(settlement, deliveries)
@@ -465,7 +475,7 @@ class RedisSubscription:
             settling.set_result(None)
 
     async def _apply(self, settlement: Settlement, deliveries: list[Delivery]) -> None:
-        broker, g, keys = self._broker, self._gkeys, self._keys
+        broker, g = self._broker, self._gkeys
         now = broker.clock.now()
         by_topic: dict[str, list[Record]] = {}
         for topic, record in settlement.outputs:
@@ -479,28 +489,26 @@ class RedisSubscription:
             self._quiet_until = 0.0  # the next fetch must see the schedule (see _waiting)
         trim = bool(settlement.inbox) and time.monotonic() - self._last_inbox_trim > self._config.retention_interval
         ack = self._ack_arguments(done, settlement.inbox, now, trim) if done or settlement.inbox else None
-        async with translated(f"settle a batch of {self.group!r}"):
+        tokens = self._lease.fence(sorted({d.partition for d in deliveries}))
+        now_ms = int(time.time() * 1000)  # the clock leases are written with (see leases.LeaseState.arguments)
+
+        def fenced(arguments: list[Any]) -> list[Any]:
+            return scripts.fence(arguments, g.leases, self.member, now_ms, tokens)
+
+        async with translated(f"settle a batch of {self.group!r}"), self._fenced():
             if not (by_topic or settlement.dead_letters or settlement.retries):
                 if ack is not None:  # one script call is atomic by itself: no MULTI, two replies fewer to read
-                    await self._client.eval(scripts.ACK, *ack)
+                    await self._client.eval(scripts.FENCED_ACK, *fenced(ack))
             else:
                 pipe = self._client.pipeline(transaction=True)
                 for topic, records in by_topic.items():
-                    await broker.append(pipe, topic, records)
-                for _, letter in settlement.dead_letters:
-                    pipe.hset(keys.dead_letter(letter.id), mapping=rec.encode_dead_letter(letter))
-                    pipe.zadd(keys.dead_letter_index, {letter.id: now})
+                    pipe.eval(scripts.FENCED_PUBLISH, *fenced(await broker.append_arguments(topic, records)))
+                if settlement.dead_letters or settlement.retries:
+                    pipe.eval(scripts.FENCED_SCHEDULE, *fenced(self._schedule_arguments(settlement, now)))
                 if ack is not None:
                     # EVAL with the text, not a registered script: redis-py checks registered scripts with an
                     # extra SCRIPT EXISTS round trip per pipeline, and EVALSHA could meet NOSCRIPT inside the MULTI
-                    pipe.eval(scripts.ACK, *ack)
-                for delivery, delay in settlement.retries:
-                    sid = entry_id(delivery.offset)
-                    first = delivery.first_failure if delivery.first_failure is not None else now
-                    pipe.zadd(g.retries(delivery.partition), {sid: due_ms(now, delay)})
-                    pipe.hset(
-                        g.attempts(delivery.partition), sid, rec.encode_attempts(delivery.attempt, first, delivery.key)
-                    )
+                    pipe.eval(scripts.FENCED_ACK, *fenced(ack))
                 await pipe.execute()
         if trim:
             self._last_inbox_trim = time.monotonic()
@@ -509,6 +517,41 @@ class RedisSubscription:
         else:
             for delivery in deliveries:
                 self._held.pop((delivery.partition, delivery.offset), None)
+
+    @contextlib.asynccontextmanager
+    async def _fenced(self) -> AsyncIterator[None]:
+        """Turn a fence's refusal into LeaseLost; this member then drops what it held."""
+        try:
+            yield
+        except redis_errors.ResponseError as exc:
+            if scripts.LEASE_LOST not in str(exc):
+                raise
+            reason = f"a settle was refused: {str(exc).partition(scripts.LEASE_LOST)[2].strip()}"
+            self._lease.lose(reason)
+            self._held.clear()
+            raise LeaseLost(f"member {self.member} of group {self.group!r} on {self.topic!r}: {reason}") from None
+
+    def _schedule_arguments(self, settlement: Settlement, now: float) -> list[Any]:
+        """Arguments of the SCHEDULE script after its text: dead letters and retries (see scripts.SCHEDULE)."""
+        g = self._gkeys
+        script_keys = [self._keys.dead_letter_index]
+        args: list[Any] = [repr(now), len(settlement.dead_letters)]
+        for _, letter in settlement.dead_letters:
+            script_keys.append(self._keys.dead_letter(letter.id))
+            fields = rec.encode_dead_letter(letter)
+            args += [letter.id, 2 * len(fields)]
+            for name, value in fields.items():
+                args += [name, value]
+        for delivery, delay in settlement.retries:
+            p = delivery.partition
+            first = delivery.first_failure if delivery.first_failure is not None else now
+            script_keys += [g.retries(p), g.attempts(p)]
+            args += [
+                entry_id(delivery.offset),
+                due_ms(now, delay),
+                rec.encode_attempts(delivery.attempt, first, delivery.key),
+            ]
+        return [len(script_keys), *script_keys, *args]
 
     def _ack_arguments(self, done: dict[int, list[str]], inbox: Sequence[str], now: float, trim: bool) -> list[Any]:
         """Arguments of the ACK script after its text: key count, keys, then ARGV (see scripts.ACK)."""
@@ -535,16 +578,15 @@ class RedisSubscription:
             return
         self._closed = True
         self._closing.set()
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keepalive
+        self._broker.keepalive.discard(self._lease)
         self._broker.forget(self)
         self._held.clear()
-        g = self._gkeys
         async with translated(f"leave group {self.group!r}"):
-            await self._release(list(self._owned))
-            await self._broker.leave_script(keys=[g.members, g.leases, g.generation], args=[self.member])
+            if self._lease.lost is None:
+                await self._release(list(self._owned))
+            # else: what it read is the new owners' now; claiming it back would move their pending entries
+            self._owned.clear()
+            await self._broker.leave_script(keys=self._lease.keys, args=[self.member])
 
 
 def _text(value: bytes | str) -> str:
