@@ -321,6 +321,37 @@ class MemoryBroker:
                 count += 1
         return count
 
+    # -- for test harnesses -------------------------------------------------------
+
+    def ready_at(self, topic: str, group: str) -> float | None:
+        """Return the earliest clock time at which ``group`` has a record of ``topic`` to work on. Never blocks.
+
+        ``None`` when the group has settled every record (or does not exist).
+        A time at or before ``clock.now()`` means it has work now: records in
+        flight, or records it can be handed. A later time means all it has left
+        are retries due then, with any records of the same keys queued behind
+        them. For harnesses deciding whether an app has gone idle.
+        """
+        state = self._groups.get((topic, group))
+        if state is None:
+            return None
+        now = self.clock.now()
+        earliest: float | None = None
+        for p, pending in enumerate(state.pending):
+            queued = [(item.key, now if item.holder is not None else item.due) for _, item in sorted(pending.items())]
+            queued += [(entry.key, now) for entry in state.topic.log[p][state.cursors[p] :]]
+            first: dict[str, float] = {}  # key -> when its earliest unsettled record can go out
+            for key, at in queued:
+                if key is not None:
+                    at = max(at, first.setdefault(key, at))  # per-key order: not before the records ahead of it
+                earliest = at if earliest is None else min(earliest, at)
+        return earliest
+
+    def wake(self) -> None:
+        """Wake every waiting fetch so it reads the clock again (after a test moved a manual clock). Never blocks."""
+        for log in self._topics.values():
+            log.notify()
+
     # -- internals --------------------------------------------------------------
 
     def _check_open(self) -> None:
