@@ -154,8 +154,10 @@ def show(
         ):
             out.print(f"[bold]{label:>14}[/]  {safe(value)}", soft_wrap=True)
         out.print("[bold]         stack[/]")
-        # A stack is many lines by nature; each is shown as text, controls visible.
-        out.print(Text(printable(entry.stack.rstrip(), keep_newlines=True)))
+        # A stack is many lines by nature: each is shown as text, controls visible, and
+        # indented, so no line of it can pass for a line of this view.
+        for line in entry.stack.rstrip().split("\n"):
+            out.print(Text("    " + printable(line)), soft_wrap=True)
         out.print("[bold]       message[/]")
         out.print(cell(entry.value.decode(errors="replace")), soft_wrap=True)
 

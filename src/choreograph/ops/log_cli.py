@@ -22,8 +22,7 @@ from choreograph.brokers import open_broker
 from choreograph.core import codec
 from choreograph.core.broker import Broker, Delivery, LagReporter, LogReader, Position, TopicAdmin
 from choreograph.core.errors import ConfigurationError, DecodeError, UnknownTopic
-from choreograph.core.printable import printable
-from choreograph.ops.terminal import BrokerOption, cell, emit_json, fmt_time, out, plain, run_async
+from choreograph.ops.terminal import BrokerOption, cell, emit_json, fmt_time, one_line, out, plain, run_async
 
 T = TypeVar("T")
 
@@ -98,7 +97,9 @@ def tail(
     start: Annotated[str, typer.Option("--from", help="earliest, latest, epoch seconds or ISO time.")] = "earliest",
     limit: Annotated[int, typer.Option(help="Most records to print (0 = no limit with --follow).")] = 50,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
-    raw: Annotated[bool, typer.Option(help="Print each record's value as is, one per line (never wrapped).")] = False,
+    raw: Annotated[
+        bool, typer.Option(help="Print each record's value (its JSON) as is, one per line, never wrapped.")
+    ] = False,
     as_json: JsonOption = False,
     broker: BrokerOption = None,
 ) -> None:
@@ -126,7 +127,7 @@ def tail(
                     if as_json:
                         emit_json(record_doc(delivery))
                     elif raw:
-                        plain(printable(delivery.value.decode(errors="replace")))
+                        plain(one_line(delivery.value.decode(errors="replace")))
                     else:
                         out.print(_line(delivery), soft_wrap=True)
                 printed += len(batch)

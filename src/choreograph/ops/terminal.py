@@ -91,9 +91,10 @@ def shown_url(url: str) -> str:
 
 def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
     """Print ``message`` to stderr (secrets redacted, shown as plain text) and return the Exit to raise."""
-    # Messages quote names with repr() (newlines escaped); keeping real newlines keeps
-    # multi-line explanations readable while escape sequences are still shown as text.
-    err.print(f"[bold red]error:[/] {escape(printable(scrub(message), keep_newlines=True))}", soft_wrap=True)
+    # Multi-line explanations stay readable: each further line is indented, so none can
+    # pass for a line of its own; escape sequences are still shown as text.
+    lines = [printable(line) for line in scrub(message).split("\n")]
+    err.print(f"[bold red]error:[/] {escape(chr(10).join(lines).replace(chr(10), chr(10) + '  '))}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -146,6 +147,19 @@ def _json_escape(char: str) -> str:
         return f"\\u{code:04x}"
     code -= 0x10000
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def one_line(raw: str) -> str:
+    r"""Return a raw value (JSON, usually) as one safe line that is still the same JSON.
+
+    In valid JSON a line break or tab can only be whitespace between tokens, so
+    it becomes a space; any other invisible character can only be inside a
+    string, so it becomes its ``\uXXXX`` escape. Text that is not JSON comes
+    out just as safe: one line, no raw control character.
+    """
+    if raw.isprintable():
+        return raw
+    return "".join(char if char.isprintable() else " " if char in "\n\r\t" else _json_escape(char) for char in raw)
 
 
 def emit_json(doc: object) -> None:
