@@ -21,6 +21,8 @@ choreograph_end_to_end_latency_seconds        histogram  event_type (correlation
 choreograph_dead_letters_total                counter    group, reason
 choreograph_schema_validation_errors_total    counter    group
 choreograph_duplicates_detected_total         counter    group
+choreograph_events_skipped_total              counter    group, reason (type: another type
+                                                          on a shared topic, acknowledged)
 choreograph_consumer_lag_records              gauge      group, topic, partition
 choreograph_dead_letters_open                 gauge      group, reason
 choreograph_broker_up                         gauge      (1 if the last scrape reached it)
@@ -62,6 +64,7 @@ END_TO_END: Final = "choreograph_end_to_end_latency_seconds"
 DEAD_LETTERED: Final = "choreograph_dead_letters_total"
 SCHEMA_ERRORS: Final = "choreograph_schema_validation_errors_total"
 DUPLICATES: Final = "choreograph_duplicates_detected_total"
+SKIPPED: Final = "choreograph_events_skipped_total"
 LAG: Final = "choreograph_consumer_lag_records"
 DEAD_LETTERS_OPEN: Final = "choreograph_dead_letters_open"
 BROKER_UP: Final = "choreograph_broker_up"
@@ -137,6 +140,12 @@ class Metrics:
         self.duplicates = Counter(
             _counter(DUPLICATES), "Deliveries dropped by the inbox as already processed.", ["group"], registry=r
         )
+        self.skipped_events = Counter(
+            _counter(SKIPPED),
+            "Deliveries acknowledged without handling (not the handler's type).",
+            ["group", "reason"],
+            registry=r,
+        )
         self.lag = Gauge(
             LAG, "Records published but not yet committed by the group.", ["group", "topic", "partition"], registry=r
         )
@@ -202,6 +211,10 @@ class Metrics:
                 self.schema_errors.labels(group).inc()
             elif letter.reason == "decode":  # never reached the middleware
                 self.handled.labels(group, Outcome.DEAD_LETTER.value).inc()
+
+    def skipped(self, spec: HandlerSpec, count: int, reason: str) -> None:
+        """Count deliveries a handler acknowledged without handling them (a SkipListener)."""
+        self.skipped_events.labels(spec.group, reason).inc(count)
 
     # -- replay progress (set by the replay tool) --------------------------------
 

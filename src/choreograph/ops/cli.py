@@ -63,6 +63,13 @@ def run(
     ] = DEFAULT_METRICS_HOST,
     log_json: Annotated[bool, typer.Option("--log-json", help="Write logs as JSON lines (production).")] = False,
     log_level: Annotated[str, typer.Option(help="Log level: DEBUG, INFO, WARNING, ERROR.")] = "INFO",
+    fail_fast: Annotated[
+        bool,
+        typer.Option(
+            "--fail-fast",
+            help="Stop every handler and exit non-zero when a consumer crashes (default: log it and restart it).",
+        ),
+    ] = False,
 ) -> None:
     """Run the App's handlers as workers until SIGINT/SIGTERM.
 
@@ -88,7 +95,7 @@ def run(
         where = f"; metrics on {safe(metrics_host)}:{server.port}/metrics" if server else ""
         out.print(f"[bold]choreograph[/] running {names} on {shown_url(app.broker_url)}{where} (Ctrl-C to stop)")
         try:
-            await app.run(service or None, stop_timeout=stop_timeout)
+            await app.run(service or None, stop_timeout=stop_timeout, fail_fast=fail_fast)
         finally:
             if server is not None:
                 await server.close()

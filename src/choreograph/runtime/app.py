@@ -32,6 +32,7 @@ from choreograph.runtime.middleware import (
     with_timeout,
 )
 from choreograph.runtime.service import HandlerSpec, Service
+from choreograph.schema.errors import SchemaError
 from choreograph.schema.registry import SchemaRegistry
 from choreograph.schema.stores import SqliteSchemaStore
 from choreograph.schema.topology import HandlerInfo, ServiceInfo, Topology
@@ -267,7 +268,14 @@ class App:
             if version is not None and version > own_version and isinstance(data, dict):
                 # Tolerant reader: a newer producer's extra fields are ignored (FORWARD compatibility).
                 data = {name: value for name, value in data.items() if name in fields}
-            ctx.event = guard.incoming(model, data, version=version)
+            try:
+                ctx.event = guard.incoming(model, data, version=version)
+            except SchemaError:
+                raise
+            except Exception as exc:  # an upcaster or validator bug: the data cannot be read, retrying won't help
+                raise SchemaError(
+                    f"{envelope.type} v{version} could not be read as v{own_version}: {type(exc).__name__}: {exc}"
+                ) from exc
             result = await spec.func(ctx.event, ctx)
             if result is not None:
                 spec.collect(result, ctx)
@@ -284,11 +292,15 @@ class App:
             )
         return [spec for name in services for spec in self._services[name].handlers]
 
-    async def start(self, services: Sequence[str] | None = None) -> None:
+    async def start(self, services: Sequence[str] | None = None, *, fail_fast: bool = False) -> None:
         """Start a consumer per handler of ``services`` (all by default). Returns at once.
 
         Raises IncompatibleSchema (before consuming anything) if an event class
-        breaks its type's compatibility mode in the registry.
+        breaks its type's compatibility mode in the registry. A consumer that
+        crashes (a runtime or middleware failure, not a handler's) is logged,
+        counted in its stats' ``crashes`` and restarted with backoff, so the
+        other handlers go on; with ``fail_fast`` its task ends with the error
+        instead (:meth:`run` then stops everything and raises it).
         """
         if self._tasks:
             raise ConfigurationError("app already started")
@@ -296,7 +308,9 @@ class App:
         for spec in self._select(services):
             consumer = self.pipeline_for(spec)
             self._consumers.append(consumer)
-            self._tasks.append(asyncio.create_task(consumer.run(), name=f"consumer:{spec.group}"))
+            self._tasks.append(
+                asyncio.create_task(consumer.run_supervised(fail_fast=fail_fast), name=f"consumer:{spec.group}")
+            )
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop consumers: each finishes and settles the batch in hand, then leaves its group.
@@ -314,14 +328,20 @@ class App:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
-    async def run(self, services: Sequence[str] | None = None, *, stop_timeout: float = 30.0) -> None:
-        """Run until SIGINT or SIGTERM, then stop gracefully and close the broker."""
+    async def run(
+        self, services: Sequence[str] | None = None, *, stop_timeout: float = 30.0, fail_fast: bool = False
+    ) -> None:
+        """Run until SIGINT or SIGTERM, then stop gracefully and close the broker.
+
+        A consumer that crashes restarts with backoff (see :meth:`start`); with
+        ``fail_fast`` the first crash stops every consumer and is raised.
+        """
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        await self.start(services)
+        await self.start(services, fail_fast=fail_fast)
         try:
             waiter = asyncio.create_task(stop.wait())
             await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -8,7 +8,12 @@ Guarantees, given a broker with ``atomic_settle``:
 - events with the same partition key are handled one at a time, in delivery
   order; different keys run concurrently up to the handler's ``concurrency``
   (one task per lane, not per message);
-- a malformed message is dead-lettered and the loop carries on.
+- anything that is not the handler's own failure is dead-lettered with a
+  reason and the loop carries on: undecodable bytes or a record the backend
+  could not translate (``decode``), a type this handler does not handle when
+  it is strict about types (``type``); records behind it keep their order;
+- events of other types on a shared topic are acknowledged and counted as
+  skipped, never handled as this handler's type.
 """
 
 from __future__ import annotations
@@ -21,13 +26,13 @@ import traceback
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from choreograph.core import codec
 from choreograph.core.broker import Broker, DeadLetter, Delivery, Record, Settlement, Subscription
 from choreograph.core.clock import Clock
 from choreograph.core.envelope import Envelope
-from choreograph.core.errors import BrokerError, DecodeError
+from choreograph.core.errors import BrokerError, DecodeError, EncodeError
 from choreograph.core.event import Event
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.ids import new_id
@@ -35,6 +40,7 @@ from choreograph.runtime.breaker import BreakerState
 from choreograph.runtime.context import Context, Outcome
 from choreograph.runtime.middleware import Handler
 from choreograph.runtime.service import HandlerSpec
+from choreograph.runtime.supervisor import Backoff, supervise
 
 logger = logging.getLogger("choreograph.consumer")
 
@@ -47,15 +53,35 @@ class SettleListener(Protocol):
         ...
 
 
+@runtime_checkable
+class SkipListener(Protocol):
+    """A settle listener that also hears of events a handler skipped (not its type). Must not block."""
+
+    def skipped(self, spec: HandlerSpec, count: int, reason: str) -> None:
+        """Called after the settlement that acknowledged ``count`` skipped events committed."""
+        ...
+
+
+class UnhandledType(Exception):
+    """An event of a type the handler does not handle, on a topic where that is an error (reason ``type``)."""
+
+
 @dataclass(slots=True)
 class HandlerStats:
-    """Counters of one handler in this process (monotonic)."""
+    """Counters of one handler in this process (monotonic).
+
+    ``skipped`` counts events of other types acknowledged without handling;
+    ``crashes`` counts failures of the consumer itself (not of the handler),
+    after each of which it restarted (or, with ``fail_fast``, stopped the app).
+    """
 
     handled: int = 0
     duplicates: int = 0
     retries: int = 0
     dead_letters: int = 0
     published: int = 0
+    skipped: int = 0
+    crashes: int = 0
 
     def add(self, other: HandlerStats) -> None:
         """Add ``other``'s counts to these."""
@@ -64,6 +90,8 @@ class HandlerStats:
         self.retries += other.retries
         self.dead_letters += other.dead_letters
         self.published += other.published
+        self.skipped += other.skipped
+        self.crashes += other.crashes
 
 
 @dataclass(slots=True)
@@ -71,7 +99,9 @@ class _Batch:
     """A fetched batch, decoded and looked up in the inbox, not handled yet."""
 
     decoded: list[tuple[Delivery, Envelope]] = field(default_factory=list)
-    undecodable: list[tuple[Delivery, DecodeError]] = field(default_factory=list)
+    rejected: list[tuple[Delivery, Envelope | None, str, Exception]] = field(default_factory=list)
+    """Deliveries to dead-letter without handling: (delivery, envelope if decoded, reason, error)."""
+    skipped: list[Delivery] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
 
 
@@ -83,6 +113,10 @@ class ConsumerConfig:
     fetch_timeout: float = 0.5
     max_message_size: int = codec.DEFAULT_MAX_SIZE
     resubscribe_delay: float = 0.5
+    restart_delay: float = 0.5
+    """Seconds before a consumer that crashed (a runtime failure, not a handler's) first restarts."""
+    max_restart_delay: float = 30.0
+    """The restart delay doubles after each crash in a row, up to this many seconds."""
 
 
 class Consumer:
@@ -110,10 +144,38 @@ class Consumer:
         self.breaker = BreakerState(spec.breaker) if spec.breaker else None
         self.stats = HandlerStats()
         self._log = logging.LoggerAdapter(logger, {"service": spec.service, "handler": spec.name})
+        self._own_type = spec.event.event_type()
+        self._strict_types = spec.unknown_types == "dead_letter"
+        self._skip_listeners = tuple(listener for listener in self._listeners if isinstance(listener, SkipListener))
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand, settle it, and leave the group."""
         self._stopping.set()
+
+    async def run_supervised(self, *, fail_fast: bool = False) -> None:
+        """Run :meth:`run` until :meth:`stop`, restarting it after a crash (counted in ``stats.crashes``).
+
+        A crash is any exception other than a BrokerError (which :meth:`run`
+        survives by itself): a bug in the runtime, a middleware or a backend.
+        It is logged with its traceback and the consumer restarts after a
+        delay that doubles per crash in a row (``ConsumerConfig.restart_delay``
+        up to ``max_restart_delay``); what it held goes back to the group.
+        With ``fail_fast`` the exception is raised instead.
+        """
+        config = self._config
+
+        def crashed(exc: BaseException) -> None:
+            self.stats.crashes += 1
+
+        await supervise(
+            f"consumer {self.spec.group}",
+            self.run,
+            stopping=self._stopping,
+            backoff=Backoff(config.restart_delay, config.max_restart_delay),
+            fail_fast=fail_fast,
+            on_crash=crashed,
+            log=self._log,
+        )
 
     async def run(self) -> None:
         """Consume until :meth:`stop`. Survives broker errors by resubscribing."""
@@ -173,6 +235,9 @@ class Consumer:
             else:
                 await subscription.settle(settlement)
             self.stats.add(tally)  # counted only once committed
+            if tally.skipped:
+                for skip_listener in self._skip_listeners:
+                    skip_listener.skipped(self.spec, tally.skipped, "type")
             elapsed = time.perf_counter() - started
             for listener in self._listeners:
                 listener.settled(self.spec, settlement, elapsed)
@@ -209,13 +274,31 @@ class Consumer:
         return reading
 
     async def _read(self, subscription: Subscription, batch: Sequence[Delivery], written: Sequence[str]) -> _Batch:
-        """Decode ``batch`` and look its events up in the inbox (plus ``written``, keys being stored)."""
+        """Decode ``batch``, sort out what this handler does not handle, and look the rest up in the inbox.
+
+        ``written`` are inbox keys being stored by a settle in flight, counted as seen.
+        """
         read = _Batch()
+        max_size = self._config.max_message_size
+        own_type = self._own_type
         for delivery in batch:
+            if delivery.fault is not None:  # the backend could not translate its native record
+                read.rejected.append((delivery, None, "decode", DecodeError(delivery.fault)))
+                continue
             try:
-                read.decoded.append((delivery, codec.decode(delivery.value, max_size=self._config.max_message_size)))
-            except DecodeError as exc:
-                read.undecodable.append((delivery, exc))
+                envelope = codec.decode(delivery.value, max_size=max_size)
+            except Exception as exc:  # DecodeError, or a bug: either way the record must not stop the consumer
+                read.rejected.append((delivery, None, "decode", exc))
+                continue
+            if envelope.type == own_type:
+                read.decoded.append((delivery, envelope))
+            elif self._strict_types:
+                error = UnhandledType(
+                    f"event type {envelope.type!r} is not handled by {self.spec.group}, which handles {own_type!r}"
+                )
+                read.rejected.append((delivery, envelope, "type", error))
+            else:
+                read.skipped.append(delivery)
         if self.spec.dedupe and read.decoded:
             keys = [env.dedupe_key for _, env in read.decoded]
             read.seen = await subscription.seen(keys)
@@ -231,9 +314,13 @@ class Consumer:
 
     async def _handle(self, read: _Batch, tally: HandlerStats) -> Settlement:
         settlement = Settlement()
-        for delivery, exc in read.undecodable:
+        for delivery, envelope, reason, exc in read.rejected:
             tally.dead_letters += 1
-            self._dead_letter_undecodable(settlement, delivery, exc)
+            self._dead_letter_unread(settlement, delivery, envelope, reason, exc)
+        if read.skipped:
+            # Other types on a shared topic: acknowledged, neither handled nor remembered in the inbox.
+            tally.skipped += len(read.skipped)
+            settlement.acks.extend(read.skipped)
         seen = read.seen
         lanes: dict[int, list[tuple[Delivery, Envelope]]] = defaultdict(list)
         width = self.spec.concurrency
@@ -259,6 +346,17 @@ class Consumer:
 
     def _settle_one(self, settlement: Settlement, ctx: Context, stats: HandlerStats) -> None:
         outcome = ctx.outcome
+        records: list[tuple[str, Record]] = []
+        if outcome is Outcome.SUCCESS and ctx.outputs:
+            try:
+                records = [(topic, Record(codec.encode(out), out.partitionkey)) for topic, out in ctx.outputs]
+            except EncodeError as exc:
+                # An output that cannot be sent (over the size limit) fails the handling for good: raised out of
+                # here it would stop the consumer, and again at each redelivery.
+                ctx.outputs.clear()
+                ctx.error, ctx.reason, ctx.outcome = exc, "error", Outcome.DEAD_LETTER
+                ctx.extra["stack"] = "".join(traceback.format_exception(exc))
+                outcome = Outcome.DEAD_LETTER
         if self.breaker is not None and outcome is not Outcome.DUPLICATE:
             # Only failures of the handler's work count; bad data says nothing about the downstream.
             self.breaker.record(outcome is Outcome.RETRY or (outcome is Outcome.DEAD_LETTER and ctx.reason == "error"))
@@ -267,9 +365,8 @@ class Consumer:
             settlement.acks.append(ctx.delivery)
             if self.spec.dedupe:
                 settlement.inbox.append(ctx.envelope.dedupe_key)
-            for topic, envelope in ctx.outputs:
-                settlement.outputs.append((topic, Record(codec.encode(envelope), envelope.partitionkey)))
-            stats.published += len(ctx.outputs)
+            settlement.outputs.extend(records)
+            stats.published += len(records)
         elif outcome is Outcome.DUPLICATE:
             stats.duplicates += 1
             settlement.acks.append(ctx.delivery)
@@ -308,12 +405,24 @@ class Consumer:
                 error,
             )
 
-    def _dead_letter_undecodable(self, settlement: Settlement, delivery: Delivery, exc: DecodeError) -> None:
+    def _dead_letter_unread(
+        self, settlement: Settlement, delivery: Delivery, envelope: Envelope | None, reason: str, exc: Exception
+    ) -> None:
         stack = "".join(traceback.format_exception(exc))
         settlement.dead_letters.append(
-            (delivery, self._dead_letter(delivery, envelope=None, reason="decode", error=exc, stack=stack))
+            (delivery, self._dead_letter(delivery, envelope=envelope, reason=reason, error=exc, stack=stack))
         )
-        self._log.warning("dead-lettered undecodable message at %s/%d: %s", delivery.topic, delivery.offset, exc)
+        # exc_info only for what a DecodeError does not describe: a bug worth its traceback in the log.
+        expected = isinstance(exc, DecodeError | UnhandledType)
+        self._log.warning(
+            "dead-lettered the record at %s[%d]@%d (%s): %s",
+            delivery.topic,
+            delivery.partition,
+            delivery.offset,
+            reason,
+            exc if expected else repr(exc),
+            exc_info=None if expected else exc,
+        )
 
     def _dead_letter(
         self,

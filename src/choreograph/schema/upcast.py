@@ -106,8 +106,8 @@ class Upcasters:
 
         ``data`` itself is never modified; the steps get a deep copy. Returns
         ``data`` unchanged when the versions are equal. Raises UpcastError for
-        a missing step or a downcast, and SchemaError if a step does not return
-        a dict.
+        a missing step, a downcast or a step that raises (the step's exception
+        is its cause), and SchemaError if a step does not return a dict.
         """
         name = _type_name(event_type)
         route = self.path(name, version, target)
@@ -115,9 +115,19 @@ class Upcasters:
             return data
         with self._lock:
             steps = dict(self._steps.get(name, {}))
-        current = copy.deepcopy(data)
+        try:
+            current = copy.deepcopy(data)
+        except Exception as exc:  # RecursionError on a deeply nested payload, say
+            raise UpcastError(f"cannot copy the {name} v{version} payload to upcast it: {exc!r}") from exc
         for source, dest in route:
-            result = steps[source][1](current)
+            try:
+                result = steps[source][1](current)
+            except Exception as exc:
+                # The step does not fit this payload (a missing field, a wrong type): the event cannot be
+                # read, and a retry would fail the same way.
+                raise UpcastError(
+                    f"upcaster {name} v{source} -> v{dest} failed on this payload: {type(exc).__name__}: {exc}"
+                ) from exc
             if not isinstance(result, dict):
                 raise SchemaError(f"upcaster {name} v{source} -> v{dest} returned {type(result).__name__}, not a dict")
             current = result
