@@ -24,7 +24,6 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import urlsplit
 
 from choreograph.core.broker import (
     Capabilities,
@@ -48,7 +47,7 @@ from choreograph.core.errors import (
 )
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
-from choreograph.core.options import parse_query
+from choreograph.core.options import parse_query, split_url
 
 DEFAULT_PARTITIONS: Final = 4
 """Partitions of every topic unless ``partitions`` says otherwise."""
@@ -176,7 +175,7 @@ class MemoryBroker:
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> MemoryBroker:
         """Build a broker from ``memory://`` or ``memory://?partitions=N``."""
-        parts = urlsplit(url)
+        parts = split_url(url, "memory")
         if parts.scheme != "memory" or parts.netloc or parts.path not in ("", "/"):
             raise ConfigurationError(f"not a memory broker URL: {url!r}; write memory:// or memory://?partitions=4")
         options = parse_query(parts.query, {"partitions": int}, "memory")

@@ -9,24 +9,54 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any, Final
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from choreograph.core.errors import ConfigurationError
 
 Parser = Callable[[str], Any]
 
 
-def require_positive(name: str, value: object) -> None:
-    """Raise ConfigurationError unless ``value`` is a finite number > 0 (seconds, usually)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+MAX_SECONDS: Final = 10.0**9
+"""Longest duration any option accepts (about 31 years): beyond it, conversions to the
+backends' integer milliseconds or nanoseconds overflow."""
+
+MAX_MILLIS_SECONDS: Final = (2**31 - 1) / 1000
+"""Longest duration an option passed on as a 32-bit count of milliseconds accepts (about 24.8 days)."""
+
+
+def _seconds(name: str, value: object, at_most: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigurationError(f"{name} must be a number of seconds, got nan")
+    if value > at_most:  # also inf, and ints too large for a float
+        raise ConfigurationError(f"{name} must be at most {at_most:g} seconds, got {value!r}")
+    return float(value)
+
+
+def require_positive(name: str, value: object, *, at_most: float = MAX_SECONDS) -> None:
+    """Raise ConfigurationError unless ``value`` is a number of seconds > 0 and <= ``at_most``.
+
+    Refuses bools, non-numbers, nan, infinities and (by default) anything past
+    :data:`MAX_SECONDS`, so no later conversion to a backend's integer units overflows.
+    """
+    if not _seconds(name, value, at_most) > 0:
         raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
 
 
-def require_positive_int(name: str, value: object) -> None:
-    """Raise ConfigurationError unless ``value`` is an integer >= 1."""
+def require_non_negative(name: str, value: object, *, at_most: float = MAX_SECONDS) -> None:
+    """Raise ConfigurationError unless ``value`` is a number of seconds >= 0 and <= ``at_most``."""
+    if _seconds(name, value, at_most) < 0:
+        raise ConfigurationError(f"{name} must be >= 0 seconds, got {value!r}")
+
+
+def require_positive_int(name: str, value: object, *, at_most: int | None = None) -> None:
+    """Raise ConfigurationError unless ``value`` is an integer >= 1 (and <= ``at_most`` if given)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+    if at_most is not None and value > at_most:
+        raise ConfigurationError(f"{name} must be at most {at_most}, got {value!r}")
 
 
 def require_lease(lease_timeout: float, heartbeat_interval: float | None) -> None:
@@ -64,19 +94,38 @@ def parse_query(query: str, parsers: Mapping[str, Parser], backend: str) -> dict
     """Parse ``name=value&...`` with one parser per known option name.
 
     Raises ConfigurationError naming an unknown option (and listing the known
-    ones) or a value its parser refuses.
+    ones), an option given twice, or a value its parser refuses — never
+    another exception, whatever the text.
     """
     options: dict[str, Any] = {}
-    for name, text in parse_qsl(query, keep_blank_values=True):
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False, errors="strict")
+    except (ValueError, UnicodeError) as exc:
+        raise ConfigurationError(f"the {backend} broker URL's query string is malformed: {exc}") from None
+    for name, text in pairs:
         parser = parsers.get(name)
         if parser is None:
             known = ", ".join(sorted(parsers))
-            raise ConfigurationError(f"unknown {backend} broker option {name!r} in URL; known options: {known}")
+            raise ConfigurationError(f"unknown {backend} broker option {name[:60]!r} in URL; known options: {known}")
+        if name in options:
+            raise ConfigurationError(f"{backend} broker option {name} is given twice in the URL; give it once")
         try:
             options[name] = parser(text)
-        except ValueError as exc:
-            raise ConfigurationError(f"{backend} broker option {name}={text!r} is invalid: {exc}") from None
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise ConfigurationError(
+                f"{backend} broker option {name}={text[:60]!r} is invalid: {str(exc)[:200]}"
+            ) from None
     return options
+
+
+def split_url(url: str, backend: str) -> SplitResult:
+    """Split a broker URL; raise ConfigurationError (never ValueError) if it cannot be split."""
+    if not isinstance(url, str):
+        raise ConfigurationError(f"a {backend} broker URL must be a string, got {type(url).__name__}")
+    try:
+        return urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed "[" of an IPv6 host
+        raise ConfigurationError(f"malformed {backend} broker URL: {exc}") from None
 
 
 def sqlite_file_path(url: str) -> str:
@@ -86,14 +135,19 @@ def sqlite_file_path(url: str) -> str:
     ``sqlite:////abs/x.db`` is absolute. Raises ConfigurationError for another
     scheme, a host, or no path (an in-memory database cannot be shared).
     """
-    parts = urlsplit(url)
+    parts = split_url(url, "sqlite")
     if parts.scheme != "sqlite":
         raise ConfigurationError(f"not a sqlite URL (expected sqlite:///path.db): {url!r}")
     if parts.netloc:
         raise ConfigurationError(
             f"sqlite URL has a host {parts.netloc!r}; write sqlite:///relative.db or sqlite:////abs.db"
         )
-    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+    try:
+        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path, errors="strict")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"the path of the sqlite URL is not valid percent-encoded UTF-8: {url!r}") from None
+    if "\x00" in path:
+        raise ConfigurationError(f"the path of the sqlite URL contains a NUL character: {url!r}")
     if not path or path == ":memory:":
         raise ConfigurationError(f"sqlite URL needs a file path (in-memory is not shared): {url!r}")
     return path

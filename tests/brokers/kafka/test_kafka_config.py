@@ -32,3 +32,14 @@ async def test_open_broker_knows_the_kafka_scheme() -> None:
     broker = open_broker("kafka://127.0.0.1:1")
     assert isinstance(broker, KafkaBroker)
     await broker.close()
+
+
+def test_credentials_in_a_kafka_url_are_refused_not_passed_on_as_a_host() -> None:
+    # The broker connects without SASL: "user:pass@host:9092" must not become a bootstrap server name.
+    with pytest.raises(ConfigurationError, match="no credentials"):
+        parse_url("kafka://user:p%2Fss@localhost:9092")
+
+
+def test_the_state_topic_follows_the_naming_rule() -> None:
+    with pytest.raises(ConfigurationError, match="topic name"):
+        parse_url("kafka://localhost:9092?state_topic=a%7Db")

@@ -7,6 +7,7 @@ unless ``CHOREOGRAPH_REQUIRE_BROKERS=1``, then they fail.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -37,7 +38,14 @@ class NatsServer:
     """One nats-server process with JetStream, restartable on the same ports and storage."""
 
     def __init__(
-        self, binary: str, workdir: Path, name: str, *, cluster_port: int | None = None, routes: list[int] = ()
+        self,
+        binary: str,
+        workdir: Path,
+        name: str,
+        *,
+        cluster_port: int | None = None,
+        routes: list[int] = (),
+        users: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.port = free_port()
@@ -48,6 +56,7 @@ class NatsServer:
         self._binary = binary
         self._cluster_port = cluster_port
         self._routes = list(routes)
+        self._users = dict(users or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self._write_config()
 
@@ -66,6 +75,9 @@ class NatsServer:
         if self._cluster_port is not None:
             routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self._routes)
             lines.append(f"cluster {{ name: choreo, listen: 127.0.0.1:{self._cluster_port}, routes: [{routes}] }}")
+        if self._users:  # JSON strings are valid quoted strings of the server's config syntax
+            users = ", ".join(f"{{user: {json.dumps(u)}, password: {json.dumps(p)}}}" for u, p in self._users.items())
+            lines.append(f"authorization {{ users: [{users}] }}")
         self.config.write_text("\n".join(lines) + "\n")
 
     def start(self) -> None:

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from choreograph.core.errors import ConfigurationError
-from choreograph.core.options import Parser, boolean, parse_query, require_positive, require_positive_int
+from choreograph.core.redaction import redact_url
+from choreograph.core.names import check_topic
+from choreograph.core.options import (
+    MAX_MILLIS_SECONDS,
+    Parser,
+    boolean,
+    parse_query,
+    require_positive,
+    require_positive_int,
+    split_url,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +53,14 @@ class KafkaConfig:
             raise ConfigurationError(f"acks must be 'all', '1' or '0', got {self.acks!r}")
         if self.idempotent and self.acks != "all":
             raise ConfigurationError("the idempotent producer needs acks='all'; set idempotent=false to change acks")
-        for name in ("session_timeout", "heartbeat_interval", "request_timeout", "inbox_retention"):
-            require_positive(name, getattr(self, name))
+        for name in ("session_timeout", "heartbeat_interval", "request_timeout"):  # Kafka takes 32-bit ms
+            require_positive(name, getattr(self, name), at_most=MAX_MILLIS_SECONDS)
+        require_positive("inbox_retention", self.inbox_retention)
         if self.heartbeat_interval >= self.session_timeout:
             raise ConfigurationError("heartbeat_interval must be shorter than session_timeout")
-        if not self.state_topic:
-            raise ConfigurationError("state_topic must not be empty")
+        check_topic(self.state_topic)
+        if not isinstance(self.client_id, str) or not self.client_id or not self.client_id.isprintable():
+            raise ConfigurationError(f"client_id must be a non-empty printable string, got {self.client_id!r}")
 
 
 _PARSERS: dict[str, Parser] = {
@@ -69,13 +80,18 @@ _PARSERS: dict[str, Parser] = {
 
 def parse_url(url: str) -> tuple[list[str], KafkaConfig]:
     """Split ``kafka://host:port[,host:port...]?option=value`` into bootstrap servers and a config."""
-    parts = urlsplit(url)
+    parts = split_url(url, "kafka")
     if parts.scheme != "kafka":
-        raise ConfigurationError(f"not a kafka URL (expected kafka://host:port[,host:port]): {url!r}")
+        raise ConfigurationError(f"not a kafka URL (expected kafka://host:port[,host:port]): {redact_url(url)!r}")
+    if "@" in parts.netloc:
+        raise ConfigurationError(
+            "kafka URLs take no credentials (user:password@): the Kafka broker connects without SASL; "
+            "remove them from the URL"
+        )
     servers = [s.strip() for s in parts.netloc.split(",") if s.strip()]
     if not servers or any(":" not in s for s in servers):
-        raise ConfigurationError(f"kafka URL needs host:port bootstrap servers, e.g. kafka://localhost:9092: {url!r}")
+        raise ConfigurationError(f"kafka URL needs host:port bootstrap servers, e.g. kafka://localhost:9092: {redact_url(url)!r}")
     if parts.path not in ("", "/"):
-        raise ConfigurationError(f"kafka URL takes no path, got {parts.path!r} in {url!r}")
+        raise ConfigurationError(f"kafka URL takes no path, got {parts.path!r} in {redact_url(url)!r}")
     options = parse_query(parts.query, _PARSERS, "kafka")
     return servers, KafkaConfig(**options)

@@ -121,6 +121,9 @@ class NatsBroker:
         try:
             nc = await nats.connect(
                 servers=list(config.servers),
+                user=config.user,  # credentials travel as options: a URL would need them encoded again
+                password=config.password,
+                token=config.token,
                 connect_timeout=config.connect_timeout,
                 max_reconnect_attempts=1,  # the first connect fails fast; unlimited once connected
                 # Every subject is built from a validated prefix and token()-escaped names, so

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from choreograph.core.errors import ConfigurationError
-from choreograph.core.options import Parser, optional, parse_query, require_positive, require_positive_int
+from choreograph.core.redaction import redact_url
+from choreograph.core.options import (
+    Parser,
+    optional,
+    parse_query,
+    require_positive,
+    require_positive_int,
+    split_url,
+)
 
 STORAGE_KINDS: Final = ("file", "memory")
-_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,31}$")
+_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,31}")  # fullmatch: "$" would let a final newline through
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +36,13 @@ class NatsConfig:
     """
 
     servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
-    """Server URLs; the client picks one and fails over to the others."""
+    """Server URLs, without credentials; the client picks one and fails over to the others."""
+    user: str | None = None
+    """User name sent to every server (with ``password``)."""
+    password: str | None = field(default=None, repr=False)
+    """Password of ``user``, exactly as the server knows it (decoded once from the URL)."""
+    token: str | None = field(default=None, repr=False)
+    """Authentication token (``nats://TOKEN@host``), instead of a user and password."""
     prefix: str = "choreo"
     """Namespace of every stream, subject, consumer and bucket this broker creates."""
     partitions: int = 8
@@ -59,7 +73,15 @@ class NatsConfig:
     def __post_init__(self) -> None:
         if not self.servers or not all(isinstance(s, str) and s for s in self.servers):
             raise ConfigurationError(f"servers must be a non-empty list of URLs, got {self.servers!r}")
-        if not isinstance(self.prefix, str) or not _PREFIX.match(self.prefix):
+        for name in ("user", "password", "token"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigurationError(f"{name} must be a non-empty string or None")
+        if self.token is not None and (self.user is not None or self.password is not None):
+            raise ConfigurationError("give either a token or a user and password, not both")
+        if (self.user is None) != (self.password is None):
+            raise ConfigurationError("user and password go together; give both (or a token alone)")
+        if not isinstance(self.prefix, str) or not _PREFIX.fullmatch(self.prefix):
             raise ConfigurationError(
                 f"prefix must be a letter then up to 31 letters, digits, '_' or '-', got {self.prefix!r}"
             )
@@ -109,25 +131,44 @@ _PARSERS: dict[str, Parser] = {
 
 
 def parse_url(url: str) -> NatsConfig:
-    """Build a config from ``nats://host:port[,host:port...][?option=value&...]``.
+    """Build a config from ``nats://[user:password@|token@]host:port[,host:port...][?option=value&...]``.
 
-    Every host becomes a server URL (credentials in the first netloc apply to
-    all). Unknown options are rejected by name.
+    Every host becomes a server URL; the credentials apply to all of them and
+    are percent-decoded exactly once (write ``%2F`` for ``/``, ``%40`` for
+    ``@``, ``%3A`` for ``:``, ``%25`` for ``%``), then handed to the client as
+    they are, never re-embedded in a URL. Unknown options are rejected by name.
     """
-    parts = urlsplit(url)
+    parts = split_url(url, "nats")
     if parts.scheme != "nats":
-        raise ConfigurationError(f"not a nats URL (expected nats://host:port[,host:port]): {url!r}")
+        raise ConfigurationError(f"not a nats URL (expected nats://host:port[,host:port]): {redact_url(url)!r}")
     if parts.path not in ("", "/"):
-        raise ConfigurationError(f"nats URL takes no path, got {parts.path!r} in {url!r}")
+        raise ConfigurationError(f"nats URL takes no path, got {parts.path!r} in {redact_url(url)!r}")
     netloc = parts.netloc
     if not netloc:
-        raise ConfigurationError(f"nats URL needs at least one host:port: {url!r}")
-    credentials, _, hosts = netloc.rpartition("@")
+        raise ConfigurationError(f"nats URL needs at least one host:port: {redact_url(url)!r}")
+    credentials, at, hosts = netloc.rpartition("@")
     servers = []
     for host in hosts.split(","):
-        if not host:
-            raise ConfigurationError(f"empty host in nats URL {url!r}")
-        servers.append(f"nats://{unquote(credentials) + '@' if credentials else ''}{host}")
+        if not host or any(c in host for c in "/?#@") or not host.isprintable():
+            raise ConfigurationError(f"bad host {host!r} in the nats URL; write nats://host:port[,host:port]")
+        servers.append(f"nats://{host}")
     options: dict[str, Any] = {"servers": tuple(servers)}
+    if at:
+        user, colon, password = credentials.partition(":")
+        if colon:
+            options["user"], options["password"] = _decoded(user, "user"), _decoded(password, "password")
+        else:
+            options["token"] = _decoded(user, "token")
     options.update(parse_query(parts.query, _PARSERS, "nats"))
     return NatsConfig(**options)
+
+
+def _decoded(text: str, what: str) -> str:
+    """Percent-decode one credential of a URL, exactly once; refuse an empty or undecodable one."""
+    try:
+        value = unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"the {what} in the nats URL is not valid percent-encoded UTF-8") from None
+    if not value:
+        raise ConfigurationError(f"the {what} in the nats URL is empty")
+    return value

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlunsplit
 
 from choreograph.core.errors import ConfigurationError
+from choreograph.core.redaction import redact_url
 from choreograph.core.options import (
     Parser,
     optional,
@@ -13,6 +14,7 @@ from choreograph.core.options import (
     require_lease,
     require_positive,
     require_positive_int,
+    split_url,
 )
 
 
@@ -47,8 +49,15 @@ class RedisConfig:
     """Seconds to wait for a connection before raising BrokerUnavailable."""
 
     def __post_init__(self) -> None:
-        if not self.prefix or any(c in self.prefix for c in "{}"):
-            raise ConfigurationError(f"prefix must be non-empty and contain no braces, got {self.prefix!r}")
+        if (
+            not isinstance(self.prefix, str)
+            or not self.prefix
+            or not self.prefix.isprintable()
+            or any(c in self.prefix for c in "{} ")
+        ):
+            raise ConfigurationError(
+                f"prefix must be non-empty, printable, without spaces or braces, got {self.prefix!r}"
+            )
         require_positive_int("partitions", self.partitions)
         require_lease(self.lease_timeout, self.heartbeat_interval)
         require_positive("poll_interval", self.poll_interval)
@@ -85,15 +94,25 @@ def parse_url(url: str) -> tuple[str, RedisConfig]:
 
     The choreograph options (see :class:`RedisConfig`) are removed from the
     query; anything else is rejected by name. ``rediss://`` selects TLS.
+    Credentials stay percent-encoded in the client URL, which the client
+    decodes exactly once (write ``%2F`` for ``/``, ``%40`` for ``@``, ...).
     """
-    parts = urlsplit(url)
+    parts = split_url(url, "redis")
     if parts.scheme not in {"redis", "rediss"}:
-        raise ConfigurationError(f"not a redis URL (expected redis://host:port/db): {url!r}")
+        raise ConfigurationError(f"not a redis URL (expected redis://host:port/db): {redact_url(url)!r}")
+    for credential in (parts.username, parts.password):
+        if credential is not None:
+            try:
+                unquote(credential, errors="strict")
+            except UnicodeDecodeError:
+                raise ConfigurationError(
+                    "the credentials in the redis URL are not valid percent-encoded UTF-8"
+                ) from None
     if not parts.hostname:
-        raise ConfigurationError(f"redis URL needs a host, e.g. redis://localhost:6379/0: {url!r}")
+        raise ConfigurationError(f"redis URL needs a host, e.g. redis://localhost:6379/0: {redact_url(url)!r}")
     db = parts.path.strip("/")
-    if db and not db.isdigit():
-        raise ConfigurationError(f"the redis database in {url!r} must be a number, got {db!r}")
+    if db and not (db.isascii() and db.isdigit()):
+        raise ConfigurationError(f"the redis database in {redact_url(url)!r} must be a number, got {db!r}")
     options = parse_query(parts.query, _PARSERS, "redis")
     client_url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     return client_url, RedisConfig(**options)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.options import (
+    MAX_MILLIS_SECONDS,
     Parser,
     boolean,
     optional,
     parse_query,
     require_lease,
+    require_non_negative,
     require_positive,
     require_positive_int,
+    split_url,
     sqlite_file_path,
 )
 
@@ -72,8 +74,7 @@ class SqliteConfig:
         if self.retention_max_records is not None:
             require_positive_int("retention_max_records", self.retention_max_records)
         require_positive("retention_interval", self.retention_interval)
-        if not isinstance(self.busy_timeout, int | float) or self.busy_timeout < 0:
-            raise ConfigurationError(f"busy_timeout must be >= 0 seconds, got {self.busy_timeout!r}")
+        require_non_negative("busy_timeout", self.busy_timeout, at_most=MAX_MILLIS_SECONDS)  # SQLite takes int ms
         require_positive_int("max_batch_records", self.max_batch_records)
 
     @property
@@ -107,6 +108,6 @@ def parse_url(url: str) -> tuple[str, SqliteConfig]:
     ``sqlite:////abs/x.db`` is absolute. Unknown options are rejected by name.
     """
     path = sqlite_file_path(url)
-    parts = urlsplit(url)
+    parts = split_url(url, "sqlite")
     options = parse_query(parts.query, _PARSERS, "sqlite")
     return path, SqliteConfig(**options)
