@@ -23,6 +23,7 @@ from typing import Final
 
 from choreograph.core.broker import Broker
 from choreograph.core.errors import ConfigurationError
+from choreograph.core.redaction import redact_url
 
 DEFAULT_URL: Final = "sqlite:///./choreograph.db"
 ENV_VAR: Final = "CHOREOGRAPH_BROKER"
@@ -47,14 +48,14 @@ def open_broker(url: str | None = None) -> Broker:
     scheme, sep, _ = resolved.partition("://")
     if not sep:
         raise ConfigurationError(
-            f"broker URL {resolved!r} has no scheme; use one of: "
+            f"broker URL {redact_url(resolved)!r} has no scheme; use one of: "
             + ", ".join(f"{name}://" for name in sorted(_BACKENDS))
         )
     try:
         module_name, class_name = _BACKENDS[scheme]
     except KeyError:
         raise ConfigurationError(
-            f"unknown broker scheme {scheme!r} in {resolved!r}; known: "
+            f"unknown broker scheme {scheme!r} in {redact_url(resolved)!r}; known: "
             + ", ".join(f"{name}://" for name in sorted(_BACKENDS))
         ) from None
     module = importlib.import_module(module_name)

@@ -48,6 +48,7 @@ from choreograph.core.errors import (
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
 from choreograph.core.options import parse_query, split_url
+from choreograph.core.redaction import redact_url
 
 DEFAULT_PARTITIONS: Final = 4
 """Partitions of every topic unless ``partitions`` says otherwise."""
@@ -177,7 +178,9 @@ class MemoryBroker:
         """Build a broker from ``memory://`` or ``memory://?partitions=N``."""
         parts = split_url(url, "memory")
         if parts.scheme != "memory" or parts.netloc or parts.path not in ("", "/"):
-            raise ConfigurationError(f"not a memory broker URL: {url!r}; write memory:// or memory://?partitions=4")
+            raise ConfigurationError(
+                f"not a memory broker URL: {redact_url(url)!r}; write memory:// or memory://?partitions=4"
+            )
         options = parse_query(parts.query, {"partitions": int}, "memory")
         return cls(partitions=options.get("partitions", DEFAULT_PARTITIONS), clock=clock)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from choreograph.core.errors import ConfigurationError
-from choreograph.core.redaction import redact_url
 from choreograph.core.names import check_topic
 from choreograph.core.options import (
     MAX_MILLIS_SECONDS,
@@ -16,6 +15,7 @@ from choreograph.core.options import (
     require_positive_int,
     split_url,
 )
+from choreograph.core.redaction import redact_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,9 @@ def parse_url(url: str) -> tuple[list[str], KafkaConfig]:
         )
     servers = [s.strip() for s in parts.netloc.split(",") if s.strip()]
     if not servers or any(":" not in s for s in servers):
-        raise ConfigurationError(f"kafka URL needs host:port bootstrap servers, e.g. kafka://localhost:9092: {redact_url(url)!r}")
+        raise ConfigurationError(
+            f"kafka URL needs host:port bootstrap servers, e.g. kafka://localhost:9092: {redact_url(url)!r}"
+        )
     if parts.path not in ("", "/"):
         raise ConfigurationError(f"kafka URL takes no path, got {parts.path!r} in {redact_url(url)!r}")
     options = parse_query(parts.query, _PARSERS, "kafka")

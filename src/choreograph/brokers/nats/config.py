@@ -8,7 +8,6 @@ from typing import Any, Final
 from urllib.parse import unquote
 
 from choreograph.core.errors import ConfigurationError
-from choreograph.core.redaction import redact_url
 from choreograph.core.options import (
     Parser,
     optional,
@@ -17,6 +16,7 @@ from choreograph.core.options import (
     require_positive_int,
     split_url,
 )
+from choreograph.core.redaction import redact_url
 
 STORAGE_KINDS: Final = ("file", "memory")
 _PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,31}")  # fullmatch: "$" would let a final newline through

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlunsplit
 
 from choreograph.core.errors import ConfigurationError
-from choreograph.core.redaction import redact_url
 from choreograph.core.options import (
     Parser,
     optional,
@@ -16,6 +15,7 @@ from choreograph.core.options import (
     require_positive_int,
     split_url,
 )
+from choreograph.core.redaction import redact_url
 
 
 @dataclass(frozen=True, slots=True)
