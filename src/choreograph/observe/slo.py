@@ -38,6 +38,7 @@ from choreograph.core import codec
 from choreograph.core.broker import Broker, DeadLetterStore, Delivery, LagReporter, LogReader, Position, TopicAdmin
 from choreograph.core.errors import ConfigurationError, DecodeError
 from choreograph.core.ids import id_time_ms
+from choreograph.observe.paging import read_pages
 
 MINUTE: Final = 60.0
 HOUR: Final = 3600.0
@@ -52,7 +53,6 @@ BURN_WINDOWS: Final = (5 * MINUTE, 30 * MINUTE, HOUR, 6 * HOUR, 3 * DAY)
 """The windows multi-window burn-rate alerts look at (Google SRE workbook, ch. 5)."""
 
 _READ_PAGE: Final = 5000
-_DONE: Final = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,18 +221,9 @@ async def _read_topic(reader: LogReader, topic: str, since: float) -> list[_Reco
     from their start and filtered by time.
     """
     out: list[_Record] = []
-    position = Position.at_time(since)
-    offsets: dict[int, int] = {}
-    while True:
-        batch: Sequence[Delivery] = await reader.read(topic, position, limit=_READ_PAGE)
+    async for batch in read_pages(reader, topic, Position.at_time(since), page=_READ_PAGE, missing_ok=False):
         out.extend(_decode(delivery) for delivery in batch if delivery.timestamp >= since)
-        if len(batch) < _READ_PAGE:
-            return out
-        last = batch[-1]
-        for p in range(last.partition):
-            offsets[p] = _DONE
-        offsets[last.partition] = last.offset + 1
-        position = Position.at_offsets(offsets)
+    return out
 
 
 def _decode(delivery: Delivery) -> _Record:

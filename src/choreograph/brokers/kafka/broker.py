@@ -86,11 +86,18 @@ def decode_letter(raw: bytes) -> DeadLetter:
     return DeadLetter(**doc)
 
 
-def to_delivery(message: Any, *, attempt: int = 1, first_failure: float | None = None) -> Delivery:
-    """Return the delivery of an aiokafka ConsumerRecord."""
+def to_delivery(
+    message: Any, *, attempt: int = 1, first_failure: float | None = None, log_offset: bool = False
+) -> Delivery:
+    """Return the delivery of an aiokafka ConsumerRecord.
+
+    A resubmitted dead letter reports its original record's offset to its
+    group (``log_offset`` false), but its own position in the log to a
+    reader of the log (``log_offset`` true): a reader pages on by offsets.
+    """
     raw = dict(message.headers or ())
     headers = {k: v.decode() for k, v in raw.items() if k not in (RESUBMIT_GROUP_HEADER, RESUBMIT_OFFSET_HEADER)}
-    original = raw.get(RESUBMIT_OFFSET_HEADER)
+    original = None if log_offset else raw.get(RESUBMIT_OFFSET_HEADER)
     return Delivery(
         topic=message.topic,
         partition=message.partition,
@@ -481,7 +488,11 @@ class KafkaBroker:
         return out
 
     async def read(self, topic: str, start: Position = _EARLIEST, *, limit: int = 1000) -> list[Delivery]:
-        """Return up to ``limit`` records from ``start`` in (partition, offset) order. Does not wait for new ones."""
+        """Return up to ``limit`` records from ``start`` in (partition, offset) order. Does not wait for new ones.
+
+        Offsets are positions in the log, a resubmitted dead letter's too, so a
+        read continued from the last offset + 1 always moves forward.
+        """
         count = await self.partitions(topic, create=False)
         tps = [TopicPartition(topic, p) for p in range(count)]
         consumer = AIOKafkaConsumer(**self.consumer_options())
@@ -500,7 +511,7 @@ class KafkaBroker:
                             raise BrokerUnavailable(f"kafka did not return {topic!r} records up to the end offsets")
                         batch = await consumer.getmany(tp, timeout_ms=200, max_records=limit - len(out))
                         # not cut at the end offset: Tansu reports the base offset of the last batch + 1
-                        out.extend(to_delivery(m) for m in batch.get(tp, [])[: limit - len(out)])
+                        out.extend(to_delivery(m, log_offset=True) for m in batch.get(tp, [])[: limit - len(out)])
             finally:
                 await consumer.stop()
         return out

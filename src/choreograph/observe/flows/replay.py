@@ -11,30 +11,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from choreograph.core import codec
-from choreograph.core.broker import Broker, DeadLetterStore, LogReader, Position
+from choreograph.core.broker import Broker, DeadLetterStore, LogReader
 from choreograph.core.clock import Clock
-from choreograph.core.errors import ConfigurationError, DecodeError, UnknownTopic
+from choreograph.core.errors import ConfigurationError, DecodeError
 from choreograph.observe.flows.figures import FlowFigures
 from choreograph.observe.flows.flow import Flow, check_flows
 from choreograph.observe.flows.tracker import FlowTracker
+from choreograph.observe.paging import read_pages
 from choreograph.runtime.app import App
 
 
 async def _read_topic(reader: LogReader, topic: str, page: int) -> list[tuple[float, bytes]]:
-    rows: list[tuple[float, bytes]] = []
-    position = Position.earliest()
-    next_offsets: dict[int, int] = {}
-    while True:
-        try:
-            batch = await reader.read(topic, position, limit=page)
-        except UnknownTopic:
-            return rows
-        if not batch:
-            return rows
-        for delivery in batch:
-            next_offsets[delivery.partition] = max(next_offsets.get(delivery.partition, 0), delivery.offset + 1)
-            rows.append((delivery.timestamp, delivery.value))
-        position = Position.at_offsets(next_offsets)
+    return [(d.timestamp, d.value) async for batch in read_pages(reader, topic, page=page) for d in batch]
 
 
 async def replay(
@@ -43,7 +31,8 @@ async def replay(
     """Return a tracker per flow fed with the whole log (and the dead letters, if kept).
 
     ``correlation_id`` keeps only that instance. Reads only; publishes nothing.
-    Raises ConfigurationError if the broker cannot read its log.
+    Raises ConfigurationError if the broker cannot read its log, BrokerError if
+    a read of it makes no progress (it never hangs on one).
     """
     check_flows(flows)
     if not isinstance(broker, LogReader):
