@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 import choreograph.brokers.sqlite as sqlite_package
 from choreograph.brokers.sqlite import SqliteBroker, SqliteConfig
 from choreograph.brokers.sqlite.config import parse_url
+from choreograph.core.broker import Record
 from choreograph.core.errors import ConfigurationError
 
 
@@ -75,3 +78,28 @@ async def test_from_url_opens_the_file_with_the_options(tmp_path: Path) -> None:
         assert (tmp_path / "x.db").exists()
     finally:
         await broker.close()
+
+
+async def test_the_database_and_its_wal_and_shm_are_created_owner_only(db_path: Path) -> None:
+    # Given a permissive umask, as many shells and containers have
+    old = os.umask(0o022)
+    try:
+        broker = SqliteBroker(db_path, SqliteConfig(partitions=1))
+        await broker.publish("t", [Record(b"personal data", key="k")])
+        # When the files exist (the WAL and its index are created by the first write)
+        files = [db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")]
+        modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in files}
+        await broker.close()
+    finally:
+        os.umask(old)
+    # Then none of them is readable or writable by anyone but the owner
+    assert modes == {path.name: 0o600 for path in files}
+
+
+async def test_an_existing_database_keeps_its_mode(db_path: Path) -> None:
+    db_path.touch(mode=0o640)
+    os.chmod(db_path, 0o640)  # an operator's choice (e.g. a group of readers) is kept
+    broker = SqliteBroker(db_path, SqliteConfig(partitions=1))
+    await broker.publish("t", [Record(b"x")])
+    await broker.close()
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o640

@@ -7,6 +7,8 @@ b-tree instead of updating a rowid table and a separate index.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 
 from choreograph.core.errors import BrokerError, BrokerUnavailable
@@ -136,8 +138,11 @@ def connect(path: str, config: SqliteConfig, *, writer: bool = False) -> sqlite3
     """Open a connection in autocommit mode (transactions are explicit), WAL, busy timeout set.
 
     Each connection is used by one thread only. The writer connection also
-    sets the durability (``synchronous``) and creates the schema.
+    sets the durability (``synchronous``) and creates the schema. A new file
+    is created readable and writable by its owner only (0600); SQLite gives
+    its ``-wal`` and ``-shm`` files the same mode. An existing file keeps its mode.
     """
+    create_private(path)
     try:
         conn = sqlite3.connect(path, timeout=config.busy_timeout, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
@@ -160,6 +165,17 @@ def connect(path: str, config: SqliteConfig, *, writer: bool = False) -> sqlite3
         conn.close()
         raise
     return conn
+
+
+def create_private(path: str) -> None:
+    """Create ``path`` empty with mode 0600 if it does not exist; leave an existing file alone.
+
+    Records and dead letters may hold personal data: no other user of the
+    machine may read them, whatever the process umask. Errors (a missing
+    directory, no permission) are left for SQLite's own open to report.
+    """
+    with contextlib.suppress(OSError):  # FileExistsError included: another process won the race
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def translate(exc: sqlite3.Error, path: str, action: str) -> BrokerError:
