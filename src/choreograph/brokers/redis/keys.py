@@ -65,7 +65,15 @@ def last_delivered_before(offset: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Key names under one prefix."""
+    """Key names under one prefix.
+
+    Keys cannot collide: topic and group names follow :mod:`choreograph.core.names`
+    (letters, digits, ``.``, ``_``, ``-``), so they hold neither a brace, which
+    would move a key's hash tag, nor a ``:``, which separates the key's parts;
+    each key is its prefix, the ``{topic}`` tag, then fixed ``:``-separated
+    parts, and reads back to exactly one (topic, group, partition). The
+    property test ``tests/brokers/redis/test_redis_keys.py`` checks it.
+    """
 
     prefix: str
 
