@@ -358,8 +358,11 @@ async def _answer(metrics: Metrics, reader: asyncio.StreamReader, writer: asynci
             await writer.wait_closed()
 
 
-async def serve_metrics(app: App, port: int, *, host: str = "0.0.0.0") -> MetricsServer:
+async def serve_metrics(app: App, port: int, *, host: str = "127.0.0.1") -> MetricsServer:
     """Serve ``app``'s metrics at ``http://host:port/metrics``; return the running server.
+
+    Listens on loopback only unless ``host`` says otherwise (``"0.0.0.0"``: every
+    interface), so a worker does not publish its figures to the network by accident.
 
     Installs metrics on ``app`` if not done yet, so call it before the app
     starts. Runs on the current event loop; close with ``await server.close()``.
