@@ -47,7 +47,7 @@ from choreograph.core.errors import (
 )
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
-from choreograph.core.options import parse_query, split_url
+from choreograph.core.options import optional, parse_query, require_positive, split_url
 from choreograph.core.redaction import redact_url
 
 DEFAULT_PARTITIONS: Final = 4
@@ -131,6 +131,8 @@ class _Stored:
     offset: int
     key: str | None
     value: bytes
+    stored_at: float = 0.0
+    """Clock time it was stored: ``dead_letter_retention`` counts from here."""
 
 
 def _delivery(topic: str, partition: int, entry: _Entry) -> Delivery:
@@ -162,27 +164,43 @@ class MemoryBroker:
         dead_letter_store=True,
     )
 
-    def __init__(self, *, partitions: int = DEFAULT_PARTITIONS, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        partitions: int = DEFAULT_PARTITIONS,
+        clock: Clock | None = None,
+        dead_letter_retention: float | None = None,
+    ) -> None:
         if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
             raise ConfigurationError(f"partitions must be an integer >= 1, got {partitions!r}")
+        if dead_letter_retention is not None:
+            require_positive("dead_letter_retention", dead_letter_retention)
         self.partitions = partitions
+        self.dead_letter_retention = dead_letter_retention
+        """Seconds a dead letter is kept after it was stored, whatever its status; then it is deleted."""
         self.clock: Clock = clock or SystemClock()
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[tuple[str, str], _Group] = {}
         self._inbox: dict[str, set[str]] = {}
         self._dead: dict[str, _Stored] = {}
         self._closed = False
+        self._wakes = 0
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> MemoryBroker:
-        """Build a broker from ``memory://`` or ``memory://?partitions=N``."""
+        """Build a broker from ``memory://`` or ``memory://?partitions=N&dead_letter_retention=SECONDS``."""
         parts = split_url(url, "memory")
         if parts.scheme != "memory" or parts.netloc or parts.path not in ("", "/"):
             raise ConfigurationError(
                 f"not a memory broker URL: {redact_url(url)!r}; write memory:// or memory://?partitions=4"
             )
-        options = parse_query(parts.query, {"partitions": int}, "memory")
-        return cls(partitions=options.get("partitions", DEFAULT_PARTITIONS), clock=clock)
+        parsers = {"partitions": int, "dead_letter_retention": optional(float)}
+        options = parse_query(parts.query, parsers, "memory")
+        return cls(
+            partitions=options.get("partitions", DEFAULT_PARTITIONS),
+            clock=clock,
+            dead_letter_retention=options.get("dead_letter_retention"),
+        )
 
     # -- Broker ---------------------------------------------------------------
 
@@ -263,6 +281,7 @@ class MemoryBroker:
         self, *, group: str | None = None, status: str | None = "open", limit: int = 100
     ) -> list[DeadLetter]:
         """Return dead letters, oldest first, filtered by group and status (``None``: any)."""
+        self._expire_dead_letters()
         out = []
         for stored in self._dead.values():
             letter = stored.letter
@@ -273,11 +292,13 @@ class MemoryBroker:
         return out
 
     async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
-        """Return one dead letter; raise NotFound if absent."""
+        """Return one dead letter; raise NotFound if absent (deleted or past its retention included)."""
+        self._expire_dead_letters()
         return self._stored(dead_letter_id).letter
 
     async def dead_letter_counts(self, *, status: str | None = "open") -> dict[tuple[str, str, str], int]:
         """Return how many dead letters have ``status`` (``None``: any), per (topic, group, reason)."""
+        self._expire_dead_letters()
         counts: dict[tuple[str, str, str], int] = {}
         for stored in self._dead.values():
             letter = stored.letter
@@ -313,9 +334,18 @@ class MemoryBroker:
         state.topic.notify()
         return True
 
-    async def purge(self, dead_letter_ids: Sequence[str] | None = None) -> int:
-        """Mark open entries purged (all of them if ``None``); return how many changed."""
+    async def purge(self, dead_letter_ids: Sequence[str] | None = None, *, delete: bool = False) -> int:
+        """Mark open entries purged (all of them if ``None``); return how many changed.
+
+        With ``delete``, remove the entries (any status; all of them if
+        ``None``) and their bytes; return how many were removed.
+        """
         wanted = None if dead_letter_ids is None else set(dead_letter_ids)
+        if delete:
+            doomed = [dead_id for dead_id in self._dead if wanted is None or dead_id in wanted]
+            for dead_id in doomed:
+                del self._dead[dead_id]
+            return len(doomed)
         count = 0
         for dead_id, stored in self._dead.items():
             if stored.letter.status == "open" and (wanted is None or dead_id in wanted):
@@ -350,7 +380,12 @@ class MemoryBroker:
         return earliest
 
     def wake(self) -> None:
-        """Wake every waiting fetch so it reads the clock again (after a test moved a manual clock). Never blocks."""
+        """Make every waiting fetch read the clock again and return what it then has, even nothing. Never blocks.
+
+        For harnesses: after a test moved a manual clock, or so that stopping
+        consumers need not wait out their fetch timeout.
+        """
+        self._wakes += 1
         for log in self._topics.values():
             log.notify()
 
@@ -365,6 +400,19 @@ class MemoryBroker:
         if log is None:
             log = self._topics[name] = _Topic(name, [[] for _ in range(self.partitions)])
         return log
+
+    def _expire_dead_letters(self) -> None:
+        """Delete dead letters stored longer ago than ``dead_letter_retention`` (insertion order is age order)."""
+        if self.dead_letter_retention is None:
+            return
+        cutoff = self.clock.now() - self.dead_letter_retention
+        expired = []
+        for dead_id, stored in self._dead.items():
+            if stored.stored_at >= cutoff:
+                break
+            expired.append(dead_id)
+        for dead_id in expired:
+            del self._dead[dead_id]
 
     def _stored(self, dead_letter_id: str) -> _Stored:
         stored = self._dead.get(dead_letter_id)
@@ -487,7 +535,7 @@ class MemoryBroker:
         for delivery, letter in settlement.dead_letters:
             item = self._release(member, delivery)
             self._dead[letter.id] = _Stored(
-                letter, state.topic.name, state.name, delivery.partition, delivery.offset, item.key, delivery.value
+                letter, state.topic.name, state.name, delivery.partition, delivery.offset, item.key, delivery.value, now
             )
         by_topic: dict[str, list[Record]] = {}
         for topic, record in settlement.outputs:
@@ -522,7 +570,8 @@ class MemorySubscription:
         """Wait up to ``timeout`` seconds for up to ``max_records`` deliveries of this member's partitions.
 
         Wakes as soon as a record is published, a retry falls due, a member
-        leaves, or the subscription is closed (then returns what it has: nothing).
+        leaves, or the subscription is closed (then returns what it has: nothing);
+        returns what it has, even nothing, when :meth:`MemoryBroker.wake` is called.
         """
         if self._closed:
             raise BrokerClosed(f"this subscription to {self._state.topic.name!r} is closed")
@@ -530,10 +579,11 @@ class MemorySubscription:
             raise ConfigurationError(f"max_records must be >= 1, got {max_records}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
+        wakes = self._broker._wakes
         while not self._closed:
             changed = self._state.topic.changed
             batch = self._broker._take(self, max_records)
-            if batch:
+            if batch or self._broker._wakes != wakes:
                 return batch
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -1,6 +1,7 @@
-"""choreograph.testing: the broker conformance suite, its history checker, and fault injection.
+"""choreograph.testing: a harness for your app, the broker conformance suite, its history checker, fault injection.
 
-Needs pytest (the ``dev`` extra).
+:class:`TestApp` runs an App on the in-memory broker and drains it without
+polling (see :mod:`choreograph.testing.harness`). Needs pytest (the ``dev`` extra).
 """
 
 from choreograph.testing.checker import (
@@ -28,6 +29,7 @@ from choreograph.testing.faults import (
     InjectedFailure,
     failing_settle,
 )
+from choreograph.testing.harness import DrainTimeout, TestApp, UnexpectedDeadLetter
 from choreograph.testing.history import (
     MESSAGE_ID_HEADER,
     History,
@@ -57,6 +59,7 @@ __all__ = [
     "ChildProcess",
     "Consumer",
     "Degrade",
+    "DrainTimeout",
     "FailurePlan",
     "History",
     "HistoryEvent",
@@ -65,6 +68,8 @@ __all__ = [
     "RecordingSubscription",
     "Report",
     "ScenarioInfo",
+    "TestApp",
+    "UnexpectedDeadLetter",
     "check",
     "failing_settle",
     "message_id",
