@@ -89,25 +89,102 @@ def decode_letter(raw: bytes) -> DeadLetter:
 def to_delivery(
     message: Any, *, attempt: int = 1, first_failure: float | None = None, log_offset: bool = False
 ) -> Delivery:
-    """Return the delivery of an aiokafka ConsumerRecord.
+    """Return the delivery of an aiokafka ConsumerRecord; never raises.
 
     A resubmitted dead letter reports its original record's offset to its
     group (``log_offset`` false), but its own position in the log to a
     reader of the log (``log_offset`` true): a reader pages on by offsets.
+
+    A record another client wrote that we cannot translate — a key or header
+    value that is not UTF-8, a resubmitted-offset header that is not a
+    number — is a delivery with ``fault`` saying what is wrong, its key and
+    headers as far as they could be read (undecodable bytes as ``\\xNN``).
     """
-    raw = dict(message.headers or ())
-    headers = {k: v.decode() for k, v in raw.items() if k not in (RESUBMIT_GROUP_HEADER, RESUBMIT_OFFSET_HEADER)}
-    original = None if log_offset else raw.get(RESUBMIT_OFFSET_HEADER)
+    try:
+        raw = dict(message.headers or ())
+        headers = {k: v.decode() for k, v in raw.items() if k not in _RESUBMIT_HEADERS}
+        original = None if log_offset else raw.get(RESUBMIT_OFFSET_HEADER)
+        return Delivery(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset if original is None else int(original),
+            value=message.value if message.value is not None else b"",
+            key=None if message.key is None else message.key.decode(),
+            headers=headers,
+            timestamp=message.timestamp / 1000,
+            attempt=attempt,
+            first_failure=first_failure,
+        )
+    except (ValueError, TypeError, AttributeError):  # UnicodeDecodeError is a ValueError
+        return _faulty_delivery(message, attempt, first_failure, log_offset)
+
+
+_RESUBMIT_HEADERS: Final = (RESUBMIT_GROUP_HEADER, RESUBMIT_OFFSET_HEADER)
+
+
+def _text(raw: object) -> tuple[str, bool]:
+    """(text, whether ``raw`` was proper UTF-8 bytes or text) for a key or header value read from the wire."""
+    if raw is None:  # a null header value (none of ours): read as empty
+        return "", True
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "backslashreplace").decode(), True
+    if isinstance(raw, bytes | bytearray | memoryview):
+        data = bytes(raw)
+        try:
+            return data.decode(), True
+        except UnicodeDecodeError:
+            return data.decode("utf-8", "backslashreplace"), False
+    return repr(raw), False
+
+
+def _faulty_delivery(message: Any, attempt: int, first_failure: float | None, log_offset: bool) -> Delivery:
+    """The delivery of a record :func:`to_delivery` cannot translate: best-effort fields and a fault."""
+    faults: list[str] = []
+    headers: dict[str, str] = {}
+    original: str | None = None
+    try:
+        pairs = list(message.headers or ())
+    except TypeError:
+        pairs, faults = [], ["headers are not a list of pairs"]
+    for pair in pairs:
+        try:
+            name, raw = pair
+        except (TypeError, ValueError):
+            faults.append("a header is not a (name, value) pair")
+            continue
+        name, _ = _text(name)
+        value, ok = _text(raw)
+        if not ok:
+            faults.append(f"header {name!r} is not UTF-8")
+        if name == RESUBMIT_OFFSET_HEADER:
+            original = None if log_offset else value
+        elif name != RESUBMIT_GROUP_HEADER:
+            headers[name] = value
+    key: str | None = None
+    if message.key is not None:
+        key, ok = _text(message.key)
+        if not ok:
+            faults.append("key is not UTF-8")
+    offset = message.offset if isinstance(message.offset, int) else -1
+    if original is not None:
+        if original.isascii() and original.isdigit():
+            offset = int(original)
+        else:
+            faults.append(f"header {RESUBMIT_OFFSET_HEADER} is not an offset: {original[:40]!r}")
+    payload = message.value
+    body = bytes(payload) if isinstance(payload, bytes | bytearray | memoryview) else b""
+    stamp = message.timestamp / 1000 if isinstance(message.timestamp, int | float) else 0.0
     return Delivery(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset if original is None else int(original),
-        value=message.value if message.value is not None else b"",
-        key=None if message.key is None else message.key.decode(),
+        topic=str(message.topic),
+        partition=message.partition if isinstance(message.partition, int) else -1,
+        offset=offset,
+        value=body,
+        key=key,
         headers=headers,
-        timestamp=message.timestamp / 1000,
+        timestamp=stamp,
         attempt=attempt,
         first_failure=first_failure,
+        fault="; ".join(faults) or None,
     )
 
 

@@ -259,7 +259,7 @@ class KafkaSubscription:
                 continue  # read again after a seek
             part.next_offset = message.offset + 1
             only = dict(message.headers or ()).get(RESUBMIT_GROUP_HEADER)
-            if only is not None and only.decode() != self.group:
+            if only is not None and only != self.group.encode():
                 continue  # a dead letter resubmitted to another group
             item = _Item(to_delivery(message), message.offset)
             raw = rows.get(f"{prefix}{message.offset}")
