@@ -7,7 +7,7 @@ from rich.console import Console
 
 from choreograph import App, Context, Event, NotFound, RetryPolicy
 from choreograph.brokers.memory import MemoryBroker
-from choreograph.observe.trace_view import collect_trace, render_trace, steps_in_order
+from choreograph.observe.trace_view import collect_trace, render_trace, steps_in_order, trace_rows
 from tests.conftest import wait_until
 
 
@@ -80,3 +80,38 @@ async def test_an_unknown_correlation_is_not_found() -> None:
     await app.publish(Started(n=1))
     with pytest.raises(NotFound):
         await collect_trace(app.broker, "01900000-0000-7000-8000-000000000000")
+
+
+HOSTILE = "[/][bold red]x\x1b[2J\x1b]0;t\x07\u202e\nforged"
+
+
+async def test_hostile_fields_are_drawn_as_text_and_listed_as_json_rows() -> None:
+    # Given a correlation whose event source and type, and whose dead letter's error, are hostile
+    app = App(f"origin{HOSTILE}", broker=MemoryBroker())
+
+    @app.service("sink").on(Started, retry=RetryPolicy(immediate=0, delayed=0))
+    async def fail(event: Started, ctx: Context) -> None:
+        raise RuntimeError(HOSTILE)
+
+    await app.start()
+    try:
+        first = await app.publish(Started(n=1))
+        await wait_until(lambda: app.stats()["sink.fail"].dead_letters == 1, 10, "the event dead-lettered")
+    finally:
+        await app.stop()
+    trace = await collect_trace(app.broker, first.id)
+
+    # When it is drawn, then markup shows literally and no control character reaches the terminal
+    console = Console(record=True, width=400)
+    console.print(render_trace(trace))
+    text = console.export_text(styles=False)
+    assert "[/][bold red]x" in text
+    assert "\\x1b[2J" in text and "\\u202e" in text
+    assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text
+    assert not any(line.lstrip("│ ").startswith("forged") for line in text.splitlines())
+
+    # And its rows keep the fields intact for JSON
+    rows = trace_rows(trace)
+    assert [row["kind"] for row in rows] == ["event", "dead_letter"]
+    assert rows[0]["source"] == f"origin{HOSTILE}"
+    assert HOSTILE in rows[1]["error_message"]
