@@ -7,12 +7,29 @@ expiring after ``PULL_EXPIRES``); records land in a per-partition buffer and
 while records are flowing. A request the server never answers (a leader
 change) is given up after its expiry plus a grace period and re-issued.
 
+Order after a crash or an outage. Records an earlier owner received and
+never acknowledged come back only when their ``ack_wait`` runs out, and the
+server meanwhile hands out later records: a member taking a partition (or
+finding its connection re-established) asks the partition consumer how many
+records are pending below its delivered sequence, and holds the partition's
+later records back until those have come back (at most ``ack_wait`` plus a
+grace period; past it, it goes on and says so). So a key's records are
+handled in stream order across a kill -9 or a broker restart, at the cost of
+up to ``ack_wait`` of waiting on the partitions the dead member held.
+
 Settling (not atomic). Outputs (with ``Nats-Msg-Id`` dedupe), dead letters,
 retry bookkeeping and inbox keys are written first and awaited; only then
 are retries nak'ed with their delay and acks sent as one buffer, followed by
 one flush (a PONG: the server has every ack before the settle returns). A
 crash in between redelivers the batch — the inbox and the output message ids
 make the re-run harmless — rather than losing anything.
+
+Fencing. A settle first confirms the leases of the partitions it settles
+(see :meth:`Leases.confirm`: a CAS renewal unless renewed recently), and
+checks again before its acks that they are still held; a member that lost
+one (its loop stalled past ``lease_timeout``) raises LeaseLost and acks
+nothing, drops what it held of that partition (the new owner gets it back),
+and is left by the runtime.
 """
 
 from __future__ import annotations
@@ -36,7 +53,7 @@ from choreograph.brokers.nats.leases import Leases
 from choreograph.brokers.nats.publisher import Message, frame, send_frames
 from choreograph.brokers.nats.translation import translate, translated
 from choreograph.core.broker import Delivery, Settlement
-from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError
+from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError, LeaseLost
 
 if TYPE_CHECKING:
     from choreograph.brokers.nats.broker import NatsBroker
@@ -58,6 +75,8 @@ class _Held:
     seq: int
     touched: float
     entry: Entry | None
+    part: _Partition | None = None
+    """The partition state it was fetched under: a lease lost and taken again is a new one (see settle)."""
 
 
 @dataclass(slots=True)
@@ -71,6 +90,16 @@ class _Partition:
     deadline: float = 0.0
     active: bool = True
     touched: float = field(default_factory=time.monotonic)
+    hold_upto: int = 0
+    """While records are pending redelivery: the highest stream sequence delivered before; later ones wait."""
+    awaiting: int = 0
+    """Records at or below ``hold_upto`` still to come back."""
+    hold_until: float = 0.0
+    """Monotonic time when the hold ends even if some never came back (acknowledged, or retried far ahead)."""
+
+    def holding(self, now: float) -> bool:
+        """Whether later records must still wait for earlier ones pending redelivery."""
+        return self.hold_upto > 0 and self.awaiting > 0 and now < self.hold_until
 
 
 class NatsSubscription:
@@ -96,6 +125,7 @@ class NatsSubscription:
             member=member,
             partitions=partitions,
             request_timeout=config.request_timeout,
+            lease_timeout=config.lease_timeout,
         )
         self._book = Bookkeeping(
             self._nc, broker.send_acked, bucket=names.inbox_bucket, pair=pair, timeout=config.request_timeout
@@ -114,6 +144,7 @@ class NatsSubscription:
         self._sub: Any = None
         self._task: asyncio.Task[None] | None = None
         self._last_renew = 0.0
+        self._reconnects = self._reconnect_count()
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -201,18 +232,64 @@ class NatsSubscription:
                 await asyncio.wait_for(self._ready.wait(), remaining)
 
     def _take(self, max_records: int) -> list[tuple[int, Msg]]:
-        active = [part for part in self._parts.values() if part.active and part.buffer]
+        now = time.monotonic()
+        active = [part for part in self._parts.values() if part.active and part.buffer and self._released(part, now)]
         if not active:
             return []
         self._turn += 1
         start = self._turn % len(active)
         taken: list[tuple[int, Msg]] = []
-        now = time.monotonic()
         for part in active[start:] + active[:start]:
             while part.buffer and len(taken) < max_records:
                 taken.append((part.number, part.buffer.popleft()))
             self._request(part, now)
         return taken
+
+    def _released(self, part: _Partition, now: float) -> bool:
+        """Whether ``part`` may hand out records: no hold, or the hold just ended (then its buffer is put in order)."""
+        if part.hold_upto == 0:
+            return True
+        if part.holding(now):
+            self._request(part, now)  # keep pulling: the redeliveries come through pulls too
+            return False
+        if part.awaiting > 0:
+            logger.warning(
+                "%s/%s partition %d: %d record(s) pending since an earlier owner did not come back within %.0fs; "
+                "going on (records of their keys may now be handled out of order)",
+                self.topic,
+                self.group,
+                part.number,
+                part.awaiting,
+                self._config.ack_wait,
+            )
+        part.buffer = deque(sorted(part.buffer, key=_sequence))
+        part.hold_upto = part.awaiting = 0
+        return True
+
+    async def _hold_for_pending(self, part: _Partition) -> None:
+        """Hold ``part``'s later records while records delivered before (to a dead member, or before an outage)
+        are pending redelivery."""
+        with translated("partition consumer info"):
+            info = await self._js.consumer_info(self._stream, part.consumer, timeout=self._config.request_timeout)
+        pending = int(info.num_ack_pending or 0)
+        delivered = info.delivered.stream_seq if info.delivered is not None else 0
+        if pending <= 0 or not delivered:
+            return
+        part.hold_upto = int(delivered)
+        # records already buffered or held here are not coming back
+        mine = sum(1 for m in part.buffer if _sequence(m) <= part.hold_upto)
+        mine += sum(1 for (q, _), h in self._held.items() if q == part.number and h.seq <= part.hold_upto)
+        part.awaiting = max(0, pending - mine)
+        part.hold_until = time.monotonic() + self._config.ack_wait + 2 * self._config.request_timeout
+        if part.awaiting:
+            logger.info(
+                "%s/%s partition %d: %d record(s) pending redelivery; later records wait for them (up to %.0fs)",
+                self.topic,
+                self.group,
+                part.number,
+                part.awaiting,
+                part.hold_until - time.monotonic(),
+            )
 
     async def _deliveries(self, taken: list[tuple[int, Msg]]) -> list[Delivery]:
         fields = [_ack_fields(msg) for _, msg in taken]
@@ -232,7 +309,7 @@ class NatsSubscription:
             headers, key = n.from_wire(wire)
             entry = entries.get((p, seq)) if entries else None
             offset = int(wire.get(n.OFFSET_HEADER, seq))
-            held[(p, offset)] = _Held(msg, seq, now, entry)
+            held[(p, offset)] = _Held(msg, seq, now, entry, self._parts.get(p))
             out.append(
                 Delivery(
                     topic=topic,
@@ -254,14 +331,28 @@ class NatsSubscription:
         """Write outputs, dead letters, bookkeeping and inbox keys; then nak retries and ack the rest.
 
         Raises BrokerError if a write failed; nothing is acked then, and the
-        deliveries stay held until :meth:`close` hands them back.
+        deliveries stay held until :meth:`close` hands them back. Raises
+        LeaseLost, writing and acking nothing, if this member no longer holds
+        (or lost and took again since the fetch) a partition it settles; and,
+        writing but acking nothing, if it lost one while writing.
         """
         if self._closed:
             raise BrokerClosed(f"this subscription of {self.group!r} to {self.topic!r} is closed")
-        settlement.check(self.topic, self._held, self.group)
+        deliveries = settlement.check(self.topic, self._held, self.group)
+        touched = {d.partition for d in deliveries}
+        moved = {d.partition for d in deliveries if self._moved(d.partition, self._held[(d.partition, d.offset)])}
+        if moved:  # lost since these were fetched, perhaps taken again since: the records are not ours to settle
+            for place in [place for place, h in self._held.items() if self._moved(place[0], h)]:
+                del self._held[place]
+            raise LeaseLost(
+                f"member {self._leases.member} lost partitions {sorted(moved)} of {self.topic!r} after fetching"
+            )
+        await self._fenced(touched, margin=self._config.lease_timeout / 2)
         await self._write_first(settlement)
         finished: list[tuple[int, int]] = []
         try:
+            # the writes took, or the loop stalled, that long: renew (or learn the acks are not ours to send)
+            await self._fenced(set(self._leases.valid(touched)), margin=0.0)
             with translated("settle"):
                 for delivery, delay in settlement.retries:
                     held = self._held.pop((delivery.partition, delivery.offset))
@@ -284,6 +375,34 @@ class NatsSubscription:
                 await self._book.forget(finished)
             except BrokerError as exc:
                 logger.debug("could not drop bookkeeping entries (they expire): %s", exc)
+
+    def _moved(self, partition: int, held: _Held) -> bool:
+        """Whether ``held`` was fetched under a lease of ``partition`` this member no longer has."""
+        return held.part is not self._parts.get(partition)
+
+    async def _fenced(self, partitions: set[int], *, margin: float) -> None:
+        """Confirm the leases of ``partitions`` (see Leases.confirm); on LeaseLost forget what is held of the lost.
+
+        Forgotten, not handed back: the records belong to the partition's new
+        owner, which gets them when their ``ack_wait`` runs out; a nak from
+        here could hand them out again while the new owner works on them.
+        """
+        if not partitions:
+            return
+        try:
+            await self._leases.confirm(partitions, margin=margin)
+        except LeaseLost:
+            lost = {p for p in partitions if p not in self._leases.owned}
+            for place in [place for place in self._held if place[0] in lost]:
+                del self._held[place]
+            for p in lost:
+                part = self._parts.pop(p, None)
+                if part is not None:
+                    part.active = False
+                    self._late.extend(part.buffer)  # never handed out: given back as usual
+                    part.buffer.clear()
+                self._draining.discard(p)
+            raise
 
     async def _write_first(self, settlement: Settlement) -> None:
         names = self._names
@@ -348,7 +467,11 @@ class NatsSubscription:
         if part.requested and now < part.deadline:
             return
         want = self._config.prefetch - len(part.buffer)
-        if part.buffer and want < self._config.prefetch // 2:
+        if part.hold_upto and part.awaiting and len(part.buffer) < 8 * self._config.prefetch:
+            # Held back, the buffer may fill with later records: pull on so the pending ones (which the
+            # server sends first once due) can arrive. Bounded to a few prefetches.
+            want = max(want, min(part.awaiting, self._config.prefetch))
+        elif part.buffer and want < self._config.prefetch // 2:
             return
         part.requested = want
         part.deadline = now + PULL_EXPIRES + _GRACE
@@ -380,6 +503,8 @@ class NatsSubscription:
                 part.requested = max(0, part.requested - 1)
             return
         part.requested = max(0, part.requested - 1)
+        if part.awaiting and _sequence(msg) <= part.hold_upto:
+            part.awaiting -= 1
         part.buffer.append(msg)
         self._ready.set()
         if part.requested == 0:
@@ -440,6 +565,13 @@ class NatsSubscription:
             now = time.monotonic()
             try:
                 await self._return_late()
+                reconnects = self._reconnect_count()
+                if reconnects != self._reconnects:
+                    # acks sent around an outage may be lost: what they covered comes back after ack_wait
+                    self._reconnects = reconnects
+                    for part in list(self._parts.values()):
+                        if part.active:
+                            await self._hold_for_pending(part)
                 self._keep_alive(now)
                 renew = loop.time() - self._last_renew >= self._config.heartbeat_interval
                 if renew:
@@ -469,6 +601,11 @@ class NatsSubscription:
         now = time.monotonic()
         for p in plan.take:
             part = self._parts[p] = _Partition(p, self._names.consumer(self.group, p))
+            try:
+                await self._hold_for_pending(part)
+            except BrokerError as exc:
+                # the consumer may not exist yet (a new group): nothing can be pending on it
+                logger.debug("no pending check for %s partition %d: %s", self.group, p, exc)
             self._request(part, now)
 
     async def _release_drained(self) -> None:
@@ -496,6 +633,10 @@ class NatsSubscription:
     def _pull_open(self, part: _Partition, now: float) -> bool:
         """Whether a pull request of ``part`` may still deliver (unanswered, not long past its expiry)."""
         return part.requested > 0 and now < part.deadline + self._config.request_timeout
+
+    def _reconnect_count(self) -> int:
+        stats = getattr(self._nc, "stats", None)
+        return int(stats.get("reconnects", 0)) if isinstance(stats, dict) else 0
 
     def _keep_alive(self, now: float) -> None:
         """Tell JetStream that held records are still being worked on, so ``ack_wait`` does not expire."""
