@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-tools lint typecheck layers unit test-stress test-chaos bench docs clean
+.PHONY: demo test test-tools lint typecheck layers unit test-stress test-chaos fuzz bench docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -60,6 +60,10 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 test-chaos: $(STAMP)
 	rm -f bench/results/chaos.jsonl
 	CHOREOGRAPH_CHAOS=long CHOREOGRAPH_CHAOS_REPORT=bench/results/chaos.jsonl $(BIN)/pytest -q -s tests/chaos
+
+## make fuzz: the fuzz tests (codec, consumer, upcasters) with >= 1,000,000 inputs in all (takes long)
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:logging --hypothesis-show-statistics tests/fuzz
 
 ## make bench: benchmarks with peers side by side (FastStream from the bench extra); writes bench/results/latest.json
 bench: $(BENCH_STAMP)

@@ -1,0 +1,12 @@
+"""Hypothesis profiles of the fuzz tests: ``ci`` (the default, bounded) and ``fuzz`` (``make fuzz``, >= 1e6 inputs).
+
+Select with ``HYPOTHESIS_PROFILE=fuzz``. The profiles are registered here and
+applied per test through :func:`tests.fuzz.budget.fuzz_settings`, not loaded
+globally, so other hypothesis tests in the same run keep their own settings.
+"""
+
+from __future__ import annotations
+
+from tests.fuzz.budget import register_profiles
+
+register_profiles()
