@@ -10,6 +10,7 @@ prints no raw control character, shows the markup literally, and its
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import sqlite3
 import subprocess
@@ -229,3 +230,46 @@ def test_tail_piped_into_a_program_is_valid_json_per_line(tmp_path: Path) -> Non
         lines = done.stdout.decode().splitlines()
         assert len(lines) == 5, done.stdout[:500]
         assert all(orjson.loads(line) for line in lines)
+
+
+def test_flows_and_flow_show_draw_hostile_events_as_text(tmp_path: Path) -> None:
+    # Given a shop log with an order placed by a hostile producer (source, id, correlation id)
+    from choreograph.examples.shop.events import OrderPlaced
+
+    url = f"sqlite:///{tmp_path}/flows.db"
+    correlation = f"corr{MARKUP}{ESCAPES}\nforged"
+    envelope = Envelope(
+        id=f"id{MARKUP}{ESCAPES}\nforged",
+        source=f"src{MARKUP}{ESCAPES}\nforged",
+        type=OrderPlaced.event_type(),
+        data={"order_id": "o1", "customer": "ada", "items": [{"sku": "s", "quantity": 1}], "total_cents": 9},
+        time="2026-12-06T00:00:00Z",
+        correlationid=correlation,
+    )
+
+    async def fill() -> None:
+        broker = SqliteBroker.from_url(url)
+        try:
+            await broker.publish(OrderPlaced.topic(), [Record(codec.encode(envelope), "o1")])
+        finally:
+            await broker.close()
+
+    asyncio.run(fill())
+    app = "choreograph.examples.shop.app:app"
+
+    def fresh_invoke(*args: str) -> tuple[int, str]:
+        importlib.reload(importlib.import_module("choreograph.examples.shop.app"))  # an unused App per command
+        return invoke(*args)
+
+    # When the flows are shown, as tables and as JSON, then each exits 0 and shows the fields as text
+    for command in (["flows", app], ["flow", "show", app, correlation]):
+        code, output = fresh_invoke(*command, "--broker", url)
+        assert code == 0, output
+        _assert_safe(output)
+        code, output = fresh_invoke(*command, "--json", "--broker", url)
+        assert code == 0, output
+        _assert_safe(output)
+        (line,) = output.splitlines()
+        json.loads(line)
+    code, output = fresh_invoke("flow", "show", app, correlation, "--broker", url)
+    assert f"instance corr{MARKUP}" in output and "src[/]" in output
