@@ -47,7 +47,7 @@ from choreograph.core.errors import (
 )
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
-from choreograph.core.options import optional, parse_query, require_positive, split_url
+from choreograph.core.options import Parser, optional, parse_query, require_positive, split_url
 from choreograph.core.redaction import redact_url
 
 DEFAULT_PARTITIONS: Final = 4
@@ -194,7 +194,7 @@ class MemoryBroker:
             raise ConfigurationError(
                 f"not a memory broker URL: {redact_url(url)!r}; write memory:// or memory://?partitions=4"
             )
-        parsers = {"partitions": int, "dead_letter_retention": optional(float)}
+        parsers: dict[str, Parser] = {"partitions": int, "dead_letter_retention": optional(float)}
         options = parse_query(parts.query, parsers, "memory")
         return cls(
             partitions=options.get("partitions", DEFAULT_PARTITIONS),

@@ -397,8 +397,16 @@ class DeadLetterStore(Protocol):
         """
         ...
 
-    async def purge(self, dead_letter_ids: Sequence[str] | None = None) -> int:
-        """Mark entries purged (all open entries if ``None``); return how many."""
+    async def purge(self, dead_letter_ids: Sequence[str] | None = None, *, delete: bool = False) -> int:
+        """Mark entries purged (all open entries if ``None``); return how many.
+
+        A purged entry is kept, with its bytes, for audit. With ``delete`` the
+        entries are removed instead, whatever their status (every entry if
+        ``None``), so their bytes — personal data, perhaps — leave the store:
+        :meth:`dead_letter` then raises NotFound and no listing shows them.
+        Returns how many were removed; an absent id counts 0 (idempotent).
+        How soon the bytes leave the disk is the backend's (see its docs).
+        """
         ...
 
 

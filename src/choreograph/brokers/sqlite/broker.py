@@ -25,6 +25,7 @@ from choreograph.core.names import check_group, check_topic
 
 from . import dead_letters, log, retention
 from .config import SqliteConfig, parse_url
+from .database import checkpoint
 from .maintenance import Maintenance
 from .notifier import Notifier
 from .reader import Reader
@@ -260,11 +261,28 @@ class SqliteBroker:
             lambda batch: dead_letters.resubmit(batch.conn, dead_letter_id, value, clock.now())
         )
 
-    async def purge(self, dead_letter_ids: Sequence[str] | None = None) -> int:
-        """Mark entries purged (all open entries if ``None``); return how many."""
+    async def purge(self, dead_letter_ids: Sequence[str] | None = None, *, delete: bool = False) -> int:
+        """Mark entries purged (all open entries if ``None``); return how many.
+
+        With ``delete`` the rows are deleted instead (any status; all if
+        ``None``): their bytes are zeroed in the pages they leave
+        (``secure_delete``) and a checkpoint then truncates the write-ahead
+        log, so the files no longer hold them (if another process is reading
+        at that moment, its later checkpoints finish the job). The record's
+        copy in its topic's log stays until log retention trims it.
+        """
         self._check_open()
         ids = None if dead_letter_ids is None else list(dead_letter_ids)
-        return await self._store.writer.run(lambda batch: dead_letters.purge(batch.conn, ids))
+        if not delete:
+            return await self._store.writer.run(lambda batch: dead_letters.purge(batch.conn, ids))
+
+        def remove(batch: WriteBatch) -> int:
+            removed = dead_letters.delete(batch.conn, ids)
+            if removed:
+                batch.after_commit(lambda: checkpoint(batch.conn))
+            return removed
+
+        return await self._store.writer.run(remove)
 
     # -------------------------------------------------------------- retention
 

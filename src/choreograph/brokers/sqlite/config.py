@@ -61,6 +61,9 @@ class SqliteConfig:
     """Seconds to wait for another process's write lock before failing."""
     max_batch_records: int = 20_000
     """Upper bound of records group-committed in one write transaction."""
+    dead_letter_retention: float | None = None
+    """Seconds a dead letter is kept after it was stored, whatever its status; then the background
+    trim deletes it (``None``: until ``choreograph dlq purge --delete``)."""
 
     def __post_init__(self) -> None:
         require_positive_int("partitions", self.partitions)
@@ -76,6 +79,8 @@ class SqliteConfig:
         require_positive("retention_interval", self.retention_interval)
         require_non_negative("busy_timeout", self.busy_timeout, at_most=MAX_MILLIS_SECONDS)  # SQLite takes int ms
         require_positive_int("max_batch_records", self.max_batch_records)
+        if self.dead_letter_retention is not None:
+            require_positive("dead_letter_retention", self.dead_letter_retention)
 
     @property
     def effective_heartbeat_interval(self) -> float:
@@ -98,6 +103,7 @@ _PARSERS: dict[str, Parser] = {
     "retention_interval": float,
     "busy_timeout": float,
     "max_batch_records": int,
+    "dead_letter_retention": optional(float),
 }
 
 

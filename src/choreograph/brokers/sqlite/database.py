@@ -154,6 +154,9 @@ def connect(path: str, config: SqliteConfig, *, writer: bool = False) -> sqlite3
             if str(mode).lower() != "wal":
                 raise BrokerUnavailable(f"SQLite file {path!r} cannot use WAL mode (got {mode!r})")
             conn.execute(f"PRAGMA synchronous = {config.sync.upper()}")
+            # Deleted rows (trimmed records, deleted dead letters) are overwritten with zeros, not left
+            # readable in free pages: they may hold personal data that must be erasable.
+            conn.execute("PRAGMA secure_delete = ON")
             conn.executescript(SCHEMA)
             conn.execute(
                 "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
@@ -176,6 +179,16 @@ def create_private(path: str) -> None:
     """
     with contextlib.suppress(OSError):  # FileExistsError included: another process won the race
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy the write-ahead log into the database and truncate it to zero bytes (outside a transaction).
+
+    Waits up to the busy timeout for readers; if one still holds an old
+    snapshot, the log is copied as far as possible and a later checkpoint
+    finishes. Raises sqlite3.Error.
+    """
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 def translate(exc: sqlite3.Error, path: str, action: str) -> BrokerError:

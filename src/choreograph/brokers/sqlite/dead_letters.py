@@ -177,6 +177,22 @@ def resubmit(conn: sqlite3.Connection, dead_letter_id: str, value: bytes | None,
     return True
 
 
+def delete(conn: sqlite3.Connection, dead_letter_ids: Sequence[str] | None) -> int:
+    """Delete entries, whatever their status (all if ``None``); return how many went.
+
+    The writer connection runs with ``PRAGMA secure_delete``, so the rows'
+    bytes are overwritten with zeros in the pages they leave.
+    """
+    if dead_letter_ids is None:
+        return conn.execute("DELETE FROM dead_letters").rowcount
+    return sum(conn.execute("DELETE FROM dead_letters WHERE id = ?", (i,)).rowcount for i in dead_letter_ids)
+
+
+def expire(conn: sqlite3.Connection, stored_before: float) -> int:
+    """Delete entries stored before ``stored_before``, whatever their status; return how many went."""
+    return conn.execute("DELETE FROM dead_letters WHERE stored_at < ?", (stored_before,)).rowcount
+
+
 def purge(conn: sqlite3.Connection, dead_letter_ids: Sequence[str] | None) -> int:
     """Mark entries purged (all open ones if ``None``); return how many changed."""
     if dead_letter_ids is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from . import dead_letters
 from .config import SqliteConfig
 
 
@@ -15,9 +16,12 @@ def trim(conn: sqlite3.Connection, config: SqliteConfig, now: float) -> int:
     enough (``retention_max_age``) or within the newest
     ``retention_max_records``. Unless ``retention_respect_groups`` is off, no
     record at or after the slowest group's committed offset is trimmed, so a
-    lagging group never loses records it has not processed.
+    lagging group never loses records it has not processed. Dead letters
+    stored more than ``dead_letter_retention`` ago are deleted, whatever their status.
     """
     conn.execute("DELETE FROM inbox WHERE ts < ?", (now - config.inbox_retention,))
+    if config.dead_letter_retention is not None:
+        dead_letters.expire(conn, now - config.dead_letter_retention)
     if config.retention_max_age is None and config.retention_max_records is None:
         return 0
     removed = 0
