@@ -21,12 +21,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from choreograph import App, Context
-from choreograph.brokers.memory import MemoryBroker
 from choreograph.examples.shop.events import LineItem, OrderPlaced
 from choreograph.observe.logs import ContextFilter, JsonFormatter, install_log_context
 from choreograph.observe.metrics import serve_metrics
 from choreograph.observe.tracing import install_tracing
 from choreograph.ops.observe_cli import mount
+from choreograph.testing import TestApp
 from tests.conftest import wait_until
 
 SERVICES = {"inventory", "payment", "shipping", "orders", "notification"}
@@ -59,15 +59,11 @@ async def test_one_order_is_one_connected_trace_and_a_retried_step_shows_each_at
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     app: App = shop.app
-    app.configure_broker(MemoryBroker())
     install_tracing(app, tracer_provider=provider)
-    await app.start()
-    try:
+    async with TestApp(app) as t:
         # When one order is placed and runs to the customer notification
-        placed = await app.publish(order(1), key="o1")
-        await wait_until(lambda: notified(app) == 1, 20, "the customer to be notified")
-    finally:
-        await app.stop()
+        placed = await t.publish(order(1), key="o1")
+        await t.drain()
     spans = exporter.get_finished_spans()
     # Then every span belongs to one trace
     assert {s.context.trace_id for s in spans} == {spans[0].context.trace_id}
@@ -119,21 +115,17 @@ async def test_scraping_a_running_worker_shows_what_happened(shop: ModuleType) -
     # Given the shop serving /metrics
     orders, poison = 12, 1
     app: App = shop.app
-    app.configure_broker(MemoryBroker())
     server = await serve_metrics(app, 0, host="127.0.0.1")
-    await app.start()
     try:
-        # When N orders flow to the end and a poison order ends in the dead letter
-        for i in range(orders):
-            await app.publish(order(i), key=f"o{i}")
-        await app.publish(order(99, customer="poison"), key="o99")
-        await wait_until(
-            lambda: notified(app) == orders and app.stats()["inventory.reserve-stock"].dead_letters == poison, 20
-        )
-        # Then a scrape of the running worker shows matching counts
-        values = scrape_values(await get_metrics(server.port))
+        async with TestApp(app, raise_on_dead_letter=False) as t:
+            # When N orders flow to the end and a poison order ends in the dead letter
+            for i in range(orders):
+                await t.publish(order(i), key=f"o{i}")
+            await t.publish(order(99, customer="poison"), key="o99")
+            await t.drain()
+            # Then a scrape of the running worker shows matching counts
+            values = scrape_values(await get_metrics(server.port))
     finally:
-        await app.stop()
         await server.close()
 
     def value(name: str, **labels: str) -> float:
@@ -159,7 +151,6 @@ async def test_scraping_a_running_worker_shows_what_happened(shop: ModuleType) -
 async def test_log_lines_written_while_handling_carry_the_correlation_id(shop: ModuleType) -> None:
     # Given the shop with the log context and an extra handler that logs, captured as JSON
     app: App = shop.app
-    app.configure_broker(MemoryBroker())
     install_log_context(app)
 
     @app.service("audit").on(OrderPlaced)
@@ -173,13 +164,12 @@ async def test_log_lines_written_while_handling_carry_the_correlation_id(shop: M
     audit = logging.getLogger("shop.audit")
     audit.addHandler(handler)
     audit.setLevel(logging.INFO)
-    await app.start()
     try:
-        # When orders are handled
-        placed = [await app.publish(order(i), key=f"o{i}") for i in range(3)]
-        await wait_until(lambda: stream.getvalue().count("\n") == 3, 10, "three audit lines")
+        async with TestApp(app) as t:
+            # When orders are handled
+            placed = [await t.publish(order(i), key=f"o{i}") for i in range(3)]
+            await t.drain()
     finally:
-        await app.stop()
         audit.removeHandler(handler)
     # Then each line carries its order's correlation id, event and handler
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
