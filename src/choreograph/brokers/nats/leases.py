@@ -15,13 +15,26 @@ time, which a shared JetStream consumer does not give. So each member of
    and gives up unwanted partitions once nothing of them is in flight.
 
 Each CAS is JetStream's ``Nats-Expected-Last-Subject-Sequence`` check, so
-two members never both believe they took the same free lease. A member
-stalled longer than ``lease_timeout`` can briefly overlap with its successor;
-delivery is at least once, so that costs duplicates, not losses.
+two members never both believe they took the same free lease.
+
+Fencing. A lease entry lives ``lease_timeout`` after its last write (the
+bucket's TTL), and nobody takes a partition whose entry exists, so a member
+holds a partition for ``lease_timeout`` from the moment it sent its last
+successful CAS — measured here on the monotonic clock. A settle calls
+:meth:`Leases.confirm` first: it renews by CAS any lease not renewed recently
+(the CAS fails if the entry expired or another member holds it: the settle is
+refused with LeaseLost), and :meth:`Leases.valid` before its acks. A member
+whose event loop stalled past its lease therefore never acks what its
+successor now owns; what it wrote before the check is deduplicated (outputs
+carry ``Nats-Msg-Id``, inbox keys and dead letters are keyed writes).
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import nats.js.errors
@@ -30,6 +43,7 @@ from nats.js.client import JetStreamContext
 
 from choreograph.brokers.nats import direct
 from choreograph.brokers.nats.translation import translated
+from choreograph.core.errors import LeaseLost
 
 _WRONG_LAST = (10071, 10164)
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
@@ -57,6 +71,7 @@ class Leases:
         member: str,
         partitions: int,
         request_timeout: float,
+        lease_timeout: float,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -66,8 +81,21 @@ class Leases:
         self.member = member
         self._partitions = partitions
         self._timeout = request_timeout
+        self._lease_timeout = lease_timeout
         self.owned: dict[int, int] = {}
         """Partition -> revision of our lease entry."""
+        self._renewed: dict[int, float] = {}
+        """Partition -> monotonic time our last successful write of its lease entry was sent."""
+        self._lock = asyncio.Lock()
+        """One lease operation at a time: the maintenance task and a settle's confirm would race on revisions."""
+
+    def _won(self, partition: int, revision: int, sent_at: float) -> None:
+        self.owned[partition] = revision
+        self._renewed[partition] = sent_at
+
+    def _lose(self, partition: int) -> None:
+        self.owned.pop(partition, None)
+        self._renewed.pop(partition, None)
 
     def _subject(self, key: str) -> str:
         return f"$KV.{self._bucket}.{self._pair}.{key}"
@@ -98,6 +126,10 @@ class Leases:
         Unwanted partitions are reported in ``give_up`` but kept until
         :meth:`release`, so the caller can first settle what it holds of them.
         """
+        async with self._lock:
+            return await self._check(renew=renew)
+
+    async def _check(self, *, renew: bool) -> Plan:
         with translated("lease check"):
             state = await direct.last_values(
                 self._nc, self._stream, [self._subject("m.*"), self._subject("p.*")], self._timeout
@@ -115,7 +147,7 @@ class Leases:
         for p, revision in list(self.owned.items()):
             entry = leases.get(p)
             if entry is None or entry.deleted or entry.seq != revision or entry.data != self.member.encode():
-                del self.owned[p]
+                self._lose(p)
                 plan.lost.add(p)
             else:
                 if p not in wanted:
@@ -124,34 +156,72 @@ class Leases:
                     continue
                 # a partition being given up stays ours until released: renewed like the others, or it could
                 # expire while its last records are still handed back, and a new owner overtake them
+                sent_at = time.monotonic()
                 new = await self._cas(f"p.{p}", self.member.encode(), revision)
                 if new is None:
-                    del self.owned[p]
+                    self._lose(p)
                     plan.give_up.discard(p)
                     plan.lost.add(p)
                 else:
-                    self.owned[p] = new
+                    self._won(p, new, sent_at)
         for p in sorted(wanted - set(self.owned)):
             entry = leases.get(p)
             if entry is not None and not entry.deleted:
                 continue  # held by another member until it gives it up or its lease expires
+            sent_at = time.monotonic()
             new = await self._cas(f"p.{p}", self.member.encode(), 0 if entry is None else entry.seq)
             if new is not None:
-                self.owned[p] = new
+                self._won(p, new, sent_at)
                 plan.take.add(p)
         return plan
 
+    def valid(self, partitions: Collection[int], *, margin: float = 0.0) -> list[int]:
+        """Return which of ``partitions`` this member cannot be sure to hold for ``margin`` more seconds."""
+        deadline = time.monotonic() + margin - self._lease_timeout
+        return sorted(p for p in partitions if self._renewed.get(p, -math.inf) <= deadline)
+
+    async def confirm(self, partitions: Collection[int], *, margin: float) -> None:
+        """Make sure this member holds ``partitions`` for ``margin`` more seconds, or raise LeaseLost.
+
+        Leases renewed less than ``lease_timeout - margin`` ago are certainly
+        held (nobody takes a live entry): no round trip. Older ones are
+        renewed now by CAS (concurrently); a failed CAS means the entry
+        expired or another member has it, and the partition is dropped here.
+        """
+        async with self._lock:
+            unknown = sorted(p for p in partitions if p not in self.owned)
+            stale = [p for p in self.valid(partitions, margin=margin) if p in self.owned]
+            if stale:
+                sent_at = time.monotonic()
+                revisions = await asyncio.gather(
+                    *(self._cas(f"p.{p}", self.member.encode(), self.owned[p]) for p in stale)
+                )
+                for p, revision in zip(stale, revisions, strict=True):
+                    if revision is None:
+                        self._lose(p)
+                        unknown.append(p)
+                    else:
+                        self._won(p, revision, sent_at)
+        if unknown:
+            raise LeaseLost(f"member {self.member} no longer holds partitions {sorted(unknown)} of {self._pair}")
+
     async def release(self, partition: int) -> None:
         """Give up ``partition`` (only if we still hold it). Idempotent."""
+        async with self._lock:
+            await self._release(partition)
+
+    async def _release(self, partition: int) -> None:
         revision = self.owned.pop(partition, None)
+        self._renewed.pop(partition, None)
         if revision is not None:
             await self._delete(f"p.{partition}", revision)
 
     async def leave(self) -> None:
         """Release every lease and deregister. Idempotent."""
-        for p in list(self.owned):
-            await self.release(p)
-        await self._delete(f"m.{self.member}", None)
+        async with self._lock:
+            for p in list(self.owned):
+                await self._release(p)
+            await self._delete(f"m.{self.member}", None)
 
     async def _delete(self, key: str, last: int | None) -> None:
         headers = {direct.KV_OPERATION: "DEL"}
