@@ -29,7 +29,10 @@ def test_url_lists_every_host_and_parses_options() -> None:
 
 
 def test_url_credentials_apply_to_every_host() -> None:
-    assert parse_url("nats://u:p@a:1,b:2").servers == ("nats://u:p@a:1", "nats://u:p@b:2")
+    # They travel as client options now, not re-embedded in each server URL (where reserved characters broke).
+    config = parse_url("nats://u:p@a:1,b:2")
+    assert config.servers == ("nats://a:1", "nats://b:2")
+    assert (config.user, config.password) == ("u", "p")
 
 
 def test_unknown_url_option_is_rejected_by_name() -> None:

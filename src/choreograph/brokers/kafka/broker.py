@@ -660,16 +660,26 @@ class KafkaBroker:
                 )
             return True
 
-    async def purge(self, dead_letter_ids: Sequence[str] | None = None) -> int:
-        """Mark open entries purged (all of them if ``None``); return how many changed."""
+    async def purge(self, dead_letter_ids: Sequence[str] | None = None, *, delete: bool = False) -> int:
+        """Mark open entries purged (all of them if ``None``); return how many changed.
+
+        With ``delete``, remove the entries instead (any status; all if
+        ``None``): a tombstone per entry on the compacted state topic. Readers
+        stop seeing them at once; the broker drops the old records at its next
+        compaction of the topic (``delete.retention.ms`` and segment rolling decide when).
+        """
         state = await self.state()
         rows: list[tuple[str, bytes | None]] = []
         wanted = None if dead_letter_ids is None else set(dead_letter_ids)
         for key, raw in list(state.rows.items()):
-            if key.startswith("dl|") and (wanted is None or key[3:] in wanted):
-                letter = decode_letter(raw)
-                if letter.status == "open":
-                    rows.append((key, encode_letter(dataclasses.replace(letter, status="purged"))))
+            if not key.startswith("dl|") or (wanted is not None and key[3:] not in wanted):
+                continue
+            if delete:
+                rows.append((key, None))
+                continue
+            letter = decode_letter(raw)
+            if letter.status == "open":
+                rows.append((key, encode_letter(dataclasses.replace(letter, status="purged"))))
         async with translated("purge dead letters"):
             await state.write(rows)
         return len(rows)

@@ -505,9 +505,16 @@ class NatsBroker:
         await self.send_acked([(subject, letter.value if value is None else value, headers)], "resubmit")
         return await store.set_status(letter, revision, "resubmitted")
 
-    async def purge(self, dead_letter_ids: Sequence[str] | None = None) -> int:
-        """Mark open entries purged (all open ones if ``None``); return how many changed."""
+    async def purge(self, dead_letter_ids: Sequence[str] | None = None, *, delete: bool = False) -> int:
+        """Mark open entries purged (all open ones if ``None``); return how many changed.
+
+        With ``delete``, erase the entries instead (any status; all if ``None``):
+        every revision of each is purged from the dead-letter bucket's stream.
+        Returns how many went.
+        """
         await self._ready()
+        if delete:
+            return await self._letters().delete(dead_letter_ids)
         return await self._letters().purge(dead_letter_ids)
 
 

@@ -141,6 +141,28 @@ class DeadLetterBucket:
                 raise exc
         return True
 
+    async def delete(self, dead_letter_ids: Sequence[str] | None) -> int:
+        """Delete entries, whatever their status (all if ``None``); return how many went.
+
+        Each entry's subject is purged from the bucket's stream (a KV bucket
+        denies single-message deletes): every revision goes, and no delete
+        marker is left. JetStream drops purged messages from its index at
+        once; their bytes leave the file store when it compacts or removes
+        the blocks that held them.
+        """
+        if dead_letter_ids is None:
+            dead_letter_ids = [letter.id for letter in await self.scan()]
+        count = 0
+        for dead_id in dead_letter_ids:
+            try:
+                await self.load(dead_id)  # validates the id, and counts only entries that exist
+            except NotFound:
+                continue
+            with translated("dead letter delete"):
+                await self._js.purge_stream(self._stream, subject=self.subject(dead_id))
+            count += 1
+        return count
+
     async def purge(self, dead_letter_ids: Sequence[str] | None) -> int:
         """Mark open entries purged (all if ``None``); return how many changed."""
         if dead_letter_ids is None:

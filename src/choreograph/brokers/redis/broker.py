@@ -373,10 +373,16 @@ class RedisBroker:
             raise NotFound(f"no dead letter with id {dead_letter_id!r}")
         return int(done) == 1
 
-    async def purge(self, dead_letter_ids: Sequence[str] | None = None) -> int:
-        """Mark open entries purged (all of them if ``None``); return how many changed."""
+    async def purge(self, dead_letter_ids: Sequence[str] | None = None, *, delete: bool = False) -> int:
+        """Mark open entries purged (all of them if ``None``); return how many changed.
+
+        With ``delete``, remove the entries instead (any status; all if
+        ``None``): each one's hash and index entry go in one MULTI. The
+        server's append-only file keeps the old commands until its next
+        rewrite (``BGREWRITEAOF``, automatic as the file grows).
+        """
         self.check_open()
-        async with translated("purge dead letters"):
+        async with translated("delete dead letters" if delete else "purge dead letters"):
             ids: Iterable[str]
             if dead_letter_ids is None:
                 ids = [_text(i) for i in await self.client.zrange(self.keys.dead_letter_index, 0, -1)]
@@ -384,7 +390,14 @@ class RedisBroker:
                 ids = dead_letter_ids
             count = 0
             for dead_id in ids:
-                count += int(await self._purge_script(keys=[self.keys.dead_letter(dead_id)], args=[]))
+                if delete:
+                    async with self.client.pipeline(transaction=True) as pipe:
+                        pipe.delete(self.keys.dead_letter(dead_id))
+                        pipe.zrem(self.keys.dead_letter_index, dead_id)
+                        removed, _ = await pipe.execute()
+                    count += int(removed)
+                else:
+                    count += int(await self._purge_script(keys=[self.keys.dead_letter(dead_id)], args=[]))
         return count
 
     # -- internals used by the subscription -------------------------------------

@@ -1,0 +1,35 @@
+"""Redis: ``purge(delete=True)`` removes dead letters' hashes and index entries."""
+
+from __future__ import annotations
+
+import uuid
+
+from choreograph.brokers.redis import RedisBroker
+from tests.brokers.dead_letter_deletion import check_dead_letter_deletion, dead_letter_records
+
+from .server import RedisServer
+
+
+def _broker(server: RedisServer) -> RedisBroker:
+    return RedisBroker.from_url(f"{server.url}?prefix=e{uuid.uuid4().hex[:8]}&partitions=2&poll_interval=0.05")
+
+
+async def test_deleted_dead_letters_cannot_be_read_or_listed(redis_server: RedisServer) -> None:
+    broker = _broker(redis_server)
+    try:
+        await check_dead_letter_deletion(broker)
+    finally:
+        await broker.close()
+
+
+async def test_deleted_dead_letters_leave_no_key(redis_server: RedisServer) -> None:
+    broker = _broker(redis_server)
+    try:
+        letters = await dead_letter_records(broker, [b"a", b"b"])
+        keys = [broker.keys.dead_letter(letter.id) for letter in letters]
+        assert await broker.client.exists(*keys) == 2
+        assert await broker.purge(None, delete=True) == 2
+        assert await broker.client.exists(*keys) == 0
+        assert await broker.client.zcard(broker.keys.dead_letter_index) == 0
+    finally:
+        await broker.close()
