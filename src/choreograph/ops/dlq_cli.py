@@ -207,21 +207,36 @@ def purge(
     ids: Annotated[list[str] | None, typer.Argument(metavar="[ID]...", help="Entries to purge.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Purge every open entry.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    delete: Annotated[
+        bool,
+        typer.Option(
+            "--delete",
+            help="Delete the entries and their bytes for good, whatever their status (with --all: every entry); "
+            "to erase personal data. Asks for confirmation unless --yes.",
+        ),
+    ] = False,
     broker: BrokerOption = None,
 ) -> None:
-    """Mark dead letters purged: they are kept for audit but no longer listed as open."""
+    """Mark dead letters purged: they are kept for audit but no longer listed as open.
+
+    With --delete they are removed instead, bytes included, and cannot be shown or resubmitted again.
+    """
     if not ids and not all_:
         raise fail("name dead-letter IDs or pass --all", 2)
-    if all_ and not yes and not typer.confirm("Purge every open dead letter?"):
+    if delete and not yes:
+        what = "every dead letter (any status)" if all_ else f"{len(ids or [])} dead letter(s)"
+        if not typer.confirm(f"Delete {what} for good?"):
+            raise typer.Exit(EXIT_FAILED)
+    elif all_ and not yes and not typer.confirm("Purge every open dead letter?"):
         raise typer.Exit(EXIT_FAILED)
 
     @run_async
     async def main() -> None:
         target = open_broker(broker)
         try:
-            count = await _store(target).purge(None if all_ else list(ids or []))
+            count = await _store(target).purge(None if all_ else list(ids or []), delete=delete)
         finally:
             await target.close()
-        out.print(f"purged {count}")
+        out.print(f"{'deleted' if delete else 'purged'} {count}")
 
     main()
