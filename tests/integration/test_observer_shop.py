@@ -85,7 +85,7 @@ async def test_every_order_cancelled_by_a_decline_shows_its_compensation(shop: M
     assert figures.compensated == len(declined)
     assert (figures.compensation_missing, figures.compensation_failed, figures.stuck) == (0, 0, 0)
     for cid, order_id in placed.items():
-        instance = observer.instance("order", cid)
+        instance = await observer.lookup("order", cid)  # finished instances leave memory: from the store
         assert instance is not None
         states = [c.state for c in instance.compensations(order_flow, observer.clock.now())]
         assert states == ([COMP_DONE] if order_id in declined else [])

@@ -100,8 +100,11 @@ class CrashAfterSave(MemoryFlowStore):
         self.crash_on = crash_on
         self.saves = 0
 
-    async def load(self, flow: str) -> list[Instance]:
-        return await self.inner.load(flow)
+    async def load(self, flow: str, *, after: str = "", limit: int | None = None) -> list[Instance]:
+        return await self.inner.load(flow, after=after, limit=limit)
+
+    async def fetch(self, flow: str, correlation_ids: Sequence[str]) -> list[Instance]:
+        return await self.inner.fetch(flow, correlation_ids)
 
     async def save(self, instances: Sequence[Instance]) -> None:
         if self.saves >= self.crash_on:

@@ -9,8 +9,9 @@ from choreograph.observe.flows.events import FlowCompensationMissing, FlowComple
 from choreograph.observe.flows.figures import FlowFigures, Quantiles
 from choreograph.observe.flows.flow import Compensation, EventRef, Flow
 from choreograph.observe.flows.instance import CompensationState, Instance, Seen
-from choreograph.observe.flows.observer import Observer, ObserverConfig, ObserverStats, default_store
+from choreograph.observe.flows.observer import Observer
 from choreograph.observe.flows.replay import replay, summarize
+from choreograph.observe.flows.settings import ObserverConfig, ObserverStats, default_store
 from choreograph.observe.flows.store import FlowStore, FlowStoreError, MemoryFlowStore, SqliteFlowStore
 from choreograph.observe.flows.tracker import FlowTracker
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,61 +94,97 @@ def _q(q: Quantiles) -> dict[str, Any]:
     return {"count": q.count, "p50": q.p50, "p95": q.p95, "p99": q.p99}
 
 
-def compute(flow: Flow, instances: Iterable[Instance], now: float) -> FlowFigures:
-    """Compute the figures of ``flow`` over ``instances`` at time ``now``. Pure."""
-    counts = dict.fromkeys(
-        (
-            "started",
-            "completed",
-            "failed",
-            "compensated",
-            "compensation_missing",
-            "compensation_failed",
-            "in_flight",
-            "stuck",
-            "awaiting_start",
-        ),
-        0,
-    )
-    durations: list[float] = []
-    steps: dict[str, list[float]] = {}
-    for instance in instances:
+_COUNTS: tuple[str, ...] = (
+    "started",
+    "completed",
+    "failed",
+    "compensated",
+    "compensation_missing",
+    "compensation_failed",
+    "in_flight",
+    "stuck",
+    "awaiting_start",
+)
+
+
+class FiguresTally:
+    """The figures' raw material — counts and duration samples — of instances no longer held as objects.
+
+    The observer folds an instance in when it leaves memory (finished) and
+    takes it out again if it is loaded back, so figures stay exact while each
+    finished instance costs a few floats (8 bytes per sample) instead of its
+    event timeline.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = dict.fromkeys(_COUNTS, 0)
+        self.durations: array[float] = array("d")
+        self.steps: dict[str, array[float]] = {}
+
+    def add(self, flow: Flow, instance: Instance, now: float, sign: int = 1) -> None:
+        """Fold ``instance`` in (``sign`` -1: take it out again, exactly as it was folded in)."""
         if not instance.events:
-            continue
-        if instance.start(flow) is None:
-            counts["awaiting_start"] += 1
-        else:
-            counts["started"] += 1
+            return
+        counts = self.counts
+        counts["awaiting_start" if instance.start(flow) is None else "started"] += sign
         status = instance.status(flow)
         if status == COMPLETED:
-            counts["completed"] += 1
+            counts["completed"] += sign
         elif status == FAILED:
-            counts["failed"] += 1
+            counts["failed"] += sign
         else:
-            counts["in_flight"] += 1
+            counts["in_flight"] += sign
             if instance.is_stuck(flow, now):
-                counts["stuck"] += 1
+                counts["stuck"] += sign
         states = {c.state for c in instance.compensations(flow, now)}
         if states and states == {COMP_DONE}:
-            counts["compensated"] += 1
+            counts["compensated"] += sign
         if COMP_MISSING in states:
-            counts["compensation_missing"] += 1
+            counts["compensation_missing"] += sign
         if COMP_FAILED in states:
-            counts["compensation_failed"] += 1
-        duration = instance.duration(flow)
-        if duration is not None:
-            durations.append(duration)
-        for event_type, latency in instance.step_latencies(flow):
-            steps.setdefault(event_type, []).append(latency)
-    settled = counts["completed"] + counts["failed"] + counts["stuck"]
-    order = {ref.type: i for i, ref in enumerate(flow.refs)}
-    return FlowFigures(
-        flow=flow.name,
-        completion_rate=counts["completed"] / settled if settled else None,
-        time_to_finality=Quantiles.of(durations),
-        step_latency={
-            name: Quantiles.of(samples)
-            for name, samples in sorted(steps.items(), key=lambda item: order.get(item[0], len(order)))
-        },
-        **counts,
-    )
+            counts["compensation_failed"] += sign
+        samples = [(None, instance.duration(flow)), *instance.step_latencies(flow)]
+        for event_type, value in samples:
+            if value is None:
+                continue
+            target = self.durations if event_type is None else self.steps.setdefault(event_type, array("d"))
+            if sign > 0:
+                target.append(value)
+            else:
+                with contextlib.suppress(ValueError):
+                    target.remove(value)
+
+    def figures(self, flow: Flow) -> FlowFigures:
+        """Return the figures of what was folded in."""
+        counts = self.counts
+        settled = counts["completed"] + counts["failed"] + counts["stuck"]
+        order = {ref.type: i for i, ref in enumerate(flow.refs)}
+        return FlowFigures(
+            flow=flow.name,
+            completion_rate=counts["completed"] / settled if settled else None,
+            time_to_finality=Quantiles.of(self.durations),
+            step_latency={
+                name: Quantiles.of(samples)
+                for name, samples in sorted(self.steps.items(), key=lambda item: order.get(item[0], len(order)))
+                if samples
+            },
+            **counts,
+        )
+
+    def copy(self) -> FiguresTally:
+        """Return an independent copy."""
+        other = FiguresTally()
+        other.counts = dict(self.counts)
+        other.durations = array("d", self.durations)
+        other.steps = {name: array("d", samples) for name, samples in self.steps.items()}
+        return other
+
+
+def compute(
+    flow: Flow, instances: Iterable[Instance], now: float, *, retired: FiguresTally | None = None
+) -> FlowFigures:
+    """Compute the figures of ``flow`` over ``instances`` (plus the ``retired`` ones' tally) at time ``now``. Pure."""
+    tally = retired.copy() if retired is not None else FiguresTally()
+    for instance in instances:
+        tally.add(flow, instance, now)
+    return tally.figures(flow)

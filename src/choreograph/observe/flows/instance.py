@@ -74,6 +74,12 @@ class Instance:
     """Notice key (``final``, ``stuck``, ``compensation.<rule>.<problem>``) -> published yet.
 
     A key is added once per instance, ever: that is what makes each notice exactly-once."""
+    wake_at: float | None = field(default=None, compare=False)
+    """When time alone may next change what is owed (a deadline, a compensation timeout; -inf: a notice
+    is unsent), None if never. Set by the tracker before a save; the store indexes it, it is not in the snapshot."""
+    finished_at: float | None = field(default=None, compare=False)
+    """The final event's time once nothing more is owed or awaited (None before). Set like ``wake_at``;
+    finished instances leave the observer's memory and are deleted after the retention."""
 
     # -- applying ---------------------------------------------------------
 

@@ -12,6 +12,21 @@ Every ``check_interval`` it evaluates deadlines and compensation timeouts,
 commits, publishes the owed notices as events (``choreograph.flow.*``) with ids
 derived from (correlation id, flow, notice), and commits them as sent.
 
+Deadlines are judged only against what was read (:mod:`.progress`): nothing
+until the observer has caught up with the end its topics had when it started,
+then against the newest event time read on a topic still being read, or the
+clock on a topic with nothing left to read. An observer started long after the
+traffic, or restarted, reports no instance whose final event it has not read.
+
+Memory is bounded (:class:`ObserverConfig`): an instance leaves memory once it
+is finished and stored (its figures stay as numbers), and at most
+``max_open_instances`` instances are held — past that the oldest stored ones
+leave too. The store keeps each instance's next due time, so one that left
+memory is loaded back when an event or a dead letter concerns it or when its
+deadline comes: nothing is judged or counted from a partial state. Finished
+instances are deleted from the store ``finished_retention`` seconds after they
+finished.
+
 A crash between any two steps loses nothing: unsettled deliveries come back
 and are recognized as duplicates by (correlation id, event id); a notice
 committed but not marked sent is published again with the same id, which
@@ -27,12 +42,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from choreograph.core import codec
-from choreograph.core.broker import Broker, DeadLetterStore, Position, Record, Settlement, Subscription
+from choreograph.core.broker import Broker, DeadLetterStore, Record, Settlement, Subscription
 from choreograph.core.clock import Clock
 from choreograph.core.envelope import Envelope, now_rfc3339
 from choreograph.core.errors import BrokerError, ConfigurationError, DecodeError
@@ -41,59 +56,16 @@ from choreograph.core.ids import derived_id
 from choreograph.observe.flows.events import OBSERVER_SOURCE, FlowCompensationMissing, FlowCompleted, FlowStuck
 from choreograph.observe.flows.figures import FlowFigures
 from choreograph.observe.flows.flow import Flow, check_flows
-from choreograph.observe.flows.instance import Instance
-from choreograph.observe.flows.store import FlowStore, MemoryFlowStore, SqliteFlowStore
+from choreograph.observe.flows.instance import Instance, parse_time
+from choreograph.observe.flows.progress import ReadProgress
+from choreograph.observe.flows.settings import ObserverConfig, ObserverStats, default_store
+from choreograph.observe.flows.store import FlowStore
 from choreograph.observe.flows.tracker import FlowTracker
 from choreograph.runtime.app import App
 
 logger = logging.getLogger("choreograph.observer")
 
 _TOPICS = {cls.event_type(): cls.topic() for cls in (FlowStuck, FlowCompleted, FlowCompensationMissing)}
-
-
-@dataclass(frozen=True, slots=True)
-class ObserverConfig:
-    """Tuning of the observer loops (durations in seconds)."""
-
-    batch_size: int = 1000
-    fetch_timeout: float = 0.25
-    check_interval: float = 0.5
-    """How often deadlines and compensation timeouts are evaluated."""
-    dead_letter_interval: float = 1.0
-    """How often dead letters are scanned for failed compensations (when a flow declares any)."""
-    dead_letter_limit: int = 10_000
-    resubscribe_delay: float = 0.5
-    start: Position = field(default_factory=Position.earliest)
-    """Where a new observer group starts reading (default: the oldest retained record)."""
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigurationError(f"ObserverConfig.batch_size must be >= 1, got {self.batch_size}")
-        for name in ("fetch_timeout", "check_interval", "dead_letter_interval", "resubscribe_delay"):
-            if not getattr(self, name) > 0:
-                raise ConfigurationError(f"ObserverConfig.{name} must be > 0 seconds")
-
-
-def default_store(app: App) -> FlowStore:
-    """Return a SQLite store in the log's file for a ``sqlite://`` app, else an in-memory store."""
-    url = app.broker_url
-    if url.startswith("sqlite://"):
-        return SqliteFlowStore.from_url(url)
-    logger.warning("observer state is kept in memory for %s; it will not survive a restart", url)
-    return MemoryFlowStore()
-
-
-@dataclass(slots=True)
-class ObserverStats:
-    """Counters of this observer process (monotonic)."""
-
-    events: int = 0
-    """Deliveries read (all topics, all flows)."""
-    applied: int = 0
-    duplicates: int = 0
-    undecodable: int = 0
-    notices_published: int = 0
-    commits: int = 0
 
 
 class Observer:
@@ -124,6 +96,10 @@ class Observer:
         self._tasks: list[asyncio.Task[None]] = []
         self._commit_lock = asyncio.Lock()
         self._dead_letters: dict[str, tuple[str, str | None, str, str] | None] = {}
+        self._dead_letters_applied: set[str] = set()
+        self.progress = ReadProgress()
+        """How far each flow has read; decides which time deadlines are judged against."""
+        self._next_forget = -math.inf
         self.failure: BaseException | None = None
         """The error that stopped the observer, if one did (the store failed, a bug)."""
 
@@ -148,12 +124,24 @@ class Observer:
         self._stopping.clear()
         self.failure = None
         for flow in self.flows:
-            self.trackers[flow.name] = FlowTracker(flow, await self.store.load(flow.name))
+            self.trackers[flow.name] = await self._restore(flow)
         await self.commit()
         for flow in self.flows:
             for topic in flow.topics:
                 self._spawn(self._follow(flow, topic), f"{flow.group}:{topic}")
         self._spawn(self._tick(), "observer:tick")
+
+    async def _restore(self, flow: Flow, page: int = 1000) -> FlowTracker:
+        """A tracker of ``flow`` holding its stored open instances (up to the cap); finished ones as figures only."""
+        tracker = FlowTracker(flow)
+        after = ""
+        while True:
+            instances = await self.store.load(flow.name, after=after, limit=page)
+            for instance in instances:
+                tracker.restore(instance, cap=self.config.max_open_instances)
+            if len(instances) < page:
+                return tracker
+            after = instances[-1].correlation_id
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
@@ -226,7 +214,7 @@ class Observer:
                 await self._pause()
                 continue
             try:
-                await self._consume(flow, subscription)
+                await self._consume(flow, topic, subscription)
             except BrokerError as exc:
                 logger.warning("observer %s on %s: broker error, resubscribing: %s", flow.name, topic, exc)
                 await self._pause()
@@ -234,28 +222,45 @@ class Observer:
                 with contextlib.suppress(BrokerError):
                     await subscription.close()
 
-    async def _consume(self, flow: Flow, subscription: Subscription) -> None:
+    async def _consume(self, flow: Flow, topic: str, subscription: Subscription) -> None:
         tracker = self.trackers[flow.name]
         config = self.config
         stats = self.stats
         while not self._stopping.is_set():
             batch = await subscription.fetch(config.batch_size, config.fetch_timeout)
             if not batch:
+                self.progress.fetched(flow.name, topic, 0, -math.inf)
                 continue
             now = self.clock.now()
             applied, duplicates = tracker.applied, tracker.duplicates
+            read: list[tuple[Envelope, float | None]] = []
+            newest = -math.inf
             for delivery in batch:
                 try:
                     envelope = codec.decode(delivery.value)
                 except DecodeError:
                     stats.undecodable += 1
                     continue
-                tracker.apply(envelope, now=now, log_time=delivery.timestamp or None)
+                log_time = delivery.timestamp or None
+                read.append((envelope, log_time))
+                newest = max(newest, parse_time(envelope.time) or log_time or now)
+            async with self._commit_lock:  # no instance leaves memory between loading it back and applying
+                await self._load_back(tracker, [e.correlationid or e.id for e, _ in read if e.type in flow.types])
+                for envelope, log_time in read:
+                    tracker.apply(envelope, now=now, log_time=log_time, judge=False)
+            self.progress.fetched(flow.name, topic, len(batch), newest)
             stats.events += len(batch)
             stats.applied += tracker.applied - applied
             stats.duplicates += tracker.duplicates - duplicates
             await self._save()
             await subscription.settle(Settlement(acks=list(batch)))
+
+    async def _load_back(self, tracker: FlowTracker, correlation_ids: list[str]) -> None:
+        """Load instances that left memory back into ``tracker``; call holding the commit lock."""
+        missing = [cid for cid in dict.fromkeys(correlation_ids) if cid not in tracker.instances]
+        if missing:
+            for instance in await self.store.fetch(tracker.flow.name, missing):
+                tracker.adopt(instance)
 
     async def _tick(self) -> None:
         last_scan = float("-inf")
@@ -268,21 +273,61 @@ class Observer:
                     last_scan = loop.time()
                     await self.scan_dead_letters()
                 await self.check()
+                await self.forget_finished()
             except BrokerError as exc:
                 logger.warning("observer check failed, will retry: %s", exc)
+
+    async def forget_finished(self) -> int:
+        """Delete instances finished more than ``finished_retention`` ago from the store; return how many.
+
+        Runs at most once per tenth of the retention (at most hourly) unless called directly.
+        """
+        now = self.clock.now()
+        if now < self._next_forget:
+            return 0
+        retention = self.config.finished_retention
+        self._next_forget = now + min(3600.0, retention / 10)
+        return sum([await self.store.forget(flow.name, now - retention) for flow in self.flows])
 
     # -- evaluation ------------------------------------------------------
 
     async def check(self) -> None:
-        """Evaluate deadlines and compensation timeouts now, commit, and publish what is owed.
+        """Evaluate deadlines and compensation timeouts, commit, and publish what is owed.
 
-        Called periodically by the running observer; call it directly after
-        moving a fake clock. Idempotent: a notice is published once per instance.
+        Each flow is judged at its judge time (see the module docstring): not
+        at all before it caught up, at most the clock's time. Instances that
+        left memory and are due by then are loaded back first. Called
+        periodically by the running observer; call it directly after moving a
+        fake clock. Idempotent: a notice is published once per instance.
         """
         now = self.clock.now()
-        for tracker in self.trackers.values():
-            tracker.check(now)
+        for flow in self.flows:
+            tracker = self.trackers[flow.name]
+            if not await self.progress.catch_up(self.broker, flow):
+                continue
+            judge = self.progress.judge_time(flow, now)
+            if judge is None:
+                continue
+            if tracker.evicted_open:
+                await self._check_stored(tracker, judge)
+            tracker.check(judge)
         await self.commit()
+
+    async def _check_stored(self, tracker: FlowTracker, judge: float) -> None:
+        """Load back, page by page, the instances that left memory and are due by ``judge``; judge and commit them."""
+        flow, page = tracker.flow.name, self.config.due_page
+        after: tuple[float, str] | None = None
+        while True:
+            async with self._commit_lock:
+                due = await self.store.due(flow, judge, after=after, limit=page)
+                for instance in due:
+                    tracker.adopt(instance)
+            if len(due) < page:
+                return
+            last = due[-1]
+            after = (-math.inf if last.wake_at is None else last.wake_at, last.correlation_id)
+            tracker.check(judge)
+            await self.commit()
 
     async def scan_dead_letters(self) -> int:
         """Flag compensations whose trigger event was dead-lettered; return how many changed.
@@ -297,7 +342,8 @@ class Observer:
         entries = await broker.dead_letters(status=None, limit=self.config.dead_letter_limit)
         now = self.clock.now()
         changed = 0
-        for entry in entries:
+        fresh = [e for e in entries if e.id not in self._dead_letters_applied]
+        for entry in fresh:
             if entry.id not in self._dead_letters:
                 try:
                     envelope = codec.decode(entry.value)
@@ -311,11 +357,18 @@ class Observer:
                     entry.group,
                     detail[:500],
                 )
-            found = self._dead_letters[entry.id]
-            if found is None:
-                continue
+        wanted = [found[0] for e in fresh if (found := self._dead_letters[e.id]) is not None]
+        async with self._commit_lock:  # as in reading: load back, then apply, with no eviction in between
             for tracker in self.trackers.values():
-                changed += tracker.on_dead_letter(*found, now)
+                await self._load_back(tracker, wanted)
+            for entry in fresh:
+                found = self._dead_letters[entry.id]
+                if found is None:
+                    continue
+                for tracker in self.trackers.values():
+                    if found[0] in tracker.instances:
+                        self._dead_letters_applied.add(entry.id)  # its instance is known: applied for good
+                    changed += tracker.on_dead_letter(*found, now, judge=False)
         return changed
 
     # -- committing ------------------------------------------------------
@@ -323,15 +376,16 @@ class Observer:
     async def _save(self) -> None:
         async with self._commit_lock:
             dirty = [instance for tracker in self.trackers.values() for instance in tracker.take_dirty()]
-            if not dirty:
-                return
-            try:
-                await self.store.save(dirty)
-            except BaseException:
-                for instance in dirty:
-                    self.trackers[instance.flow].mark_dirty(instance)
-                raise
-            self.stats.commits += 1
+            if dirty:
+                try:
+                    await self.store.save(dirty)
+                except BaseException:
+                    for instance in dirty:
+                        self.trackers[instance.flow].mark_dirty(instance)
+                    raise
+                self.stats.commits += 1
+            for tracker in self.trackers.values():  # stored now: finished ones, and any over the cap, may leave
+                tracker.retire([i for i in dirty if i.flow == tracker.flow.name], self.config.max_open_instances)
 
     async def _publish_notices(self) -> None:
         async with self._commit_lock:
@@ -374,11 +428,24 @@ class Observer:
     # -- reading the state -----------------------------------------------
 
     def figures(self) -> dict[str, FlowFigures]:
-        """Return each flow's figures at the clock's current time."""
+        """Return each flow's figures at the clock's current time.
+
+        They count every instance held and every finished one (as figures),
+        not open instances waiting in the store over ``max_open_instances``:
+        ``choreograph flows --state`` reads the store for those.
+        """
         now = self.clock.now()
         return {name: tracker.figures(now) for name, tracker in self.trackers.items()}
 
     def instance(self, flow: str, correlation_id: str) -> Instance | None:
-        """Return what is known of one instance, or None."""
+        """Return one instance held in memory, or None (see :meth:`lookup` for one that left memory)."""
         tracker = self.trackers.get(flow)
         return tracker.instances.get(correlation_id) if tracker else None
+
+    async def lookup(self, flow: str, correlation_id: str) -> Instance | None:
+        """Return what is known of one instance, from memory or else from the store, or None."""
+        held = self.instance(flow, correlation_id)
+        if held is not None:
+            return held
+        found = await self.store.fetch(flow, [correlation_id])
+        return found[0] if found else None
