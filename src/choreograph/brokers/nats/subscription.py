@@ -224,7 +224,10 @@ class NatsSubscription:
             self._ready.clear()
             taken = self._take(max_records)
             if taken:
-                return await self._deliveries(taken)
+                out = await self._deliveries(taken)
+                if out:
+                    return out
+                continue  # all of it was sent again while held here (see _deliveries)
             remaining = deadline - loop.time()
             if remaining <= 0 or self._closed:
                 return []
@@ -309,6 +312,13 @@ class NatsSubscription:
             headers, key = n.from_wire(wire)
             entry = entries.get((p, seq)) if entries else None
             offset = int(wire.get(n.OFFSET_HEADER, seq))
+            earlier = held.get((p, offset))
+            if earlier is not None:
+                # Sent again while still held here (its ack_wait ran out, e.g. a handler blocked the loop): handing
+                # it out again would run it twice at once. The held delivery answers for both, through the newest
+                # reply subject; if its lease was lost meanwhile, its settle is refused and the next owner gets it.
+                earlier.msg, earlier.touched = msg, now
+                continue
             held[(p, offset)] = _Held(msg, seq, now, entry, self._parts.get(p))
             out.append(
                 Delivery(

@@ -1,0 +1,91 @@
+"""Lease fencing on NATS, on a real nats-server: a member whose lease lapsed acks nothing it held.
+
+A member's leases are KV entries that expire ``lease_timeout`` after their
+last write; its renewals run on the event loop, so a handler that blocks the
+loop past the lease lets them expire. Its next settle must find that out and
+refuse, before writing or acking anything.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from choreograph.brokers.nats import NatsBroker
+from choreograph.core.broker import Delivery, Record, Settlement, Subscription
+from choreograph.core.errors import LeaseLost
+
+from .server import NatsServer
+
+LEASE = 1.0
+
+
+@pytest.fixture
+async def broker(nats_server: NatsServer) -> AsyncIterator[NatsBroker]:
+    """A broker with one-second leases and a short ack deadline, on its own prefix."""
+    url = f"{nats_server.url}?prefix=f{uuid.uuid4().hex[:8]}&partitions=1&lease_timeout={LEASE}&ack_wait=2"
+    opened = NatsBroker.from_url(url)
+    yield opened
+    await opened.close()
+
+
+async def _fetch(subscription: Subscription, count: int) -> list[Delivery]:
+    got: list[Delivery] = []
+    for _ in range(50):
+        got += await subscription.fetch(count - len(got), 0.2)
+        if len(got) >= count:
+            break
+    assert len(got) == count
+    return got
+
+
+async def test_a_settle_after_the_loop_blocked_past_the_lease_is_refused(broker: NatsBroker) -> None:
+    # Given a member holding two records of its only partition
+    await broker.publish("t", [Record(b"a", "k"), Record(b"b", "k")])
+    stale = await broker.subscribe("t", "g")
+    held = await _fetch(stale, 2)
+
+    # When a handler blocks the event loop past the lease (its entry expires; nothing renews it)
+    time.sleep(LEASE + 1.5)  # blocking the loop is the fault under test
+
+    # Then its settle is refused before anything is written or acked
+    with pytest.raises(LeaseLost):
+        await stale.settle(Settlement(acks=held, outputs=[("out", Record(b"output", "k"))]))
+    assert not await _exists(broker, "out"), "the output was written"
+    await stale.close()
+    # and the records come back to the next member, once their ack deadline passed
+    fresh = await broker.subscribe("t", "g")
+    again = await _fetch(fresh, 2)
+    assert sorted(d.value for d in again) == [b"a", b"b"]
+    await fresh.settle(Settlement(acks=again))
+    await fresh.close()
+
+
+async def test_a_record_sent_again_while_held_is_not_handed_out_twice_and_its_stale_settle_is_refused(
+    broker: NatsBroker,
+) -> None:
+    # Given a member that fetched a record and then blocked its loop past the lease and the ack deadline
+    await broker.publish("t", [Record(b"a", "k")])
+    stale = await broker.subscribe("t", "g")
+    held = await _fetch(stale, 1)
+    time.sleep(LEASE + 1.5)  # blocking the loop is the fault under test
+
+    # When its maintenance takes the partition back and JetStream sends the record again
+    again = await stale.fetch(10, 3.0)
+
+    # Then the record is not handed out a second time while its first delivery is held,
+    # and the first delivery's settle is refused: it was fetched under the lease that lapsed
+    assert again == []
+    with pytest.raises(LeaseLost):
+        await stale.settle(Settlement(acks=held))
+    await stale.close()
+    fresh = await broker.subscribe("t", "g")
+    assert [d.value for d in await _fetch(fresh, 1)] == [b"a"]
+    await fresh.close()
+
+
+async def _exists(broker: NatsBroker, topic: str) -> bool:
+    return topic in {info.name for info in await broker.topics()}
