@@ -7,6 +7,7 @@ import os
 import sys
 
 from choreograph.core.errors import ConfigurationError
+from choreograph.ops.terminal import remember_broker
 from choreograph.runtime.app import App
 
 
@@ -36,4 +37,5 @@ def load_app(spec: str) -> App:
         raise ConfigurationError(f"module {module_name!r} has no attribute {attribute!r}") from None
     if not isinstance(app, App):
         raise ConfigurationError(f"{spec} is a {type(app).__name__}, not a choreograph App")
+    remember_broker(app.broker_url)  # the App's own URL may hold a password too: errors hide it
     return app

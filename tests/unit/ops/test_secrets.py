@@ -213,3 +213,16 @@ def test_demo_never_shows_the_password_nor_puts_it_on_worker_command_lines(nats_
         _assert_hidden(line)
         assert "nats://" not in line
     _assert_hidden(out.decode() + err.decode())
+
+
+def test_the_apps_own_url_is_hidden_in_run_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given an App configured in code with a password URL, its server down
+    url = f"redis://app:{ENCODED}@127.0.0.1:{free_port()}/0?connect_timeout=1"
+    (tmp_path / "secret_app_module.py").write_text(f"from choreograph import App\napp = App('s', broker={url!r})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("CHOREOGRAPH_BROKER", raising=False)
+
+    # When it is run, then the error names the broker without its password
+    result = runner.invoke(cli, ["run", "secret_app_module:app"])
+    assert result.exit_code == 3, result.output
+    _assert_hidden(result.output)
