@@ -156,8 +156,8 @@ class TestApp:
         if drain_timeout <= 0 or stop_timeout <= 0:
             raise ConfigurationError("drain_timeout and stop_timeout are seconds > 0")
         self.app = app
-        self._services = list(services) if services else list(app.services)
-        unknown = [name for name in self._services if name not in app.services]
+        self._services = list(services) if services else None
+        unknown = [name for name in self._services or () if name not in app.services]
         if unknown:
             raise ConfigurationError(
                 f"unknown service(s) {', '.join(unknown)}; this app has: {', '.join(app.services) or 'none'}"
@@ -166,7 +166,7 @@ class TestApp:
         self._raise_on_dead_letter = raise_on_dead_letter
         self._drain_timeout = drain_timeout
         self._stop_timeout = stop_timeout
-        self._specs = [spec for name in self._services for spec in app.services[name].handlers]
+        self._specs: list[HandlerSpec] = []
         self._recorder = _Recorder()
         self._reported = 0
         self._broker: MemoryBroker | None = None
@@ -178,6 +178,8 @@ class TestApp:
         broker = await self._memory_broker()
         self._broker = broker
         app = self.app
+        services = self._services or list(app.services)
+        self._specs = [spec for name in services for spec in app.services[name].handlers]
         app.add_listener(self._recorder)
         app.use_publisher(self._recorder.publisher)
         # Position every group now, as its consumer will: a drain right after the first publish must
@@ -187,7 +189,7 @@ class TestApp:
             await subscription.close()
         self._recorder.active = True
         try:
-            await app.start(self._services)
+            await app.start(services)
         except BaseException:
             self._recorder.active = False
             await app.close()
