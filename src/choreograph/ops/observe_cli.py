@@ -19,7 +19,7 @@ from choreograph.observe.dashboards import dashboards
 from choreograph.observe.slo import BURN_WINDOWS, LogSource, SLOReport, declared_slos, format_window, measure
 from choreograph.observe.trace_view import collect_trace, render_trace, trace_rows
 from choreograph.ops.loader import load_app
-from choreograph.ops.terminal import BrokerOption, emit_json, out, run_async
+from choreograph.ops.terminal import BrokerOption, emit_json, out, run_async, safe
 
 AppArgument = Annotated[
     str, typer.Argument(metavar="MODULE:APP", help="The App, e.g. choreograph.examples.shop.app:app")
@@ -72,7 +72,7 @@ def slo(app_spec: AppArgument, broker: BrokerOption = None) -> None:
         app = load_app(app_spec)
         slos = declared_slos(app.declarations)
         if not slos:
-            out.print(f"{app_spec} declares no SLO; add app.declare(SLO.success_rate(...)) and friends")
+            out.print(f"{safe(app_spec)} declares no SLO; add app.declare(SLO.success_rate(...)) and friends")
             return
         target = open_broker(broker) if broker else app.broker
         try:
@@ -98,7 +98,7 @@ def export_prometheus_rules(
         out.print(text, markup=False, highlight=False, end="")
         return
     output.write_text(text)
-    out.print(f"wrote {output}")
+    out.print(f"wrote {safe(output)}")
 
 
 @export_app.command("grafana")
@@ -114,7 +114,7 @@ def export_grafana(
     for stem, model in dashboards(declared_slos(app.declarations), app.name).items():
         path = output / f"{app.name}-{stem}.json"
         path.write_text(json.dumps(model, indent=2) + "\n")
-        out.print(f"wrote {path}")
+        out.print(f"wrote {safe(path)}")
 
 
 def trace(
