@@ -402,35 +402,61 @@ class NatsBroker:
             key=lambda i: i.config.metadata[n.META_TOPIC],
         )
 
+    async def _partition_records(self, js: JetStreamContext, info: Any) -> dict[int, int]:
+        """Records stored per partition of a topic's stream (its partition subjects; resubmits not counted)."""
+        topic = info.config.metadata[n.META_TOPIC]
+        base = self.names.partition_subject(topic, 0).rpartition(".")[0]
+        with translated("stream subjects"):
+            detail = await js.stream_info(info.config.name, subjects_filter=f"{base}.*")
+        counts = dict.fromkeys(range(int(info.config.metadata.get(n.META_PARTITIONS, 1))), 0)
+        for subject, count in (detail.state.subjects or {}).items():
+            tail = subject.rpartition(".")[2]
+            if tail.isdigit() and int(tail) in counts:
+                counts[int(tail)] = int(count)
+        return counts
+
     async def lag(self, group: str | None = None) -> list[PartitionLag]:
-        """Return lag per (topic, group, partition): records pending plus delivered-but-unacked."""
+        """Return lag per (topic, group, partition) in per-partition positions, as every backend does.
+
+        A topic's partitions share one stream, whose sequence numbers count all
+        of them, so positions are not stream sequences: ``end_offset`` is the
+        number of records stored in the partition, and ``committed`` is that
+        minus the records the group has not settled yet (pending, or delivered
+        but not acknowledged) — the position of the next record to consume.
+        """
         js = await self._ready()
         out = []
         for info in await self._streams():
             topic = info.config.metadata[n.META_TOPIC]
             with translated("consumer info"):
                 consumers = await js.consumers_info(info.config.name)
+            ours = []
             for consumer in consumers:
                 meta = consumer.config.metadata or {}
                 name = meta.get(n.META_GROUP)
-                if name is None or (group is not None and name != group):
-                    continue
-                committed = consumer.ack_floor.stream_seq if consumer.ack_floor else 0
-                behind = (consumer.num_pending or 0) + (consumer.num_ack_pending or 0)
-                out.append(PartitionLag(topic, name, int(meta.get(n.META_PARTITION, 0)), committed + behind, committed))
+                if name is not None and (group is None or name == group):
+                    behind = (consumer.num_pending or 0) + (consumer.num_ack_pending or 0)
+                    ours.append((name, int(meta.get(n.META_PARTITION, 0)), behind))
+            if not ours:
+                continue
+            records = await self._partition_records(js, info)
+            for name, partition, behind in ours:
+                end = records.get(partition, 0)
+                out.append(PartitionLag(topic, name, partition, end, max(0, end - behind)))
         return sorted(out, key=lambda lag: (lag.topic, lag.group, lag.partition))
 
     async def topics(self) -> list[TopicInfo]:
-        """Return every topic of this prefix, sorted by name."""
-        return [
-            TopicInfo(
-                i.config.metadata[n.META_TOPIC],
-                int(i.config.metadata.get(n.META_PARTITIONS, 1)),
-                i.state.messages,
-                i.state.last_seq,
-            )
-            for i in await self._streams()
-        ]
+        """Return every topic of this prefix, sorted by name; records and end are summed over its partitions.
+
+        As with :meth:`lag`, a partition's end is its number of stored records, not a stream sequence.
+        """
+        js = await self._ready()
+        out = []
+        for info in await self._streams():
+            stored = sum((await self._partition_records(js, info)).values())
+            partitions = int(info.config.metadata.get(n.META_PARTITIONS, 1))
+            out.append(TopicInfo(info.config.metadata[n.META_TOPIC], partitions, stored, stored))
+        return out
 
     async def read(self, topic: str, start: Position = _EARLIEST, *, limit: int = 1000) -> list[Delivery]:
         """Return up to ``limit`` records from ``start`` in (partition, offset) order. Does not block."""
