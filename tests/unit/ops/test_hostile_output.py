@@ -273,3 +273,14 @@ def test_flows_and_flow_show_draw_hostile_events_as_text(tmp_path: Path) -> None
         json.loads(line)
     code, output = fresh_invoke("flow", "show", app, correlation, "--broker", url)
     assert f"instance corr{MARKUP}" in output and "src[/]" in output
+
+
+def test_schema_list_json_is_one_document_per_type(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/schemas.db"
+    code, output = invoke("schema", "register", "tests.unit.schema.shop:app", "--broker", url)
+    assert code == 0, output
+    code, output = invoke("schema", "list", "--json", "--broker", url)
+    assert code == 0, output
+    docs = [json.loads(line) for line in output.splitlines()]
+    placed = next(doc for doc in docs if doc["type"] == "shop.order.placed")
+    assert placed == {"type": "shop.order.placed", "versions": [1], "mode": "BACKWARD"}
