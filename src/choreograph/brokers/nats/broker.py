@@ -157,7 +157,7 @@ class NatsBroker:
         specs = (
             (self.names.inbox_bucket, config.inbox_retention),
             (self.names.lease_bucket, config.lease_timeout),
-            (self.names.dlq_bucket, None),
+            (self.names.dlq_bucket, config.dead_letter_retention),
         )
         for bucket, ttl in specs:
             with translated(f"create bucket {bucket}"):

@@ -61,6 +61,9 @@ class NatsConfig:
     """Seconds a member keeps its partitions without heartbeating; then the others take them."""
     inbox_retention: float = 7 * 24 * 3600.0
     """Seconds a dedupe key stays in a group's inbox (the inbox bucket's TTL)."""
+    dead_letter_retention: float | None = None
+    """Seconds a dead letter is kept after its last change (the dead-letter bucket's TTL), whatever
+    its status. Applies when this broker creates the bucket; an existing bucket keeps its TTL."""
     prefetch: int = 500
     """Records pulled ahead per owned partition."""
     publish_timeout: float = 10.0
@@ -93,6 +96,8 @@ class NatsConfig:
             raise ConfigurationError(f"storage must be one of {STORAGE_KINDS}, got {self.storage!r}")
         if self.max_age is not None:
             require_positive("max_age", self.max_age)
+        if self.dead_letter_retention is not None:
+            require_positive("dead_letter_retention", self.dead_letter_retention)
         for name in (
             "duplicate_window",
             "ack_wait",
@@ -123,6 +128,7 @@ _PARSERS: dict[str, Parser] = {
     "ack_wait": float,
     "lease_timeout": float,
     "inbox_retention": float,
+    "dead_letter_retention": optional(float),
     "prefetch": int,
     "publish_timeout": float,
     "connect_timeout": float,

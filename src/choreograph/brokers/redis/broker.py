@@ -471,12 +471,21 @@ class RedisBroker:
         return [last_delivered_before(o) for o in await self.start_offsets(topic, partitions, start)]
 
     async def _maybe_trim(self) -> None:
-        """Trim entries older than ``max_age`` on every topic, at most once per ``retention_interval``."""
-        max_age = self.config.max_age
+        """Trim entries older than ``max_age`` on every topic, and dead letters older than
+        ``dead_letter_retention``, at most once per ``retention_interval``."""
+        max_age, keep = self.config.max_age, self.config.dead_letter_retention
         now = time.monotonic()
-        if max_age is None or now - self._last_trim < self.config.retention_interval:
+        if (max_age is None and keep is None) or now - self._last_trim < self.config.retention_interval:
             return
         self._last_trim = now
+        if keep is not None:
+            async with translated("expire old dead letters"):
+                stored_before = self.clock.now() - keep
+                old = await self.client.zrangebyscore(self.keys.dead_letter_index, "-inf", f"({stored_before!r}")
+            if old:
+                await self.purge([_text(i) for i in old], delete=True)
+        if max_age is None:
+            return
         cutoff = self.clock.now() - max_age
         async with translated("trim old records"):
             registry = await self.client.hgetall(self.keys.topics)

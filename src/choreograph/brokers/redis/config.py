@@ -45,6 +45,9 @@ class RedisConfig:
     """Trim entries older than this many seconds (``XTRIM MINID``), checked every ``retention_interval``."""
     retention_interval: float = 60.0
     """Seconds between trims of old inbox keys and (with ``max_age``) old entries."""
+    dead_letter_retention: float | None = None
+    """Seconds a dead letter is kept after it was stored, whatever its status; then a publishing
+    broker's periodic trim (every ``retention_interval``) deletes it. ``None``: until deleted."""
     connect_timeout: float = 5.0
     """Seconds to wait for a connection before raising BrokerUnavailable."""
 
@@ -62,6 +65,8 @@ class RedisConfig:
         require_lease(self.lease_timeout, self.heartbeat_interval)
         require_positive("poll_interval", self.poll_interval)
         require_positive("inbox_retention", self.inbox_retention)
+        if self.dead_letter_retention is not None:
+            require_positive("dead_letter_retention", self.dead_letter_retention)
         if self.max_length is not None:
             require_positive_int("max_length", self.max_length)
         if self.max_age is not None:
@@ -82,6 +87,7 @@ _PARSERS: dict[str, Parser] = {
     "heartbeat_interval": optional(float),
     "poll_interval": float,
     "inbox_retention": float,
+    "dead_letter_retention": optional(float),
     "max_length": optional(int),
     "max_age": optional(float),
     "retention_interval": float,
