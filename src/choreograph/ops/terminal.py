@@ -93,8 +93,8 @@ def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
     """Print ``message`` to stderr (secrets redacted, shown as plain text) and return the Exit to raise."""
     # Multi-line explanations stay readable: each further line is indented, so none can
     # pass for a line of its own; escape sequences are still shown as text.
-    lines = [printable(line) for line in scrub(message).split("\n")]
-    err.print(f"[bold red]error:[/] {escape(chr(10).join(lines).replace(chr(10), chr(10) + '  '))}", soft_wrap=True)
+    text = "\n  ".join(printable(line) for line in scrub(message).split("\n"))
+    err.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -184,8 +184,8 @@ def run_async(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
             raise fail(f"broker error: {exc}", EXIT_UNAVAILABLE) from None
         except ChoreographError as exc:
             raise fail(str(exc), EXIT_FAILED) from None
-        except OSError as exc:  # connection errors of client libraries may quote the URL
-            raise fail(f"broker unavailable: {exc}", EXIT_UNAVAILABLE) from None
+        except OSError as exc:  # a client library's own connection error: shown scrubbed, not as a traceback
+            raise fail(f"I/O error ({type(exc).__name__}): {exc}", EXIT_UNAVAILABLE) from None
         except KeyboardInterrupt:
             sys.exit(130)
 
