@@ -226,3 +226,28 @@ def test_the_apps_own_url_is_hidden_in_run_errors(tmp_path: Path, monkeypatch: p
     result = runner.invoke(cli, ["run", "secret_app_module:app"])
     assert result.exit_code == 3, result.output
     _assert_hidden(result.output)
+
+
+@pytest.mark.parametrize("backend", ["nats", "redis"])
+def test_a_refused_password_is_not_shown_either(backend: str, request: pytest.FixtureRequest) -> None:
+    # Given the right server and the wrong password (which may well be another real one)
+    url = request.getfixturevalue(f"{backend}_url").replace(ENCODED, quote("S3cr3t-wrong", safe=""))
+    if backend == "nats":
+        url += "?connect_timeout=1"
+
+    # When a command connects, then it fails without showing the password it tried
+    result = runner.invoke(cli, ["topics", "--broker", url])
+    assert result.exit_code == 3, result.output
+    assert "S3cr3t" not in result.output
+
+    async def ping() -> str:
+        broker = open_broker(url)
+        try:
+            await broker.ping()
+        except ChoreographError as exc:
+            return f"{exc} {exc!r} {exc.__cause__!r}"
+        finally:
+            await broker.close()
+        raise AssertionError("a wrong password was accepted")
+
+    assert "S3cr3t" not in asyncio.run(ping())
