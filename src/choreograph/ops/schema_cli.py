@@ -15,7 +15,6 @@ error (arguments, module, URL, unknown type, unreadable store).
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ import typer
 from choreograph.core.errors import ChoreographError, ConfigurationError, ContractError
 from choreograph.core.printable import printable
 from choreograph.core.redaction import redact_url
-from choreograph.ops.terminal import json_line
+from choreograph.ops.terminal import json_block, json_line
 from choreograph.schema.asyncapi import asyncapi_json
 from choreograph.schema.catalog import render_catalog
 from choreograph.schema.compatibility import Compatibility, CompatibilityReport, diff_schemas
@@ -212,7 +211,7 @@ def show(
     """Print the JSON Schema of one registered version (the latest by default)."""
     with _registry(broker, directory, must_exist=True) as registry:
         record = registry.get(event_type, version)
-    _echo(json.dumps(dict(record.schema), indent=2, ensure_ascii=False))
+    _echo(json_block(dict(record.schema)))
 
 
 @schema_app.command()

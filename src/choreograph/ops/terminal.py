@@ -141,6 +141,13 @@ def json_line(doc: object) -> str:
     return "".join(char if char.isprintable() else _json_escape(char) for char in line)
 
 
+def json_block(doc: object) -> str:
+    """Return ``doc`` as indented JSON for people, with the same escaping as :func:`json_line`."""
+    text = json.dumps(_jsonable(doc), indent=2, ensure_ascii=False, default=str)
+    # json.dumps escapes every C0 control inside strings: a raw newline is indentation.
+    return "".join(char if char.isprintable() or char == "\n" else _json_escape(char) for char in text)
+
+
 def _json_escape(char: str) -> str:
     code = ord(char)
     if code < 0x10000:

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from choreograph.ops.terminal import json_line, one_line
+from choreograph.ops.terminal import json_block, json_line, one_line
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),
@@ -38,3 +38,11 @@ def test_one_line_keeps_a_json_value_valid(doc: Any) -> None:
 
 def test_bytes_become_base64() -> None:
     assert json.loads(json_line({"value": b"\xff\x00"})) == {"value": {"base64": "/wA="}}
+
+
+@settings(max_examples=500)
+@given(JSON_VALUES)
+def test_a_json_block_reads_back_the_same_and_hides_nothing(doc: Any) -> None:
+    block = json_block(doc)
+    assert all(line.isprintable() for line in block.split("\n"))
+    assert json.loads(block) == doc
