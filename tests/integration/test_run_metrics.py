@@ -57,7 +57,7 @@ async def test_run_serves_metrics_matching_the_orders_handled(tmp_path: Path) ->
     try:
         assert proc.stdout is not None
         banner = proc.stdout.readline()
-        port = int(re.search(r"metrics on :(\d+)/metrics", banner).group(1))  # type: ignore[union-attr]
+        port = int(re.search(r"metrics on \S*:(\d+)/metrics", banner).group(1))  # type: ignore[union-attr]
         broker = SqliteBroker.from_url(url)
         deadline = time.monotonic() + 60
         try:
