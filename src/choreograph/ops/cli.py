@@ -23,7 +23,7 @@ from choreograph.core.ids import new_id
 from choreograph.observe.logs import configure_logging, install_log_context
 from choreograph.observe.metrics import install_metrics, serve_metrics
 from choreograph.observe.tracing import install_tracing
-from choreograph.ops import dlq_cli, flows_cli, log_cli, observe_cli
+from choreograph.ops import backup_cli, dlq_cli, flows_cli, log_cli, observe_cli
 from choreograph.ops.loader import load_app
 from choreograph.ops.schema_cli import asyncapi_command, catalog_command, schema_app
 from choreograph.ops.terminal import EXIT_USAGE, BrokerOption, fail, out, remember_broker, run_async, safe, shown_url
@@ -204,6 +204,7 @@ cli.command("catalog")(catalog_command)
 cli.command("asyncapi")(asyncapi_command)
 log_cli.register(cli)
 flows_cli.register(cli)
+backup_cli.register(cli)
 observe_cli.mount(cli)
 
 
