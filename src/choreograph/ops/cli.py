@@ -20,8 +20,9 @@ from choreograph.core.broker import Record
 from choreograph.core.envelope import Envelope, now_rfc3339
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.ids import new_id
+from choreograph.observe.health import serve_probes
 from choreograph.observe.logs import configure_logging, install_log_context
-from choreograph.observe.metrics import install_metrics, serve_metrics
+from choreograph.observe.metrics import install_metrics
 from choreograph.observe.tracing import install_tracing
 from choreograph.ops import backup_cli, dlq_cli, flows_cli, log_cli, observe_cli
 from choreograph.ops.loader import load_app
@@ -55,7 +56,7 @@ def run(
         Path | None, typer.Option(help="On exit, write per-handler counters to this JSON file.")
     ] = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus metrics at http://METRICS_HOST:PORT/metrics.")
+        int | None, typer.Option(help="Serve /metrics, /healthz and /readyz at http://METRICS_HOST:PORT.")
     ] = None,
     metrics_host: Annotated[
         str,
@@ -90,7 +91,7 @@ def run(
         install_tracing(app)
         install_metrics(app)
         await app.broker.ping()
-        server = await serve_metrics(app, metrics_port, host=metrics_host) if metrics_port is not None else None
+        server = await serve_probes(app, metrics_port, host=metrics_host) if metrics_port is not None else None
         names = safe(", ".join(service or app.services))
         where = f"; metrics on {safe(metrics_host)}:{server.port}/metrics" if server else ""
         out.print(f"[bold]choreograph[/] running {names} on {shown_url(app.broker_url)}{where} (Ctrl-C to stop)")
