@@ -63,7 +63,7 @@ test-chaos: $(STAMP)
 
 ## make fuzz: the fuzz tests (codec, consumer, upcasters) with >= 1,000,000 inputs in all (takes long)
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:logging --hypothesis-show-statistics tests/fuzz
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q --hypothesis-show-statistics tests/fuzz
 
 ## make bench: benchmarks with peers side by side (FastStream from the bench extra); writes bench/results/latest.json
 bench: $(BENCH_STAMP)

@@ -7,6 +7,21 @@ globally, so other hypothesis tests in the same run keep their own settings.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
+import pytest
+
 from tests.fuzz.budget import register_profiles
 
 register_profiles()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_dead_letters() -> Iterator[None]:
+    """Keep the consumer's per-dead-letter warnings out of the log (millions under ``make fuzz``); errors still show."""
+    logger = logging.getLogger("choreograph")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    yield
+    logger.setLevel(level)
