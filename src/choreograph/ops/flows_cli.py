@@ -142,7 +142,10 @@ async def _trackers(app: App, flows: Sequence[Flow], state: bool, correlation_id
     try:
         trackers = {}
         for declared in flows:
-            instances = [i for i in await store.load(declared.name) if correlation_id in (None, i.correlation_id)]
+            if correlation_id is None:
+                instances = await store.load(declared.name)
+            else:  # one indexed lookup, not every stored instance
+                instances = await store.fetch(declared.name, [correlation_id])
             trackers[declared.name] = FlowTracker(declared, instances, notify=False)
         return trackers
     finally:
