@@ -93,3 +93,18 @@ def test_missing_flows_declaration_is_a_usage_error(tmp_path: Path) -> None:
         cli, ["flows", APP, "--broker", f"sqlite:///{tmp_path}/x.db", "--flows", "choreograph.examples.shop.events"]
     )
     assert result.exit_code == 2
+
+
+def test_flow_show_state_answers_for_a_finished_instance_from_the_store(shop_log: tuple[str, list[str]]) -> None:
+    # Given an observer that ran the orders to the end (its finished instances left its memory)
+    url, ids = shop_log
+    # When one instance is shown from the stored state and from the log
+    stored = runner.invoke(cli, ["flow", "show", APP, ids[3], "--broker", url, "--json", "--state"])
+    importlib.reload(importlib.import_module("choreograph.examples.shop.app"))
+    replayed = runner.invoke(cli, ["flow", "show", APP, ids[3], "--broker", url, "--json"])
+    # Then the store has it, as the log tells it
+    assert stored.exit_code == 0 and replayed.exit_code == 0, stored.output + replayed.output
+    (from_store,) = orjson.loads(stored.output)["instances"]
+    (from_log,) = orjson.loads(replayed.output)["instances"]
+    assert from_store["status"] == from_log["status"] in {"completed", "failed"}
+    assert [row["id"] for row in from_store["timeline"]] == [row["id"] for row in from_log["timeline"]]
