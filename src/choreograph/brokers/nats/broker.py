@@ -24,6 +24,7 @@ from choreograph.brokers.nats import direct
 from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.config import NatsConfig, parse_url
 from choreograph.brokers.nats.dead_letters import DeadLetterBucket
+from choreograph.brokers.nats.native import translate as translate_headers
 from choreograph.brokers.nats.publisher import ATOMIC_LIMIT, FAST_LIMIT, BatchPublisher, Message
 from choreograph.brokers.nats.subscription import NatsSubscription
 from choreograph.brokers.nats.translation import translate, translated
@@ -80,6 +81,8 @@ class NatsBroker:
         self._subscriptions: set[NatsSubscription] = set()
         self._round_robin: dict[str, int] = {}
         self._dlq: DeadLetterBucket | None = None
+        self.dead_letters_parked = 0
+        """Records parked because their dead letter could not be stored (see NatsSubscription.settle)."""
         self._publisher: BatchPublisher | None = None
         self._inbox_batches: tuple[_Send, int] | None = None
         """How inbox keys go in batches (fast-ingest, else atomic), with the batch limit; None: one by one."""
@@ -478,8 +481,8 @@ class NatsBroker:
                         nc, stream, subject, start_seq=first, limit=limit - len(out), timeout=timeout
                     )
             for stored in found:
-                headers, key = n.from_wire(stored.headers)
-                out.append(Delivery(topic, p, stored.seq, stored.data, key, headers, stored.timestamp))
+                headers, key, _, fault = translate_headers(stored.headers, stored.seq, stored.subject)
+                out.append(Delivery(topic, p, stored.seq, stored.data, key, headers, stored.timestamp, fault=fault))
         return out
 
     # -- DeadLetterStore --------------------------------------------------------------

@@ -5,6 +5,14 @@ Each dead letter is one key (its id) in bucket ``<prefix>_dlq`` holding the
 revision per key, so a scan of its stream yields every entry once. A status
 change is a compare-and-set on the entry's revision.
 
+A dead letter of any record the server accepted can be stored: when its JSON
+would not fit in the server's ``max_payload`` (base64 makes a record of
+~786 KB too big for 1 MB), its value is stored raw in chunks under keys
+``<id>.v<n>`` written before the entry, and the entry says how many
+(``"chunks"``). Scans and counts read ``<id>`` keys only (``$KV.<bucket>.*``).
+Its stack and error message are cut to 16 KB first; an entry still too big
+(headers alone past the limit) raises :class:`DeadLetterTooLarge`.
+
 Resubmission publishes the record to the partition's resubmit subject, which
 only the group that gave up reads, with ``Nats-Msg-Id = dlq/<id>``; then it
 flips the status to ``resubmitted`` by CAS. Two concurrent resubmits publish
@@ -29,13 +37,21 @@ from nats.js.client import JetStreamContext
 from choreograph.brokers.nats import direct
 from choreograph.brokers.nats.translation import translated
 from choreograph.core.broker import DeadLetter
-from choreograph.core.errors import NotFound
+from choreograph.core.errors import BrokerError, NotFound
 
 _EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
 _WRONG_LAST: Final = (10071, 10164)
 _PAGE: Final = 1000
 _COUNT_PAGE: Final = 64
 """Entries read per request when counting: at most 64 entries' bytes are held at once."""
+_SLACK: Final = 4096
+"""Bytes of ``max_payload`` left for a KV write's subject, headers and protocol line."""
+_TEXT_CAP: Final = 16 * 1024
+"""Characters of stack and error message kept in an entry whose value goes in chunks."""
+
+
+class DeadLetterTooLarge(BrokerError):
+    """A dead letter whose entry cannot fit the server's max_payload even with its value in chunks."""
 
 
 def encode(letter: DeadLetter) -> bytes:
@@ -47,10 +63,52 @@ def encode(letter: DeadLetter) -> bytes:
 
 
 def decode(raw: bytes) -> DeadLetter:
-    """Deserialize what :func:`encode` wrote."""
+    """Deserialize what :func:`encode` wrote (an entry whose value is in chunks has an empty value here)."""
+    return _parse(raw)[0]
+
+
+def _parse(raw: bytes) -> tuple[DeadLetter, int]:
+    """(dead letter, number of chunks its value is in: 0 when inside the entry) of an entry."""
     doc = json.loads(raw)
+    chunks = int(doc.pop("chunks", 0))
     doc["value"] = base64.b64decode(doc["value"])
-    return DeadLetter(**doc)
+    return DeadLetter(**doc), chunks
+
+
+def chunk_key(dead_letter_id: str, index: int) -> str:
+    """The KV key of chunk ``index`` of a dead letter's value."""
+    return f"{dead_letter_id}.v{index}"
+
+
+def writes(bucket: str, letter: DeadLetter, max_payload: int) -> list[tuple[str, bytes, None]]:
+    """Return the KV writes (subject, data, no headers) that store ``letter``, in the order to make them.
+
+    One write when its JSON fits ``max_payload`` (0: no limit); else the
+    chunks of its value, then the entry naming how many there are. Raises
+    DeadLetterTooLarge if even that entry cannot fit.
+    """
+    body = encode(letter)
+    if not max_payload or len(body) + _SLACK <= max_payload:
+        return [(f"$KV.{bucket}.{letter.id}", body, None)]
+    size = max(1, max_payload - _SLACK)
+    value = bytes(letter.value)
+    chunks = [value[i : i + size] for i in range(0, len(value), size)] or [b""]
+    small = dataclasses.replace(
+        letter, value=b"", stack=letter.stack[-_TEXT_CAP:], error_message=letter.error_message[:_TEXT_CAP]
+    )
+    doc: dict[str, Any] = json.loads(encode(small))
+    doc["chunks"] = len(chunks)
+    entry = json.dumps(doc, ensure_ascii=False).encode()
+    if len(entry) + _SLACK > max_payload:
+        raise DeadLetterTooLarge(
+            f"dead letter {letter.id} of {letter.topic}[{letter.partition}]@{letter.offset} needs {len(entry)} bytes "
+            f"without its value, over the server's max_payload of {max_payload}"
+        )
+    out: list[tuple[str, bytes, None]] = [
+        (f"$KV.{bucket}.{chunk_key(letter.id, i)}", chunk, None) for i, chunk in enumerate(chunks)
+    ]
+    out.append((f"$KV.{bucket}.{letter.id}", entry, None))
+    return out
 
 
 class DeadLetterBucket:
@@ -77,7 +135,20 @@ class DeadLetterBucket:
         stored = found.get(subject)
         if stored is None or stored.deleted:
             raise NotFound(f"no dead letter with id {dead_letter_id!r}")
-        return decode(stored.data), stored.seq
+        letter, chunks = _parse(stored.data)
+        return await self._joined(letter, chunks), stored.seq
+
+    async def _joined(self, letter: DeadLetter, chunks: int) -> DeadLetter:
+        """``letter`` with its value read back from its ``chunks`` (itself if none)."""
+        if not chunks:
+            return letter
+        subjects = [self.subject(chunk_key(letter.id, i)) for i in range(chunks)]
+        with translated("dead letter read"):
+            found = await direct.last_values(self._nc, self._stream, subjects, self._timeout)
+        parts = [found.get(subject) for subject in subjects]
+        if any(part is None or part.deleted for part in parts):
+            raise BrokerError(f"dead letter {letter.id} lost chunks of its value (bucket {self._bucket})")
+        return dataclasses.replace(letter, value=b"".join(part.data for part in parts if part is not None))
 
     async def scan(self) -> list[DeadLetter]:
         """Return every entry, oldest first (ids are time-ordered)."""
@@ -86,9 +157,11 @@ class DeadLetterBucket:
         while True:
             with translated("dead letter scan"):
                 page = await direct.scan(
-                    self._nc, self._stream, f"$KV.{self._bucket}.>", start_seq=seq, limit=_PAGE, timeout=self._timeout
+                    self._nc, self._stream, f"$KV.{self._bucket}.*", start_seq=seq, limit=_PAGE, timeout=self._timeout
                 )
-            out.extend(decode(s.data) for s in page if not s.deleted and s.data)
+            for stored in page:
+                if not stored.deleted and stored.data:
+                    out.append(await self._joined(*_parse(stored.data)))
             if len(page) < _PAGE:
                 break
             seq = page[-1].seq + 1
@@ -108,7 +181,7 @@ class DeadLetterBucket:
                 page = await direct.scan(
                     self._nc,
                     self._stream,
-                    f"$KV.{self._bucket}.>",
+                    f"$KV.{self._bucket}.*",  # entries only, not the chunks of their values
                     start_seq=seq,
                     limit=_COUNT_PAGE,
                     timeout=self._timeout,
@@ -127,10 +200,11 @@ class DeadLetterBucket:
     async def set_status(self, letter: DeadLetter, revision: int, status: str) -> bool:
         """Change ``letter``'s status if its revision is still ``revision``; return whether it did."""
         changed = dataclasses.replace(letter, status=status)
+        *chunks, (subject, entry, _) = writes(self._bucket, changed, self._nc.max_payload)
         try:
-            await self._js.publish(
-                self.subject(letter.id), encode(changed), headers={_EXPECTED_LAST: str(revision)}, timeout=self._timeout
-            )
+            for chunk_subject, chunk, _ in chunks:  # the same bytes again: the entry must name chunks that exist
+                await self._js.publish(chunk_subject, chunk, timeout=self._timeout)
+            await self._js.publish(subject, entry, headers={_EXPECTED_LAST: str(revision)}, timeout=self._timeout)
         except nats.js.errors.APIError as exc:
             if exc.err_code in _WRONG_LAST:
                 return False

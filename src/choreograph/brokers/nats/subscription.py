@@ -43,17 +43,19 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+import nats.js.errors
 from nats.aio.msg import Msg
 
 from choreograph.brokers.nats import direct
 from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.bookkeeping import Bookkeeping, Entry
-from choreograph.brokers.nats.dead_letters import encode as encode_dead_letter
+from choreograph.brokers.nats.dead_letters import writes as dead_letter_writes
 from choreograph.brokers.nats.leases import Leases
+from choreograph.brokers.nats.native import translate as translate_headers
 from choreograph.brokers.nats.publisher import Message, frame, send_frames
 from choreograph.brokers.nats.translation import translate, translated
-from choreograph.core.broker import Delivery, Settlement
-from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError, LeaseLost
+from choreograph.core.broker import DeadLetter, Delivery, Settlement
+from choreograph.core.errors import BrokerClosed, BrokerError, BrokerUnavailable, ConfigurationError, LeaseLost
 
 if TYPE_CHECKING:
     from choreograph.brokers.nats.broker import NatsBroker
@@ -62,6 +64,8 @@ logger = logging.getLogger("choreograph.brokers.nats")
 
 PULL_EXPIRES: Final = 0.5
 """Seconds a pull request lingers on the server waiting for records."""
+PARK_DELAY: Final = 300.0
+"""Seconds a record whose dead letter cannot be stored waits before it is delivered again."""
 _GRACE: Final = 0.5
 _CHECK_INTERVAL: Final = 0.25
 _ACK: Final = b"+ACK"
@@ -308,11 +312,12 @@ class NatsSubscription:
         held = self._held
         topic = self.topic
         for (p, msg), (delivered, seq, stored_ns) in zip(taken, fields, strict=True):
-            wire = msg.headers or {}
-            headers, key = n.from_wire(wire)
+            headers, key, offset, fault = translate_headers(msg.headers, seq, msg.subject)
             entry = entries.get((p, seq)) if entries else None
-            offset = int(wire.get(n.OFFSET_HEADER, seq))
             earlier = held.get((p, offset))
+            if earlier is not None and earlier.seq != seq:  # a resubmission of another record held: keep them apart
+                offset, fault = -seq, fault or f"resubmitted with offset {offset}, which this member holds already"
+                earlier = held.get((p, offset))
             if earlier is not None:
                 # Sent again while still held here (its ack_wait ran out, e.g. a handler blocked the loop): handing
                 # it out again would run it twice at once. The held delivery answers for both, through the newest
@@ -331,6 +336,7 @@ class NatsSubscription:
                     timestamp=stored_ns / 1e9,
                     attempt=max(1, delivered - (entry.returned if entry else 0)),
                     first_failure=entry.first_failure if entry else None,
+                    fault=fault,
                 )
             )
         return out
@@ -358,7 +364,7 @@ class NatsSubscription:
                 f"member {self._leases.member} lost partitions {sorted(moved)} of {self.topic!r} after fetching"
             )
         await self._fenced(touched, margin=self._config.lease_timeout / 2)
-        await self._write_first(settlement)
+        parked = await self._write_first(settlement)
         finished: list[tuple[int, int]] = []
         try:
             # the writes took, or the loop stalled, that long: renew (or learn the acks are not ours to send)
@@ -370,6 +376,9 @@ class NatsSubscription:
                 acks = []
                 for delivery in (*settlement.acks, *(d for d, _ in settlement.dead_letters)):
                     held = self._held.pop((delivery.partition, delivery.offset))
+                    if parked and (delivery.partition, delivery.offset) in parked:
+                        await held.msg.nak(delay=PARK_DELAY)
+                        continue
                     acks.append(frame(held.msg.reply, "", _ACK, None))
                     if held.entry is not None:
                         finished.append((delivery.partition, held.seq))
@@ -414,8 +423,7 @@ class NatsSubscription:
                 self._draining.discard(p)
             raise
 
-    async def _write_first(self, settlement: Settlement) -> None:
-        names = self._names
+    async def _write_first(self, settlement: Settlement) -> set[tuple[int, int]]:
         writes: list[Awaitable[Any]] = []
         if settlement.outputs:
             writes.append(self._broker.publish_many(settlement.outputs))
@@ -428,12 +436,9 @@ class NatsSubscription:
                 failures[(delivery.partition, held.seq)] = Entry(now, returned)
         if failures:
             writes.append(self._book.write(failures))
+        parked: set[tuple[int, int]] = set()
         if settlement.dead_letters:
-            letters: list[Message] = [
-                (f"$KV.{names.dlq_bucket}.{letter.id}", encode_dead_letter(letter), None)
-                for _, letter in settlement.dead_letters
-            ]
-            writes.append(self._broker.send_acked(letters, "settle (writing dead letters)"))
+            writes.append(self._store_dead_letters(settlement, parked))
         if settlement.inbox:
             keys: list[Message] = [(self._inbox_subject(key), b"", None) for key in settlement.inbox]
             writes.append(self._broker.store_inbox_keys(keys))
@@ -443,6 +448,36 @@ class NatsSubscription:
             await (writes[0] if len(writes) == 1 else asyncio.gather(*writes))
         except Exception as exc:
             raise translate(exc, "settle (writing outputs, dead letters and inbox keys)") from exc
+        return parked
+
+    async def _store_dead_letters(self, settlement: Settlement, parked: set[tuple[int, int]]) -> None:
+        """Store the dead letters of ``settlement`` (values in chunks when big: see dead_letters.writes).
+
+        One that cannot be written for good — too big even so, or refused by
+        the bucket (its limits) — is parked instead of failing the settle:
+        added to ``parked``, to be nak'ed for ``PARK_DELAY`` rather than acked,
+        logged and counted (``NatsBroker.dead_letters_parked``), so the rest of
+        the partition moves on. An unreachable server still fails the settle.
+        """
+        bucket, limit = self._names.dlq_bucket, self._nc.max_payload
+
+        async def store(delivery: Delivery, letter: DeadLetter) -> None:
+            try:
+                await self._broker.send_acked(
+                    dead_letter_writes(bucket, letter, limit), "settle (writing a dead letter)"
+                )
+            except BrokerError as exc:
+                if isinstance(exc, BrokerClosed) or (isinstance(exc, BrokerUnavailable) and not _refused(exc)):
+                    raise
+                parked.add((delivery.partition, delivery.offset))
+                self._broker.dead_letters_parked += 1
+                logger.error(
+                    "parked %s[%d]@%d of group %r for %.0f s: its dead letter (%s, %d bytes) cannot be stored: %s",
+                    delivery.topic, delivery.partition, delivery.offset, self.group, PARK_DELAY, letter.reason,
+                    len(letter.value), exc,
+                )  # fmt: skip
+
+        await asyncio.gather(*(store(delivery, letter) for delivery, letter in settlement.dead_letters))
 
     # -- inbox ------------------------------------------------------------------
 
@@ -686,6 +721,17 @@ def _partition_of(msg: Msg) -> int:
         return int(msg.subject.split(".", 3)[2])
     except (ValueError, IndexError):
         return -1
+
+
+_STORAGE_LIMITS: Final = frozenset({10047, 10077, 10078, 10079})
+"""JetStream error codes of a write the server refused for good: insufficient resources, bytes, messages
+(per subject) over the stream's limits. Sent with status 503 but not an outage: retrying does not help."""
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a failed write was refused by the server's limits rather than lost to an outage."""
+    cause = exc.__cause__
+    return isinstance(cause, nats.js.errors.APIError) and cause.err_code in _STORAGE_LIMITS
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:
