@@ -12,7 +12,7 @@ from choreograph.core import codec
 from choreograph.observe.flows import FlowStore, FlowStuck, MemoryFlowStore, Observer, ObserverConfig, SqliteFlowStore
 from choreograph.observe.flows.instance import COMPLETED
 from tests.conftest import wait_until
-from tests.unit.observe.conftest import FLOW, T0, Done, envelope, happy_path
+from tests.unit.observe.conftest import FLOW, T0, Cancelled, Done, declined_path, envelope, happy_path
 
 CAP = 10
 SMALL = ObserverConfig(
@@ -98,5 +98,29 @@ async def test_finished_instances_are_deleted_from_the_store_after_the_retention
         # Then they are deleted once, after it
         assert deleted == 3
         assert await store.load(FLOW.name) == []
+    finally:
+        await observer.close()
+
+
+async def test_an_instance_with_a_missing_compensation_leaves_memory_once_reported_and_is_still_counted() -> None:
+    # Given a declined order cancelled without releasing its reservation (the compensation never happens)
+    app = App("compensation", broker=MemoryBroker())
+    clock = FakeClock(start=T0 + 10)
+    placed, reserved, declined = declined_path("c1", released=False)
+    cancelled = envelope(Cancelled(order_id="c1"), 3, declined)
+    for env in (placed, reserved, declined, cancelled):
+        await app.publish_envelope(env.type, env)
+    observer = Observer(app, [FLOW], store=MemoryFlowStore(), clock=clock, config=SMALL)
+    await observer.start()
+    try:
+        await wait_until(lambda: observer.figures()[FLOW.name].failed == 1, 10, "the cancellation")
+        # When its compensation timeout passes and the observer reports it
+        clock.advance(30)
+        await wait_until(lambda: observer.stats.notices_published >= 2, 10, "the notices")
+        await observer.check()
+        # Then the instance left memory, and the figures still count it failed with its compensation missing
+        assert observer.instance(FLOW.name, placed.id) is None
+        figures = observer.figures()[FLOW.name]
+        assert (figures.failed, figures.compensation_missing) == (1, 1)
     finally:
         await observer.close()

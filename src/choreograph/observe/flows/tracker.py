@@ -212,7 +212,8 @@ class FlowTracker:
         if final is None and STUCK not in instance.notices:
             times.append(instance.due_at(flow))
         for state in instance.compensations(flow, -math.inf):
-            if state.state == COMP_PENDING:
+            missing = f"{COMPENSATION}.{state.index}.{COMP_MISSING}"
+            if state.state == COMP_PENDING and missing not in instance.notices:  # else time changes nothing more
                 times.append(state.trigger_time + state.rule.timeout)
         instance.wake_at = min(times, default=None)
         instance.finished_at = final.time if final is not None and instance.wake_at is None else None
@@ -228,7 +229,7 @@ class FlowTracker:
         """
         self.mark(instance)
         if instance.finished_at is not None:
-            self.retired.add(self.flow, instance, instance.finished_at)
+            self.retired.add(self.flow, instance, math.inf)
             return False
         if cap is not None and len(self.instances) >= cap:
             self.evicted_open = True
@@ -245,7 +246,7 @@ class FlowTracker:
             return False
         self.mark(instance)
         if instance.finished_at is not None:  # its figures were folded into `retired` when it left
-            self.retired.add(self.flow, instance, instance.finished_at, sign=-1)
+            self.retired.add(self.flow, instance, math.inf, sign=-1)
         self._hold(instance)
         return True
 
@@ -272,7 +273,7 @@ class FlowTracker:
             if self.instances.get(cid) is instance:
                 del self.instances[cid]
                 self._watched.discard(cid)
-                self.retired.add(self.flow, instance, instance.finished_at)
+                self.retired.add(self.flow, instance, math.inf)
                 gone += 1
         excess = len(self.instances) - cap
         if excess > 0:
@@ -286,7 +287,7 @@ class FlowTracker:
                 instance = self.instances.pop(cid)
                 self._watched.discard(cid)
                 if instance.finished_at is not None:
-                    self.retired.add(self.flow, instance, instance.finished_at)
+                    self.retired.add(self.flow, instance, math.inf)
                 else:
                     self.evicted_open = True
             gone += len(victims)
