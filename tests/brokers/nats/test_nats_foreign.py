@@ -133,6 +133,16 @@ async def test_a_record_near_max_payload_is_dead_lettered_whole_and_resubmitted_
     (again,) = await _consume(broker, "t", 1)
     assert again.value == big
     assert (await broker.dead_letter(letter.id)).status == "resubmitted"
+    # And deleting it erases its chunks too: nothing of it is left in the bucket's stream
+    stored = await _subjects_of(broker, letter.id)
+    assert len(stored) > 2, "the entry and at least two chunks"
+    assert await broker.purge([letter.id], delete=True) == 1
+    assert await _subjects_of(broker, letter.id) == []
+
+
+async def _subjects_of(broker: NatsBroker, dead_letter_id: str) -> list[str]:
+    info = await broker.jetstream.stream_info(f"KV_{broker.names.dlq_bucket}", subjects_filter=">")
+    return [subject for subject in (info.state.subjects or {}) if dead_letter_id in subject]
 
 
 async def test_a_dead_letter_the_bucket_refuses_is_parked_and_the_partition_moves_on(nats_server: NatsServer) -> None:

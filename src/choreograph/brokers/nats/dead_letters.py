@@ -234,6 +234,8 @@ class DeadLetterBucket:
                 continue
             with translated("dead letter delete"):
                 await self._js.purge_stream(self._stream, subject=self.subject(dead_id))
+                # and the chunks of a value stored in parts (keys <id>.v<n>), if any
+                await self._js.purge_stream(self._stream, subject=f"{self.subject(dead_id)}.>")
             count += 1
         return count
 
