@@ -1,9 +1,10 @@
 """Lease fencing on NATS, on a real nats-server: a member whose lease lapsed acks nothing it held.
 
 A member's leases are KV entries that expire ``lease_timeout`` after their
-last write; its renewals run on the event loop, so a handler that blocks the
-loop past the lease lets them expire. Its next settle must find that out and
-refuse, before writing or acking anything.
+last write. The broker's keepalive thread renews them, so a handler blocking
+the loop keeps them; a member whose renewals stopped (a frozen process,
+simulated here by taking it off the keepalive) loses them, and its next
+settle must find that out and refuse, before writing or acking anything.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from choreograph.brokers.nats import NatsBroker
+from choreograph.brokers.nats.subscription import NatsSubscription
 from choreograph.core.broker import Delivery, Record, Settlement, Subscription
 from choreograph.core.errors import LeaseLost
 
@@ -48,7 +50,8 @@ async def test_a_settle_after_the_loop_blocked_past_the_lease_is_refused(broker:
     stale = await broker.subscribe("t", "g")
     held = await _fetch(stale, 2)
 
-    # When a handler blocks the event loop past the lease (its entry expires; nothing renews it)
+    # When its renewals stop and its loop is blocked past the lease (its entry expires)
+    _stop_renewals(broker, stale)
     time.sleep(LEASE + 1.5)  # blocking the loop is the fault under test
 
     # Then its settle is refused before anything is written or acked
@@ -67,10 +70,11 @@ async def test_a_settle_after_the_loop_blocked_past_the_lease_is_refused(broker:
 async def test_a_record_sent_again_while_held_is_not_handed_out_twice_and_its_stale_settle_is_refused(
     broker: NatsBroker,
 ) -> None:
-    # Given a member that fetched a record and then blocked its loop past the lease and the ack deadline
+    # Given a member that fetched a record, then stopped renewing and blocked its loop past the lease and ack_wait
     await broker.publish("t", [Record(b"a", "k")])
     stale = await broker.subscribe("t", "g")
     held = await _fetch(stale, 1)
+    _stop_renewals(broker, stale)
     time.sleep(LEASE + 1.5)  # blocking the loop is the fault under test
 
     # When its maintenance takes the partition back and JetStream sends the record again
@@ -85,6 +89,30 @@ async def test_a_record_sent_again_while_held_is_not_handed_out_twice_and_its_st
     fresh = await broker.subscribe("t", "g")
     assert [d.value for d in await _fetch(fresh, 1)] == [b"a"]
     await fresh.close()
+
+
+async def test_a_blocked_event_loop_keeps_its_leases(broker: NatsBroker) -> None:
+    # Given a member holding a record
+    await broker.publish("t", [Record(b"a", "k")])
+    holder = await broker.subscribe("t", "g")
+    held = await _fetch(holder, 1)
+
+    # When a handler blocks the event loop for two and a half leases
+    time.sleep(2.5 * LEASE)  # blocking the loop is the fault under test
+
+    # Then the keepalive thread kept its lease: a newcomer gets nothing, and the settle goes through
+    newcomer = await broker.subscribe("t", "g")
+    assert await newcomer.fetch(10, 0.5) == []
+    await holder.settle(Settlement(acks=held, outputs=[("out", Record(b"output", "k"))]))
+    assert [d.value for d in await broker.read("out")] == [b"output"]
+    await newcomer.close()
+    await holder.close()
+
+
+def _stop_renewals(broker: NatsBroker, subscription: Subscription) -> None:
+    """Take a member off the keepalive thread (its loop does not renew either): as if its process froze."""
+    assert isinstance(subscription, NatsSubscription)
+    broker.keepalive.discard(subscription._leases)
 
 
 async def _exists(broker: NatsBroker, topic: str) -> bool:

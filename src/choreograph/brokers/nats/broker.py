@@ -24,6 +24,7 @@ from choreograph.brokers.nats import direct
 from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.config import NatsConfig, parse_url
 from choreograph.brokers.nats.dead_letters import DeadLetterBucket
+from choreograph.brokers.nats.keepalive import Keepalive
 from choreograph.brokers.nats.native import translate as translate_headers
 from choreograph.brokers.nats.publisher import ATOMIC_LIMIT, FAST_LIMIT, BatchPublisher, Message
 from choreograph.brokers.nats.subscription import NatsSubscription
@@ -86,6 +87,8 @@ class NatsBroker:
         self._publisher: BatchPublisher | None = None
         self._inbox_batches: tuple[_Send, int] | None = None
         """How inbox keys go in batches (fast-ingest, else atomic), with the batch limit; None: one by one."""
+        self.keepalive = Keepalive(self.config)
+        """Renews the partition leases of this broker's members off the event loop (see :mod:`.keepalive`)."""
 
     @classmethod
     def from_url(cls, url: str) -> NatsBroker:

@@ -24,15 +24,22 @@ successful CAS — measured here on the monotonic clock. A settle calls
 :meth:`Leases.confirm` first: it renews by CAS any lease not renewed recently
 (the CAS fails if the entry expired or another member holds it: the settle is
 refused with LeaseLost), and :meth:`Leases.valid` before its acks. A member
-whose event loop stalled past its lease therefore never acks what its
-successor now owns; what it wrote before the check is deduplicated (outputs
-carry ``Nats-Msg-Id``, inbox keys and dead letters are keyed writes).
+whose leases lapsed therefore never acks what its successor now owns; what
+it wrote before the check is deduplicated (outputs carry ``Nats-Msg-Id``,
+inbox keys and dead letters are keyed writes).
+
+Renewal off the event loop. The broker's :class:`~.keepalive.Keepalive`
+thread, with its own connection, refreshes the member key and renews every
+lease (:meth:`Leases.keep`), so a handler that blocks the loop does not lose
+them; the loop then only takes, gives up and checks. Both sides share the
+revisions under a thread lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -59,7 +66,11 @@ class Plan:
 
 
 class Leases:
-    """The partition leases of one member of one (topic, group). Not safe for concurrent use."""
+    """The partition leases of one member of one (topic, group).
+
+    Loop-side operations (check, confirm, release, leave) run one at a time;
+    :meth:`keep` runs on the keepalive thread, concurrently with them.
+    """
 
     def __init__(
         self,
@@ -87,15 +98,23 @@ class Leases:
         self._renewed: dict[int, float] = {}
         """Partition -> monotonic time our last successful write of its lease entry was sent."""
         self._lock = asyncio.Lock()
-        """One lease operation at a time: the maintenance task and a settle's confirm would race on revisions."""
+        """One loop-side operation at a time: the maintenance task and a settle's confirm would race on revisions."""
+        self._state = threading.Lock()
+        """Guards owned, _renewed and _dropped, shared with the keepalive thread."""
+        self._dropped: set[int] = set()
+        """Partitions the keepalive thread found lost, until the next check reports them."""
+        self.kept_alive = False
+        """Set while the keepalive thread renews these leases: the loop then never renews them itself."""
 
     def _won(self, partition: int, revision: int, sent_at: float) -> None:
-        self.owned[partition] = revision
-        self._renewed[partition] = sent_at
+        with self._state:
+            self.owned[partition] = revision
+            self._renewed[partition] = sent_at
 
     def _lose(self, partition: int) -> None:
-        self.owned.pop(partition, None)
-        self._renewed.pop(partition, None)
+        with self._state:
+            self.owned.pop(partition, None)
+            self._renewed.pop(partition, None)
 
     def _subject(self, key: str) -> str:
         return f"$KV.{self._bucket}.{self._pair}.{key}"
@@ -130,6 +149,7 @@ class Leases:
             return await self._check(renew=renew)
 
     async def _check(self, *, renew: bool) -> Plan:
+        renew = renew and not self.kept_alive
         with translated("lease check"):
             state = await direct.last_values(
                 self._nc, self._stream, [self._subject("m.*"), self._subject("p.*")], self._timeout
@@ -144,9 +164,13 @@ class Leases:
         wanted = {p for p in range(self._partitions) if p % count == index}
         leases = {int(s.subject[len(prefix_p) :]): s for s in state.values() if s.subject.startswith(prefix_p)}
         plan = Plan()
+        with self._state:
+            plan.lost.update(self._dropped)
+            self._dropped.clear()
         for p, revision in list(self.owned.items()):
             entry = leases.get(p)
-            if entry is None or entry.deleted or entry.seq != revision or entry.data != self.member.encode():
+            # the keepalive thread may have renewed it since the read: a different revision of ours is still ours
+            if entry is None or entry.deleted or entry.data != self.member.encode():
                 self._lose(p)
                 plan.lost.add(p)
             else:
@@ -190,20 +214,63 @@ class Leases:
         """
         async with self._lock:
             unknown = sorted(p for p in partitions if p not in self.owned)
-            stale = [p for p in self.valid(partitions, margin=margin) if p in self.owned]
+            with self._state:
+                stale = {p: self.owned[p] for p in self.valid(partitions, margin=margin) if p in self.owned}
             if stale:
                 sent_at = time.monotonic()
                 revisions = await asyncio.gather(
-                    *(self._cas(f"p.{p}", self.member.encode(), self.owned[p]) for p in stale)
+                    *(self._cas(f"p.{p}", self.member.encode(), last) for p, last in stale.items())
                 )
-                for p, revision in zip(stale, revisions, strict=True):
-                    if revision is None:
+                for (p, last), revision in zip(stale.items(), revisions, strict=True):
+                    if revision is not None:
+                        self._won(p, revision, sent_at)
+                    elif not self._moved_on(p, last, margin):
                         self._lose(p)
                         unknown.append(p)
-                    else:
-                        self._won(p, revision, sent_at)
         if unknown:
             raise LeaseLost(f"member {self.member} no longer holds partitions {sorted(unknown)} of {self._pair}")
+
+    def _moved_on(self, partition: int, last: int, margin: float) -> bool:
+        """Whether the keepalive thread renewed ``partition`` past revision ``last`` (so a CAS on it failed)."""
+        with self._state:
+            return self.owned.get(partition, last) != last and not self.valid([partition], margin=margin)
+
+    async def keep(self, js: JetStreamContext) -> None:
+        """Refresh the member key and renew every lease through ``js`` (the keepalive thread's own connection).
+
+        A lease whose CAS fails is lost (expired, or another member has it):
+        it is dropped here and reported by the next :meth:`check`. Raises the
+        client's errors (the caller logs them and tries again next round).
+        """
+        with self._state:
+            owned = dict(self.owned)
+        await js.publish(self._subject(f"m.{self.member}"), b"", timeout=self._timeout)
+        for p, last in owned.items():
+            sent_at = time.monotonic()
+            try:
+                ack = await js.publish(
+                    self._subject(f"p.{p}"), self.member.encode(), headers={_EXPECTED_LAST: str(last)},
+                    timeout=self._timeout,
+                )  # fmt: skip
+            except nats.js.errors.APIError as exc:
+                if exc.err_code not in _WRONG_LAST:
+                    raise
+                with self._state:
+                    if self.owned.get(p) == last:  # not released or renewed by the loop meanwhile
+                        self.owned.pop(p)
+                        self._renewed.pop(p, None)
+                        self._dropped.add(p)
+                continue
+            with self._state:
+                if self.owned.get(p) == last:
+                    self.owned[p] = int(ack.seq)
+                    self._renewed[p] = sent_at
+                    continue
+            if p not in self.owned:  # released by the loop while we renewed it: undo our write
+                await js.publish(
+                    self._subject(f"p.{p}"), b"", headers={direct.KV_OPERATION: "DEL", _EXPECTED_LAST: str(ack.seq)},
+                    timeout=self._timeout,
+                )  # fmt: skip
 
     async def release(self, partition: int) -> None:
         """Give up ``partition`` (only if we still hold it). Idempotent."""
@@ -211,8 +278,9 @@ class Leases:
             await self._release(partition)
 
     async def _release(self, partition: int) -> None:
-        revision = self.owned.pop(partition, None)
-        self._renewed.pop(partition, None)
+        with self._state:
+            revision = self.owned.pop(partition, None)
+            self._renewed.pop(partition, None)
         if revision is not None:
             await self._delete(f"p.{partition}", revision)
 

@@ -158,6 +158,7 @@ class NatsSubscription:
             self._sub = await self._nc.subscribe(f"{self._inbox_prefix}.*", cb=self._on_message)
         await self._leases.register()
         await self._rebalance(renew=True)
+        self._broker.keepalive.add(self._leases)  # renewals from now on run off this loop
         self._task = asyncio.create_task(self._maintain(), name=f"nats-leases:{self.group}")
 
     async def close(self) -> None:
@@ -166,6 +167,7 @@ class NatsSubscription:
             return
         self._closed = True
         self._stopping.set()
+        self._broker.keepalive.discard(self._leases)
         if self._task is not None:  # let it finish its round: a cancelled hand-back would strand records
             with contextlib.suppress(BrokerError):
                 await self._task

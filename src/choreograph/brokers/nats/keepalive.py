@@ -1,0 +1,119 @@
+"""Lease renewal off the event loop: one thread per NATS broker, with its own loop and connection.
+
+A member's leases expire ``lease_timeout`` after their last renewal. Renewed
+from the member's event loop, they lapse whenever a handler blocks that loop
+for longer, and the member's settle is then refused (fencing): a handler that
+always blocks that long would be re-run forever. So renewals run here, in a
+thread whose loop nothing else uses, like the SQLite and Redis brokers'
+keepalives; only a process that stops altogether loses its leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+import nats
+
+from .config import NatsConfig
+from .leases import Leases
+
+log = logging.getLogger("choreograph.brokers.nats")
+
+_POLL = 0.05
+"""Seconds between checks for a wake-up while waiting for the next round."""
+
+
+class Keepalive:
+    """Renews the leases of every member of one broker every ``heartbeat_interval``.
+
+    Started by the first :meth:`add`, ended when the last member is
+    discarded. A failed round is logged (at most once a minute) and retried
+    at the next; the fence (``Leases.confirm``) tells a member when that was
+    too late.
+    """
+
+    def __init__(self, config: NatsConfig) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._members: set[Leases] = set()
+        self._wake = threading.Event()
+        self._running = False
+        self._last_warning = 0.0
+
+    def add(self, leases: Leases) -> None:
+        """Renew ``leases`` from now on (the loop stops renewing them itself)."""
+        leases.kept_alive = True
+        with self._lock:
+            self._members.add(leases)
+            if self._running:
+                return
+            self._running = True
+            self._wake = threading.Event()
+        wake = self._wake
+        threading.Thread(target=lambda: asyncio.run(self._main(wake)), name="choreograph-nats-keepalive",
+                         daemon=True).start()  # fmt: skip
+
+    def discard(self, leases: Leases) -> None:
+        """Stop renewing ``leases``; the thread ends once no member is left."""
+        with self._lock:
+            self._members.discard(leases)
+            if not self._members:
+                self._wake.set()
+
+    async def _main(self, wake: threading.Event) -> None:
+        config = self._config
+        nc: Any = None
+        try:
+            while True:
+                with self._lock:
+                    members = list(self._members)
+                    if not members:
+                        self._running = False
+                        return
+                try:
+                    if nc is None or nc.is_closed:
+                        nc = await self._connect()
+                    js = nc.jetstream(timeout=config.request_timeout)
+                    for leases in members:
+                        await leases.keep(js)
+                except Exception as exc:  # any failure: log it, the next round tries again
+                    self._warn(exc)
+                deadline = time.monotonic() + config.heartbeat_interval
+                while not wake.is_set() and time.monotonic() < deadline:
+                    await asyncio.sleep(_POLL)
+        finally:
+            if nc is not None:
+                await nc.close()
+
+    async def _connect(self) -> Any:
+        config = self._config
+        nc = await nats.connect(
+            servers=list(config.servers),
+            user=config.user,
+            password=config.password,
+            token=config.token,
+            connect_timeout=config.connect_timeout,
+            max_reconnect_attempts=1,  # as the broker's: fail fast at first, then ride out outages
+            reconnect_time_wait=0.25,
+            error_cb=_ignore,
+            disconnected_cb=_ignore,
+            reconnected_cb=_ignore,
+            closed_cb=_ignore,
+        )
+        nc.options["max_reconnect_attempts"] = -1
+        return nc
+
+    def _warn(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 60:
+            self._last_warning = now
+            log.warning("renewing partition leases failed (retrying every %.1fs): %s", self._config.heartbeat_interval,
+                        f"{type(exc).__name__}: {exc}")  # fmt: skip
+
+
+async def _ignore(*_: object) -> None:
+    """nats-py callbacks: the renewal round reports what matters."""
