@@ -138,6 +138,26 @@ async def test_restore_refuses_a_log_that_workers_use(open_broker: OpenBroker, d
     assert restore(tmp_path / "b.db", db_path, force=True).records == 1
 
 
+async def test_restored_log_forgets_the_members_of_the_backups_time(
+    open_broker: OpenBroker, db_path: Path, tmp_path: Path
+) -> None:
+    # Given a backup taken while a member of a group held every partition
+    broker = open_broker(SqliteConfig(partitions=4, lease_timeout=30.0))
+    await broker.publish("t", [Record(b"1")])
+    held = await broker.subscribe("t", "g")
+    assert held.held() == {0, 1, 2, 3}
+    backup(db_path, tmp_path / "b.db")
+    assert live_members(tmp_path / "b.db", within=30.0)
+    # When it is restored
+    restore(tmp_path / "b.db", tmp_path / "r.db")
+    # Then no member is left, and a new member takes every partition at once (no 30 s lease wait)
+    assert live_members(tmp_path / "r.db", within=30.0) == []
+    resumed = await open_broker(SqliteConfig(partitions=4, lease_timeout=30.0), path=tmp_path / "r.db").subscribe(
+        "t", "g"
+    )
+    assert resumed.held() == {0, 1, 2, 3}
+
+
 def test_restore_refuses_a_file_that_is_not_a_log(tmp_path: Path) -> None:
     (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
     other = sqlite3.connect(tmp_path / "other.db")

@@ -14,7 +14,9 @@ committed after is not.
 :func:`restore` copies a backup over a log file. It refuses while members of
 a consumer group heartbeated in that file within the lease timeout (workers
 are probably using it), and refuses an existing file unless ``force`` is
-set. It writes a temporary file next to the target, checks it, removes the
+set. It writes a temporary file next to the target, checks it, drops the
+group members and partition leases of the backup's time (those processes
+are gone; their leases would hold the partitions for a lease timeout), removes the
 target's WAL and shared-memory files (a stale WAL replayed onto the restored
 pages would corrupt it) and renames the temporary file into place, so a
 failed restore leaves the old file as it was.
@@ -221,7 +223,9 @@ def restore(
     file), or if ``target`` exists and ``force`` is not set. Workers started
     after the restore resume from the offsets, inbox, retries and dead
     letters of the backup: what they handled after the backup was taken is
-    delivered again, and what the backup's inbox holds is still dropped.
+    delivered again, and what the backup's inbox holds is still dropped. The
+    backup's group members and partition leases are dropped (their processes
+    are gone), so resumed workers take the partitions at once.
     """
     src_name, dst_name = os.fspath(source), os.fspath(target)
     inspect(src_name)
@@ -248,6 +252,7 @@ def restore(
             _close_quietly(dst)
             _close_quietly(src)
         inspect(temporary)
+        _forget_members(temporary)
         for suffix in _SIDE_FILES:  # never let an old WAL be replayed onto the restored pages
             with contextlib.suppress(FileNotFoundError):
                 os.remove(dst_name + suffix)
@@ -257,6 +262,25 @@ def restore(
     finally:
         _remove_with_side_files(temporary)
     return inspect(dst_name)
+
+
+def _forget_members(path: str) -> None:
+    """Drop the group members and partition leases the backup recorded.
+
+    No process of the backup's time is alive in the restored log (restore
+    refuses while workers run), yet their leases look fresh: without this,
+    resumed workers would wait a lease timeout before taking the partitions.
+    Committed offsets, retries, the inbox and dead letters are kept.
+    """
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DELETE FROM leases")
+        conn.execute("DELETE FROM members")
+        conn.execute("UPDATE groups SET generation = generation + 1")
+        conn.execute("COMMIT")
+    finally:
+        _close_quietly(conn)
 
 
 def _remove_with_side_files(path: str) -> None:
