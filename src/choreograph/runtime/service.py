@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar, get_args
 from choreograph.core.broker import Position
 from choreograph.core.errors import ConfigurationError, ContractError
 from choreograph.core.event import Event
-from choreograph.core.names import check_service
+from choreograph.core.names import check_group, check_service
 from choreograph.runtime.breaker import CircuitBreaker
 from choreograph.runtime.context import Context
 from choreograph.runtime.retry import RetryPolicy
@@ -145,6 +145,7 @@ class Service:
             if not inspect.iscoroutinefunction(func):
                 raise ContractError(f"handler {func.__qualname__} must be declared with 'async def'")
             handler_name = (name or func.__name__).replace("_", "-")
+            check_group(f"{self.name}.{handler_name}")  # the consumer group it will join: refuse it now
             if any(h.name == handler_name for h in self.handlers):
                 raise ConfigurationError(
                     f"service {self.name!r} already has a handler named {handler_name!r}; pass name=..."
