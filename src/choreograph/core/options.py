@@ -7,7 +7,9 @@ uniform: they name the option, the bad value, and what is accepted.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
@@ -126,6 +128,19 @@ def split_url(url: str, backend: str) -> SplitResult:
         return urlsplit(url)
     except ValueError as exc:  # e.g. an unclosed "[" of an IPv6 host
         raise ConfigurationError(f"malformed {backend} broker URL: {exc}") from None
+
+
+def create_private_file(path: str) -> None:
+    """Create ``path`` empty with mode 0600 if it does not exist; leave an existing file alone.
+
+    For SQLite files (broker log, schema registry, observer state): records
+    and dead letters may hold personal data, so no other user of the machine
+    may read them, whatever the process umask; SQLite gives the ``-wal`` and
+    ``-shm`` files it creates the database file's mode. Errors (a missing
+    directory, no permission) are left for SQLite's own open to report.
+    """
+    with contextlib.suppress(OSError):  # FileExistsError included: another process won the race
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def sqlite_file_path(url: str) -> str:

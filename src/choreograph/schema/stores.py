@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from choreograph.core.errors import ConfigurationError
-from choreograph.core.options import sqlite_file_path
+from choreograph.core.options import create_private_file, sqlite_file_path
 from choreograph.schema.compatibility import Compatibility
 from choreograph.schema.derive import fingerprint
 from choreograph.schema.errors import SchemaConflict, SchemaStoreError
@@ -102,6 +102,7 @@ class SqliteSchemaStore:
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
+        create_private_file(self.path)  # 0600: the same file as the broker's, often
         try:
             self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")

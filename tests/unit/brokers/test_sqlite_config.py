@@ -14,6 +14,8 @@ from choreograph.brokers.sqlite import SqliteBroker, SqliteConfig
 from choreograph.brokers.sqlite.config import parse_url
 from choreograph.core.broker import Record
 from choreograph.core.errors import ConfigurationError
+from choreograph.observe.flows.store import SqliteFlowStore
+from choreograph.schema.stores import SqliteSchemaStore
 
 
 def test_public_api() -> None:
@@ -103,3 +105,15 @@ async def test_an_existing_database_keeps_its_mode(db_path: Path) -> None:
     await broker.publish("t", [Record(b"x")])
     await broker.close()
     assert stat.S_IMODE(db_path.stat().st_mode) == 0o640
+
+
+async def test_the_schema_and_observer_stores_create_the_file_owner_only_too(tmp_path: Path) -> None:
+    # They often open the broker's own file, and may be the first to create it
+    old = os.umask(0o022)
+    try:
+        SqliteSchemaStore(tmp_path / "schemas.db").close()
+        await SqliteFlowStore(tmp_path / "flows.db").close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "schemas.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "flows.db").stat().st_mode) == 0o600

@@ -7,11 +7,10 @@ b-tree instead of updating a rowid table and a separate index.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sqlite3
 
 from choreograph.core.errors import BrokerError, BrokerUnavailable
+from choreograph.core.options import create_private_file
 
 from .config import SqliteConfig
 
@@ -142,7 +141,7 @@ def connect(path: str, config: SqliteConfig, *, writer: bool = False) -> sqlite3
     is created readable and writable by its owner only (0600); SQLite gives
     its ``-wal`` and ``-shm`` files the same mode. An existing file keeps its mode.
     """
-    create_private(path)
+    create_private_file(path)
     try:
         conn = sqlite3.connect(path, timeout=config.busy_timeout, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
@@ -168,17 +167,6 @@ def connect(path: str, config: SqliteConfig, *, writer: bool = False) -> sqlite3
         conn.close()
         raise
     return conn
-
-
-def create_private(path: str) -> None:
-    """Create ``path`` empty with mode 0600 if it does not exist; leave an existing file alone.
-
-    Records and dead letters may hold personal data: no other user of the
-    machine may read them, whatever the process umask. Errors (a missing
-    directory, no permission) are left for SQLite's own open to report.
-    """
-    with contextlib.suppress(OSError):  # FileExistsError included: another process won the race
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def checkpoint(conn: sqlite3.Connection) -> None:

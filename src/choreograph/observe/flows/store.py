@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 
 from choreograph.core.errors import ChoreographError, ConfigurationError
+from choreograph.core.options import create_private_file
 from choreograph.observe.flows.instance import Instance
 
 TABLE = "observer_flow_instances"
@@ -165,6 +166,7 @@ class SqliteFlowStore:
     def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
         self.path = str(path)
         self._lock = threading.Lock()
+        create_private_file(self.path)  # 0600: the same file as the broker's, often
         try:
             self._db = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
