@@ -47,7 +47,15 @@ from choreograph.core.errors import (
 )
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
-from choreograph.core.options import Parser, optional, parse_query, require_positive, split_url
+from choreograph.core.options import (
+    MAX_PARTITIONS,
+    Parser,
+    optional,
+    parse_query,
+    require_positive,
+    require_positive_int,
+    split_url,
+)
 from choreograph.core.redaction import redact_url
 
 DEFAULT_PARTITIONS: Final = 4
@@ -171,8 +179,7 @@ class MemoryBroker:
         clock: Clock | None = None,
         dead_letter_retention: float | None = None,
     ) -> None:
-        if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
-            raise ConfigurationError(f"partitions must be an integer >= 1, got {partitions!r}")
+        require_positive_int("partitions", partitions, at_most=MAX_PARTITIONS)
         if dead_letter_retention is not None:
             require_positive("dead_letter_retention", dead_letter_retention)
         self.partitions = partitions

@@ -23,6 +23,9 @@ MAX_SECONDS: Final = 10.0**9
 """Longest duration any option accepts (about 31 years): beyond it, conversions to the
 backends' integer milliseconds or nanoseconds overflow."""
 
+MAX_PARTITIONS: Final = 10_000
+"""Most partitions a broker creates for a topic (each costs a stream, a subject or rows per group)."""
+
 MAX_MILLIS_SECONDS: Final = (2**31 - 1) / 1000
 """Longest duration an option passed on as a 32-bit count of milliseconds accepts (about 24.8 days)."""
 

@@ -103,3 +103,11 @@ def test_configs_built_in_code_refuse_nan_and_huge_numbers_too() -> None:
         kafka.KafkaConfig(state_topic="state\n")
     with pytest.raises(ConfigurationError, match="prefix"):
         nats.NatsConfig(prefix="choreo\n")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "nats", "redis", "kafka", "memory"])
+def test_a_partition_count_past_the_ceiling_is_refused(backend: str) -> None:
+    base, parse, _ = BACKENDS[backend]
+    parse(f"{base}?partitions=10000")
+    with pytest.raises(ConfigurationError, match="partitions must be at most 10000"):
+        parse(f"{base}?partitions=10001")

@@ -8,6 +8,7 @@ from choreograph.core.errors import ConfigurationError
 from choreograph.core.names import check_topic
 from choreograph.core.options import (
     MAX_MILLIS_SECONDS,
+    MAX_PARTITIONS,
     Parser,
     boolean,
     parse_query,
@@ -47,8 +48,8 @@ class KafkaConfig:
     (Tansu with ``memory://`` storage), so the declared capabilities stay honest."""
 
     def __post_init__(self) -> None:
-        for name in ("partitions", "replication_factor"):
-            require_positive_int(name, getattr(self, name))
+        require_positive_int("partitions", self.partitions, at_most=MAX_PARTITIONS)
+        require_positive_int("replication_factor", self.replication_factor)
         if self.acks not in {"all", "1", "0"}:
             raise ConfigurationError(f"acks must be 'all', '1' or '0', got {self.acks!r}")
         if self.idempotent and self.acks != "all":

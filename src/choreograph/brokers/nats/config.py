@@ -9,6 +9,7 @@ from urllib.parse import unquote
 
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.options import (
+    MAX_PARTITIONS,
     Parser,
     optional,
     parse_query,
@@ -88,7 +89,7 @@ class NatsConfig:
             raise ConfigurationError(
                 f"prefix must be a letter then up to 31 letters, digits, '_' or '-', got {self.prefix!r}"
             )
-        require_positive_int("partitions", self.partitions)
+        require_positive_int("partitions", self.partitions, at_most=MAX_PARTITIONS)
         require_positive_int("replicas", self.replicas)
         if self.replicas > 5:
             raise ConfigurationError(f"replicas must be at most 5 (JetStream's limit), got {self.replicas}")

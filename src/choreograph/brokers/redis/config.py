@@ -7,6 +7,7 @@ from urllib.parse import unquote, urlunsplit
 
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.options import (
+    MAX_PARTITIONS,
     Parser,
     optional,
     parse_query,
@@ -61,7 +62,7 @@ class RedisConfig:
             raise ConfigurationError(
                 f"prefix must be non-empty, printable, without spaces or braces, got {self.prefix!r}"
             )
-        require_positive_int("partitions", self.partitions)
+        require_positive_int("partitions", self.partitions, at_most=MAX_PARTITIONS)
         require_lease(self.lease_timeout, self.heartbeat_interval)
         require_positive("poll_interval", self.poll_interval)
         require_positive("inbox_retention", self.inbox_retention)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.options import (
     MAX_MILLIS_SECONDS,
+    MAX_PARTITIONS,
     Parser,
     boolean,
     optional,
@@ -66,7 +67,7 @@ class SqliteConfig:
     trim deletes it (``None``: until ``choreograph dlq purge --delete``)."""
 
     def __post_init__(self) -> None:
-        require_positive_int("partitions", self.partitions)
+        require_positive_int("partitions", self.partitions, at_most=MAX_PARTITIONS)
         if self.sync not in SYNC_MODES:
             raise ConfigurationError(f"sync must be one of {SYNC_MODES}, got {self.sync!r}")
         require_lease(self.lease_timeout, self.heartbeat_interval)
