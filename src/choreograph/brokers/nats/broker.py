@@ -42,6 +42,7 @@ from choreograph.core.broker import (
 from choreograph.core.errors import BrokerClosed, BrokerUnavailable, UnknownTopic
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
+from choreograph.core.redaction import redact_url
 
 _EARLIEST: Final = Position.earliest()
 _STREAM_IN_USE: Final = 10058
@@ -253,7 +254,9 @@ class NatsBroker:
         Safe to call concurrently. Records are pipelined; a failed one is sent
         again with the same ``Nats-Msg-Id`` (with everything after it) until
         ``publish_timeout``, so retries never duplicate. Same-key order holds
-        unless a retry happens inside the call.
+        unless a retry happens inside the call. Fails (BrokerUnavailable,
+        naming the servers) within ``publish_timeout`` of the call, and at
+        once while the client knows it is disconnected.
         """
         check_topic(topic)
         if records:
@@ -262,6 +265,7 @@ class NatsBroker:
     async def publish_many(self, items: Sequence[tuple[str, Record]]) -> None:
         """Publish (topic, record) pairs in order; see :meth:`publish`."""
         await self._ready()
+        deadline = asyncio.get_running_loop().time() + self.config.publish_timeout
         call = uuid.uuid4().hex
         prepared: dict[str, list[Message]] = {}  # per topic, in order
         subjects: dict[str, list[str]] = {}  # per topic, per partition
@@ -282,9 +286,9 @@ class NatsBroker:
         assert self._publisher is not None
         fast = self._publisher.publish_fast
         sends = [
-            self._in_batches(messages, "publish", fast, FAST_LIMIT)
+            self._in_batches(messages, "publish", fast, FAST_LIMIT, deadline)
             if self._batched.get(topic)
-            else self.send_acked(messages, "publish")
+            else self.send_acked(messages, "publish", deadline)
             for topic, messages in prepared.items()
         ]
         await (sends[0] if len(sends) == 1 else asyncio.gather(*sends))
@@ -295,40 +299,52 @@ class NatsBroker:
         Storing a key twice is harmless, so a batch that fails simply goes again one by one.
         """
         action = "settle (writing inbox keys)"
+        deadline = asyncio.get_running_loop().time() + self.config.publish_timeout
         if self._inbox_batches is not None:
-            await self._in_batches(messages, action, *self._inbox_batches)
+            await self._in_batches(messages, action, *self._inbox_batches, deadline)
         else:
-            await self.send_acked(messages, action)
+            await self.send_acked(messages, action, deadline)
 
-    async def _in_batches(self, messages: Sequence[Message], action: str, send_batch: _Send, limit: int) -> None:
+    async def _in_batches(
+        self, messages: Sequence[Message], action: str, send_batch: _Send, limit: int, deadline: float
+    ) -> None:
         """Store ``messages`` in order, ``limit`` at a time through ``send_batch`` (one answer per batch).
 
         A batch that does not end cleanly goes again message by message
         (:meth:`send_acked`): what it did store is dropped by ``Nats-Msg-Id``
-        (records) or overwritten with itself (inbox keys).
+        (records) or overwritten with itself (inbox keys). All within one
+        ``deadline`` (loop time): a batch given up leaves its fallback only
+        what is left of it.
         """
+        loop = asyncio.get_running_loop()
         for start in range(0, len(messages), limit):
             chunk = messages[start : start + limit]
+            self._check_connected(action)
             try:
-                _, failure = await send_batch(chunk, self.config.publish_timeout)
+                _, failure = await send_batch(chunk, max(0.05, deadline - loop.time()))
             except Exception as exc:
                 failure = exc
             if failure is not None:
-                await self.send_acked(chunk, action)
+                await self.send_acked(chunk, action, deadline)
 
-    async def send_acked(self, messages: Sequence[Message], action: str) -> None:
-        """Store ``messages`` in order, resending from the first unacknowledged one until ``publish_timeout``.
+    async def send_acked(self, messages: Sequence[Message], action: str, deadline: float | None = None) -> None:
+        """Store ``messages`` in order, resending from the first unacknowledged one until the deadline.
 
+        The deadline is loop time, ``publish_timeout`` from now if not given.
         Resends keep their ``Nats-Msg-Id`` headers, so a message stored but not
         acknowledged in time is dropped by the stream as a duplicate. Raises
-        BrokerError naming ``action`` when time runs out or a failure is final.
+        BrokerError naming ``action`` and the servers when time runs out or a
+        failure is final, and BrokerUnavailable at once while the client is
+        disconnected (it knows nothing sent now can be answered in time).
         """
         await self._ready()
         assert self._publisher is not None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.publish_timeout
+        if deadline is None:
+            deadline = loop.time() + self.config.publish_timeout
         pending = messages
         while True:
+            self._check_connected(action)
             remaining = max(0.05, deadline - loop.time())
             try:
                 first, failure = await self._publisher.publish(pending, remaining)
@@ -336,10 +352,25 @@ class NatsBroker:
                 first, failure = 0, exc
             if failure is None:
                 return
-            if not _retryable(failure) or loop.time() >= deadline:
-                raise translate(failure, action) from failure
+            self._check_connected(action)
+            if not _retryable(failure) or loop.time() + _RETRY_DELAY >= deadline:
+                raise translate(failure, f"{action} on {self._servers}") from failure
             pending = pending[first:]  # resend in order; already stored ones are dropped by their message id
             await asyncio.sleep(_RETRY_DELAY)
+
+    @property
+    def _servers(self) -> str:
+        """The servers, credentials redacted, for error messages."""
+        return ", ".join(redact_url(server) for server in self.config.servers)
+
+    def _check_connected(self, action: str) -> None:
+        """Raise BrokerUnavailable if the client knows it is disconnected (reconnecting, or closed)."""
+        nc = self._nc
+        if nc is None or nc.is_connected:
+            return
+        if nc.is_closed:
+            raise BrokerClosed(f"NATS {action} failed: the connection to {self._servers} is closed")
+        raise BrokerUnavailable(f"NATS {action} failed: not connected to {self._servers} (reconnecting)")
 
     # -- consuming ------------------------------------------------------------------
 

@@ -29,7 +29,6 @@ only the last message is answered — one PubAck for up to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 from collections.abc import Sequence
@@ -47,6 +46,8 @@ ATOMIC_LIMIT: Final = 1000
 FAST_LIMIT: Final = 1000
 """Most messages choreograph puts in one fast-ingest batch."""
 _FAST_FLOW: Final = 250
+_CONNECTION_CHECK: Final = 0.1
+"""Seconds between checks of the connection while waiting for answers: a lost connection ends the wait."""
 
 Message = tuple[str, bytes, dict[str, str] | None]
 """(subject, payload, headers) of one JetStream publish."""
@@ -125,9 +126,9 @@ class BatchPublisher:
         self._fast[number] = (done, len(messages))
         try:
             await send_frames(self._nc, frames)
-            try:
-                failure = await asyncio.wait_for(asyncio.shield(done), timeout)
-            except TimeoutError:
+            if await self._answered(done, timeout):
+                failure = done.result()
+            else:
                 failure = TimeoutError(f"no end of batch acknowledged within {timeout}s")
         finally:
             del self._fast[number]
@@ -206,11 +207,25 @@ class BatchPublisher:
         self._batches[number] = batch
         try:
             await send_frames(self._nc, frames)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(batch.done), timeout)
+            await self._answered(batch.done, timeout)
         finally:
             del self._batches[number]
         return batch.first_failure(timeout)
+
+    async def _answered(self, done: asyncio.Future[Any], timeout: float) -> bool:
+        """Wait until ``done``, for at most ``timeout`` seconds, or until the connection is lost; return whether done.
+
+        A lost connection ends the wait at once: what was sent may never be
+        answered, and the caller decides (a publish fails at once, naming the broker).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not done.done():
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not self._nc.is_connected:
+                break
+            await asyncio.wait([done], timeout=min(remaining, _CONNECTION_CHECK))
+        return done.done()
 
     async def _on_reply(self, msg: Msg) -> None:
         batch_no, _, index_text = msg.subject[len(self._prefix) :].partition(".")
