@@ -8,6 +8,7 @@ shares below sum to 1), for ``make fuzz``.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import Final
 
 from hypothesis import HealthCheck, settings
@@ -36,3 +37,12 @@ def fuzz_settings(share: float, *, ci: int = CI_EXAMPLES) -> settings:
     if PROFILE == "fuzz":
         return settings(settings.get_profile("fuzz"), max_examples=int(FUZZ_TOTAL * share) + 1)
     return settings(settings.get_profile("ci"), max_examples=min(ci, CI_EXAMPLES))
+
+
+INPUTS: Counter[str] = Counter()
+"""Inputs fed to the code under test in this run, per test (a consumer batch counts each of its deliveries)."""
+
+
+def fed(test: str, count: int = 1) -> None:
+    """Count ``count`` inputs fed by ``test`` (reported at the end of the run)."""
+    INPUTS[test] += count

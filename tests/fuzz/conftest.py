@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fuzz.budget import register_profiles
+from tests.fuzz.budget import INPUTS, PROFILE, register_profiles
 
 register_profiles()
 
@@ -25,3 +25,12 @@ def _quiet_dead_letters() -> Iterator[None]:
     logger.setLevel(logging.ERROR)
     yield
     logger.setLevel(level)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Report how many inputs the fuzz tests fed (for the fuzzing note)."""
+    if INPUTS:
+        terminalreporter.section(f"fuzz inputs (profile {PROFILE})")
+        for test, count in sorted(INPUTS.items()):
+            terminalreporter.write_line(f"{count:>12,}  {test}")
+        terminalreporter.write_line(f"{sum(INPUTS.values()):>12,}  in all")

@@ -17,7 +17,7 @@ from choreograph.core import codec
 from choreograph.core import headers as h
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import DecodeError, EncodeError
-from tests.fuzz.budget import fuzz_settings
+from tests.fuzz.budget import fed, fuzz_settings
 
 ATTRIBUTES = sorted(codec._KNOWN | {"signature", "x-ext", "ext"})
 SAFETY_NET = "message could not be decoded:"
@@ -81,12 +81,14 @@ def expect_envelope_or_decode_error(call: Any) -> Envelope | None:
 @example(raw=b'{"id":"e","source":"s","type":"t","specversion":"1.0","schemaversion":' + b"9" * 400 + b"}")
 @example(raw=b"[" * 2000)
 def test_any_bytes_decode_to_an_envelope_or_a_decode_error(raw: bytes) -> None:
+    fed("codec.decode bytes")
     expect_envelope_or_decode_error(lambda: codec.decode(raw))
 
 
 @fuzz_settings(0.3)
 @given(doc=documents())
 def test_any_structured_document_decodes_to_an_envelope_that_round_trips_or_a_decode_error(doc: dict[str, Any]) -> None:
+    fed("codec.decode documents")
     raw = orjson.dumps(doc)
     envelope = expect_envelope_or_decode_error(lambda: codec.decode(raw))
     if envelope is None:
@@ -125,6 +127,7 @@ def binary_messages(draw: st.DrawFn) -> tuple[dict[str, str], bytes]:
 def test_any_binary_headers_and_body_rebuild_an_envelope_or_a_decode_error(
     message: tuple[dict[str, str], bytes],
 ) -> None:
+    fed("codec.from_binary")
     headers, body = message
     envelope = expect_envelope_or_decode_error(lambda: codec.from_binary(headers, body))
     if envelope is not None:

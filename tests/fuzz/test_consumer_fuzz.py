@@ -24,7 +24,7 @@ from choreograph import App, ConsumerConfig, Context, Event, Record
 from choreograph.brokers.memory import MemoryBroker
 from choreograph.core.broker import Delivery
 from choreograph.runtime.consumer import Consumer, HandlerStats
-from tests.fuzz.budget import fuzz_settings
+from tests.fuzz.budget import fed, fuzz_settings
 from tests.fuzz.test_codec_fuzz import documents, json_values, versions
 
 TOPIC = "fz.placed"
@@ -119,6 +119,7 @@ class Harness:
 
     async def run(self, items: list[Item]) -> None:
         assert self.consumer is not None
+        fed("consumer read/handle deliveries", len(items))
         self.handled.clear()
         deliveries = [
             Delivery(TOPIC, 0, offset, item.value, item.key, item.headers, fault=item.fault)
@@ -199,6 +200,7 @@ def test_a_running_app_stays_up_and_settles_everything_published_on_its_topic() 
 
 
 async def run_app(records: list[Record]) -> None:
+    fed("running app records", len(records))
     broker = MemoryBroker(partitions=2)
     app = App("fz", broker=broker, consumer=ConsumerConfig(batch_size=5, fetch_timeout=0.01))
     order: dict[str, list[int]] = defaultdict(list)

@@ -20,7 +20,7 @@ from choreograph.schema.errors import SchemaError, UpcastError
 from choreograph.schema.registry import SchemaRegistry
 from choreograph.schema.upcast import Upcasters
 from choreograph.schema.validation import SchemaGuard
-from tests.fuzz.budget import fuzz_settings
+from tests.fuzz.budget import fed, fuzz_settings
 from tests.fuzz.test_codec_fuzz import json_values
 
 
@@ -64,6 +64,7 @@ payloads = (
 @fuzz_settings(0.1)
 @given(data=payloads, version=st.none() | st.integers(min_value=1, max_value=6))
 def test_any_payload_of_any_version_reads_as_the_event_or_a_schema_error(data: Any, version: int | None) -> None:
+    fed("upcast + validate")
     try:
         event: OrderV4 | None = guard.incoming(OrderV4, data, version=version)
     except SchemaError as exc:
@@ -78,6 +79,7 @@ def test_any_payload_of_any_version_reads_as_the_event_or_a_schema_error(data: A
 @fuzz_settings(0.04)
 @given(data=st.dictionaries(st.text(max_size=4), json_values, max_size=4))
 def test_the_payload_given_is_never_modified_by_upcasting(data: dict[str, Any]) -> None:
+    fed("upcast leaves input unchanged")
     before = repr(data)
     with contextlib.suppress(SchemaError):
         upcasters.upcast("fz.order", 1, data, 4)
