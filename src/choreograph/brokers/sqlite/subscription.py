@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from choreograph.core.broker import Delivery, Record, Settlement
-from choreograph.core.errors import BrokerClosed, BrokerError
+from choreograph.core.errors import BrokerClosed, LeaseLost
 
 from . import dead_letters, leases, log
 from .reader import Reader
@@ -290,7 +290,7 @@ class SqliteSubscription:
                 )
                 lost = touched - held
                 if lost:
-                    raise BrokerError(
+                    raise LeaseLost(
                         f"member {member!r} of group {group!r} no longer leases partitions {sorted(lost)} "
                         f"of topic {topic!r}; their new owner redelivers them"
                     )
@@ -380,12 +380,20 @@ class SqliteSubscription:
         return await self._store.reader.run(work, "inbox lookup")
 
     async def close(self) -> None:
-        """Leave the group and release the leases at once; unsettled deliveries go back. Idempotent."""
+        """Leave the group and release the leases at once; unsettled deliveries go back. Idempotent.
+
+        If leaving fails (a full disk, a lock held past ``busy_timeout``), the
+        member is forgotten here all the same and the error is raised: nothing
+        renews its leases any more, so they lapse after ``lease_timeout`` and
+        the other members take its partitions (never a zombie that keeps them).
+        """
         if self._closed:
             return
         try:
             await self._store.writer.run(self.leave)
         except BrokerClosed:
+            pass
+        finally:
             self.leave_locally()
 
     def leave(self, batch: WriteBatch) -> None:
