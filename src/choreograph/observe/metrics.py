@@ -7,7 +7,9 @@ to commit is handled, and counted, again). Consumer lag and dead-letter depth
 are read from the broker when ``/metrics`` is scraped, if it implements
 :class:`LagReporter` / :class:`DeadLetterCounter`. A scrape counts dead letters
 (per topic, group and reason); it never loads their bytes, so its cost does
-not grow with the size of what was dead-lettered.
+not grow with the size of what was dead-lettered. A broker that keeps dead
+letters but cannot count them (no ``dead_letter_counts``) gets no
+``choreograph_dead_letters_open`` series rather than a scrape that loads them all.
 
 =============================================  =========  ===================================
 metric                                         type       labels
