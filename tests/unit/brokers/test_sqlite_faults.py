@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from choreograph.brokers.sqlite import SqliteConfig
-from choreograph.core.errors import BrokerError
+from choreograph.core.broker import Record
+from choreograph.core.errors import BrokerError, BrokerUnavailable, StorageLost
 from tests.conftest import wait_until
 
 from .conftest import OpenBroker
@@ -41,3 +43,70 @@ async def test_a_member_whose_close_fails_is_forgotten_and_its_partitions_taken_
     assert first.closed
     assert first.held() == set()
     await wait_until(lambda: second.held() == {0, 1, 2, 3}, timeout=10 * FAST.lease_timeout, what="a takeover")
+
+
+async def test_a_publish_into_a_deleted_file_fails_naming_the_path(open_broker: OpenBroker, db_path: Path) -> None:
+    # Given a broker that published into its file
+    broker = open_broker(SqliteConfig(partitions=2))
+    await broker.publish("t", [Record(b"kept")])
+
+    # When the file is deleted under it
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+
+    # Then a publish fails (it is not acknowledged into the unlinked file), and so does every later one
+    for _ in range(2):
+        with pytest.raises(StorageLost, match=rf"{db_path.name}.*deleted"):
+            await broker.publish("t", [Record(b"lost")])
+    with pytest.raises(BrokerUnavailable, match="deleted"):
+        await broker.ping()
+
+
+async def test_a_publish_into_a_replaced_file_fails(open_broker: OpenBroker, db_path: Path) -> None:
+    # Given a broker on a file, and another file moved over its path (a restore gone wrong)
+    broker = open_broker(SqliteConfig(partitions=2))
+    await broker.publish("t", [Record(b"kept")])
+    other = db_path.with_name("other.db")
+    other.write_bytes(b"")
+    os.replace(other, db_path)
+
+    # When it publishes, then it fails saying the file was replaced
+    with pytest.raises(StorageLost, match="replaced"):
+        await broker.publish("t", [Record(b"lost")])
+
+
+async def test_a_publish_into_a_truncated_file_fails(open_broker: OpenBroker, db_path: Path) -> None:
+    # Given a broker whose file holds checkpointed pages
+    broker = open_broker(SqliteConfig(partitions=2))
+    await broker.publish("t", [Record(b"x" * 1000) for _ in range(200)])
+    checkpointer = sqlite3.connect(db_path)
+    checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    checkpointer.close()
+    await broker.publish("t", [Record(b"after the checkpoint")])
+    size = db_path.stat().st_size
+    assert size > 8192
+
+    # When the file is cut to its first page
+    os.truncate(db_path, 4096)
+
+    # Then a publish fails saying so
+    with pytest.raises(StorageLost, match="truncated"):
+        await broker.publish("t", [Record(b"lost")])
+
+
+async def test_a_file_shrunk_by_vacuum_is_not_taken_for_lost(open_broker: OpenBroker, db_path: Path) -> None:
+    # Given a broker whose file shrank legitimately (records deleted, then VACUUM by another connection)
+    broker = open_broker(SqliteConfig(partitions=2))
+    await broker.publish("t", [Record(b"x" * 1000) for _ in range(200)])
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    await broker.publish("t", [Record(b"grown")])
+    before = db_path.stat().st_size
+    other.execute("DELETE FROM records")
+    other.execute("VACUUM")
+    other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    other.close()
+    assert db_path.stat().st_size < before
+
+    # When it publishes, then the publish goes through
+    await broker.publish("t", [Record(b"fine")])

@@ -20,7 +20,7 @@ from choreograph.core.broker import (
     TopicInfo,
 )
 from choreograph.core.clock import Clock, SystemClock
-from choreograph.core.errors import BrokerClosed, BrokerUnavailable
+from choreograph.core.errors import BrokerClosed, BrokerUnavailable, StorageLost
 from choreograph.core.names import check_group, check_topic
 
 from . import dead_letters, log, retention
@@ -157,8 +157,10 @@ class SqliteBroker:
         """Return if the file is usable; raise BrokerUnavailable naming the path and the reason."""
         if self._closed:
             raise BrokerUnavailable(f"SQLite broker {self._path!r} is closed")
-        if not await asyncio.to_thread(os.path.exists, self._path):
-            raise BrokerUnavailable(f"SQLite broker file {self._path!r} no longer exists")
+        try:
+            await asyncio.to_thread(self._store.writer.check_storage)
+        except StorageLost as exc:
+            raise BrokerUnavailable(str(exc)) from exc
         try:
             await self._store.reader.run(lambda conn: conn.execute("SELECT COUNT(*) FROM meta").fetchone(), "ping")
         except BrokerClosed as exc:

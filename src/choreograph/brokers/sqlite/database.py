@@ -7,9 +7,10 @@ b-tree instead of updating a rowid table and a separate index.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
-from choreograph.core.errors import BrokerError, BrokerUnavailable
+from choreograph.core.errors import BrokerError, BrokerUnavailable, StorageLost
 from choreograph.core.options import create_private_file
 
 from .config import SqliteConfig
@@ -190,3 +191,59 @@ def translate(exc: sqlite3.Error, path: str, action: str) -> BrokerError:
     if isinstance(exc, sqlite3.DatabaseError) and code in {"SQLITE_CORRUPT", "SQLITE_NOTADB"}:
         return BrokerUnavailable(message)
     return BrokerError(message)
+
+
+_HEADER = b"SQLite format 3\x00"
+
+
+class StorageCheck:
+    """Notices that the file under an open connection was deleted, replaced or truncated.
+
+    An open SQLite connection keeps writing into its file descriptor whatever
+    happens to the path: a deleted file goes on taking (and acknowledging)
+    writes into an inode nobody will ever open again. :meth:`check` compares
+    the path with the file opened (device and inode, one ``stat``); when the
+    file got smaller it also reads the header, and fails if the file is
+    shorter than the database it declares (a checkpointed database never is).
+    Cheap enough to run before every write transaction. Not thread-safe: one
+    per thread.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        opened = os.stat(path)
+        self._identity = (opened.st_dev, opened.st_ino)
+        self._size = opened.st_size
+
+    def check(self) -> None:
+        """Raise StorageLost, naming the path and what happened, if the file is not the one opened, intact."""
+        try:
+            now = os.stat(self._path)
+        except FileNotFoundError:
+            raise StorageLost(f"SQLite broker file {self._path!r} was deleted while open") from None
+        except OSError as exc:
+            raise StorageLost(f"SQLite broker file {self._path!r} cannot be checked: {exc}") from exc
+        if (now.st_dev, now.st_ino) != self._identity:
+            raise StorageLost(f"SQLite broker file {self._path!r} was replaced by another file while open")
+        if now.st_size < self._size:
+            declared = _declared_size(self._path)
+            if declared is None or now.st_size < declared:
+                raise StorageLost(
+                    f"SQLite broker file {self._path!r} was truncated while open "
+                    f"({now.st_size} bytes, its header declares {declared if declared is not None else 'none'})"
+                )
+        self._size = now.st_size
+
+
+def _declared_size(path: str) -> int | None:
+    """The size in bytes the header of the database file ``path`` declares, or None without a valid header."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(32)
+    except OSError:
+        return None
+    if len(header) < 32 or not header.startswith(_HEADER):
+        return None
+    page_size = int.from_bytes(header[16:18], "big")
+    pages = int.from_bytes(header[28:32], "big")
+    return (65536 if page_size == 1 else page_size) * pages

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from choreograph.core.errors import BrokerClosed, BrokerError
+from choreograph.core.errors import BrokerClosed, BrokerError, StorageLost
 
 from . import leases, retention
 from .database import connect
@@ -23,6 +23,9 @@ from .subscription import SqliteSubscription
 from .writer import WriteBatch
 
 log = logging.getLogger(__name__)
+
+_WARNING_INTERVAL = 60.0
+"""Seconds between two warnings about the same failing background action (the first carries its traceback)."""
 
 
 class Maintenance:
@@ -37,6 +40,7 @@ class Maintenance:
         self._conn.execute("PRAGMA query_only = ON")
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._warned: dict[str, float] = {}
         self._thread = threading.Thread(target=self._run, name="choreograph-sqlite-maintenance", daemon=True)
         self._thread.start()
 
@@ -86,18 +90,30 @@ class Maintenance:
                 if key not in generations:
                     generations[key] = leases.read_generation(self._conn, *key)
         except sqlite3.Error:
-            log.warning("sqlite broker: checking group generations failed", exc_info=True)
+            self._warn("checking group generations")
             return []
         return [m for m in members if m.wants_rebalance(generations[(m.topic, m.group)])]
 
     def _write(self, work: Callable[[WriteBatch], object], action: str) -> None:
         try:
             self._store.writer.submit(work).result()
-        except BrokerClosed:
-            self._stop.set()
+        except (BrokerClosed, StorageLost):
+            self._stop.set()  # nothing more to maintain (the writer logged a loss of the file once)
         except BrokerError:
             # transient (e.g. another process held the write lock too long): next tick retries
-            log.warning("sqlite broker: background %s failed", action, exc_info=True)
+            self._warn(f"background {action}")
+        else:
+            self._warned.pop(f"background {action}", None)
+
+    def _warn(self, action: str) -> None:
+        """Log that ``action`` failed: with its traceback the first time, then at most once a minute."""
+        now = time.monotonic()
+        last = self._warned.get(action)
+        if last is not None and now - last < _WARNING_INTERVAL:
+            return
+        self._warned[action] = now
+        log.warning("sqlite broker: %s failed (warning again at most once a minute while it fails)", action,
+                    exc_info=last is None)  # fmt: skip
 
 
 def _beat(

@@ -7,6 +7,11 @@ transaction — each job inside its own savepoint so a failing job is rolled
 back alone — commits once, and only then resolves each caller's future. So a
 thousand concurrent publishes cost one commit (and, with ``sync="full"``, one
 fsync), and a future resolves only when its write is durable per ``sync``.
+
+Before each transaction the writer checks that the path still names the file
+it opened, whole (:class:`~.database.StorageCheck`): once the file was
+deleted, replaced or truncated, every write fails with StorageLost — never
+acknowledged into a file nobody will read again — and the loss is logged once.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from choreograph.core.errors import BrokerClosed
+from choreograph.core.errors import BrokerClosed, StorageLost
 
 from .config import SqliteConfig
-from .database import connect, translate
+from .database import StorageCheck, connect, translate
 
 T = TypeVar("T")
 
@@ -122,6 +127,9 @@ class Writer:
         self._max_batch = config.max_batch_records
         self._on_commit = on_commit
         self._conn = connect(path, config, writer=True)
+        self._storage = StorageCheck(path)
+        self.lost: StorageLost | None = None
+        """Set once the file was found deleted, replaced or truncated: every later write fails with it."""
         self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -135,6 +143,8 @@ class Writer:
         with self._lock:
             if self._closed:
                 raise BrokerClosed(f"SQLite broker {self._path!r} is closed")
+            if self.lost is not None:
+                raise self.lost
             self._queue.put(_Job(work, size, future))
         return future
 
@@ -177,6 +187,8 @@ class Writer:
         live = [job for job in jobs if job.future.set_running_or_notify_cancel()]
         if not live:
             return
+        if self._storage_lost(live):
+            return
         batch = WriteBatch(conn, self._round_robin)
         outcomes: list[tuple[bool, Any]] = []
         try:
@@ -211,6 +223,28 @@ class Writer:
             else:
                 job.future.set_exception(value)
         self._on_commit()
+
+    def check_storage(self) -> None:
+        """Raise StorageLost if the file was deleted, replaced or truncated (found now, or before). Thread-safe."""
+        with self._lock:
+            if self.lost is None:
+                try:
+                    self._storage.check()
+                except StorageLost as exc:
+                    self.lost = exc
+                    log.error("sqlite broker: %s; every write fails from now on (restart on sound storage)", exc)
+            if self.lost is not None:
+                raise self.lost
+
+    def _storage_lost(self, jobs: list[_Job[Any]]) -> bool:
+        """Fail ``jobs`` and return True if the file is lost."""
+        try:
+            self.check_storage()
+        except StorageLost as exc:
+            for job in jobs:
+                job.future.set_exception(exc)
+            return True
+        return False
 
     def _rollback(self) -> None:
         if not self._conn.in_transaction:
