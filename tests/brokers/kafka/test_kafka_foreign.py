@@ -11,13 +11,14 @@ import time
 import uuid
 
 from aiokafka.structs import ConsumerRecord
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from choreograph.brokers.kafka import KafkaBroker
 from choreograph.brokers.kafka.broker import RESUBMIT_OFFSET_HEADER, to_delivery
 from choreograph.core.broker import DeadLetter, Delivery, Record, Settlement
 from choreograph.core.ids import new_id
+from tests.fuzz.budget import fuzz_settings
 
 from .server import TansuServer
 
@@ -33,7 +34,7 @@ def _record(
     return ConsumerRecord("t", 0, offset, 1_700_000_000_000, 0, key, value, None, 0, 0, headers)
 
 
-@settings(max_examples=200)
+@fuzz_settings(0.05)  # 200 inputs in the normal run; 50,000 under HYPOTHESIS_PROFILE=fuzz
 @given(
     key=st.none() | _bytes,
     value=st.none() | _bytes,
@@ -107,5 +108,38 @@ async def test_foreign_records_are_faults_the_group_dead_letters_and_moves_past(
         await sub.close()
         letters = await broker.dead_letters(group="g")
         assert sorted(letter.value for letter in letters) == sorted(faults)
+    finally:
+        await broker.close()
+
+
+async def test_a_record_near_the_size_limit_is_dead_lettered_whole(kafka_server: TansuServer) -> None:
+    url = f"kafka://{kafka_server.bootstrap}?{OPTIONS}&state_topic=__state_{uuid.uuid4().hex[:8]}"
+    broker = KafkaBroker.from_url(url)
+    topic = f"big-{uuid.uuid4().hex[:8]}"
+    try:
+        # Given a record of 900 KB of binary: as latin-1 JSON its dead letter would take 1.8 MB
+        big = bytes(range(256)) * 3600
+        await broker.publish(topic, [Record(big, "k")])
+        sub = await broker.subscribe(topic, "g")
+        got: list[Delivery] = []
+        while not got:
+            got = list(await sub.fetch(10, 5.0))
+        # When the group dead-letters it (before: the settle failed with MessageSizeTooLargeError, forever)
+        await sub.settle(Settlement(dead_letters=[(got[0], _letter(got[0]))]))
+        await sub.close()
+        # Then the dead letter holds every byte, here and in a fresh reader of the state table
+        (letter,) = await broker.dead_letters(group="g")
+        assert letter.value == big
+        other = KafkaBroker.from_url(url)
+        try:
+            assert (await other.dead_letter(letter.id)).value == big
+        finally:
+            await other.close()
+        assert await broker.purge([letter.id]) == 1
+        assert (await broker.dead_letter(letter.id)).value == big
+        # And deleting it leaves none of its rows
+        assert await broker.purge([letter.id], delete=True) == 1
+        state = await broker.state()
+        assert not [key for key in state.rows if letter.id in key]
     finally:
         await broker.close()

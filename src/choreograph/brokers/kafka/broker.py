@@ -46,6 +46,7 @@ from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
 
 from .config import KafkaConfig, parse_url
+from .letters import chunk_keys, decode_letter, letter_rows
 from .state import StateTable
 
 RESUBMIT_GROUP_HEADER: Final = "choreograph-resubmitted-for"
@@ -69,21 +70,6 @@ async def translated(what: str) -> AsyncIterator[None]:
         raise BrokerUnavailable(f"kafka timed out while trying to {what}: {exc}") from exc
     except kafka_errors.KafkaError as exc:
         raise BrokerError(f"kafka failed to {what}: {exc!r}") from exc
-
-
-def encode_letter(letter: DeadLetter) -> bytes:
-    """Return a dead letter as JSON (value as latin-1 text, lossless for bytes)."""
-    doc = dataclasses.asdict(letter)
-    doc["value"] = bytes(letter.value).decode("latin-1")
-    doc["headers"] = dict(letter.headers)
-    return json.dumps(doc, ensure_ascii=False).encode()
-
-
-def decode_letter(raw: bytes) -> DeadLetter:
-    """Return the dead letter stored by :func:`encode_letter`."""
-    doc = json.loads(raw)
-    doc["value"] = doc["value"].encode("latin-1")
-    return DeadLetter(**doc)
 
 
 def to_delivery(
@@ -597,7 +583,7 @@ class KafkaBroker:
 
     async def store_dead_letters(self, letters: Sequence[DeadLetter]) -> list[tuple[str, bytes | None]]:
         """Return the state rows that store ``letters``."""
-        return [(f"dl|{letter.id}", encode_letter(letter)) for letter in letters]
+        return [row for letter in letters for row in letter_rows(letter)]
 
     async def dead_letters(
         self, *, group: str | None = None, status: str | None = "open", limit: int = 100
@@ -608,7 +594,7 @@ class KafkaBroker:
         for key, raw in list(state.rows.items()):
             if not key.startswith("dl|"):
                 continue
-            letter = decode_letter(raw)
+            letter = decode_letter(raw, state.rows)
             if (group is None or letter.group == group) and (status is None or letter.status == status):
                 out.append(letter)
                 if len(out) >= limit:
@@ -636,7 +622,7 @@ class KafkaBroker:
         raw = state.rows.get(f"dl|{dead_letter_id}")
         if raw is None:
             raise NotFound(f"no dead letter with id {dead_letter_id!r}")
-        return decode_letter(raw)
+        return decode_letter(raw, state.rows)
 
     async def resubmit(self, dead_letter_id: str, value: bytes | None = None) -> bool:
         """Append the record again to its partition, for its group only; False unless the entry is open.
@@ -655,9 +641,7 @@ class KafkaBroker:
             await self.send(letter.topic, [record], partition=letter.partition, extra_headers=marks)
             state = await self.state()
             async with translated("mark a dead letter resubmitted"):
-                await state.write(
-                    [(f"dl|{letter.id}", encode_letter(dataclasses.replace(letter, status="resubmitted")))]
-                )
+                await state.write(letter_rows(dataclasses.replace(letter, status="resubmitted")))
             return True
 
     async def purge(self, dead_letter_ids: Sequence[str] | None = None, *, delete: bool = False) -> int:
@@ -675,11 +659,12 @@ class KafkaBroker:
             if not key.startswith("dl|") or (wanted is not None and key[3:] not in wanted):
                 continue
             if delete:
+                rows += [(chunk, None) for chunk in chunk_keys(state.rows, key[3:])]  # the value's chunks, if any
                 rows.append((key, None))
                 continue
-            letter = decode_letter(raw)
+            letter = decode_letter(raw, state.rows)
             if letter.status == "open":
-                rows.append((key, encode_letter(dataclasses.replace(letter, status="purged"))))
+                rows += letter_rows(dataclasses.replace(letter, status="purged"))
         async with translated("purge dead letters"):
             await state.write(rows)
-        return len(rows)
+        return sum(1 for key, _ in rows if key.startswith("dl|"))
