@@ -65,12 +65,99 @@ def append(batch: WriteBatch, topic: str, records: Sequence[Record], partitions:
 
 
 def read_partition(conn: sqlite3.Connection, topic: str, partition: int, start: int, limit: int) -> list[Delivery]:
-    """Return up to ``limit`` records of one partition from offset ``start``, in offset order."""
-    rows = conn.execute(SELECT_RECORDS, (topic, partition, start, limit)).fetchall()
-    return [
-        Delivery(topic, partition, offset, value, key, decode_headers(headers) if headers else NO_HEADERS, ts)
-        for offset, key, value, headers, ts in rows
-    ]
+    """Return up to ``limit`` records of one partition from offset ``start``, in offset order.
+
+    Never fails on a row another program wrote into the file (see :func:`translate_row`).
+    """
+    try:
+        rows = conn.execute(SELECT_RECORDS, (topic, partition, start, limit)).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+        # text that is not UTF-8 (sqlite3 refuses to decode it): read key and headers as bytes, decode what we can
+        raw = conn.execute(SELECT_RAW_RECORDS, (topic, partition, start, limit)).fetchall()
+        rows = [(offset, _utf8(key), value, _utf8(headers), ts) for offset, key, value, headers, ts in raw]
+    return [translate_row(topic, partition, *row) for row in rows]
+
+
+def _utf8(raw: bytes | None) -> str | bytes | None:
+    try:
+        return raw.decode() if raw is not None else None
+    except UnicodeDecodeError:
+        return raw
+
+
+SELECT_RAW_RECORDS = (
+    "SELECT offset, CAST(key AS BLOB), value, CAST(headers AS BLOB), ts FROM records"
+    " WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?"
+)
+
+
+def translate_row(topic: str, partition: int, offset: int, key: object, value: object, headers: object,
+                  ts: object) -> Delivery:  # fmt: skip
+    """Return the delivery of one ``records`` row; never raises.
+
+    A row this module did not write — a key that is not text or not UTF-8,
+    headers that are not a JSON object of strings, a value that is not a
+    blob, a timestamp that is not a number — is a delivery with ``fault``
+    saying what is wrong, its key and headers as far as they could be read.
+    """
+    if (key is None or type(key) is str) and type(value) is bytes and type(ts) is float:
+        if headers is None:
+            return Delivery(topic, partition, offset, value, key, NO_HEADERS, ts)
+        if type(headers) is str:
+            parsed = _headers(headers)
+            if parsed is not None:
+                return Delivery(topic, partition, offset, value, key, parsed, ts)
+    faults: list[str] = []
+    text_key = None if key is None else _text(key, "key", faults)
+    body = value if type(value) is bytes else _text(value, "value", faults).encode()
+    found: Mapping[str, str] = NO_HEADERS
+    if headers is not None:
+        raw_headers = _text(headers, "headers", faults)
+        found = _headers(raw_headers) or NO_HEADERS
+        if raw_headers and found is NO_HEADERS:
+            faults.append("headers are not a JSON object of strings")
+    stamp = ts if type(ts) is float else 0.0
+    if type(ts) is int:
+        stamp = float(ts)
+    elif type(ts) is not float:
+        faults.append("timestamp is not a number")
+    fault = "; ".join(faults) or None
+    return Delivery(topic, partition, offset, body, text_key, found, stamp, fault=fault)
+
+
+def _headers(text: str) -> Mapping[str, str] | None:
+    """The headers JSON ``text`` holds, or None if it is not an object of strings that encode as UTF-8."""
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(parsed, dict) or not all(type(v) is str for v in parsed.values()):
+        return None
+    if "\\u" in text:  # escapes may make lone surrogates, which cannot be stored again
+        try:
+            "".join((*parsed, *parsed.values())).encode()
+        except UnicodeEncodeError:
+            return None
+    return parsed
+
+
+def _text(raw: object, what: str, faults: list[str]) -> str:
+    """``raw`` as text: bytes decoded (not UTF-8: a fault, shown as ``\\xNN``), anything else a fault."""
+    if type(raw) is str:
+        return raw
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            faults.append(f"{what} is not UTF-8")
+            return raw.decode("utf-8", "backslashreplace")
+        if what == "key":
+            faults.append("key is stored as a blob, not text")
+        return text
+    faults.append(f"{what} is a {type(raw).__name__}, not text")
+    return str(raw)
 
 
 def partition_ends(conn: sqlite3.Connection, topic: str) -> list[int]:
