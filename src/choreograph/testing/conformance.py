@@ -14,7 +14,9 @@ A backend proves itself in a few lines::
             return MyBroker(clock=clock)
 
 Persistent backends also define ``reopen_broker``; cross-process ones
-``child_broker`` (and ``lease_timeout`` if members hold leases). Scenarios are
+``child_broker`` (and ``lease_timeout`` if members hold leases); backends whose
+storage can hold records no publish could produce, ``inject_raw`` (see
+:mod:`~choreograph.testing.hostile_scenarios`). Scenarios are
 plain async test methods grouped by CONFORMANCE.md section, one mixin per
 section; a new section is a new mixin added to :class:`BrokerConformance`.
 Each scenario uses a fresh topic and group, records a history, and fails on
@@ -36,6 +38,7 @@ from typing import ClassVar
 
 import pytest
 
+from choreograph.testing.hostile_scenarios import HostileScenarios
 from choreograph.testing.recovery_scenarios import RecoveryScenarios
 from choreograph.testing.transport_scenarios import TransportScenarios
 
@@ -52,7 +55,7 @@ STRESSED: tuple[str, ...] = (
 """Scenarios the stress test repeats; each must be safe to run concurrently with itself."""
 
 
-class BrokerConformance(TransportScenarios, RecoveryScenarios):
+class BrokerConformance(TransportScenarios, HostileScenarios, RecoveryScenarios):
     """Subclass with ``capabilities`` and ``make_broker``; name the subclass ``Test...``."""
 
     stress_rounds: ClassVar[int] = int(os.environ.get("CHOREOGRAPH_STRESS_ROUNDS", "3"))

@@ -7,7 +7,8 @@ import uuid
 import pytest
 
 from choreograph.brokers.kafka import KafkaBroker
-from choreograph.core.broker import Broker
+from choreograph.brokers.kafka.broker import RESUBMIT_OFFSET_HEADER
+from choreograph.core.broker import Broker, partition_for
 from choreograph.core.clock import Clock
 from choreograph.testing import BrokerConformance
 from choreograph.testing.faults import ChildBroker
@@ -34,6 +35,17 @@ class TestKafkaConformance(BrokerConformance):
 
     async def make_broker(self, clock: Clock | None = None) -> Broker:
         return KafkaBroker.from_url(self._url(f"__choreograph_state_{uuid.uuid4().hex[:8]}"), clock=clock)
+
+    async def inject_raw(self, broker: Broker, topic: str, key: str, marker: str) -> list[str]:
+        """Records another client produces: a key, a header value, a resubmission mark that are not ours to read."""
+        assert isinstance(broker, KafkaBroker)
+        p = partition_for(key, await broker.partitions(topic))
+        producer = await broker.producer()
+        await producer.send_and_wait(topic, f"{marker}-key".encode(), key=b"\xc3\x28", partition=p)
+        await producer.send_and_wait(topic, f"{marker}-header".encode(), partition=p, headers=[("h", b"\xff")])
+        mark = [(RESUBMIT_OFFSET_HEADER, b"soon")]
+        await producer.send_and_wait(topic, f"{marker}-mark".encode(), key=key.encode(), partition=p, headers=mark)
+        return [f"bytes:{marker}-key", f"bytes:{marker}-header", f"bytes:{marker}-mark"]
 
     def child_broker(self, broker: Broker) -> ChildBroker:
         assert isinstance(broker, KafkaBroker)

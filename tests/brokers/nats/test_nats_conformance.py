@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from choreograph.brokers.nats import NatsBroker
-from choreograph.core.broker import Broker
+from choreograph.brokers.nats import naming as n
+from choreograph.core.broker import Broker, partition_for
 from choreograph.core.clock import Clock
 from choreograph.testing.conformance import BrokerConformance
 from choreograph.testing.faults import ChildBroker
@@ -38,3 +39,17 @@ class TestNatsConformance(BrokerConformance):
 
     def child_broker(self, broker: Broker) -> ChildBroker:
         return ChildBroker(opener="choreograph.brokers.nats:NatsBroker.from_url", url=self.url)
+
+    async def inject_raw(self, broker: Broker, topic: str, key: str, marker: str) -> list[str]:
+        """Messages another client publishes to a partition subject with our transport headers forged."""
+        assert isinstance(broker, NatsBroker)
+        subject = broker.names.partition_subject(topic, partition_for(key, broker.config.partitions))
+        forged = {
+            f"{marker}-packed": {n.KEY_HEADER: key, n.HEADERS_HEADER: "{not json"},
+            f"{marker}-types": {n.HEADERS_HEADER: '{"a": 1}'},
+            f"{marker}-surrogate": {n.HEADERS_HEADER: '{"a": "\\ud800"}'},
+            f"{marker}-offset": {n.KEY_HEADER: key, n.OFFSET_HEADER: "0"},
+        }
+        for value, headers in forged.items():
+            await broker.jetstream.publish(subject, value.encode(), headers=headers)
+        return [f"bytes:{value}" for value in forged]

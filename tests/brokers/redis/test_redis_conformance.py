@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from choreograph.brokers.redis import RedisBroker
-from choreograph.core.broker import Broker
+from choreograph.core.broker import Broker, partition_for
 from choreograph.core.clock import Clock
 from choreograph.testing import BrokerConformance
 from choreograph.testing.faults import ChildBroker
@@ -41,3 +41,16 @@ class TestRedisConformance(BrokerConformance):
     def child_broker(self, broker: Broker) -> ChildBroker:
         assert isinstance(broker, RedisBroker)
         return ChildBroker(url=self._url(broker.config.prefix), opener="choreograph.brokers.redis:RedisBroker.from_url")
+
+    async def inject_raw(self, broker: Broker, topic: str, key: str, marker: str) -> list[str]:
+        """Entries another client adds with its own ids (XADD *): a key and headers not UTF-8, a foreign layout."""
+        assert isinstance(broker, RedisBroker)
+        stream = broker.keys.stream(topic, partition_for(key, await broker.partitions(topic)))
+        entries = [
+            {b"v": f"{marker}-key".encode(), b"t": b"1.0", b"k": b"\xc3\x28"},
+            {b"v": f"{marker}-headers".encode(), b"t": b"1.0", b"k": key.encode(), b"h": b'{"a": "\xff"'},
+            {b"payload": f"{marker}-foreign".encode()},
+        ]
+        for fields in entries:
+            await broker.client.xadd(stream, fields)
+        return [f"bytes:{marker}-key", f"bytes:{marker}-headers", f"bytes:payload: {marker}-foreign"]
