@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from nats.js import api
 
@@ -22,6 +22,7 @@ from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.native import translate
 from choreograph.core.broker import DeadLetter, Delivery, Record, Settlement
 from choreograph.core.ids import new_id
+from tests.fuzz.budget import fuzz_settings
 
 from .server import NatsServer
 
@@ -29,7 +30,7 @@ _values = st.text(max_size=20) | st.sampled_from(["{}", '{"a":"b"}', '{"a":1}', 
 _names = st.sampled_from([n.HEADERS_HEADER, n.OFFSET_HEADER, n.KEY_HEADER, n.MSG_ID_HEADER, "Nats-Sequence", "h"])
 
 
-@settings(max_examples=200)
+@fuzz_settings(0.05)  # 200 inputs in the normal run; 50,000 under HYPOTHESIS_PROFILE=fuzz
 @given(
     wire=st.none() | st.dictionaries(_names | st.text(max_size=6), _values, max_size=4),
     seq=st.integers(1, 2**40),

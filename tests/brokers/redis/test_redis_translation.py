@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from choreograph.brokers.redis.keys import entry_id, record_offset
 from choreograph.brokers.redis.records import encode_headers, flat_entry_deliveries, translate_entry
 from choreograph.core.broker import Delivery
+from tests.fuzz.budget import fuzz_settings
 
 _names = st.sampled_from([b"v", b"t", b"k", b"h"]) | st.binary(max_size=4)
 _values = st.binary(max_size=64) | st.sampled_from([b"1.5", b"nan", b"{}", b'{"a":"b"}', b'{"a":1}', b"\xff"])
@@ -19,7 +20,7 @@ _ids = (
 _flat = st.lists(st.tuples(_names, _values), max_size=6).map(lambda pairs: [x for pair in pairs for x in pair])
 
 
-@settings(max_examples=200)
+@fuzz_settings(0.05)  # 200 inputs in the normal run; 50,000 under HYPOTHESIS_PROFILE=fuzz
 @given(stream_id=_ids, flat=_flat | st.lists(_values, max_size=5))
 def test_any_entry_translates_to_a_delivery(stream_id: bytes, flat: list[bytes]) -> None:
     for delivery in (
