@@ -240,3 +240,14 @@ def test_cli_points_server_backends_to_their_own_tools(url: str, tool: str, comm
     assert result.exit_code == 2
     assert tool in result.output and "docs/operations.md" in result.output
     assert "hunter2" not in result.output
+
+
+async def test_paths_with_uri_characters_back_up_and_restore(open_broker: OpenBroker, tmp_path: Path) -> None:
+    # SQLite URIs give '?', '#' and '%' a meaning: the paths must still name the files
+    odd = tmp_path / "shop ?#%20 log.db"
+    broker = open_broker(path=odd)
+    await broker.publish("t", [Record(b"1"), Record(b"2")])
+    await broker.close()
+    assert backup(odd, tmp_path / "b ?#.db").records == 2
+    assert restore(tmp_path / "b ?#.db", tmp_path / "r %41.db").records == 2
+    assert live_members(odd, within=10.0) == []

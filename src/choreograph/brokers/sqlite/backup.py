@@ -29,6 +29,7 @@ thread when an event loop runs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sqlite3
 import time
@@ -36,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+from urllib.parse import quote
 
 from choreograph.core.errors import BrokerUnavailable, ChoreographError
 
@@ -79,6 +81,11 @@ def _close_quietly(conn: sqlite3.Connection) -> None:
         conn.close()
 
 
+def _read_only(path: str) -> sqlite3.Connection:
+    """Open ``path`` read-only (any character in the path: it is percent-encoded into the URI)."""
+    return sqlite3.connect(f"file:{quote(Path(path).absolute().as_posix())}?mode=ro", uri=True, isolation_level=None)
+
+
 def _copy(source: sqlite3.Connection, target: sqlite3.Connection, step_pages: int, progress: Progress | None) -> None:
     def report(status: int, remaining: int, total: int) -> None:
         if progress is not None:
@@ -101,7 +108,7 @@ def inspect(path: str | os.PathLike[str]) -> BackupSummary:
     if not os.path.isfile(name):
         raise BackupError(f"{name!r} does not exist or is not a file")
     try:
-        conn = sqlite3.connect(f"file:{Path(name).absolute().as_posix()}?mode=ro", uri=True, isolation_level=None)
+        conn = _read_only(name)
     except sqlite3.Error as exc:
         raise BackupError(f"cannot open {name!r}: {exc}") from exc
     try:
@@ -159,7 +166,7 @@ def backup(
     temporary = f"{dst_name}.partial"
     _remove_with_side_files(temporary)
     try:
-        src = sqlite3.connect(f"file:{Path(src_name).absolute().as_posix()}?mode=ro", uri=True, isolation_level=None)
+        src = _read_only(src_name)
         src.execute("PRAGMA busy_timeout = 5000")
         src.execute("BEGIN")
         src.execute("SELECT COUNT(*) FROM meta").fetchone()  # takes the read snapshot now
@@ -177,11 +184,11 @@ def backup(
     finally:
         _close_quietly(src)
     try:
-        inspect(temporary)
+        summary = inspect(temporary)
         os.replace(temporary, dst_name)
     finally:
         _remove_with_side_files(temporary)
-    return inspect(dst_name)
+    return dataclasses.replace(summary, path=dst_name)
 
 
 def live_members(path: str | os.PathLike[str], *, within: float, now: float | None = None) -> list[str]:
@@ -194,7 +201,7 @@ def live_members(path: str | os.PathLike[str], *, within: float, now: float | No
     name = os.fspath(path)
     now = time.time() if now is None else now
     try:
-        conn = sqlite3.connect(f"file:{Path(name).absolute().as_posix()}?mode=ro", uri=True, isolation_level=None)
+        conn = _read_only(name)
         try:
             rows = conn.execute(
                 "SELECT grp, member FROM members WHERE heartbeat_at > ? ORDER BY grp, member", (now - within,)
@@ -244,14 +251,14 @@ def restore(
     temporary = f"{dst_name}.restoring"
     _remove_with_side_files(temporary)
     try:
-        src = sqlite3.connect(f"file:{Path(src_name).absolute().as_posix()}?mode=ro", uri=True, isolation_level=None)
+        src = _read_only(src_name)
         dst = sqlite3.connect(temporary, isolation_level=None)
         try:
             _copy(src, dst, step_pages, progress)
         finally:
             _close_quietly(dst)
             _close_quietly(src)
-        inspect(temporary)
+        summary = inspect(temporary)
         _forget_members(temporary)
         for suffix in _SIDE_FILES:  # never let an old WAL be replayed onto the restored pages
             with contextlib.suppress(FileNotFoundError):
@@ -261,7 +268,7 @@ def restore(
         raise BackupError(f"restore of {src_name!r} to {dst_name!r} failed: {exc}") from exc
     finally:
         _remove_with_side_files(temporary)
-    return inspect(dst_name)
+    return dataclasses.replace(summary, path=dst_name)
 
 
 def _forget_members(path: str) -> None:
