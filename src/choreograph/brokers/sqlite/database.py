@@ -220,7 +220,7 @@ class StorageCheck:
         try:
             now = os.stat(self._path)
         except FileNotFoundError:
-            raise StorageLost(f"SQLite broker file {self._path!r} was deleted while open") from None
+            raise StorageLost(f"SQLite broker file {self._path!r} no longer exists (deleted or moved away)") from None
         except OSError as exc:
             raise StorageLost(f"SQLite broker file {self._path!r} cannot be checked: {exc}") from exc
         if (now.st_dev, now.st_ino) != self._identity:

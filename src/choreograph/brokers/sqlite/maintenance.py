@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from choreograph.core.errors import BrokerClosed, BrokerError, StorageLost
+from choreograph.core.errors import BrokerClosed, BrokerError
 
 from . import leases, retention
 from .database import connect
@@ -97,10 +97,11 @@ class Maintenance:
     def _write(self, work: Callable[[WriteBatch], object], action: str) -> None:
         try:
             self._store.writer.submit(work).result()
-        except (BrokerClosed, StorageLost):
-            self._stop.set()  # nothing more to maintain (the writer logged a loss of the file once)
+        except BrokerClosed:
+            self._stop.set()
         except BrokerError:
-            # transient (e.g. another process held the write lock too long): next tick retries
+            # transient (another process held the write lock too long), or the file is gone (StorageLost,
+            # which the writer reports): next tick retries
             self._warn(f"background {action}")
         else:
             self._warned.pop(f"background {action}", None)

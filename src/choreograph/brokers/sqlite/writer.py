@@ -9,9 +9,10 @@ thousand concurrent publishes cost one commit (and, with ``sync="full"``, one
 fsync), and a future resolves only when its write is durable per ``sync``.
 
 Before each transaction the writer checks that the path still names the file
-it opened, whole (:class:`~.database.StorageCheck`): once the file was
-deleted, replaced or truncated, every write fails with StorageLost — never
-acknowledged into a file nobody will read again — and the loss is logged once.
+it opened, whole (:class:`~.database.StorageCheck`): while the file is
+deleted (or moved away), replaced or truncated, every write fails with
+StorageLost — never acknowledged into a file nobody will read again. The
+loss is logged once, and its end (the same file back at its path) too.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class Writer:
         self._conn = connect(path, config, writer=True)
         self._storage = StorageCheck(path)
         self.lost: StorageLost | None = None
-        """Set once the file was found deleted, replaced or truncated: every later write fails with it."""
+        """Why the file was unusable at the last check (None: it was sound)."""
         self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -143,8 +144,6 @@ class Writer:
         with self._lock:
             if self._closed:
                 raise BrokerClosed(f"SQLite broker {self._path!r} is closed")
-            if self.lost is not None:
-                raise self.lost
             self._queue.put(_Job(work, size, future))
         return future
 
@@ -225,16 +224,18 @@ class Writer:
         self._on_commit()
 
     def check_storage(self) -> None:
-        """Raise StorageLost if the file was deleted, replaced or truncated (found now, or before). Thread-safe."""
+        """Raise StorageLost if the file is deleted, replaced or truncated now. Thread-safe."""
         with self._lock:
-            if self.lost is None:
-                try:
-                    self._storage.check()
-                except StorageLost as exc:
-                    self.lost = exc
-                    log.error("sqlite broker: %s; every write fails from now on (restart on sound storage)", exc)
+            try:
+                self._storage.check()
+            except StorageLost as exc:
+                if self.lost is None:
+                    log.error("sqlite broker: %s; every write fails while it is so (restart on sound storage)", exc)
+                self.lost = exc
+                raise
             if self.lost is not None:
-                raise self.lost
+                log.warning("sqlite broker: file %r is back at its path; writes go through again", self._path)
+                self.lost = None
 
     def _storage_lost(self, jobs: list[_Job[Any]]) -> bool:
         """Fail ``jobs`` and return True if the file is lost."""
