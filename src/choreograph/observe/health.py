@@ -48,9 +48,9 @@ LOOP_BOUND: Final = 1.0
 """Seconds the event loop may be late before /healthz fails."""
 HEARTBEAT_INTERVAL: Final = 0.25
 """Seconds between the heartbeats that measure the loop's lateness."""
-PING_TIMEOUT: Final = 2.0
-"""Seconds /readyz waits for the broker's ping."""
+PING_TIMEOUT: Final = 2.0  # seconds /readyz waits for the broker's ping
 _REQUEST_TIMEOUT: Final = 15.0
+_REASONS: Final = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
 class Probes:
@@ -179,9 +179,8 @@ async def serve_probes(app: App, port: int, *, host: str = "127.0.0.1", probes: 
                     status, content_type, body = await route(request[1].split("?", 1)[0])
                 else:
                     status, content_type, body = 405, "text/plain; charset=utf-8", b"GET or HEAD only\n"
-                reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
                 head = (
-                    f"HTTP/1.1 {status} {reason[status]}\r\nContent-Type: {content_type}\r\n"
+                    f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
                 ).encode()
                 writer.write(head if method == "HEAD" else head + body)
