@@ -34,8 +34,10 @@ versions = (
     | st.booleans()
     | st.floats()
     | st.text(alphabet=st.characters(categories=["Nd", "No"]), max_size=12)  # digits of every script
+    | st.text(alphabet="0123456789\u00b9\u00b2\u0663\u0660\u09e9\uff11\U0001d7ce", min_size=1, max_size=12)
     | st.text(max_size=12)
     | st.from_regex(r"\A[0-9]{1,40}\Z")
+    | st.integers(min_value=4290, max_value=5000).map(lambda n: "9" * n)  # past int()'s digit limit
 )
 
 
@@ -53,6 +55,8 @@ def valid_doc(draw: st.DrawFn) -> dict[str, Any]:
 def documents(draw: st.DrawFn) -> dict[str, Any]:
     """Envelope-like JSON objects: a valid core, then attributes replaced, added or removed at random."""
     doc = valid_doc(draw) if draw(st.booleans()) else {}
+    if draw(st.booleans()):
+        doc[h.SCHEMA_VERSION] = draw(versions)
     for name in draw(st.lists(st.sampled_from(ATTRIBUTES), max_size=6)):
         if name == h.SCHEMA_VERSION:
             doc[name] = draw(versions)
