@@ -12,7 +12,10 @@ a structural check, not the operators' full validation.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import shutil
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -254,3 +257,53 @@ def test_the_scaler_queries_the_lag_metric_the_workers_export() -> None:
     assert re.search(r'group=~"inventory\\\\\.\.\+"', query), query
     assert scaler["spec"]["minReplicaCount"] >= 1  # the workers export the lag themselves
     assert int(trigger["metadata"]["threshold"]) > 0
+
+
+def test_the_scaler_query_counts_each_partition_once_whatever_the_pods(tmp_path: Path) -> None:
+    # Given two pods that both export the lag of two inventory partitions, and a payment group's lag
+    tool = shutil.which("promtool")
+    if tool is None:
+        if os.environ.get("CHOREOGRAPH_REQUIRE_BROKERS") == "1":
+            pytest.fail("promtool is required (apt-get install prometheus) when CHOREOGRAPH_REQUIRE_BROKERS=1")
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    assert tool is not None
+    query = one("ScaledObject")["spec"]["triggers"][0]["metadata"]["query"]
+    (tmp_path / "rules.yml").write_text(
+        yaml.safe_dump({"groups": [{"name": "keda", "rules": [{"record": "keda:inventory_lag", "expr": query}]}]})
+    )
+    series = [
+        (pod, group, partition, lag)
+        for pod in ("inventory-worker-a", "inventory-worker-b")
+        for group, partition, lag in (
+            ("inventory.reserve_stock", "0", 300),
+            ("inventory.reserve_stock", "1", 200),
+            ("inventory.release_stock", "0", 5),
+            ("payment.capture_payment", "0", 7000),
+        )
+    ]
+    tests = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": f'{metrics.LAG}{{pod="{pod}",group="{group}",topic="t",partition="{partition}"}}',
+                        "values": f"{lag}x5",
+                    }
+                    for pod, group, partition, lag in series
+                ],
+                # When KEDA evaluates the query
+                # Then each inventory partition counts once (not once per pod) and payment's lag not at all
+                "promql_expr_test": [
+                    {"expr": query, "eval_time": "2m", "exp_samples": [{"labels": "{}", "value": 505}]}
+                ],
+            }
+        ],
+    }
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests))
+    result = subprocess.run(
+        [tool, "test", "rules", "tests.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
