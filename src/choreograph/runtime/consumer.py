@@ -118,6 +118,9 @@ class ConsumerConfig:
     max_restart_delay: float = 30.0
     """The restart delay doubles after each crash in a row, up to this many seconds."""
 
+    def __post_init__(self) -> None:
+        Backoff(self.restart_delay, self.max_restart_delay)  # raises ConfigurationError for bad delays
+
 
 class Consumer:
     """Runs one handler's pipeline against its consumer group until stopped."""

@@ -140,6 +140,8 @@ def test_backoff_doubles_from_the_initial_delay_up_to_the_cap() -> None:
         Backoff(2.0, 1.0)
     with pytest.raises(ConfigurationError):
         Backoff(float("nan"), 1.0)
+    with pytest.raises(ConfigurationError):
+        ConsumerConfig(restart_delay=5.0, max_restart_delay=1.0)
 
 
 async def test_supervise_restarts_until_the_run_returns_and_stops_waiting_when_asked() -> None:
