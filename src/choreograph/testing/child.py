@@ -3,6 +3,9 @@
 ``python -m choreograph.testing.child '<json spec>'`` opens the broker with the
 spec's opener and URL, then consumes or publishes, writing every history event
 as one JSON line on stdout (flushed), and ``{"ready": true}`` at its kill point.
+A holder fetches one batch and holds it; on the line ``settle`` on stdin it
+settles the batch (acks, and one output record each) and reports
+``{"settled": "applied"}`` or ``{"settled": "refused", "error": ...}``.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import json
 import sys
 from typing import Any
 
-from choreograph.core.broker import Broker, Record
+from choreograph.core.broker import Broker, Record, Settlement
+from choreograph.core.errors import BrokerError
 from choreograph.testing.consumer import Consumer
-from choreograph.testing.faults import AFTER_DELIVERIES, MID_BATCH, READY
+from choreograph.testing.faults import AFTER_DELIVERIES, MID_BATCH, READY, SETTLED
 from choreograph.testing.history import MESSAGE_ID_HEADER, History, HistoryEvent, Recorder
 
 
@@ -62,6 +66,26 @@ async def _consume(broker: Broker, spec: dict[str, Any], recorder: Recorder) -> 
         await consumer.process(batch)
 
 
+async def _hold(broker: Broker, spec: dict[str, Any], recorder: Recorder) -> None:
+    sub = await recorder.subscribe(broker, spec["topic"], spec["group"])
+    held: list[Any] = []
+    while not held:
+        held = list(await sub.fetch(spec["batch"], 1.0))
+    _ready()
+    loop = asyncio.get_running_loop()
+    while (await loop.run_in_executor(None, sys.stdin.readline)).strip() != "settle":
+        pass
+    outputs = [(spec["outputs"], Record(b"output of " + bytes(d.value), key=d.key)) for d in held]
+    try:
+        await sub.settle(Settlement(acks=held, outputs=outputs))
+        outcome: dict[str, Any] = {SETTLED: "applied"}
+    except BrokerError as exc:
+        outcome = {SETTLED: "refused", "error": f"{type(exc).__name__}: {exc}"}
+    sys.stdout.write(json.dumps(outcome) + "\n")
+    sys.stdout.flush()
+    await asyncio.Event().wait()  # until killed
+
+
 async def _publish(broker: Broker, spec: dict[str, Any], recorder: Recorder) -> None:
     i = 0
     while True:
@@ -79,6 +103,8 @@ async def main(spec: dict[str, Any]) -> None:
     recorder = Recorder(History(listener=_emit))
     if spec["mode"] == "consume":
         await _consume(broker, spec, recorder)
+    elif spec["mode"] == "hold":
+        await _hold(broker, spec, recorder)
     else:
         await _publish(broker, spec, recorder)
 

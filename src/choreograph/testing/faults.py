@@ -5,7 +5,8 @@
 - :class:`ChildProcess` — run a consumer (or publisher) in a child Python process
   that opens the same broker, and ``kill -9`` it at a chosen point: after N
   deliveries, mid-batch, or between handling and ack; or stall it (SIGSTOP)
-  past its lease and let it continue (SIGCONT);
+  past its lease and let it continue (SIGCONT); or hold a batch and settle it
+  when told (after a stall: a settle under a lost lease);
 - restarting a broker process is a hook of the backend's conformance subclass
   (:meth:`choreograph.testing.conformance.BrokerConformance.reopen_broker`).
 """
@@ -34,6 +35,7 @@ BEFORE_ACK: Final = "before_ack"
 KILL_POINTS: Final = (AFTER_DELIVERIES, MID_BATCH, BEFORE_ACK)
 
 READY: Final = "ready"
+SETTLED: Final = "settled"
 
 
 class InjectedFailure(Exception):
@@ -114,6 +116,8 @@ class ChildProcess:
         self.proc = proc
         self.history = history
         self.ready = False
+        self.settled: dict[str, Any] | None = None
+        """What a holder reported of its settle (see :meth:`settle_held`)."""
 
     @classmethod
     async def consumer(
@@ -134,6 +138,29 @@ class ChildProcess:
         return await cls._start(broker, history, spec)
 
     @classmethod
+    async def holder(
+        cls, broker: ChildBroker, history: History, *, topic: str, group: str, outputs: str, batch: int = 10
+    ) -> ChildProcess:
+        """Start a member of ``group`` that fetches one batch and holds it until :meth:`settle_held`.
+
+        Its settle acks the batch and publishes one record per delivery to ``outputs``.
+        """
+        spec = {"mode": "hold", "topic": topic, "group": group, "batch": batch, "outputs": outputs}
+        return await cls._start(broker, history, spec)
+
+    async def settle_held(self, timeout: float = 20.0) -> dict[str, Any]:
+        """Tell a holder to settle its batch; return ``{"settled": "applied" | "refused", "error": ...}``."""
+        if self.proc.stdin is None:
+            raise RuntimeError("the child's stdin is not piped")
+        self.proc.stdin.write(b"settle\n")
+        await self.proc.stdin.drain()
+        async with asyncio.timeout(timeout):
+            while self.settled is None:
+                if not await self._read_line():
+                    raise RuntimeError(f"child exited before settling:\n{await self._stderr()}")
+        return self.settled
+
+    @classmethod
     async def publisher(
         cls, broker: ChildBroker, history: History, *, topic: str, after: int, prefix: str, keys: int = 4
     ) -> ChildProcess:
@@ -149,6 +176,7 @@ class ChildProcess:
             "-m",
             "choreograph.testing.child",
             json.dumps(spec),
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -189,6 +217,8 @@ class ChildProcess:
         doc = json.loads(text)
         if doc.get(READY):
             self.ready = True
+        elif SETTLED in doc:
+            self.settled = doc
         else:
             self.history.merge([HistoryEvent.from_json(text)])
         return True

@@ -23,12 +23,12 @@ from choreograph.core.broker import (
     TopicAdmin,
 )
 from choreograph.core.clock import FakeClock
-from choreograph.core.errors import BrokerError, NotFound
+from choreograph.core.errors import BrokerError, NotFound, UnknownTopic
 from choreograph.core.ids import new_id
 from choreograph.testing.checker import check
 from choreograph.testing.consumer import Consumer, dedupe_key
-from choreograph.testing.faults import failing_settle
-from choreograph.testing.history import MESSAGE_ID_HEADER, Recorder, message_id
+from choreograph.testing.faults import ChildProcess, failing_settle
+from choreograph.testing.history import MESSAGE_ID_HEADER, History, Recorder, message_id
 from choreograph.testing.scenario import ConformanceBase, not_applicable, scenario, weaker
 
 
@@ -64,7 +64,7 @@ def _store(broker: Broker) -> DeadLetterStore:
 
 
 class RecoveryScenarios(ConformanceBase):
-    """Scenarios B16, B18-B21, B24."""
+    """Scenarios B16, B18-B21, B24, B25."""
 
     @scenario(
         "B16",
@@ -276,3 +276,47 @@ class RecoveryScenarios(ConformanceBase):
                 assert sum(p.lag for p in await broker.lag(group)) == 0
             await consumer.sub.close()
         check(rec.history, group=group, topic=topic).assert_ok(self.forbid(exact=True))
+
+    @scenario(
+        "B25",
+        "A settle from a member that lost its partitions (stalled past its lease) is refused: nothing of it applies",
+        not_applicable("cross_process", "no leases: one process's members cannot lose a partition to another"),
+    )
+    async def test_b25_settle_after_losing_the_lease_is_refused(self) -> None:
+        if not self.capabilities.cross_process:
+            return
+        if self.lease_timeout is None:
+            raise NotImplementedError(f"{type(self).__name__} must set lease_timeout (cross_process=True)")
+        topic, group = self.names("b25")
+        outputs = f"{topic}-out"
+        history = History()
+        rec = Recorder(history)
+        async with self.broker() as broker:
+            spec = self.child_broker(broker)
+            if spec is None:
+                raise NotImplementedError(f"{type(self).__name__} declares cross_process=True: define child_broker")
+            await rec.publish(broker, topic, self.records("m", 20, keys=[f"k{i}" for i in range(4)]))
+            # Given a member in another process holding a batch, frozen past its lease while another takes over
+            child = await ChildProcess.holder(spec, history, topic=topic, group=group, outputs=outputs, batch=10)
+            try:
+                await child.wait_ready(self.timeout)
+                child.stall()
+                survivor = Consumer(await rec.subscribe(broker, topic, group))
+                wait = self.timeout + self.lease_timeout
+                await survivor.run_until(lambda: len(history.finished(group, topic)) >= 20, wait)
+                # When it wakes up and settles its batch (acks, and one output each)
+                child.resume()
+                outcome = await child.settle_held(self.timeout)
+            finally:
+                await child.kill()
+            await survivor.sub.close()
+            # Then the settle was refused, and none of its outputs exists
+            assert outcome["settled"] == "refused", f"a member that lost its lease settled: {outcome}"
+            if self.capabilities.replay:
+                assert isinstance(broker, LogReader)
+                try:
+                    written = await broker.read(outputs)
+                except UnknownTopic:
+                    written = []
+                assert written == [], f"{len(written)} output(s) of the refused settle were written"
+        check(history, group=group, topic=topic).assert_ok(self.forbid(ordered=True), max_duplicates=10)

@@ -60,3 +60,11 @@ class TestKafkaConformance(BrokerConformance):
     )
     async def test_a08_members_come_and_go(self) -> None:
         await super().test_a08_members_come_and_go()
+
+    # A known gap, kept visible rather than hidden (see docs/backends/kafka.md, "Known gaps").
+    @pytest.mark.skip(
+        reason="Kafka settles are not fenced: outputs are produced before the offset commit, and a commit refused "
+        "after a rebalance is skipped, not raised (fencing needs transactions, which Tansu lacks)"
+    )
+    async def test_b25_settle_after_losing_the_lease_is_refused(self) -> None:
+        await super().test_b25_settle_after_losing_the_lease_is_refused()
