@@ -18,10 +18,10 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from choreograph.brokers import open_broker
 from choreograph.core import codec
 from choreograph.core.broker import Broker, Delivery, LagReporter, LogReader, Position, TopicAdmin
 from choreograph.core.errors import ConfigurationError, DecodeError, UnknownTopic
+from choreograph.ops.session import opened_broker
 from choreograph.ops.terminal import BrokerOption, cell, emit_json, fmt_time, one_line, out, plain, run_async
 
 T = TypeVar("T")
@@ -112,8 +112,7 @@ def tail(
 
     @run_async
     async def main() -> None:
-        target = open_broker(broker)
-        try:
+        async with opened_broker(broker) as target:
             await _known_topic(target, topic)
             reader = require(target, LogReader, "read topics")
             position = parse_start(start)
@@ -144,8 +143,6 @@ def tail(
                     if not follow:
                         break
                     await asyncio.sleep(0.2)  # poll interval of an interactive tail
-        finally:
-            await target.close()
 
     main()
 
@@ -155,11 +152,8 @@ def topics(as_json: JsonOption = False, broker: BrokerOption = None) -> None:
 
     @run_async
     async def main() -> None:
-        target = open_broker(broker)
-        try:
+        async with opened_broker(broker) as target:
             infos = await require(target, TopicAdmin, "list topics").topics()
-        finally:
-            await target.close()
         if as_json:
             for info in infos:
                 emit_json(
@@ -189,11 +183,8 @@ def lag(
 
     @run_async
     async def main() -> None:
-        target = open_broker(broker)
-        try:
+        async with opened_broker(broker) as target:
             rows = await require(target, LagReporter, "report lag").lag(group)
-        finally:
-            await target.close()
         if group and not rows:
             raise UnknownTopic(f"no consumer group {group!r} has committed anything")
         if per_partition:
