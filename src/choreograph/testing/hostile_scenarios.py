@@ -60,7 +60,9 @@ class HostileScenarios(ConformanceBase):
     """Scenario A17."""
 
     hostile_large_size: ClassVar[int] = 900_000
-    """Bytes of the oversized bad record: its dead letter in base64 is over 1 MB; under each test server's limit."""
+    """Bytes of the big bad record: its dead letter in base64 is over 1 MB; under each test server's limit."""
+    hostile_oversize: ClassVar[int | None] = 1_200_000
+    """Bytes of a well-formed event over the consumer's 1 MB decode limit; None where the broker refuses it."""
 
     async def inject_raw(self, broker: Broker, topic: str, key: str, marker: str) -> list[str]:
         """Write native records no publish could produce into the partition of ``key`` of ``topic``.
@@ -132,6 +134,12 @@ class HostileScenarios(ConformanceBase):
                         continue  # one oversized record is enough
                     await rec.publish(broker, topic, [record])
                     (skipped if kind == "other" else bad).append(record.headers[MESSAGE_ID_HEADER])
+                if n == 1 and self.hostile_oversize is not None:  # our type, well formed, too big to decode
+                    pad = "x" * self.hostile_oversize
+                    name = "bad-oversize"
+                    data = {"key": KEYS[n], "seq": -1, "pad": pad}
+                    await rec.publish(broker, topic, [mark(name, envelope(name, KEYS[n], data), KEYS[n])])
+                    bad.append(name)
                 for name in await self.inject_raw(broker, topic, KEYS[n], f"native-{n}"):
                     rec.history.add(PUBLISH, name, topic)  # no key: the checker claims no order for them
                     bad.append(name)
