@@ -11,10 +11,10 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from choreograph.brokers import open_broker
 from choreograph.core.broker import Broker, DeadLetter, DeadLetterStore
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.printable import printable
+from choreograph.ops.session import opened_broker
 from choreograph.ops.terminal import EXIT_FAILED, BrokerOption, cell, emit_json, fail, fmt_time, out, run_async, safe
 
 dlq = typer.Typer(help="Dead letters: list them grouped by cause, show one, resubmit, purge.", no_args_is_help=True)
@@ -81,13 +81,10 @@ def list_(
 
     @run_async
     async def main() -> None:
-        target = open_broker(broker)
-        try:
+        async with opened_broker(broker) as target:
             entries = await _store(target).dead_letters(
                 group=group, status=None if status == "all" else status, limit=limit
             )
-        finally:
-            await target.close()
         if as_json:
             for entry in entries:
                 emit_json(dead_letter_doc(entry))
@@ -130,11 +127,8 @@ def show(
 
     @run_async
     async def main() -> None:
-        target = open_broker(broker)
-        try:
+        async with opened_broker(broker) as target:
             entry = await _store(target).dead_letter(dead_letter_id)
-        finally:
-            await target.close()
         if as_json:
             emit_json(dead_letter_doc(entry, full=True))
             return
@@ -181,8 +175,7 @@ def retry(
 
     @run_async
     async def main() -> None:
-        target = open_broker(broker)
-        try:
+        async with opened_broker(broker) as target:
             store = _store(target)
             chosen = list(ids or [])
             if all_:
@@ -193,8 +186,6 @@ def retry(
                     done += 1
                 else:
                     skipped += 1
-        finally:
-            await target.close()
         out.print(f"resubmitted {done}; skipped {skipped} already resubmitted or purged")
         if skipped and not done and ids:
             raise typer.Exit(EXIT_FAILED)
@@ -232,11 +223,13 @@ def purge(
 
     @run_async
     async def main() -> None:
-        target = open_broker(broker)
-        try:
+        async with opened_broker(broker) as target:
             count = await _store(target).purge(None if all_ else list(ids or []), delete=delete)
-        finally:
-            await target.close()
         out.print(f"{'deleted' if delete else 'purged'} {count}")
 
     main()
+
+
+def register(cli: typer.Typer) -> None:
+    """Add the ``dlq`` command group to ``cli``."""
+    cli.add_typer(dlq, name="dlq")

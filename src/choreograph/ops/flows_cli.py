@@ -35,7 +35,8 @@ from choreograph.observe.flows import (
     SqliteFlowStore,
     replay,
 )
-from choreograph.ops.loader import load_app
+from choreograph.ops.loader import load_object
+from choreograph.ops.session import opened_app
 from choreograph.ops.terminal import BrokerOption, cell, emit_json, fmt_time, out, run_async, safe, shown_url
 from choreograph.runtime.app import App
 
@@ -67,12 +68,7 @@ def _flow_list(value: object, where: str) -> list[Flow]:
 def load_flows(app_spec: str, app: App, flows_spec: str | None = None) -> list[Flow]:
     """Find the flows declared for ``app`` (see the module docstring). Raises ConfigurationError."""
     if flows_spec:
-        module_name, _, attribute = flows_spec.partition(":")
-        module = importlib.import_module(module_name)
-        attribute = attribute or "flows"
-        if not hasattr(module, attribute):
-            raise ConfigurationError(f"module {module_name!r} has no attribute {attribute!r}")
-        return _flow_list(getattr(module, attribute), flows_spec)
+        return _flow_list(load_object(flows_spec, default_attribute="flows"), flows_spec)
     declared = [item for item in app.declarations if isinstance(item, Flow)]
     if declared:
         return declared
@@ -93,13 +89,6 @@ def load_flows(app_spec: str, app: App, flows_spec: str | None = None) -> list[F
         f"no flows declared for {app_spec}: define `flows = [Flow(...)]` in {' or '.join(candidates)}, "
         "or pass --flows MODULE:ATTR"
     )
-
-
-def _open(app_spec: str, broker: str | None, flows_spec: str | None) -> tuple[App, list[Flow]]:
-    app = load_app(app_spec)
-    if broker:
-        app.configure_broker(broker)
-    return app, load_flows(app_spec, app, flows_spec)
 
 
 def _ms(seconds: float | None) -> str:
@@ -169,11 +158,9 @@ def flows_command(
 
     @run_async
     async def main() -> None:
-        app, flows = _open(app_spec, broker, flows_spec)
-        try:
+        async with opened_app(app_spec, broker) as app:
+            flows = load_flows(app_spec, app, flows_spec)
             trackers = await _trackers(app, flows, state, None)
-        finally:
-            await app.close()
         now = app.clock.now()
         figures = {name: tracker.figures(now) for name, tracker in trackers.items()}
         if as_json:
@@ -286,12 +273,10 @@ def show(
 
     @run_async
     async def main() -> None:
-        app, flows = _open(app_spec, broker, flows_spec)
-        try:
+        async with opened_app(app_spec, broker) as app:
+            flows = load_flows(app_spec, app, flows_spec)
             trackers = await _trackers(app, flows, state, correlation_id)
             dead = await _dead_letters(app, correlation_id)
-        finally:
-            await app.close()
         now = app.clock.now()
         docs = [
             _instance_doc(tracker, tracker.instances[correlation_id], now)
@@ -334,20 +319,18 @@ def observe(
 
     @run_async
     async def main() -> None:
-        app, flows = _open(app_spec, broker, flows_spec)
-        await app.broker.ping()
-        observer = Observer(app, flows)
-        loop = asyncio.get_running_loop()
-        task = asyncio.create_task(observer.run())
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, observer.request_stop)
-        names = safe(", ".join(f.name for f in flows))
-        out.print(f"[bold]choreograph[/] observing {names} on {shown_url(app.broker_url)}")
-        try:
+        async with opened_app(app_spec, broker) as app:
+            flows = load_flows(app_spec, app, flows_spec)
+            await app.broker.ping()
+            observer = Observer(app, flows)
+            loop = asyncio.get_running_loop()
+            task = asyncio.create_task(observer.run())
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, observer.request_stop)
+            names = safe(", ".join(f.name for f in flows))
+            out.print(f"[bold]choreograph[/] observing {names} on {shown_url(app.broker_url)}")
             await task
-        finally:
-            await app.close()
 
     main()
 

@@ -1,6 +1,6 @@
 """Observability commands: ``slo``, ``export prometheus-rules``, ``export grafana``, ``trace``.
 
-Mount them on the main CLI with :func:`mount` (or attach :func:`register_export`
+Mount them on the main CLI with :func:`register` (or attach :func:`register_export`
 to an existing ``export`` group).
 """
 
@@ -13,12 +13,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from choreograph.brokers import open_broker
 from choreograph.observe.alerts import prometheus_rules
 from choreograph.observe.dashboards import dashboards
 from choreograph.observe.slo import BURN_WINDOWS, LogSource, SLOReport, declared_slos, format_window, measure
 from choreograph.observe.trace_view import collect_trace, render_trace, trace_rows
 from choreograph.ops.loader import load_app
+from choreograph.ops.session import opened_app, opened_broker
 from choreograph.ops.terminal import BrokerOption, emit_json, out, run_async, safe
 
 AppArgument = Annotated[
@@ -69,18 +69,14 @@ def slo(app_spec: AppArgument, broker: BrokerOption = None) -> None:
 
     @run_async
     async def main() -> None:
-        app = load_app(app_spec)
-        slos = declared_slos(app.declarations)
-        if not slos:
-            out.print(f"{safe(app_spec)} declares no SLO; add app.declare(SLO.success_rate(...)) and friends")
-            return
-        target = open_broker(broker) if broker else app.broker
-        try:
-            source = LogSource(target, horizon=max(max(s.window for s in slos), *BURN_WINDOWS))
+        async with opened_app(app_spec, broker) as app:
+            slos = declared_slos(app.declarations)
+            if not slos:
+                out.print(f"{safe(app_spec)} declares no SLO; add app.declare(SLO.success_rate(...)) and friends")
+                return
+            source = LogSource(app.broker, horizon=max(max(s.window for s in slos), *BURN_WINDOWS))
             for objective in slos:
                 out.print(_report_table(await measure(objective, source)))
-        finally:
-            await target.close()
 
     main()
 
@@ -128,11 +124,8 @@ def trace(
 
     @run_async
     async def main() -> None:
-        target = open_broker(broker)
-        try:
+        async with opened_broker(broker) as target:
             found = await collect_trace(target, correlation_id)
-        finally:
-            await target.close()
         if as_json:
             for row in trace_rows(found):
                 emit_json(row)
@@ -148,7 +141,7 @@ def register_export(export: typer.Typer) -> None:
     export.command("grafana")(export_grafana)
 
 
-def mount(cli: typer.Typer) -> None:
+def register(cli: typer.Typer) -> None:
     """Add ``slo``, ``trace`` and the ``export`` group to the main CLI."""
     cli.command("slo")(slo)
     cli.command("trace")(trace)

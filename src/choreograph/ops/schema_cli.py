@@ -14,9 +14,7 @@ error (arguments, module, URL, unknown type, unreadable store).
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +25,7 @@ import typer
 from choreograph.core.errors import ChoreographError, ConfigurationError, ContractError
 from choreograph.core.printable import printable
 from choreograph.core.redaction import redact_url
+from choreograph.ops.loader import load_topology
 from choreograph.ops.terminal import json_block, json_line
 from choreograph.schema.asyncapi import asyncapi_json
 from choreograph.schema.catalog import render_catalog
@@ -79,46 +78,6 @@ DirOption = Annotated[
     Path | None,
     typer.Option("--dir", "-d", help="Use a directory of schema files (<type>/v<N>.json) instead of the broker."),
 ]
-
-
-def load_topology(spec: str) -> Topology:
-    """Import ``MODULE:ATTR`` (ATTR defaults to ``app``) and return its Topology.
-
-    ATTR may be dotted. The object may be a Topology or have a ``topology()``
-    method returning one (an App). The current directory is importable, as
-    with ``python -m``. Raises ConfigurationError naming what is missing.
-    """
-    module_name, _, attribute = spec.partition(":")
-    attribute = attribute or "app"
-    if not module_name:
-        raise ConfigurationError(f"{spec!r} is not MODULE:APP (for example choreograph.examples.shop.app:app)")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise ConfigurationError(
-                f"cannot import module {module_name!r} ({exc}); run from the project root or fix PYTHONPATH"
-            ) from exc
-        raise
-    target: object = module
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ConfigurationError(f"module {module_name!r} has no attribute {attribute!r}") from None
-    if isinstance(target, Topology):
-        return target
-    method = getattr(target, "topology", None)
-    if not callable(method):
-        raise ConfigurationError(
-            f"{spec} is a {type(target).__name__}: expected a choreograph App (with .topology()) or a Topology"
-        )
-    topology = method()
-    if not isinstance(topology, Topology):
-        raise ConfigurationError(f"{spec}.topology() returned {type(topology).__name__}, not a Topology")
-    return topology
 
 
 def open_store(broker: str | None, directory: Path | None, *, must_exist: bool) -> SchemaStore:
@@ -236,8 +195,8 @@ def _reports(registry: SchemaRegistry, topology: Topology) -> list[Compatibility
     return [registry.check(event_cls) for event_cls in ordered]
 
 
-@schema_app.command()
-def register(
+@schema_app.command("register")
+def register_schemas(
     app_spec: AppArgument,
     broker: BrokerOption = None,
     directory: DirOption = None,
@@ -413,3 +372,10 @@ def asyncapi_command(
     except ChoreographError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     _write(text, output)
+
+
+def register(cli: typer.Typer) -> None:
+    """Add the ``schema`` group, ``catalog`` and ``asyncapi`` to ``cli``."""
+    cli.add_typer(schema_app, name="schema")
+    cli.command("catalog")(catalog_command)
+    cli.command("asyncapi")(asyncapi_command)

@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from choreograph.brokers import resolve_url
+from choreograph import brokers
+from choreograph.brokers import DEFAULT_URL, ENV_VAR, resolve_url
 from choreograph.core.errors import (
     BrokerError,
     BrokerUnavailable,
@@ -62,13 +63,26 @@ def remember_broker(url: str | None) -> str | None:
     return url
 
 
+def broker_schemes() -> list[str]:
+    """Every broker URL scheme choreograph can open (``memory://``, ``sqlite://``, ...), from the backend table."""
+    return [f"{scheme}://" for scheme in brokers._BACKENDS]  # the one registry of backends; not repeated here
+
+
+def schemes_text() -> str:
+    """The broker URL schemes as prose: ``memory://, sqlite://, ... or kafka://``."""
+    names = broker_schemes()
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
 BrokerOption = Annotated[
     str | None,
     typer.Option(
         "--broker",
         "-b",
-        envvar="CHOREOGRAPH_BROKER",
-        help="Broker URL (memory://, sqlite:///path.db). Default: $CHOREOGRAPH_BROKER or sqlite:///./choreograph.db",
+        metavar="URL",
+        envvar=ENV_VAR,
+        help=f"Broker URL: {schemes_text()} (e.g. sqlite:///path.db, nats://host:4222). "
+        f"Default: ${ENV_VAR} or {DEFAULT_URL}",
         show_default=False,
         show_envvar=False,
         callback=remember_broker,

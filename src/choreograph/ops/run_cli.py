@@ -1,0 +1,167 @@
+"""``choreograph run``: run an App's handlers as workers, configured the twelve-factor way.
+
+Every option can come from the command line, from a ``CHOREOGRAPH_<OPTION>``
+environment variable (``--stop-timeout`` is ``CHOREOGRAPH_STOP_TIMEOUT``), or
+from the TOML file given by ``--config`` / ``$CHOREOGRAPH_CONFIG`` (keys are the
+option names), in that order of precedence; see :mod:`choreograph.ops.config_file`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from choreograph.core.errors import ConfigurationError
+from choreograph.observe.health import serve_probes
+from choreograph.observe.logs import configure_logging, install_log_context
+from choreograph.observe.metrics import install_metrics
+from choreograph.observe.tracing import install_tracing
+from choreograph.ops.config_file import ConfigOption
+from choreograph.ops.loader import EXAMPLE, load_app
+from choreograph.ops.terminal import BrokerOption, out, run_async, safe, shown_url
+
+DEFAULT_METRICS_HOST = "127.0.0.1"
+"""The metrics server listens on loopback unless ``--metrics-host`` widens it."""
+
+ENV_PREFIX = "CHOREOGRAPH_"
+
+
+def _env(name: str) -> str:
+    return f"{ENV_PREFIX}{name.upper()}"
+
+
+def run(
+    app_spec: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="MODULE:APP",
+            envvar=_env("app"),
+            show_envvar=True,
+            show_default=False,
+            help=f"The App to run, e.g. {EXAMPLE} (config key: app).",
+        ),
+    ] = None,
+    service: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service",
+            "-s",
+            metavar="NAME",
+            envvar=_env("service"),
+            show_envvar=True,
+            help="Run only this service (repeatable; in the environment, names separated by spaces).",
+        ),
+    ] = None,
+    broker: BrokerOption = None,
+    stop_timeout: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            envvar=_env("stop_timeout"),
+            show_envvar=True,
+            help="Seconds to let in-flight handlers finish on stop.",
+        ),
+    ] = 30.0,
+    stats_file: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            envvar=_env("stats_file"),
+            show_envvar=True,
+            help="On exit, write per-handler counters to this JSON file.",
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PORT",
+            envvar=_env("metrics_port"),
+            show_envvar=True,
+            help="Serve /metrics, /healthz and /readyz at http://METRICS_HOST:PORT.",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            metavar="HOST",
+            envvar=_env("metrics_host"),
+            show_envvar=True,
+            help="Interface the metrics server binds; default loopback only (0.0.0.0: all interfaces).",
+        ),
+    ] = DEFAULT_METRICS_HOST,
+    log_json: Annotated[
+        bool,
+        typer.Option(
+            "--log-json", envvar=_env("log_json"), show_envvar=True, help="Write logs as JSON lines (production)."
+        ),
+    ] = False,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            metavar="LEVEL",
+            envvar=_env("log_level"),
+            show_envvar=True,
+            help="Log level: DEBUG, INFO, WARNING, ERROR.",
+        ),
+    ] = "INFO",
+    fail_fast: Annotated[
+        bool,
+        typer.Option(
+            "--fail-fast",
+            envvar=_env("fail_fast"),
+            show_envvar=True,
+            help="Stop every handler and exit non-zero when a consumer crashes (default: log it and restart it).",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Run the App's handlers as workers until SIGINT/SIGTERM.
+
+    Each handler is its own consumer group. Start several processes on the same
+    broker to share the work: partitions are spread across them, and a crashed
+    process's partitions move to the survivors. On SIGINT/SIGTERM in-flight
+    handlers finish and their results are committed before exit.
+
+    Every option can also be set by its CHOREOGRAPH_<OPTION> environment
+    variable or in the --config TOML file; the command line wins, then the
+    environment, then the file.
+    """
+
+    configure_logging(json=log_json, level=log_level.upper())
+
+    @run_async
+    async def main() -> None:
+        if not app_spec:
+            raise ConfigurationError(
+                f"name the App to run: MODULE:APP, ${_env('app')}, or app = ... in the --config file"
+            )
+        app = load_app(app_spec)
+        if broker:
+            app.configure_broker(broker)
+        install_log_context(app)
+        install_tracing(app)
+        install_metrics(app)
+        await app.broker.ping()
+        server = await serve_probes(app, metrics_port, host=metrics_host) if metrics_port is not None else None
+        names = safe(", ".join(service or app.services))
+        where = f"; metrics on {safe(metrics_host)}:{server.port}/metrics" if server else ""
+        out.print(f"[bold]choreograph[/] running {names} on {shown_url(app.broker_url)}{where} (Ctrl-C to stop)")
+        try:
+            await app.run(service or None, stop_timeout=stop_timeout, fail_fast=fail_fast)
+        finally:
+            if server is not None:
+                await server.close()
+            if stats_file is not None:
+                stats = {group: dataclasses.asdict(counters) for group, counters in app.stats().items()}
+                stats_file.write_text(json.dumps(stats, indent=2))
+
+    main()
+
+
+def register(cli: typer.Typer) -> None:
+    """Add ``run`` to ``cli``."""
+    cli.command("run")(run)
