@@ -25,7 +25,7 @@ from choreograph.core.broker import Broker, DeadLetterStore, LogReader, TopicAdm
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.redaction import redact_url
 from choreograph.observe.flows import summarize
-from choreograph.ops.loader import load_app
+from choreograph.ops.session import opened_app
 from choreograph.ops.terminal import out, shown_url
 from choreograph.runtime.app import App
 
@@ -64,11 +64,15 @@ async def run_demo(settings: DemoSettings) -> None:
         raise ConfigurationError("--orders and --workers must be >= 1")
     if settings.broker and settings.broker.startswith("memory://"):
         raise ConfigurationError("the demo runs worker processes; use a shared broker such as sqlite:///demo.db")
-    app = load_app(APP_SPEC)  # ships inside the package: works from any directory
+    url = settings.broker or _fresh_sqlite_url()
+    async with opened_app(APP_SPEC, url) as app:  # the shop ships inside the package: works from any directory
+        await _run(app, url, settings)
+
+
+async def _run(app: App, url: str, settings: DemoSettings) -> None:
+    """Start the workers, publish the orders, wait until each one finished, then print the summary."""
     from choreograph.examples.shop.events import OrderCancelled, OrderCompleted, OrderPlaced
 
-    url = settings.broker or _fresh_sqlite_url()
-    app.configure_broker(url)
     broker: Broker = app.broker
     if not isinstance(broker, TopicAdmin) or not isinstance(broker, LogReader):
         raise ConfigurationError(f"the demo needs a broker that lists and reads topics; {redact_url(url)} does not")
@@ -154,7 +158,6 @@ async def run_demo(settings: DemoSettings) -> None:
         for handle in handles:
             handle.close()
     await _summary(app, broker, settings, elapsed, stats_dir)
-    await app.close()
 
 
 async def _summary(app: App, broker: Broker, settings: DemoSettings, elapsed: float, stats_dir: Path) -> None:
