@@ -1,7 +1,8 @@
 """``--config FILE``: a command's options from a TOML file, below the command line and the environment.
 
 Each top-level key is an option's name (``stop_timeout`` or ``stop-timeout``
-for ``--stop-timeout``); the file supplies a value only where neither the
+for ``--stop-timeout``, ``app`` for the App argument: the name of its
+``CHOREOGRAPH_*`` variable without the prefix); the file supplies a value only where neither the
 command line nor the option's ``CHOREOGRAPH_*`` variable did. Precedence,
 highest first: command line, environment, config file, built-in default.
 
@@ -18,20 +19,30 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperArgument, TyperOption
 
 from choreograph.ops.terminal import EXIT_USAGE, fail
 
-CONFIG_ENV = "CHOREOGRAPH_CONFIG"
+ENV_PREFIX = "CHOREOGRAPH_"
+CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
 
 
 def _key_names(ctx: typer.Context) -> dict[str, str]:
-    """Map every accepted spelling of each settable parameter to the parameter's name."""
+    """Map every accepted key (``stop_timeout``, ``stop-timeout``) to the name of the parameter it sets.
+
+    A parameter's key is its ``CHOREOGRAPH_*`` variable without the prefix, in
+    lower case (``CHOREOGRAPH_APP`` -> ``app``), else its own name: the file,
+    the environment and the command line all use one name per setting.
+    """
     names: dict[str, str] = {}
     for param in ctx.command.params:
         if param.name is None or param.name == "config":
             continue
-        names[param.name] = param.name
-        names[param.name.replace("_", "-")] = param.name
+        envvar = param.envvar
+        key = envvar[len(ENV_PREFIX) :].lower() if isinstance(envvar, str) and envvar.startswith(ENV_PREFIX) else None
+        key = key or param.name
+        names[key] = param.name
+        names[key.replace("_", "-")] = param.name
     return names
 
 
@@ -54,11 +65,16 @@ def read_config(ctx: typer.Context, path: Path) -> dict[str, Any]:
     for key, value in doc.items():
         name = names.get(key)
         if name is None:
-            known = ", ".join(sorted({n for n in names.values()}))
+            known = ", ".join(sorted(k for k in names if "-" not in k))
             raise fail(f"config file {path}: unknown key {key!r}; known keys: {known}", EXIT_USAGE)
         param = next(p for p in ctx.command.params if p.name == name)
         if param.multiple and isinstance(value, str):
             value = [value]  # `service = "orders"` means one service, not its letters
+        if isinstance(param, TyperOption | TyperArgument):
+            try:  # convert now, so that an error names the file and the key (the parser would blame the variable)
+                param.get_runtime_param().coerce(value, param=param, ctx=ctx)
+            except typer.BadParameter as exc:
+                raise fail(f"config file {path}: {key} = {value!r}: {exc.message}", EXIT_USAGE) from None
         values[name] = value
     return values
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from choreograph.ops.terminal import remember_broker, run_async
+from choreograph.ops.terminal import remember_broker, run_async, schemes_text
 
 
 def demo(
@@ -25,7 +25,8 @@ def demo(
             "--broker",
             "-b",
             metavar="URL",
-            help="Broker URL; default: a fresh SQLite file ./.choreograph-demo.db",
+            help=f"Broker URL shared by the worker processes: {schemes_text()} (not memory://, which one "
+            "process keeps to itself). Default: a fresh SQLite file ./.choreograph-demo.db",
             callback=remember_broker,
         ),
     ] = None,

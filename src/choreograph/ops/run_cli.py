@@ -20,14 +20,12 @@ from choreograph.observe.health import serve_probes
 from choreograph.observe.logs import configure_logging, install_log_context
 from choreograph.observe.metrics import install_metrics
 from choreograph.observe.tracing import install_tracing
-from choreograph.ops.config_file import ConfigOption
+from choreograph.ops.config_file import ENV_PREFIX, ConfigOption
 from choreograph.ops.loader import EXAMPLE, load_app
 from choreograph.ops.terminal import BrokerOption, out, run_async, safe, shown_url
 
 DEFAULT_METRICS_HOST = "127.0.0.1"
 """The metrics server listens on loopback unless ``--metrics-host`` widens it."""
-
-ENV_PREFIX = "CHOREOGRAPH_"
 
 
 def _env(name: str) -> str:

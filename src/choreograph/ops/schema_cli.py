@@ -22,11 +22,12 @@ from typing import Annotated, Final
 
 import typer
 
+from choreograph.brokers import DEFAULT_URL, ENV_VAR
 from choreograph.core.errors import ChoreographError, ConfigurationError, ContractError
 from choreograph.core.printable import printable
 from choreograph.core.redaction import redact_url
 from choreograph.ops.loader import load_topology
-from choreograph.ops.terminal import json_block, json_line
+from choreograph.ops.terminal import json_block, json_line, schemes_text
 from choreograph.schema.asyncapi import asyncapi_json
 from choreograph.schema.catalog import render_catalog
 from choreograph.schema.compatibility import Compatibility, CompatibilityReport, diff_schemas
@@ -50,8 +51,8 @@ from choreograph.schema.topology import Topology
 EXIT_OK: Final = 0
 EXIT_INCOMPATIBLE: Final = 1
 EXIT_USAGE: Final = 2
-DEFAULT_BROKER: Final = "sqlite:///./choreograph.db"
-BROKER_ENV: Final = "CHOREOGRAPH_BROKER"
+DEFAULT_BROKER: Final = DEFAULT_URL
+BROKER_ENV: Final = ENV_VAR
 
 schema_app = typer.Typer(
     name="schema",
@@ -69,8 +70,9 @@ BrokerOption = Annotated[
         "--broker",
         "-b",
         envvar=BROKER_ENV,
-        help=f"Broker URL whose store holds the registry (sqlite:///path.db). Default: ${BROKER_ENV} "
-        f"or {DEFAULT_BROKER}",
+        metavar="URL",
+        help=f"Broker URL ({schemes_text()}) whose store holds the registry; today only a "
+        f"sqlite:///path.db log keeps one (otherwise use --dir). Default: ${BROKER_ENV} or {DEFAULT_BROKER}",
         show_default=False,
     ),
 ]
