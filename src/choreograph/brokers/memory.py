@@ -57,6 +57,7 @@ from choreograph.core.options import (
     split_url,
 )
 from choreograph.core.redaction import redact_url
+from choreograph.core.retention import LogSize, Retention
 
 DEFAULT_PARTITIONS: Final = 4
 """Partitions of every topic unless ``partitions`` says otherwise."""
@@ -281,6 +282,19 @@ class MemoryBroker:
                     return out
                 out.append(_delivery(topic, p, entry))
         return out
+
+    async def resolve_position(self, topic: str, start: Position) -> dict[int, int]:
+        """Return partition -> first offset to read for ``start``."""
+        log = self._topics.get(topic)
+        return {} if log is None else dict(enumerate(self._start(log, start)))
+
+    def describe_retention(self) -> Retention:
+        """Memory keeps every record until the process exits: no retention (it is for tests and demos)."""
+        return Retention("memory", None, True, "records live in this process's memory until it exits")
+
+    async def log_size(self) -> LogSize:
+        """Return records per topic (bytes are not counted: Python objects have no cheap size)."""
+        return LogSize({name: sum(map(len, t.log)) for name, t in self._topics.items()})
 
     # -- DeadLetterStore --------------------------------------------------------
 

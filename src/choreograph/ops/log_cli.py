@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -21,6 +22,7 @@ from rich.text import Text
 from choreograph.core import codec
 from choreograph.core.broker import Broker, Delivery, LagReporter, LogReader, Position, TopicAdmin
 from choreograph.core.errors import ConfigurationError, DecodeError, UnknownTopic
+from choreograph.core.retention import PositionResolver
 from choreograph.ops.session import opened_broker
 from choreograph.ops.terminal import BrokerOption, cell, emit_json, fmt_time, one_line, out, plain, run_async
 
@@ -92,11 +94,57 @@ def record_doc(delivery: Delivery) -> dict[str, Any]:
     return doc
 
 
+PAGE = 1000
+"""Records asked of the broker per read."""
+
+
+async def start_offsets(target: Broker, topic: str, position: Position) -> tuple[dict[int, int], float | None]:
+    """Resolve ``position`` to a first offset per partition, and a time before which records are dropped.
+
+    A broker that resolves positions (:class:`PositionResolver`) answers
+    exactly. Another one is read from each partition's oldest record (an
+    ``at_offsets`` position naming no partition), and records stamped before
+    the start time are dropped here: slower, never wrong.
+    """
+    if isinstance(target, PositionResolver):
+        return await target.resolve_position(topic, position), None
+    return {}, (position.time if position.kind == "time" else None)
+
+
+async def read_all(
+    reader: LogReader, topic: str, offsets: dict[int, int], since: float | None, limit: int
+) -> AsyncIterator[list[Delivery]]:
+    """Yield pages of ``topic`` from ``offsets`` until every partition's end (or ``limit`` records; 0: all).
+
+    Reads by offset per partition, so no record is skipped or repeated,
+    whatever the records' times. ``offsets`` is advanced in place past every
+    record read, so a caller can read on from where this stopped.
+    """
+    taken = 0
+    while not limit or taken < limit:
+        want = min(PAGE, limit - taken) if limit else PAGE
+        batch = await reader.read(topic, Position.at_offsets(offsets), limit=want)
+        if not batch:  # every partition is at its end
+            return
+        for delivery in batch:
+            offsets[delivery.partition] = max(offsets.get(delivery.partition, 0), delivery.offset + 1)
+        shown = [d for d in batch if since is None or d.timestamp >= since]
+        taken += len(shown)
+        if shown:
+            yield shown
+
+
 def tail(
     topic: Annotated[str, typer.Argument(help="Topic to read.")],
     start: Annotated[str, typer.Option("--from", help="earliest, latest, epoch seconds or ISO time.")] = "earliest",
-    limit: Annotated[int, typer.Option(help="Most records to print (0 = no limit with --follow).")] = 50,
+    limit: Annotated[int, typer.Option(help="Most records to print (0: all of them).")] = 50,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
+    merge_time: Annotated[
+        bool,
+        typer.Option(
+            "--merge-time", help="Print in time order across partitions (reads to the end first, then sorts)."
+        ),
+    ] = False,
     raw: Annotated[
         bool, typer.Option(help="Print each record's value (its JSON) as is, one per line, never wrapped.")
     ] = False,
@@ -105,10 +153,22 @@ def tail(
 ) -> None:
     """Print records of TOPIC without joining a consumer group (does not move any offset).
 
-    ``--json`` prints one JSON document per record and line: topic, partition,
-    offset, timestamp, key, headers and ``value`` (the record's JSON) or
-    ``value_base64`` (a value that is not JSON).
+    Reads each partition by offset, from ``--from`` to its end, so no record
+    is skipped: partition after partition, each in offset order, or in time
+    order across partitions with ``--merge-time`` (which reads the whole range
+    first; with ``--follow``, each later page is sorted on its own).
+    ``--limit 0`` prints every record. ``--json`` prints one JSON document per
+    record and line: topic, partition, offset, timestamp, key, headers and
+    ``value`` (the record's JSON) or ``value_base64`` (a value that is not JSON).
     """
+
+    def show(delivery: Delivery) -> None:
+        if as_json:
+            emit_json(record_doc(delivery))
+        elif raw:
+            plain(one_line(delivery.value.decode(errors="replace")))
+        else:
+            out.print(_line(delivery), soft_wrap=True)
 
     @run_async
     async def main() -> None:
@@ -116,32 +176,28 @@ def tail(
             await _known_topic(target, topic)
             reader = require(target, LogReader, "read topics")
             position = parse_start(start)
+            if start == "latest" and isinstance(target, PositionResolver):
+                position = Position.latest()
+            offsets, since = await start_offsets(target, topic, position)
             printed = 0
-            printed_ids: set[tuple[int, int]] = set()
             while True:
-                want = min(1000, limit - printed) if limit else 1000
-                batch = await reader.read(topic, position, limit=want)
-                batch = [d for d in batch if (d.partition, d.offset) not in printed_ids]
-                for delivery in batch:
-                    if as_json:
-                        emit_json(record_doc(delivery))
-                    elif raw:
-                        plain(one_line(delivery.value.decode(errors="replace")))
-                    else:
-                        out.print(_line(delivery), soft_wrap=True)
-                printed += len(batch)
-                if batch:
-                    # Follow by time, not offsets: a partition not seen yet must not restart
-                    # at its beginning. The 1 s overlap absorbs clock skew between writers;
-                    # records already printed are skipped by (partition, offset).
-                    newest = max(delivery.timestamp for delivery in batch)
-                    position = Position.at_time(newest - 1.0)
-                    printed_ids.update((d.partition, d.offset) for d in batch)
-                if limit and printed >= limit:
+                left = limit - printed if limit else 0
+                shown = 0
+                if merge_time:
+                    records = [d async for page in read_all(reader, topic, offsets, since, 0) for d in page]
+                    records.sort(key=lambda d: (d.timestamp, d.partition, d.offset))
+                    for delivery in records[:left] if limit else records:
+                        show(delivery)
+                        shown += 1
+                else:
+                    async for page in read_all(reader, topic, offsets, since, left):
+                        for delivery in page:
+                            show(delivery)
+                        shown += len(page)
+                printed += shown
+                if (limit and printed >= limit) or not follow:
                     break
-                if not batch:
-                    if not follow:
-                        break
+                if not shown:
                     await asyncio.sleep(0.2)  # poll interval of an interactive tail
 
     main()

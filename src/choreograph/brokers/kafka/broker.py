@@ -44,7 +44,9 @@ from choreograph.core.errors import (
 )
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
+from choreograph.core.retention import LogSize, Retention
 
+from . import retention
 from .config import KafkaConfig, parse_url
 from .letters import chunk_keys, decode_letter, letter_rows
 from .state import StateTable
@@ -284,7 +286,7 @@ class KafkaBroker:
 
     async def _create(self, topic: str, partitions: int, *, compacted: bool = False) -> None:
         assert self._admin is not None
-        configs = {"cleanup.policy": "compact"} if compacted else {}
+        configs = {"cleanup.policy": "compact"} if compacted else retention.topic_configs(self.config)
         response = await self._admin.create_topics(
             [NewTopic(topic, partitions, self.config.replication_factor, topic_configs=configs)]
         )
@@ -578,6 +580,32 @@ class KafkaBroker:
             finally:
                 await consumer.stop()
         return out
+
+    # -- retention (see .retention) ---------------------------------------------
+
+    def describe_retention(self) -> Retention:
+        """Return the retention of the topics this broker creates (``retention``, 7 days by default); no I/O."""
+        return retention.describe(self.config)
+
+    async def log_size(self) -> LogSize:
+        """Return retained records per topic (end minus beginning offsets); reads no payloads but the last batch."""
+        return LogSize({info.name: info.records for info in await self.topics()})
+
+    async def resolve_position(self, topic: str, start: Position) -> dict[int, int]:
+        """Return partition -> first offset to read for ``start``."""
+        tps = [TopicPartition(topic, p) for p in range(await self.partitions(topic, create=False))]
+        if start.kind == "latest":
+            async with translated(f"resolve a position in {topic!r}"):
+                return {tp.partition: offset for tp, offset in (await self.end_offsets(tps)).items()}
+        consumer = AIOKafkaConsumer(**self.consumer_options())
+        async with translated(f"resolve a position in {topic!r}"):
+            await consumer.start()
+            try:
+                consumer.assign(tps)
+                firsts = await self.start_offsets(consumer, tps, start)
+            finally:
+                await consumer.stop()
+        return {tp.partition: offset for tp, offset in firsts.items()}
 
     # -- DeadLetterStore --------------------------------------------------------
 

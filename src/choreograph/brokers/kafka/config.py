@@ -17,6 +17,7 @@ from choreograph.core.options import (
     split_url,
 )
 from choreograph.core.redaction import redact_url
+from choreograph.core.retention import DEFAULT_RETENTION, check_retention, parse_retention
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,9 @@ class KafkaConfig:
     """Seconds to wait for a broker answer."""
     inbox_retention: float = 7 * 24 * 3600.0
     """Seconds a dedupe key stays in a group's inbox; older inbox records are deleted from the state topic."""
+    retention: float | None = DEFAULT_RETENTION
+    """Seconds records are kept in topics this broker creates (their ``retention.ms``; default 7 days;
+    ``None`` or ``0``: forever). Kafka deletes by age whether or not groups have read them."""
     persistent: bool = True
     """The cluster keeps acknowledged records across restarts. Set false for a memory-only broker
     (Tansu with ``memory://`` storage), so the declared capabilities stay honest."""
@@ -57,6 +61,7 @@ class KafkaConfig:
         for name in ("session_timeout", "heartbeat_interval", "request_timeout"):  # Kafka takes 32-bit ms
             require_positive(name, getattr(self, name), at_most=MAX_MILLIS_SECONDS)
         require_positive("inbox_retention", self.inbox_retention)
+        object.__setattr__(self, "retention", check_retention("retention", self.retention))  # frozen: once, here
         if self.heartbeat_interval >= self.session_timeout:
             raise ConfigurationError("heartbeat_interval must be shorter than session_timeout")
         check_topic(self.state_topic)
@@ -76,6 +81,7 @@ _PARSERS: dict[str, Parser] = {
     "request_timeout": float,
     "inbox_retention": float,
     "persistent": boolean,
+    "retention": parse_retention,
 }
 
 

@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from nats.js import api
 from nats.js.client import JetStreamContext
 
-from choreograph.brokers.nats import direct
+from choreograph.brokers.nats import direct, retention
 from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.config import NatsConfig, parse_url
 from choreograph.brokers.nats.dead_letters import DeadLetterBucket
@@ -43,6 +43,7 @@ from choreograph.core.errors import BrokerClosed, BrokerUnavailable, UnknownTopi
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
 from choreograph.core.redaction import redact_url
+from choreograph.core.retention import LogSize, Retention
 
 _EARLIEST: Final = Position.earliest()
 _STREAM_IN_USE: Final = 10058
@@ -228,7 +229,7 @@ class NatsBroker:
                     retention=api.RetentionPolicy.LIMITS,
                     storage=api.StorageType.FILE if config.storage == "file" else api.StorageType.MEMORY,
                     num_replicas=config.replicas,
-                    max_age=config.max_age,
+                    max_age=config.retention,
                     duplicate_window=config.duplicate_window,
                     allow_direct=True,
                     allow_batched=True,  # fast-ingest batches (nats-server 2.14+; older ones drop it)
@@ -518,6 +519,26 @@ class NatsBroker:
                 headers, key, _, fault = translate_headers(stored.headers, stored.seq, stored.subject)
                 out.append(Delivery(topic, p, stored.seq, stored.data, key, headers, stored.timestamp, fault=fault))
         return out
+
+    # -- retention (see .retention) ----------------------------------------------------
+
+    def describe_retention(self) -> Retention:
+        """Return the retention of the streams this broker creates (``retention``, 7 days by default); no I/O."""
+        return retention.describe(self.config)
+
+    async def log_size(self) -> LogSize:
+        """Return messages and bytes per topic from one stream listing; reads no messages."""
+        return retention.size(await self._streams())
+
+    async def resolve_position(self, topic: str, start: Position) -> dict[int, int]:
+        """Return partition -> first stream sequence to read for ``start``."""
+        partitions = await self._topic(topic, create=False)
+        js = await self._ready()
+        with translated(f"resolve a position in {topic!r}"):
+            last = (await js.stream_info(self.names.stream(topic))).state.last_seq
+            return await retention.resolve(
+                self.connection, self.names, topic, partitions, last, start, self.config.request_timeout
+            )
 
     # -- DeadLetterStore --------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from choreograph.core.options import (
     split_url,
 )
 from choreograph.core.redaction import redact_url
+from choreograph.core.retention import DEFAULT_RETENTION, check_retention, parse_retention, take_alias
 
 STORAGE_KINDS: Final = ("file", "memory")
 _PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,31}")  # fullmatch: "$" would let a final newline through
@@ -52,8 +53,12 @@ class NatsConfig:
     """Replicas of every stream and bucket (1, or 3/5 on a cluster)."""
     storage: str = "file"
     """``"file"`` (persistent) or ``"memory"`` (lost when the server stops)."""
+    retention: float | None = DEFAULT_RETENTION
+    """Seconds a record is retained in a topic: the stream's ``max_age`` (default 7 days; ``None`` or ``0``:
+    forever). JetStream deletes by age whether or not every group has read a record. Applies to streams
+    this broker creates; an existing stream keeps its limits."""
     max_age: float | None = None
-    """Seconds a record is retained in a topic (``None``: forever)."""
+    """Deprecated alias of ``retention``: when given, it is the retention."""
     duplicate_window: float = 120.0
     """Seconds JetStream remembers ``Nats-Msg-Id`` values to drop duplicate publishes."""
     ack_wait: float = 30.0
@@ -97,6 +102,8 @@ class NatsConfig:
             raise ConfigurationError(f"storage must be one of {STORAGE_KINDS}, got {self.storage!r}")
         if self.max_age is not None:
             require_positive("max_age", self.max_age)
+            object.__setattr__(self, "retention", self.max_age)  # frozen: set once, here
+        object.__setattr__(self, "retention", check_retention("retention", self.retention))
         if self.dead_letter_retention is not None:
             require_positive("dead_letter_retention", self.dead_letter_retention)
         for name in (
@@ -124,7 +131,8 @@ _PARSERS: dict[str, Parser] = {
     "partitions": int,
     "replicas": int,
     "storage": str.lower,
-    "max_age": optional(float),
+    "retention": parse_retention,
+    "max_age": parse_retention,
     "duplicate_window": float,
     "ack_wait": float,
     "lease_timeout": float,
@@ -166,7 +174,9 @@ def parse_url(url: str) -> NatsConfig:
             options["user"], options["password"] = _decoded(user, "user"), _decoded(password, "password")
         else:
             options["token"] = _decoded(user, "token")
-    options.update(parse_query(parts.query, _PARSERS, "nats"))
+    query = parse_query(parts.query, _PARSERS, "nats")
+    take_alias(query, "max_age", "nats")
+    options.update(query)
     return NatsConfig(**options)
 
 

@@ -41,9 +41,10 @@ from choreograph.core.errors import (
 )
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
+from choreograph.core.retention import LogSize, Retention
 
 from . import records as rec
-from . import scripts
+from . import retention, scripts
 from .config import RedisConfig, parse_url
 from .connection import connection_class
 from .keys import Keys, entry_id, last_delivered_before, offset_of
@@ -471,9 +472,9 @@ class RedisBroker:
         return [last_delivered_before(o) for o in await self.start_offsets(topic, partitions, start)]
 
     async def _maybe_trim(self) -> None:
-        """Trim entries older than ``max_age`` on every topic, and dead letters older than
-        ``dead_letter_retention``, at most once per ``retention_interval``."""
-        max_age, keep = self.config.max_age, self.config.dead_letter_retention
+        """Trim entries older than ``retention`` on every topic (see :mod:`.retention`), and dead letters older
+        than ``dead_letter_retention``, at most once per ``retention_interval``."""
+        max_age, keep = self.config.retention, self.config.dead_letter_retention
         now = time.monotonic()
         if (max_age is None and keep is None) or now - self._last_trim < self.config.retention_interval:
             return
@@ -484,16 +485,25 @@ class RedisBroker:
                 old = await self.client.zrangebyscore(self.keys.dead_letter_index, "-inf", f"({stored_before!r}")
             if old:
                 await self.purge([_text(i) for i in old], delete=True)
-        if max_age is None:
-            return
-        cutoff = self.clock.now() - max_age
-        async with translated("trim old records"):
-            registry = await self.client.hgetall(self.keys.topics)
-            for name in (_text(t) for t in registry):
-                partitions = int(registry[name.encode()])
-                for p, first in enumerate(await self.start_offsets(name, partitions, Position.at_time(cutoff))):
-                    if first > 0:
-                        await self.client.xtrim(self.keys.stream(name, p), minid=entry_id(first), approximate=False)
+        if max_age is not None:
+            async with translated("trim old records"):
+                await retention.trim_records(self, self.clock.now() - max_age)
+
+    def describe_retention(self) -> Retention:
+        """Return the retention in effect (``retention``, 7 days by default); no I/O."""
+        return retention.describe(self.config)
+
+    async def log_size(self) -> LogSize:
+        """Return entries and memory per topic (XLEN, MEMORY USAGE); reads no entries."""
+        self.check_open()
+        async with translated("measure the log"):
+            return await retention.size(self)
+
+    async def resolve_position(self, topic: str, start: Position) -> dict[int, int]:
+        """Return partition -> first offset to read for ``start``."""
+        self.check_open()
+        async with translated(f"resolve a position in {topic!r}"):
+            return dict(enumerate(await self.start_offsets(topic, await self._existing_partitions(topic), start)))
 
 
 def due_ms(now: float, delay: float) -> int:

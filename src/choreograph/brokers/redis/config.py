@@ -17,6 +17,7 @@ from choreograph.core.options import (
     split_url,
 )
 from choreograph.core.redaction import redact_url
+from choreograph.core.retention import DEFAULT_RETENTION, check_retention, parse_retention, take_alias
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +43,13 @@ class RedisConfig:
     """Seconds a dedupe key stays in a group's inbox."""
     max_length: int | None = None
     """Trim each partition stream to about this many entries on publish (``XTRIM MAXLEN ~``)."""
+    retention: float | None = DEFAULT_RETENTION
+    """Trim entries older than this many seconds (``XTRIM MINID``; default 7 days; ``None`` or ``0``: keep
+    forever), every ``retention_interval``, whether or not every group has read them."""
     max_age: float | None = None
-    """Trim entries older than this many seconds (``XTRIM MINID``), checked every ``retention_interval``."""
+    """Deprecated alias of ``retention``: when given, it is the retention."""
     retention_interval: float = 60.0
-    """Seconds between trims of old inbox keys and (with ``max_age``) old entries."""
+    """Seconds between trims of old inbox keys and old entries."""
     dead_letter_retention: float | None = None
     """Seconds a dead letter is kept after it was stored, whatever its status; then a publishing
     broker's periodic trim (every ``retention_interval``) deletes it. ``None``: until deleted."""
@@ -72,6 +76,8 @@ class RedisConfig:
             require_positive_int("max_length", self.max_length)
         if self.max_age is not None:
             require_positive("max_age", self.max_age)
+            object.__setattr__(self, "retention", self.max_age)  # frozen: set once, here
+        object.__setattr__(self, "retention", check_retention("retention", self.retention))
         require_positive("retention_interval", self.retention_interval)
         require_positive("connect_timeout", self.connect_timeout)
 
@@ -90,7 +96,8 @@ _PARSERS: dict[str, Parser] = {
     "inbox_retention": float,
     "dead_letter_retention": optional(float),
     "max_length": optional(int),
-    "max_age": optional(float),
+    "retention": parse_retention,
+    "max_age": parse_retention,
     "retention_interval": float,
     "connect_timeout": float,
 }
@@ -121,5 +128,6 @@ def parse_url(url: str) -> tuple[str, RedisConfig]:
     if db and not (db.isascii() and db.isdigit()):
         raise ConfigurationError(f"the redis database in {redact_url(url)!r} must be a number, got {db!r}")
     options = parse_query(parts.query, _PARSERS, "redis")
+    take_alias(options, "max_age", "redis")
     client_url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     return client_url, RedisConfig(**options)

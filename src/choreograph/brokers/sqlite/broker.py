@@ -22,6 +22,7 @@ from choreograph.core.broker import (
 from choreograph.core.clock import Clock, SystemClock
 from choreograph.core.errors import BrokerClosed, BrokerUnavailable, StorageLost
 from choreograph.core.names import check_group, check_topic
+from choreograph.core.retention import LogSize, Retention
 
 from . import dead_letters, log, retention
 from .config import SqliteConfig, parse_url
@@ -39,7 +40,8 @@ _EARLIEST = Position.earliest()
 class SqliteBroker:
     """A :class:`~choreograph.core.broker.Broker` on one SQLite file in WAL mode.
 
-    Implements Broker, LagReporter, TopicAdmin, LogReader and DeadLetterStore.
+    Implements Broker, LagReporter, TopicAdmin, LogReader, DeadLetterStore, RetentionReporter,
+    LogSizeReporter and PositionResolver.
     Several OS processes may open the same file: they share topics, groups,
     leases and dead letters.
 
@@ -293,6 +295,20 @@ class SqliteBroker:
         self._check_open()
         store = self._store
         return await store.writer.run(lambda batch: retention.trim(batch.conn, store.config, store.clock.now()))
+
+    def describe_retention(self) -> Retention:
+        """Return the retention in effect (``retention``, 7 days by default); no I/O."""
+        return retention.describe(self._config)
+
+    async def log_size(self) -> LogSize:
+        """Return retained records per topic and the bytes of the file and its WAL; reads no records."""
+        self._check_open()
+        return await self._store.reader.run(lambda conn: retention.size(conn, self._path), "measure the log")
+
+    async def resolve_position(self, topic: str, start: Position) -> dict[int, int]:
+        """Return partition -> first offset to read for ``start`` (see :func:`.log.start_offsets`)."""
+        self._check_open()
+        return await self._store.reader.run(lambda conn: log.start_offsets(conn, topic, start), "resolve a position")
 
     # ---------------------------------------------------------------- private
 

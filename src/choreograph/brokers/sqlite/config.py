@@ -19,6 +19,7 @@ from choreograph.core.options import (
     split_url,
     sqlite_file_path,
 )
+from choreograph.core.retention import DEFAULT_RETENTION, check_retention, parse_retention, take_alias
 
 SYNC_MODES = ("normal", "full")
 
@@ -50,8 +51,11 @@ class SqliteConfig:
     """Seconds between cheap checks for members joining or leaving (triggers an early heartbeat)."""
     inbox_retention: float = 7 * 24 * 3600.0
     """Seconds a dedupe key stays in a group's inbox."""
+    retention: float | None = DEFAULT_RETENTION
+    """Trim records older than this many seconds (default 7 days; ``None`` or ``0``: keep forever).
+    Records a group has not committed stay (see ``retention_respect_groups``)."""
     retention_max_age: float | None = None
-    """Trim records older than this many seconds (``None``: keep forever)."""
+    """Deprecated alias of ``retention``: when given, it is the retention."""
     retention_max_records: int | None = None
     """Keep at most this many records per partition (``None``: no limit)."""
     retention_respect_groups: bool = True
@@ -75,6 +79,8 @@ class SqliteConfig:
         require_positive("inbox_retention", self.inbox_retention)
         if self.retention_max_age is not None:
             require_positive("retention_max_age", self.retention_max_age)
+            object.__setattr__(self, "retention", self.retention_max_age)  # frozen: set once, here
+        object.__setattr__(self, "retention", check_retention("retention", self.retention))
         if self.retention_max_records is not None:
             require_positive_int("retention_max_records", self.retention_max_records)
         require_positive("retention_interval", self.retention_interval)
@@ -98,7 +104,8 @@ _PARSERS: dict[str, Parser] = {
     "heartbeat_interval": optional(float),
     "rebalance_check_interval": float,
     "inbox_retention": float,
-    "retention_max_age": optional(float),
+    "retention": parse_retention,
+    "retention_max_age": parse_retention,
     "retention_max_records": optional(int),
     "retention_respect_groups": boolean,
     "retention_interval": float,
@@ -117,4 +124,5 @@ def parse_url(url: str) -> tuple[str, SqliteConfig]:
     path = sqlite_file_path(url)
     parts = split_url(url, "sqlite")
     options = parse_query(parts.query, _PARSERS, "sqlite")
+    take_alias(options, "retention_max_age", "sqlite")
     return path, SqliteConfig(**options)
