@@ -5,7 +5,9 @@ a settle listener to an App and returns its :class:`Metrics`. Counters are
 per handling attempt as seen by this process (a batch whose settlement fails
 to commit is handled, and counted, again). Consumer lag and dead-letter depth
 are read from the broker when ``/metrics`` is scraped, if it implements
-:class:`LagReporter` / :class:`DeadLetterCounter`. A scrape counts dead letters
+:class:`LagReporter` / :class:`DeadLetterCounter`, and so is the log's size
+(:class:`~choreograph.core.retention.LogSizeReporter`: counts the backend
+keeps, never the records themselves). A scrape counts dead letters
 (per topic, group and reason); it never loads their bytes, so its cost does
 not grow with the size of what was dead-lettered. A broker that keeps dead
 letters but cannot count them (no ``dead_letter_counts``) gets no
@@ -27,6 +29,10 @@ choreograph_events_skipped_total              counter    group, reason (type: an
                                                           on a shared topic, acknowledged)
 choreograph_consumer_lag_records              gauge      group, topic, partition
 choreograph_dead_letters_open                 gauge      group, reason
+choreograph_log_records                       gauge      topic (records retained in the log)
+choreograph_log_bytes                         gauge      topic (where the backend can tell: NATS
+                                                          stream bytes, Redis MEMORY USAGE)
+choreograph_log_store_bytes                   gauge      backend (SQLite: the file and its WAL)
 choreograph_broker_up                         gauge      (1 if the last scrape reached it)
 choreograph_replay_progress_ratio             gauge      replay
 choreograph_replay_processed_records          gauge      replay
@@ -51,6 +57,7 @@ from choreograph.core.broker import DeadLetterCounter, LagReporter, Settlement
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import BrokerError
 from choreograph.core.ids import id_time_ms
+from choreograph.core.retention import LogSize, LogSizeReporter, RetentionReporter
 from choreograph.observe.slo import LATENCY, declared_slos
 from choreograph.runtime.app import App
 from choreograph.runtime.context import Context, Outcome
@@ -69,6 +76,9 @@ DUPLICATES: Final = "choreograph_duplicates_detected_total"
 SKIPPED: Final = "choreograph_events_skipped_total"
 LAG: Final = "choreograph_consumer_lag_records"
 DEAD_LETTERS_OPEN: Final = "choreograph_dead_letters_open"
+LOG_RECORDS: Final = "choreograph_log_records"
+LOG_BYTES: Final = "choreograph_log_bytes"
+LOG_STORE_BYTES: Final = "choreograph_log_store_bytes"
 BROKER_UP: Final = "choreograph_broker_up"
 REPLAY_RATIO: Final = "choreograph_replay_progress_ratio"
 REPLAY_PROCESSED: Final = "choreograph_replay_processed_records"
@@ -153,6 +163,13 @@ class Metrics:
         )
         self.dead_letters_open = Gauge(
             DEAD_LETTERS_OPEN, "Dead letters waiting for an operator (status open).", ["group", "reason"], registry=r
+        )
+        self.log_records = Gauge(LOG_RECORDS, "Records retained in the log, per topic.", ["topic"], registry=r)
+        self.log_bytes = Gauge(
+            LOG_BYTES, "Bytes the log holds per topic, where the backend can tell.", ["topic"], registry=r
+        )
+        self.log_store_bytes = Gauge(
+            LOG_STORE_BYTES, "Bytes of the store all topics share (SQLite: file and WAL).", ["backend"], registry=r
         )
         self.broker_up = Gauge(BROKER_UP, "1 if the broker answered the last scrape, else 0.", registry=r)
         self.replay_ratio = Gauge(REPLAY_RATIO, "Share of a replay done (0 to 1).", ["replay"], registry=r)
@@ -247,6 +264,7 @@ class Metrics:
                 letters = (
                     await broker.dead_letter_counts(status="open") if isinstance(broker, DeadLetterCounter) else None
                 )
+                size = await broker.log_size() if isinstance(broker, LogSizeReporter) else None
         except (BrokerError, TimeoutError) as exc:
             logger.warning("metrics scrape could not read the broker: %s", exc)
             self.broker_up.set(0)
@@ -256,6 +274,9 @@ class Metrics:
             self.lag.clear()
             for row in rows:
                 self.lag.labels(row.group, row.topic, str(row.partition)).set(row.lag)
+        if size is not None:
+            backend = broker.describe_retention().backend if isinstance(broker, RetentionReporter) else "broker"
+            self._set_log_size(size, backend)
         if letters is not None:
             self.dead_letters_open.clear()
             by_group: Tally[tuple[str, str]] = Tally()
@@ -263,6 +284,16 @@ class Metrics:
                 by_group[(group, reason)] += count
             for (group, reason), count in by_group.items():
                 self.dead_letters_open.labels(group, reason).set(count)
+
+    def _set_log_size(self, size: LogSize, backend: str) -> None:
+        self.log_records.clear()
+        for topic, count in size.records.items():
+            self.log_records.labels(topic).set(count)
+        self.log_bytes.clear()
+        for topic, stored in size.bytes.items():
+            self.log_bytes.labels(topic).set(stored)
+        if size.store_bytes is not None:
+            self.log_store_bytes.labels(backend).set(size.store_bytes)
 
     def render(self) -> bytes:
         """Return the registry in the Prometheus text exposition format."""
