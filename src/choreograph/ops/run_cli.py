@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from choreograph.core.errors import ConfigurationError
+from choreograph.core.retention import RetentionReporter
 from choreograph.observe.health import serve_probes
 from choreograph.observe.logs import configure_logging, install_log_context
 from choreograph.observe.metrics import install_metrics
@@ -148,6 +150,10 @@ def run(
         names = safe(", ".join(service or app.services))
         where = f"; metrics on {safe(metrics_host)}:{server.port}/metrics" if server else ""
         out.print(f"[bold]choreograph[/] running {names} on {shown_url(app.broker_url)}{where} (Ctrl-C to stop)")
+        if isinstance(app.broker, RetentionReporter):  # the log's growth is bounded by this, or by nothing
+            retention = app.broker.describe_retention().describe()
+            logging.getLogger("choreograph.run").info(retention)
+            out.print(safe(retention))
         try:
             await app.run(service or None, stop_timeout=stop_timeout, fail_fast=fail_fast)
         finally:
