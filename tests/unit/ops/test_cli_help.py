@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import typer
 from typer.testing import CliRunner
@@ -71,3 +72,10 @@ def test_flags_take_no_value_and_options_show_what_they_take() -> None:
     text = " ".join(help_of(["dlq", "list"]).split())
     assert "--limit INTEGER" in text
     assert re.search(r"--json Print one JSON", text)
+
+
+def test_the_cli_reference_names_every_command() -> None:
+    reference = (Path(__file__).parents[3] / "docs" / "cli.md").read_text()
+    for path in command_paths():
+        if path:
+            assert re.search(rf"`[^`\n]*\b{re.escape(path[-1])}\b[^`\n]*`", reference), path
