@@ -1,7 +1,6 @@
 """Observability commands: ``slo``, ``export prometheus-rules``, ``export grafana``, ``trace``.
 
-Mount them on the main CLI with :func:`register` (or attach :func:`register_export`
-to an existing ``export`` group).
+:func:`register` adds them to the main CLI.
 """
 
 from __future__ import annotations
@@ -133,12 +132,6 @@ def trace(
         out.print(render_trace(found))
 
     main()
-
-
-def register_export(export: typer.Typer) -> None:
-    """Add ``prometheus-rules`` and ``grafana`` to an existing ``export`` command group."""
-    export.command("prometheus-rules")(export_prometheus_rules)
-    export.command("grafana")(export_grafana)
 
 
 def register(cli: typer.Typer) -> None:
