@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from choreograph.testing.pytest_plugin import pytest_collection_modifyitems  # noqa: F401  (stress: opt-in)
+from tests.brokers.certs import Certificates, make_certificates
 
 from .server import NatsCluster, NatsServer, nats_server_binary
 
@@ -34,3 +35,9 @@ def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsClust
     finally:
         with contextlib.suppress(Exception):
             cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A CA, a server certificate for 127.0.0.1/localhost and client certificates (see :mod:`tests.brokers.certs`)."""
+    return make_certificates(tmp_path_factory.mktemp("nats-certs"))

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,7 @@ class NatsServer:
         cluster_port: int | None = None,
         routes: list[int] = (),
         users: dict[str, str] | None = None,
+        extra_config: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.port = free_port()
@@ -57,6 +59,8 @@ class NatsServer:
         self._cluster_port = cluster_port
         self._routes = list(routes)
         self._users = dict(users or {})
+        self._extra_config = list(extra_config)
+        """More lines of server configuration (a ``tls`` block, an ``authorization`` block...)."""
         self.proc: subprocess.Popen[bytes] | None = None
         self._write_config()
 
@@ -78,6 +82,7 @@ class NatsServer:
         if self._users:  # JSON strings are valid quoted strings of the server's config syntax
             users = ", ".join(f"{{user: {json.dumps(u)}, password: {json.dumps(p)}}}" for u, p in self._users.items())
             lines.append(f"authorization {{ users: [{users}] }}")
+        lines += self._extra_config
         self.config.write_text("\n".join(lines) + "\n")
 
     def start(self) -> None:

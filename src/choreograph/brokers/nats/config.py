@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import unquote
 
-from choreograph.core.errors import ConfigurationError
+from choreograph.core.credentials import TlsSettings, check_secret_options, resolve_secret
+from choreograph.core.errors import ConfigurationError, MissingExtraError
 from choreograph.core.options import (
     MAX_PARTITIONS,
     Parser,
+    boolean,
     optional,
     parse_query,
     require_positive,
@@ -45,6 +47,37 @@ class NatsConfig:
     """Password of ``user``, exactly as the server knows it (decoded once from the URL)."""
     token: str | None = field(default=None, repr=False)
     """Authentication token (``nats://TOKEN@host``), instead of a user and password."""
+    password_file: str | None = None
+    """File holding the password of ``user`` (instead of ``password``; one trailing newline ignored)."""
+    password_env: str | None = None
+    """Environment variable holding the password of ``user`` (instead of ``password``)."""
+    token_file: str | None = None
+    """File holding the token (instead of ``token``)."""
+    token_env: str | None = None
+    """Environment variable holding the token (instead of ``token``)."""
+    nkey_seed: str | None = field(default=None, repr=False)
+    """NKey user seed (``SU...``): the client signs the server's nonce with it; the server knows the public key."""
+    nkey_seed_file: str | None = None
+    """File holding the NKey seed (instead of ``nkey_seed``)."""
+    nkey_seed_env: str | None = None
+    """Environment variable holding the NKey seed (instead of ``nkey_seed``)."""
+    credentials_file: str | None = None
+    """A ``.creds`` file (user JWT and NKey seed, as ``nsc`` writes it) for servers in operator (JWT) mode."""
+    tls: bool = False
+    """Require TLS. Implied by a ``tls://`` URL and by any ``tls_*`` option; refused if the server offers none."""
+    tls_ca: str | None = None
+    """PEM file of the CA(s) that signed the servers' certificates (default: the system's trust store)."""
+    tls_cert: str | None = None
+    """PEM file of this client's certificate, for servers that verify clients (mutual TLS)."""
+    tls_key: str | None = None
+    """PEM file of the private key of ``tls_cert`` (omit if ``tls_cert`` holds both)."""
+    tls_verify: str = "required"
+    """``required`` (CA and host name checked), ``optional`` (CA only) or ``none`` (nothing: tests only)."""
+    tls_server_name: str | None = None
+    """Name expected in the servers' certificates when it differs from the host connected to."""
+    tls_handshake_first: bool = False
+    """Start TLS before the server's greeting (server option ``handshake_first``): nothing, not even the
+    greeting, travels in the clear, and no one on the path can strip the server's demand for TLS."""
     prefix: str = "choreo"
     """Namespace of every stream, subject, consumer and bucket this broker creates."""
     partitions: int = 8
@@ -86,10 +119,7 @@ class NatsConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigurationError(f"{name} must be a non-empty string or None")
-        if self.token is not None and (self.user is not None or self.password is not None):
-            raise ConfigurationError("give either a token or a user and password, not both")
-        if (self.user is None) != (self.password is None):
-            raise ConfigurationError("user and password go together; give both (or a token alone)")
+        self._check_credentials()
         if not isinstance(self.prefix, str) or not _PREFIX.fullmatch(self.prefix):
             raise ConfigurationError(
                 f"prefix must be a letter then up to 31 letters, digits, '_' or '-', got {self.prefix!r}"
@@ -120,6 +150,82 @@ class NatsConfig:
         if self.ack_wait < 1.0:
             raise ConfigurationError(f"ack_wait must be at least 1 second, got {self.ack_wait}")
 
+    def _check_credentials(self) -> None:
+        check_secret_options("password", self.password, self.password_file, self.password_env)
+        check_secret_options("token", self.token, self.token_file, self.token_env)
+        check_secret_options("nkey_seed", self.nkey_seed, self.nkey_seed_file, self.nkey_seed_env)
+        has_password = any(v is not None for v in (self.password, self.password_file, self.password_env))
+        has_token = any(v is not None for v in (self.token, self.token_file, self.token_env))
+        if has_token and (self.user is not None or has_password):
+            raise ConfigurationError("give either a token or a user and password, not both")
+        if (self.user is None) != (not has_password):
+            raise ConfigurationError("user and password go together; give both (or a token alone)")
+        methods = [
+            name
+            for name, given in (
+                ("user and password", has_password),
+                ("token", has_token),
+                ("nkey_seed", any(v is not None for v in (self.nkey_seed, self.nkey_seed_file, self.nkey_seed_env))),
+                ("credentials_file", self.credentials_file is not None),
+            )
+            if given
+        ]
+        if len(methods) > 1:
+            raise ConfigurationError(f"give one way to authenticate, not {' and '.join(methods)}")
+        if self.credentials_file is not None and (
+            not isinstance(self.credentials_file, str) or not self.credentials_file
+        ):
+            raise ConfigurationError("credentials_file must be a non-empty string or None")
+        for name in ("tls", "tls_handshake_first"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(f"{name} must be true or false")
+        self.tls_settings()  # checks the tls_* options
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether connections must be encrypted: ``tls``, a ``tls://`` server or any ``tls_*`` option."""
+        return (
+            self.tls
+            or self.tls_handshake_first
+            or any(s.startswith("tls://") for s in self.servers)
+            or any(v is not None for v in (self.tls_ca, self.tls_cert, self.tls_key, self.tls_server_name))
+            or self.tls_verify != "required"
+        )
+
+    def tls_settings(self) -> TlsSettings:
+        """The TLS options as one checked value."""
+        return TlsSettings(self.tls_ca, self.tls_cert, self.tls_key, self.tls_verify, self.tls_server_name)
+
+    def auth_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``nats.connect`` for authentication, secrets read from their files or variables.
+
+        Raises ConfigurationError naming the option whose file or variable cannot be read.
+        """
+        options: dict[str, Any] = {}
+        password = resolve_secret("password", self.password, self.password_file, self.password_env)
+        if self.user is not None:
+            options["user"], options["password"] = self.user, password
+        token = resolve_secret("token", self.token, self.token_file, self.token_env)
+        if token is not None:
+            options["token"] = token
+        seed = resolve_secret("nkey_seed", self.nkey_seed, self.nkey_seed_file, self.nkey_seed_env)
+        if seed is not None:
+            if not seed.strip().startswith("SU"):
+                raise ConfigurationError("the NKey seed must be a user seed (it starts with 'SU')")
+            options["nkeys_seed_str"] = seed.strip()
+        if self.credentials_file is not None:
+            try:
+                with open(self.credentials_file, "rb"):
+                    pass
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot read credentials_file {self.credentials_file!r}: {exc.strerror or exc}"
+                ) from None
+            options["user_credentials"] = self.credentials_file
+        if ("nkeys_seed_str" in options or "user_credentials" in options) and not _has_nkeys():
+            raise MissingExtraError("NKey and credentials-file authentication", "nats", "nkeys")
+        return options
+
     @property
     def heartbeat_interval(self) -> float:
         """Seconds between a member's heartbeats: a third of ``lease_timeout``."""
@@ -142,11 +248,30 @@ _PARSERS: dict[str, Parser] = {
     "publish_timeout": float,
     "connect_timeout": float,
     "request_timeout": float,
+    "password_file": str,
+    "password_env": str,
+    "token_file": str,
+    "token_env": str,
+    "nkey_seed_file": str,
+    "nkey_seed_env": str,
+    "credentials_file": str,
+    "user": str,
+    "tls": boolean,
+    "tls_ca": str,
+    "tls_cert": str,
+    "tls_key": str,
+    "tls_verify": str.lower,
+    "tls_server_name": str,
+    "tls_handshake_first": boolean,
 }
 
 
 def parse_url(url: str) -> NatsConfig:
     """Build a config from ``nats://[user:password@|token@]host:port[,host:port...][?option=value&...]``.
+
+    ``tls://`` instead of ``nats://`` requires TLS. Secrets need not be in the
+    URL: ``?user=app&password_file=/run/secrets/nats``, ``?token_env=NATS_TOKEN``,
+    ``?nkey_seed_file=...``, ``?credentials_file=...`` (see :class:`NatsConfig`).
 
     Every host becomes a server URL; the credentials apply to all of them and
     are percent-decoded exactly once (write ``%2F`` for ``/``, ``%40`` for
@@ -154,7 +279,7 @@ def parse_url(url: str) -> NatsConfig:
     they are, never re-embedded in a URL. Unknown options are rejected by name.
     """
     parts = split_url(url, "nats")
-    if parts.scheme != "nats":
+    if parts.scheme not in ("nats", "tls"):
         raise ConfigurationError(f"not a nats URL (expected nats://host:port[,host:port]): {redact_url(url)!r}")
     if parts.path not in ("", "/"):
         raise ConfigurationError(f"nats URL takes no path, got {parts.path!r} in {redact_url(url)!r}")
@@ -166,7 +291,7 @@ def parse_url(url: str) -> NatsConfig:
     for host in hosts.split(","):
         if not host or any(c in host for c in "/?#@") or not host.isprintable():
             raise ConfigurationError(f"bad host {host!r} in the nats URL; write nats://host:port[,host:port]")
-        servers.append(f"nats://{host}")
+        servers.append(f"{parts.scheme}://{host}")
     options: dict[str, Any] = {"servers": tuple(servers)}
     if at:
         user, colon, password = credentials.partition(":")
@@ -176,6 +301,8 @@ def parse_url(url: str) -> NatsConfig:
             options["token"] = _decoded(user, "token")
     query = parse_query(parts.query, _PARSERS, "nats")
     take_alias(query, "max_age", "nats")
+    if "user" in query and "user" in options:
+        raise ConfigurationError("the nats URL gives the user twice (before '@' and as ?user=); give it once")
     options.update(query)
     return NatsConfig(**options)
 
@@ -189,3 +316,12 @@ def _decoded(text: str, what: str) -> str:
     if not value:
         raise ConfigurationError(f"the {what} in the nats URL is empty")
     return value
+
+
+def _has_nkeys() -> bool:
+    """Whether the nkeys package (nats-py signs NKey challenges with it) is installed."""
+    try:
+        import nkeys  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -16,13 +16,23 @@ OSError while connecting                      BrokerUnavailable
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import nats.errors
 import nats.js.errors
 
-from choreograph.core.errors import BrokerClosed, BrokerError, BrokerUnavailable, UnknownTopic
+from choreograph.brokers.nats.config import NatsConfig
+from choreograph.core.credentials import explain_tls_failure
+from choreograph.core.errors import (
+    BrokerClosed,
+    BrokerError,
+    BrokerUnavailable,
+    ChoreographError,
+    ConfigurationError,
+    UnknownTopic,
+)
+from choreograph.core.redaction import redact_text
 
 _UNAVAILABLE = (
     nats.errors.NoServersError,
@@ -61,3 +71,48 @@ def translated(action: str) -> Iterator[None]:
         yield
     except (TimeoutError, nats.errors.Error, OSError) as exc:
         raise translate(exc, action) from exc
+
+
+def connect_error(
+    exc: BaseException, config: NatsConfig, reported: Sequence[BaseException] | None = ()
+) -> ChoreographError:
+    """Return the error for a failed first connect: a refused TLS handshake or credentials name their cause.
+
+    ``reported``: what nats-py passed to its error callback meanwhile (it
+    raises only "no servers available", or nothing at all after a failed
+    handshake). Refused TLS or credentials are ConfigurationErrors (retrying
+    cannot help; the message says which option to fix); anything else is
+    translated as usual (BrokerUnavailable...).
+    """
+    for candidate in (*(reported or ()), exc):
+        refused = refusal(candidate, config)
+        if refused is not None:
+            return refused
+    return translate(exc, f"connect to {redact_text(', '.join(config.servers))}")
+
+
+def refusal(exc: BaseException, config: NatsConfig) -> ConfigurationError | None:
+    """The error to raise if ``exc`` says a server refused the TLS handshake or the credentials, else None."""
+    servers = redact_text(", ".join(config.servers))
+    tls = explain_tls_failure(exc, servers)
+    if tls is not None:
+        return ConfigurationError(tls)
+    text = str(exc).lower()
+    if "authorization violation" in text or "authentication" in text:
+        return ConfigurationError(
+            f"NATS server at {servers} refused the credentials ({_auth_method(config)}): "
+            f"{redact_text(str(exc))}; check user/password, token, nkey_seed or credentials_file"
+        )
+    return None
+
+
+def _auth_method(config: NatsConfig) -> str:
+    if config.user is not None:
+        return f"user {config.user!r} with a password"
+    if any(v is not None for v in (config.token, config.token_file, config.token_env)):
+        return "token"
+    if any(v is not None for v in (config.nkey_seed, config.nkey_seed_file, config.nkey_seed_env)):
+        return "NKey"
+    if config.credentials_file is not None:
+        return f"credentials_file {config.credentials_file!r}"
+    return "no credentials given"
