@@ -25,7 +25,7 @@ from choreograph.examples.shop.events import LineItem, OrderPlaced
 from choreograph.observe.logs import ContextFilter, JsonFormatter, install_log_context
 from choreograph.observe.metrics import serve_metrics
 from choreograph.observe.tracing import install_tracing
-from choreograph.ops.observe_cli import mount
+from choreograph.ops.observe_cli import register
 from choreograph.testing import TestApp
 from tests.conftest import wait_until
 
@@ -181,7 +181,7 @@ async def test_log_lines_written_while_handling_carry_the_correlation_id(shop: M
 
 def observe_cli() -> typer.Typer:
     cli = typer.Typer()
-    mount(cli)
+    register(cli)
     return cli
 
 

@@ -25,7 +25,7 @@ from choreograph.observe.alerts import BURN_ALERTS, prometheus_rules, rule_group
 from choreograph.observe.dashboards import dashboards, queries
 from choreograph.observe.metrics import Metrics, sample_names
 from choreograph.observe.slo import DAY, HOUR, MINUTE, SLO, LogSource, declared_slos, format_window, measure
-from choreograph.ops.observe_cli import mount
+from choreograph.ops.observe_cli import register
 from tests.conftest import wait_until
 
 SLOS = [
@@ -267,7 +267,7 @@ def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def cli() -> typer.Typer:
     app = typer.Typer()
-    mount(app)
+    register(app)
     return app
 
 
