@@ -249,7 +249,7 @@ class NatsBroker:
                     storage=api.StorageType.FILE if config.storage == "file" else api.StorageType.MEMORY,
                     num_replicas=config.replicas,
                     max_age=config.retention,
-                    duplicate_window=config.duplicate_window,
+                    duplicate_window=retention.duplicate_window(config),
                     allow_direct=True,
                     allow_batched=True,  # fast-ingest batches (nats-server 2.14+; older ones drop it)
                     metadata={n.META_TOPIC: topic, n.META_PARTITIONS: str(config.partitions)},

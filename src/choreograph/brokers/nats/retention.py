@@ -49,3 +49,12 @@ async def resolve(
         found = await direct.scan_from_time(nc, stream, subject, start_time=start.time or 0.0, limit=1, timeout=timeout)
         out[p] = found[0].seq if found else last_seq + 1
     return out
+
+
+def duplicate_window(config: NatsConfig) -> float:
+    """Return the stream's duplicate window: ``duplicate_window``, shortened to the retention if that is shorter.
+
+    JetStream refuses a window longer than ``max_age``; a record cannot be a
+    duplicate of one already deleted by age anyway.
+    """
+    return config.duplicate_window if config.retention is None else min(config.duplicate_window, config.retention)
