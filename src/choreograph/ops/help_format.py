@@ -7,7 +7,8 @@ command group, rewrites the whole command tree once when it is built:
 * a flag shows no value placeholder (it takes none);
 * an option without a metavar of its own shows the conventional one of its
   type (``TEXT``, ``INTEGER``, ``FLOAT``, ``PATH``);
-* an argument shows its name (or metavar) only, no type beside it;
+* an argument shows its metavar (else its name in capitals) only, no type
+  beside it, and the usage line writes it as click does (``TOPIC``, ``[ID]...``);
 * double backticks, which docstrings use for code in the API reference, are
   dropped from command and parameter help.
 """
@@ -27,6 +28,13 @@ class _NamedArgument(TyperArgument):
 
     def display_type_rich(self, ctx: typer.Context) -> str | None:  # type: ignore[override]
         return None
+
+    def _usage_display_name(self) -> str:
+        # The usage line as click writes it (TOPIC, [ID]...), not typer 0.29's {TOPIC}.
+        name = self.display_name_raw
+        if not self.required and not name.startswith("["):  # a metavar may be written as [ID]... already
+            name = f"[{name}]"
+        return name + ("..." if self.nargs != 1 and not name.endswith("...") else "")
 
 
 def plain_text(text: str | None) -> str | None:
@@ -54,6 +62,8 @@ def plain_help(command: Any) -> None:
             _plain_option(param)
         elif type(param) is TyperArgument:
             param.__class__ = _NamedArgument
+            if param.metavar is None and param.name:
+                param.metavar = param.name.upper()
             param.help = plain_text(param.help)
     for sub in getattr(command, "commands", {}).values():
         plain_help(sub)

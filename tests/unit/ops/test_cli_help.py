@@ -47,6 +47,8 @@ def test_no_help_shows_type_placeholders_or_rst_backticks() -> None:
         text = help_of(path)
         assert not PLACEHOLDER.search(text), (path, PLACEHOLDER.search(text))
         assert "``" not in text, path
+        usage = next(line for line in text.splitlines() if "Usage:" in line)
+        assert "{" not in usage, usage  # arguments as click writes them: TOPIC, [ID]...
 
 
 def test_every_broker_option_names_every_backend_scheme() -> None:
@@ -69,6 +71,8 @@ def test_flags_take_no_value_and_options_show_what_they_take() -> None:
     assert "--stop-timeout SECONDS" in text
     assert "--metrics-port PORT" in text
     assert re.search(r"--fail-fast Stop every handler", text)
+    assert "Usage: choreograph tail [OPTIONS] TOPIC" in help_of(["tail"])
+    assert "Usage: choreograph dlq retry [OPTIONS] [ID]..." in help_of(["dlq", "retry"])
     text = " ".join(help_of(["dlq", "list"]).split())
     assert "--limit INTEGER" in text
     assert re.search(r"--json Print one JSON", text)
