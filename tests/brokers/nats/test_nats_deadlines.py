@@ -68,7 +68,7 @@ async def test_a_publish_nobody_answers_fails_within_publish_timeout_once(server
         await broker.publish("t", [Record(b"first", "k")])
         broker._batched["t"] = broker._batched["t"] and batched
         assert server.proc is not None
-        os.kill(server.proc.pid, signal.SIGSTOP)
+        _freeze(server.proc.pid)
 
         # When it publishes
         started = time.monotonic()
@@ -82,3 +82,16 @@ async def test_a_publish_nobody_answers_fails_within_publish_timeout_once(server
         if server.proc is not None:
             os.kill(server.proc.pid, signal.SIGCONT)
         await broker.close()
+
+
+def _freeze(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until every thread of it is stopped (a running thread may first finish a request)."""
+    os.kill(pid, signal.SIGSTOP)
+    tasks = Path(f"/proc/{pid}/task")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        states = [(task / "stat").read_text().rpartition(")")[2].split()[0] for task in tasks.iterdir()]
+        if all(state in {"T", "t"} for state in states):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop")

@@ -38,11 +38,14 @@ async def _fetch(subscription: RedisSubscription, count: int) -> list[Delivery]:
 
 
 async def _lapse(broker: RedisBroker, topic: str, group: str) -> None:
-    """Make every lease of ``group`` look expired, as when its holder stopped renewing for lease_timeout."""
-    leases = broker.keys.group(topic, group).leases
-    for partition, value in (await broker.client.hgetall(leases)).items():
+    """Make every member and lease of ``group`` look expired, as when they stopped renewing for lease_timeout."""
+    keys = broker.keys.group(topic, group)
+    past = int(time.time() * 1000) - 1
+    for member in await broker.client.zrange(keys.members, 0, -1):
+        await broker.client.zadd(keys.members, {member: past})
+    for partition, value in (await broker.client.hgetall(keys.leases)).items():
         member, _, token = value.decode().split("|")
-        await broker.client.hset(leases, partition, f"{member}|{int(time.time() * 1000) - 1}|{token}")
+        await broker.client.hset(keys.leases, partition, f"{member}|{past}|{token}")
 
 
 @pytest.fixture

@@ -185,7 +185,7 @@ async def test_a_fetch_during_a_settle_rebalances_only_after_the_settle(broker: 
         await rebalance()
 
     subscription._rebalance = watched  # type: ignore[method-assign]
-    subscription._seen_generation += 1
+    subscription._lease.seen_generation += 1
     # When the next fetch starts while the settle of what it holds is in flight (read-ahead)
     settling = asyncio.ensure_future(subscription.settle(Settlement(acks=got)))
     await asyncio.sleep(0)

@@ -69,6 +69,11 @@ class Keepalive:
         nc: Any = None
         try:
             while True:
+                # a member's join renewed just now: the first renewal is one interval later
+                deadline = time.monotonic() + config.heartbeat_interval
+                while not wake.is_set() and time.monotonic() < deadline:
+                    await asyncio.sleep(_POLL)
+                wake.clear()  # set by a discard that may have been followed by an add: not a stop by itself
                 with self._lock:
                     members = list(self._members)
                     if not members:
@@ -82,9 +87,6 @@ class Keepalive:
                         await leases.keep(js)
                 except Exception as exc:  # any failure: log it, the next round tries again
                     self._warn(exc)
-                deadline = time.monotonic() + config.heartbeat_interval
-                while not wake.is_set() and time.monotonic() < deadline:
-                    await asyncio.sleep(_POLL)
         finally:
             if nc is not None:
                 await nc.close()

@@ -30,6 +30,7 @@ from choreograph.core.errors import LeaseLost
 
 from . import scripts
 from .config import RedisConfig
+from .connection import client_options
 
 log = logging.getLogger(__name__)
 
@@ -172,12 +173,16 @@ class Keepalive:
         config = self._config
         client = redis.Redis.from_url(
             self._url,
+            **client_options(self._url, config),  # the same credentials and TLS as the broker's client
             socket_connect_timeout=config.connect_timeout,
             socket_timeout=max(0.1, config.lease_timeout / 3),
         )
         heartbeat = client.register_script(scripts.HEARTBEAT)
         try:
             while True:
+                # a member's join heartbeated just now: the first renewal is one interval later
+                wake.wait(config.effective_heartbeat_interval)
+                wake.clear()  # set by a discard that may have been followed by an add: not a stop by itself
                 with self._lock:
                     members = list(self._members)
                     if not members:
@@ -185,7 +190,6 @@ class Keepalive:
                         return
                 for lease in members:
                     self._renew(heartbeat, lease)
-                wake.wait(config.effective_heartbeat_interval)
         finally:
             client.close()
 

@@ -16,11 +16,8 @@ entries list (PEL) as the truth:
 * while an earlier record with key K waits for a retry, later records with
   key K are held back (kept pending here) and handed out after it.
 
-A settlement commits atomically on a standalone Redis: XACK and inbox keys are
-one script call, and with retry schedule, dead letters or outputs as well the
-whole settlement is one MULTI/EXEC. Every script of it is fenced by the lease
-tokens of the partitions it settles (see :mod:`.leases`): a member that lost
-a partition has nothing of its settle applied, raises LeaseLost, and leaves.
+A settlement commits atomically, fenced by the lease tokens of the
+partitions it settles (see :mod:`.settling` and :mod:`.leases`).
 """
 
 from __future__ import annotations
@@ -29,21 +26,22 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from redis import exceptions as redis_errors
 
-from choreograph.core.broker import Delivery, Record, Settlement
+from choreograph.core.broker import Delivery, Settlement
 from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError, LeaseLost
 
 from . import records as rec
 from . import scripts
-from .broker import due_ms, translated
+from .broker import translated
 from .keys import entry_id, record_offset
 from .leases import LeaseState
+from .settling import Settler
 
 if TYPE_CHECKING:
     from .broker import RedisBroker
@@ -86,7 +84,6 @@ class RedisSubscription:
         self.topic = topic
         self.group = group
         self.member = uuid.uuid4().hex
-        self._partition_count = partitions
         self._owned: dict[int, _Partition] = {}
         self._held: dict[tuple[int, int], Delivery] = {}
         self._generation = -1
@@ -94,9 +91,9 @@ class RedisSubscription:
         self._lease = LeaseState(
             self.member, [g.members, g.leases, g.generation], partitions, self._config.lease_timeout
         )
+        self._settler = Settler(broker, topic, group, self._lease)
         self._closing = asyncio.Event()
         self._closed = False
-        self._last_inbox_trim = 0.0
         self._readopt = False
         self._quiet_until = 0.0
         self._settling: asyncio.Future[None] | None = None
@@ -108,15 +105,6 @@ class RedisSubscription:
         """Heartbeat once (taking a fair share of partitions); the broker's keepalive thread renews from then on."""
         await self._rebalance()
         self._broker.keepalive.add(self._lease)
-
-    @property
-    def _seen_generation(self) -> int:
-        """The group generation as of the last heartbeat (of the loop or the keepalive thread)."""
-        return self._lease.seen_generation
-
-    @_seen_generation.setter
-    def _seen_generation(self, generation: int) -> None:
-        self._lease.seen_generation = generation
 
     async def _rebalance(self) -> None:
         lease = self._lease
@@ -209,7 +197,7 @@ class RedisSubscription:
         deadline = time.monotonic() + max(0.0, timeout)
         while not self._closed:
             self._lease.check("fetch")
-            if self._settling is not None and (self._readopt or self._seen_generation != self._generation):
+            if self._settling is not None and (self._readopt or self._lease.seen_generation != self._generation):
                 # A settle in flight is acking records of partitions a rebalance could hand to another
                 # member, who would then take them again: let it finish first, whatever its outcome.
                 await asyncio.wait([self._settling])
@@ -218,15 +206,13 @@ class RedisSubscription:
                 self._readopt = False
                 await self._release(list(self._owned))
                 await self._rebalance()
-            elif self._seen_generation != self._generation:
+            elif self._lease.seen_generation != self._generation:
                 await self._rebalance()
             remaining = deadline - time.monotonic()
             batch = await self._take(max_records, max(0.0, remaining))
             if batch:
-                # the read may have blocked: hand nothing out under a lease that lapsed meanwhile
-                self._lease.check("fetch")
-                return batch
-            if time.monotonic() >= deadline:
+                self._lease.check("fetch")  # the read may have blocked: nothing goes out under a lapsed lease
+            if batch or time.monotonic() >= deadline:
                 return batch
         return []
 
@@ -453,116 +439,32 @@ class RedisSubscription:
         return got
 
     async def settle(self, settlement: Settlement) -> None:
-        """Apply ``settlement`` atomically, or raise BrokerError and apply none of it.
+        """Apply ``settlement`` atomically (see :mod:`.settling`), or raise BrokerError and apply none of it.
 
-        Acks and inbox keys are one ACK script call; a settlement that also
-        publishes, schedules retries or stores dead letters is one MULTI/EXEC
-        around that call and the rest. Each script is fenced: if this member
-        no longer holds a partition the settlement touches, under the lease
-        token it fetched it with, none of it is applied and LeaseLost is
-        raised (as it is at once if the leases were not renewed in time); the
-        member is then done: fetch and settle raise LeaseLost until it is closed.
+        Raises LeaseLost, applying nothing, if this member no longer holds a
+        partition it settles under the lease it fetched it with, or could not
+        renew its leases in time; fetch and settle then raise it until closed.
         """
         if self._closed:
             raise BrokerClosed(f"this subscription to {self.topic!r} is closed")
         deliveries = settlement.check(self.topic, self._held, self.group)
         self._lease.check("settle")
+        if settlement.retries:
+            self._quiet_until = 0.0  # the next fetch must see the schedule (see _waiting)
         settling = self._settling = asyncio.get_running_loop().create_future()
         try:
-            await self._apply(settlement, deliveries)
+            await self._settler.write(settlement, deliveries)
+        except LeaseLost:
+            self._held.clear()  # all of it is the new owners' now
+            raise
         finally:
             self._settling = None
             settling.set_result(None)
-
-    async def _apply(self, settlement: Settlement, deliveries: list[Delivery]) -> None:
-        broker, g = self._broker, self._gkeys
-        now = broker.clock.now()
-        by_topic: dict[str, list[Record]] = {}
-        for topic, record in settlement.outputs:
-            by_topic.setdefault(topic, []).append(record)
-        for topic in by_topic:
-            await broker.partitions(topic)
-        done: dict[int, list[str]] = {}
-        for delivery in [*settlement.acks, *(d for d, _ in settlement.dead_letters)]:
-            done.setdefault(delivery.partition, []).append(entry_id(delivery.offset))
-        if settlement.retries:
-            self._quiet_until = 0.0  # the next fetch must see the schedule (see _waiting)
-        trim = bool(settlement.inbox) and time.monotonic() - self._last_inbox_trim > self._config.retention_interval
-        ack = self._ack_arguments(done, settlement.inbox, now, trim) if done or settlement.inbox else None
-        tokens = self._lease.fence(sorted({d.partition for d in deliveries}))
-        now_ms = int(time.time() * 1000)  # the clock leases are written with (see leases.LeaseState.arguments)
-
-        def fenced(arguments: list[Any]) -> list[Any]:
-            return scripts.fence(arguments, g.leases, self.member, now_ms, tokens)
-
-        async with translated(f"settle a batch of {self.group!r}"), self._fenced():
-            if not (by_topic or settlement.dead_letters or settlement.retries):
-                if ack is not None:  # one script call is atomic by itself: no MULTI, two replies fewer to read
-                    await self._client.eval(scripts.FENCED_ACK, *fenced(ack))
-            else:
-                pipe = self._client.pipeline(transaction=True)
-                for topic, records in by_topic.items():
-                    pipe.eval(scripts.FENCED_PUBLISH, *fenced(await broker.append_arguments(topic, records)))
-                if settlement.dead_letters or settlement.retries:
-                    pipe.eval(scripts.FENCED_SCHEDULE, *fenced(self._schedule_arguments(settlement, now)))
-                if ack is not None:
-                    # EVAL with the text, not a registered script: redis-py checks registered scripts with an
-                    # extra SCRIPT EXISTS round trip per pipeline, and EVALSHA could meet NOSCRIPT inside the MULTI
-                    pipe.eval(scripts.FENCED_ACK, *fenced(ack))
-                await pipe.execute()
-        if trim:
-            self._last_inbox_trim = time.monotonic()
         if len(deliveries) == len(self._held):  # the whole of what is held (check() allows no duplicates)
             self._held.clear()
         else:
             for delivery in deliveries:
                 self._held.pop((delivery.partition, delivery.offset), None)
-
-    @contextlib.asynccontextmanager
-    async def _fenced(self) -> AsyncIterator[None]:
-        """Turn a fence's refusal into LeaseLost; this member then drops what it held."""
-        try:
-            yield
-        except redis_errors.ResponseError as exc:
-            if scripts.LEASE_LOST not in str(exc):
-                raise
-            reason = f"a settle was refused: {str(exc).partition(scripts.LEASE_LOST)[2].strip()}"
-            self._lease.lose(reason)
-            self._held.clear()
-            raise LeaseLost(f"member {self.member} of group {self.group!r} on {self.topic!r}: {reason}") from None
-
-    def _schedule_arguments(self, settlement: Settlement, now: float) -> list[Any]:
-        """Arguments of the SCHEDULE script after its text: dead letters and retries (see scripts.SCHEDULE)."""
-        g = self._gkeys
-        script_keys = [self._keys.dead_letter_index]
-        args: list[Any] = [repr(now), len(settlement.dead_letters)]
-        for _, letter in settlement.dead_letters:
-            script_keys.append(self._keys.dead_letter(letter.id))
-            fields = rec.encode_dead_letter(letter)
-            args += [letter.id, 2 * len(fields)]
-            for name, value in fields.items():
-                args += [name, value]
-        for delivery, delay in settlement.retries:
-            p = delivery.partition
-            first = delivery.first_failure if delivery.first_failure is not None else now
-            script_keys += [g.retries(p), g.attempts(p)]
-            args += [
-                entry_id(delivery.offset),
-                due_ms(now, delay),
-                rec.encode_attempts(delivery.attempt, first, delivery.key),
-            ]
-        return [len(script_keys), *script_keys, *args]
-
-    def _ack_arguments(self, done: dict[int, list[str]], inbox: Sequence[str], now: float, trim: bool) -> list[Any]:
-        """Arguments of the ACK script after its text: key count, keys, then ARGV (see scripts.ACK)."""
-        g, keys = self._gkeys, self._keys
-        cutoff = repr(now - self._config.inbox_retention) if trim else ""
-        script_keys = [g.inbox]
-        args: list[Any] = [self.group, repr(now), cutoff, len(inbox), *inbox]
-        for p, ids in done.items():
-            script_keys += [keys.stream(self.topic, p), g.retries(p), g.attempts(p), g.resubmitted(p)]
-            args += [len(ids), *ids]
-        return [len(script_keys), *script_keys, *args]
 
     async def seen(self, keys: Sequence[str]) -> set[str]:
         """Return which ``keys`` this group's inbox holds (one ZMSCORE)."""
