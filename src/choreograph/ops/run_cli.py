@@ -23,7 +23,8 @@ from choreograph.observe.logs import configure_logging, install_log_context
 from choreograph.observe.metrics import install_metrics
 from choreograph.observe.tracing import install_tracing
 from choreograph.ops.config_file import ENV_PREFIX, ConfigOption
-from choreograph.ops.loader import EXAMPLE, load_app
+from choreograph.ops.loader import EXAMPLE
+from choreograph.ops.session import opened_app
 from choreograph.ops.terminal import BrokerOption, out, run_async, safe, shown_url
 
 DEFAULT_METRICS_HOST = "127.0.0.1"
@@ -139,29 +140,27 @@ def run(
             raise ConfigurationError(
                 f"name the App to run: MODULE:APP, ${_env('app')}, or app = ... in the --config file"
             )
-        app = load_app(app_spec)
-        if broker:
-            app.configure_broker(broker)
-        install_log_context(app)
-        install_tracing(app)
-        install_metrics(app)
-        await app.broker.ping()
-        server = await serve_probes(app, metrics_port, host=metrics_host) if metrics_port is not None else None
-        names = safe(", ".join(service or app.services))
-        where = f"; metrics on {safe(metrics_host)}:{server.port}/metrics" if server else ""
-        out.print(f"[bold]choreograph[/] running {names} on {shown_url(app.broker_url)}{where} (Ctrl-C to stop)")
-        if isinstance(app.broker, RetentionReporter):  # the log's growth is bounded by this, or by nothing
-            retention = app.broker.describe_retention().describe()
-            logging.getLogger("choreograph.run").info(retention)
-            out.print(safe(retention))
-        try:
-            await app.run(service or None, stop_timeout=stop_timeout, fail_fast=fail_fast)
-        finally:
-            if server is not None:
-                await server.close()
-            if stats_file is not None:
-                stats = {group: dataclasses.asdict(counters) for group, counters in app.stats().items()}
-                stats_file.write_text(json.dumps(stats, indent=2))
+        async with opened_app(app_spec, broker) as app:  # closed even when it fails before running
+            install_log_context(app)
+            install_tracing(app)
+            install_metrics(app)
+            await app.broker.ping()
+            server = await serve_probes(app, metrics_port, host=metrics_host) if metrics_port is not None else None
+            names = safe(", ".join(service or app.services))
+            where = f"; metrics on {safe(metrics_host)}:{server.port}/metrics" if server else ""
+            out.print(f"[bold]choreograph[/] running {names} on {shown_url(app.broker_url)}{where} (Ctrl-C to stop)")
+            if isinstance(app.broker, RetentionReporter):  # the log's growth is bounded by this, or by nothing
+                retention = app.broker.describe_retention().describe()
+                logging.getLogger("choreograph.run").info(retention)
+                out.print(safe(retention))
+            try:
+                await app.run(service or None, stop_timeout=stop_timeout, fail_fast=fail_fast)
+            finally:
+                if server is not None:
+                    await server.close()
+                if stats_file is not None:
+                    stats = {group: dataclasses.asdict(counters) for group, counters in app.stats().items()}
+                    stats_file.write_text(json.dumps(stats, indent=2))
 
     main()
 
