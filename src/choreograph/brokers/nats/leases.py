@@ -255,11 +255,12 @@ class Leases:
             except nats.js.errors.APIError as exc:
                 if exc.err_code not in _WRONG_LAST:
                     raise
-                with self._state:
-                    if self.owned.get(p) == last:  # not released or renewed by the loop meanwhile
-                        self.owned.pop(p)
-                        self._renewed.pop(p, None)
-                        self._dropped.add(p)
+                if not await self._still_ours(js, p):
+                    with self._state:
+                        if self.owned.get(p) == last:  # not released or renewed by the loop meanwhile
+                            self.owned.pop(p)
+                            self._renewed.pop(p, None)
+                            self._dropped.add(p)
                 continue
             with self._state:
                 if self.owned.get(p) == last:
@@ -271,6 +272,15 @@ class Leases:
                     self._subject(f"p.{p}"), b"", headers={direct.KV_OPERATION: "DEL", _EXPECTED_LAST: str(ack.seq)},
                     timeout=self._timeout,
                 )  # fmt: skip
+
+    async def _still_ours(self, js: JetStreamContext, partition: int) -> bool:
+        """Whether the lease entry of ``partition`` names this member (a settle's confirm renewed it meanwhile)."""
+        try:
+            entry = await js.get_last_msg(self._stream, self._subject(f"p.{partition}"))
+        except nats.js.errors.NotFoundError:
+            return False
+        operation = (entry.headers or {}).get(direct.KV_OPERATION)
+        return operation is None and entry.data == self.member.encode()
 
     async def release(self, partition: int) -> None:
         """Give up ``partition`` (only if we still hold it). Idempotent."""
