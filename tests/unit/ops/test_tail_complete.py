@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +24,7 @@ from choreograph.ops.log_cli import read_all, start_offsets
 TOTAL = 20_000
 PARTITIONS = 8
 EARLIEST = Position.earliest()
+ROOT = Path(__file__).resolve().parents[3]
 
 
 async def fill(broker: Broker, clock: FakeClock, total: int = TOTAL) -> None:
@@ -135,3 +139,35 @@ def test_merge_time_prints_in_time_order(tmp_path: Path, limit: str) -> None:
     assert stamps == sorted(stamps)
     # the first N by time: published in calls of 100, one second apart
     assert {d["value"]["n"] // 100 for d in docs} == set(range(len(docs) // 100))
+
+
+@pytest.mark.slow
+def test_follow_prints_what_was_there_then_what_comes_without_skipping(tmp_path: Path) -> None:
+    # Given 1,000 records, and tail --follow running until it has printed 1,600
+    path = tmp_path / "follow.db"
+    asyncio.run(fill_file(path, 1_000))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "choreograph", "tail", "t", "--follow", "--json", "--limit", "1600"]
+    proc = subprocess.Popen([*command, "--broker", f"sqlite:///{path}"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first = [proc.stdout.readline() for _ in range(1_000)]  # blocks until tail has printed the log so far
+        # When 600 more are published to every partition
+        asyncio.run(publish_more(path, range(1_000, 1_600)))
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # Then tail printed all 1,600, each once, each partition in offset order, and stopped at its limit
+    assert proc.returncode == 0
+    docs = [orjson.loads(line) for line in [*first, *rest.splitlines()]]
+    check_complete([(d["partition"], d["offset"], d["value"]["n"]) for d in docs], 1_600)
+
+
+async def publish_more(path: Path, numbers: range) -> None:
+    broker = SqliteBroker(path, SqliteConfig(partitions=PARTITIONS))
+    try:
+        await broker.publish("t", [Record(orjson.dumps({"n": n}), key=f"k{n % 64}") for n in numbers])
+    finally:
+        await broker.close()
