@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
+import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from typer.testing import CliRunner
 
 from choreograph.brokers.kafka import KafkaBroker
 from choreograph.core.broker import Position, Record
+from choreograph.ops.cli import cli
+from tests.unit.ops.test_tail_complete import PARTITIONS, check_complete
 
 from .server import TansuServer
 
@@ -43,3 +48,24 @@ async def test_a_created_topic_has_the_retention_as_retention_ms(
         assert [d.value for d in await broker.read(topic, Position.at_offsets(ends))] == [b"4"]
     finally:
         await broker.close()
+
+
+def test_tail_prints_every_record_of_every_partition(kafka_server: TansuServer) -> None:
+    topic = f"tail{uuid.uuid4().hex[:8]}"
+    url = f"kafka://{kafka_server.bootstrap}?partitions={PARTITIONS}&idempotent=false&persistent=false"
+
+    async def given() -> None:
+        broker = KafkaBroker.from_url(url)
+        try:
+            for start in range(0, 2_000, 100):
+                records = [Record(orjson.dumps({"n": n}), key=f"k{n % 64}") for n in range(start, start + 100)]
+                await broker.publish(topic, records)
+        finally:
+            await broker.close()
+
+    asyncio.run(given())
+    result = CliRunner().invoke(cli, ["tail", topic, "--limit", "0", "--json", "--broker", url])
+    assert result.exit_code == 0, result.output[-2000:]
+    docs = [orjson.loads(line) for line in result.output.splitlines()]
+    assert len(docs) == 2_000
+    check_complete([(d["partition"], d["offset"], d["value"]["n"]) for d in docs], 2_000)
