@@ -290,7 +290,9 @@ class MemoryBroker:
 
     def describe_retention(self) -> Retention:
         """Memory keeps every record until the process exits: no retention (it is for tests and demos)."""
-        return Retention("memory", None, True, "records live in this process's memory until it exits")
+        return Retention(
+            "memory", None, True, "records live in this process's memory until it exits", configurable=False
+        )
 
     async def log_size(self) -> LogSize:
         """Return records per topic (bytes are not counted: Python objects have no cheap size)."""

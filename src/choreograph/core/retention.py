@@ -91,13 +91,16 @@ class Retention:
     """One phrase on how and when it is enforced, and whether unconsumed records can go."""
     extra: tuple[str, ...] = field(default=())
     """Other limits in force (``max 1000 records per partition``)."""
+    configurable: bool = True
+    """The backend takes the ``retention`` option (the memory broker does not)."""
 
     def describe(self) -> str:
         """One line for a startup banner or log: ``log retention: 7 days (sqlite default; ...)``."""
         span = "forever (no retention)" if self.seconds is None else describe_seconds(self.seconds)
         origin = f"{self.backend} default" if self.default else f"{self.backend}, configured"
         limits = "".join(f", {limit}" for limit in self.extra)
-        return f"log retention: {span}{limits} ({origin}; {self.how}; set ?retention=SECONDS|7d|none)"
+        hint = "; set ?retention=SECONDS|7d|none" if self.configurable else ""
+        return f"log retention: {span}{limits} ({origin}; {self.how}{hint})"
 
 
 @runtime_checkable

@@ -113,7 +113,9 @@ async def test_each_backend_describes_its_retention_for_the_startup_line(tmp_pat
         assert "never past a group's committed offset" in line
     finally:
         await broker.close()
-    assert MemoryBroker().describe_retention().describe().startswith("log retention: forever (no retention) (memory")
+    memory = MemoryBroker().describe_retention().describe()
+    assert memory.startswith("log retention: forever (no retention) (memory default;")
+    assert "?retention" not in memory  # the memory broker takes no such option
 
 
 async def test_sqlite_trims_records_older_than_the_default_retention_once_every_group_has_them(tmp_path: Path) -> None:
