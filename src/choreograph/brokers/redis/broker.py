@@ -46,7 +46,7 @@ from choreograph.core.retention import LogSize, Retention
 from . import records as rec
 from . import retention, scripts
 from .config import RedisConfig, parse_url
-from .connection import connection_class
+from .connection import client_options, connection_class, refusal
 from .keys import Keys, entry_id, last_delivered_before, offset_of
 from .leases import Keepalive
 
@@ -67,8 +67,14 @@ async def translated(what: str) -> AsyncIterator[None]:
     try:
         yield
     except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        refused = refusal(exc)  # wrong credentials or a refused TLS handshake: retrying cannot help
+        if refused is not None:
+            raise refused from exc
         raise BrokerUnavailable(f"redis unreachable while trying to {what}: {exc}") from exc
     except redis_errors.RedisError as exc:
+        refused = refusal(exc)  # NOAUTH: no password given
+        if refused is not None:
+            raise refused from exc
         raise BrokerError(f"redis failed to {what}: {exc}") from exc
     if task is not None and task.cancelling() > cancelling:
         raise asyncio.CancelledError(f"cancelled while trying to {what}")
@@ -116,6 +122,7 @@ class RedisBroker:
             decode_responses=False,
             socket_connect_timeout=self.config.connect_timeout,
             health_check_interval=30,
+            **client_options(url, self.config),
         )
         # Read replies of XREADGROUP are parsed by the subscription itself (records.flat_entry_deliveries).
         self.client.set_response_callback("XREADGROUP", _raw_reply)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlunsplit
 
+from choreograph.core.credentials import TlsSettings, check_secret_options
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.options import (
     MAX_PARTITIONS,
@@ -55,6 +56,22 @@ class RedisConfig:
     broker's periodic trim (every ``retention_interval``) deletes it. ``None``: until deleted."""
     connect_timeout: float = 5.0
     """Seconds to wait for a connection before raising BrokerUnavailable."""
+    username: str | None = None
+    """ACL user (instead of ``user@`` in the URL); without it, Redis authenticates ``default``."""
+    password: str | None = field(default=None, repr=False)
+    """Password of the ACL user (or ``requirepass``), when not in the URL."""
+    password_file: str | None = None
+    """File holding the password (one trailing newline ignored)."""
+    password_env: str | None = None
+    """Environment variable holding the password."""
+    tls_ca: str | None = None
+    """PEM file of the CA that signed the server's certificate (``rediss://`` only; default: system store)."""
+    tls_cert: str | None = None
+    """PEM file of this client's certificate, for a server with ``tls-auth-clients yes`` (mutual TLS)."""
+    tls_key: str | None = None
+    """PEM file of the private key of ``tls_cert``."""
+    tls_verify: str = "required"
+    """``required`` (CA and host name checked), ``optional`` (CA only) or ``none`` (nothing checked)."""
 
     def __post_init__(self) -> None:
         if (
@@ -80,6 +97,27 @@ class RedisConfig:
         object.__setattr__(self, "retention", check_retention("retention", self.retention))
         require_positive("retention_interval", self.retention_interval)
         require_positive("connect_timeout", self.connect_timeout)
+        self._check_security()
+
+    def _check_security(self) -> None:
+        check_secret_options("password", self.password, self.password_file, self.password_env)
+        if self.username is not None and (not isinstance(self.username, str) or not self.username):
+            raise ConfigurationError("username must be a non-empty string or None")
+        self.tls_settings()
+
+    def tls_settings(self) -> TlsSettings:
+        """The TLS options as one checked value (they apply to ``rediss://`` URLs)."""
+        return TlsSettings(self.tls_ca, self.tls_cert, self.tls_key, self.tls_verify)
+
+    @property
+    def tls_options_given(self) -> bool:
+        """Whether any ``tls_*`` option differs from its default (they need a ``rediss://`` URL)."""
+        return any(v is not None for v in (self.tls_ca, self.tls_cert, self.tls_key)) or self.tls_verify != "required"
+
+    @property
+    def password_given(self) -> bool:
+        """Whether a password comes from the config (inline, file or environment)."""
+        return any(v is not None for v in (self.password, self.password_file, self.password_env))
 
     @property
     def effective_heartbeat_interval(self) -> float:
@@ -100,6 +138,13 @@ _PARSERS: dict[str, Parser] = {
     "max_age": parse_retention,
     "retention_interval": float,
     "connect_timeout": float,
+    "username": str,
+    "password_file": str,
+    "password_env": str,
+    "tls_ca": str,
+    "tls_cert": str,
+    "tls_key": str,
+    "tls_verify": str.lower,
 }
 
 
@@ -108,6 +153,7 @@ def parse_url(url: str) -> tuple[str, RedisConfig]:
 
     The choreograph options (see :class:`RedisConfig`) are removed from the
     query; anything else is rejected by name. ``rediss://`` selects TLS.
+    Secrets need not be in the URL: ``rediss://app@host:6380/0?password_file=/run/secrets/redis``.
     Credentials stay percent-encoded in the client URL, which the client
     decodes exactly once (write ``%2F`` for ``/``, ``%40`` for ``@``, ...).
     """
@@ -130,4 +176,20 @@ def parse_url(url: str) -> tuple[str, RedisConfig]:
     options = parse_query(parts.query, _PARSERS, "redis")
     take_alias(options, "max_age", "redis")
     client_url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-    return client_url, RedisConfig(**options)
+    config = RedisConfig(**options)
+    check_url_and_config(client_url, config)
+    return client_url, config
+
+
+def check_url_and_config(url: str, config: RedisConfig) -> None:
+    """Raise ConfigurationError if the URL and the config disagree: tls options without ``rediss://``,
+    or a user or password given both in the URL and as options."""
+    parts = split_url(url, "redis")
+    if config.tls_options_given and parts.scheme != "rediss":
+        raise ConfigurationError(
+            f"tls options need a TLS connection: write rediss:// instead of {parts.scheme}:// ({redact_url(url)})"
+        )
+    if parts.password is not None and config.password_given:
+        raise ConfigurationError("the redis password is given twice (in the URL and as an option); give it once")
+    if parts.username and config.username is not None:
+        raise ConfigurationError("the redis user is given twice (in the URL and as username=); give it once")
