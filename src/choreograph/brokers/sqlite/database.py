@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 
-from choreograph.core.errors import BrokerError, BrokerUnavailable, StorageLost
+from choreograph.core.errors import BrokerError, BrokerUnavailable, ConfigurationError, StorageLost
 from choreograph.core.options import create_private_file
 
 from .config import SqliteConfig
@@ -141,7 +142,10 @@ def connect(path: str, config: SqliteConfig, *, writer: bool = False) -> sqlite3
     sets the durability (``synchronous``) and creates the schema. A new file
     is created readable and writable by its owner only (0600); SQLite gives
     its ``-wal`` and ``-shm`` files the same mode. An existing file keeps its mode.
+    Refuses (ConfigurationError) a directory every user may write to without
+    the sticky bit: anyone could replace the file or its ``-wal`` there.
     """
+    check_directory(path)
     create_private_file(path)
     try:
         conn = sqlite3.connect(path, timeout=config.busy_timeout, isolation_level=None, check_same_thread=False)
@@ -168,6 +172,28 @@ def connect(path: str, config: SqliteConfig, *, writer: bool = False) -> sqlite3
         conn.close()
         raise
     return conn
+
+
+def check_directory(path: str) -> None:
+    """Raise ConfigurationError if the directory of ``path`` is writable by every user and not sticky.
+
+    In such a directory any local user may delete or rename the database, its
+    ``-wal`` or ``-shm`` file and put their own in its place (forged records,
+    dead letters); the sticky bit (``/tmp``) stops that. A directory that
+    cannot be examined is left for SQLite's own open to report.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = os.stat(directory).st_mode
+    except OSError:
+        return
+    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+        raise ConfigurationError(
+            f"the directory {directory!r} of the SQLite broker file is writable by every user "
+            f"(mode {stat.S_IMODE(mode):04o}, no sticky bit): anyone on this machine could replace the database "
+            f"or its -wal file; run 'chmod o-w {directory}' (or 'chmod +t'), or keep the database in a directory "
+            "only this service can write"
+        )
 
 
 def checkpoint(conn: sqlite3.Connection) -> None:
