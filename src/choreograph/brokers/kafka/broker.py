@@ -34,6 +34,7 @@ from choreograph.core.broker import (
     partition_for,
 )
 from choreograph.core.clock import Clock, SystemClock
+from choreograph.core.credentials import explain_tls_failure
 from choreograph.core.errors import (
     BrokerClosed,
     BrokerError,
@@ -61,12 +62,29 @@ _EARLIEST: Final = Position.earliest()
 _TOPIC_EXISTS: Final = 36
 
 
+_REFUSED_CREDENTIALS: Final = (
+    kafka_errors.SaslAuthenticationFailed,
+    kafka_errors.AuthenticationFailedError,
+    kafka_errors.AuthenticationMethodNotSupported,
+    kafka_errors.UnsupportedSaslMechanismError,
+    kafka_errors.IllegalSaslStateError,
+)
+
+
 @contextlib.asynccontextmanager
 async def translated(what: str) -> AsyncIterator[None]:
     """Translate aiokafka errors raised inside the block into choreograph BrokerErrors."""
     try:
         yield
+    except _REFUSED_CREDENTIALS as exc:  # retrying cannot help: say which options to fix
+        raise ConfigurationError(
+            f"kafka refused the SASL authentication while trying to {what}: {type(exc).__name__}: {exc}; "
+            "check sasl_mechanism, sasl_username and the password (sasl_password_file or sasl_password_env)"
+        ) from exc
     except (kafka_errors.KafkaConnectionError, kafka_errors.NodeNotReadyError, OSError) as exc:
+        tls = explain_tls_failure(exc, "kafka")
+        if tls is not None:
+            raise ConfigurationError(tls) from exc
         raise BrokerUnavailable(f"kafka unreachable while trying to {what}: {exc}") from exc
     except kafka_errors.KafkaTimeoutError as exc:
         raise BrokerUnavailable(f"kafka timed out while trying to {what}: {exc}") from exc
@@ -215,6 +233,8 @@ class KafkaBroker:
         self._drained = asyncio.Event()
         self._drained.set()
         self._closed = False
+        self._security = self.config.security_options()
+        """TLS and SASL options of every client (one SSL context, the password read once, here)."""
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> KafkaBroker:
@@ -230,6 +250,7 @@ class KafkaBroker:
             "bootstrap_servers": self.servers,
             "client_id": self.config.client_id,
             "request_timeout_ms": int(self.config.request_timeout * 1000),
+            **self._security,
         }
 
     def consumer_options(self) -> dict[str, Any]:

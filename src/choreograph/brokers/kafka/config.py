@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Final
 
+from choreograph.core.credentials import TlsSettings, check_secret_options, resolve_secret
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.names import check_topic
 from choreograph.core.options import (
@@ -18,6 +20,8 @@ from choreograph.core.options import (
 )
 from choreograph.core.redaction import redact_url
 from choreograph.core.retention import DEFAULT_RETENTION, check_retention, parse_retention
+
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,26 @@ class KafkaConfig:
     persistent: bool = True
     """The cluster keeps acknowledged records across restarts. Set false for a memory-only broker
     (Tansu with ``memory://`` storage), so the declared capabilities stay honest."""
+    tls: bool = False
+    """Connect with TLS (Kafka ``SSL`` / ``SASL_SSL``). Implied by any ``tls_*`` option."""
+    tls_ca: str | None = None
+    """PEM file of the CA that signed the brokers' certificates (default: the system's trust store)."""
+    tls_cert: str | None = None
+    """PEM file of this client's certificate, for brokers with ``ssl.client.auth=required`` (mutual TLS)."""
+    tls_key: str | None = None
+    """PEM file of the private key of ``tls_cert``."""
+    tls_verify: str = "required"
+    """``required`` (CA and host name checked), ``optional`` (CA only) or ``none`` (nothing checked)."""
+    sasl_mechanism: str | None = None
+    """``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``; None: no SASL."""
+    sasl_username: str | None = None
+    """SASL user name."""
+    sasl_password: str | None = field(default=None, repr=False)
+    """SASL password (in code; in a URL use ``sasl_password_file`` or ``sasl_password_env``)."""
+    sasl_password_file: str | None = None
+    """File holding the SASL password (one trailing newline ignored)."""
+    sasl_password_env: str | None = None
+    """Environment variable holding the SASL password."""
 
     def __post_init__(self) -> None:
         require_positive_int("partitions", self.partitions, at_most=MAX_PARTITIONS)
@@ -67,6 +91,61 @@ class KafkaConfig:
         check_topic(self.state_topic)
         if not isinstance(self.client_id, str) or not self.client_id or not self.client_id.isprintable():
             raise ConfigurationError(f"client_id must be a non-empty printable string, got {self.client_id!r}")
+        self._check_security()
+
+    def _check_security(self) -> None:
+        if not isinstance(self.tls, bool):
+            raise ConfigurationError("tls must be true or false")
+        self.tls_settings()
+        check_secret_options("sasl_password", self.sasl_password, self.sasl_password_file, self.sasl_password_env)
+        has_password = any(v is not None for v in (self.sasl_password, self.sasl_password_file, self.sasl_password_env))
+        if self.sasl_mechanism is None:
+            if self.sasl_username is not None or has_password:
+                raise ConfigurationError(f"SASL credentials need sasl_mechanism (one of {', '.join(SASL_MECHANISMS)})")
+            return
+        if self.sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigurationError(
+                f"sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}, got {self.sasl_mechanism!r}"
+            )
+        if not isinstance(self.sasl_username, str) or not self.sasl_username or not has_password:
+            raise ConfigurationError(
+                "SASL needs sasl_username and a password (sasl_password, sasl_password_file or sasl_password_env)"
+            )
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether connections are encrypted: ``tls`` or any ``tls_*`` option."""
+        return (
+            self.tls
+            or any(v is not None for v in (self.tls_ca, self.tls_cert, self.tls_key))
+            or self.tls_verify != "required"
+        )
+
+    def tls_settings(self) -> TlsSettings:
+        """The TLS options as one checked value."""
+        return TlsSettings(self.tls_ca, self.tls_cert, self.tls_key, self.tls_verify)
+
+    def security_options(self) -> dict[str, Any]:
+        """aiokafka keyword arguments for TLS and SASL, the password read from its file or variable.
+
+        ``security_protocol`` is ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or
+        ``SASL_SSL`` from the options given. Raises ConfigurationError naming an
+        unreadable certificate, key, password file or variable.
+        """
+        sasl = self.sasl_mechanism is not None
+        protocol = {(False, False): "PLAINTEXT", (True, False): "SSL", (False, True): "SASL_PLAINTEXT"}.get(
+            (self.uses_tls, sasl), "SASL_SSL"
+        )
+        options: dict[str, Any] = {"security_protocol": protocol}
+        if self.uses_tls:
+            options["ssl_context"] = self.tls_settings().context()
+        if sasl:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = resolve_secret(
+                "sasl_password", self.sasl_password, self.sasl_password_file, self.sasl_password_env
+            )
+        return options
 
 
 _PARSERS: dict[str, Parser] = {
@@ -82,6 +161,15 @@ _PARSERS: dict[str, Parser] = {
     "inbox_retention": float,
     "persistent": boolean,
     "retention": parse_retention,
+    "tls": boolean,
+    "tls_ca": str,
+    "tls_cert": str,
+    "tls_key": str,
+    "tls_verify": str.lower,
+    "sasl_mechanism": str.upper,
+    "sasl_username": str,
+    "sasl_password_file": str,
+    "sasl_password_env": str,
 }
 
 
@@ -92,8 +180,8 @@ def parse_url(url: str) -> tuple[list[str], KafkaConfig]:
         raise ConfigurationError(f"not a kafka URL (expected kafka://host:port[,host:port]): {redact_url(url)!r}")
     if "@" in parts.netloc:
         raise ConfigurationError(
-            "kafka URLs take no credentials (user:password@): the Kafka broker connects without SASL; "
-            "remove them from the URL"
+            "kafka URLs take no credentials (user:password@): give them as options, e.g. "
+            "?sasl_mechanism=SCRAM-SHA-512&sasl_username=app&sasl_password_file=/run/secrets/kafka"
         )
     servers = [s.strip() for s in parts.netloc.split(",") if s.strip()]
     if not servers or any(":" not in s for s in servers):
