@@ -33,6 +33,7 @@ _BACKENDS: Final = {
     "sqlite": ("choreograph.brokers.sqlite", "SqliteBroker"),
     "nats": ("choreograph.brokers.nats", "NatsBroker"),
     "redis": ("choreograph.brokers.redis", "RedisBroker"),
+    "rediss": ("choreograph.brokers.redis", "RedisBroker"),  # Redis over TLS
     "kafka": ("choreograph.brokers.kafka", "KafkaBroker"),
 }
 

@@ -132,7 +132,7 @@ class TlsSettings:
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
-        return exc.reason or str(exc)
+        return getattr(exc, "reason", None) or str(exc)
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
     return str(exc)
@@ -149,14 +149,15 @@ def explain_tls_failure(exc: BaseException | None, where: str) -> str | None:
         seen.add(id(exc))
         text = f"{getattr(exc, 'reason', '') or ''} {exc}".lower()
         if isinstance(exc, ssl.SSLCertVerificationError):
-            detail = exc.verify_message or "certificate verify failed"
+            detail = getattr(exc, "verify_message", None) or "certificate verify failed"
             hint = (
-                "set tls_server_name to a name in the server's certificate"
+                "connect by a name in the server's certificate (NATS: or set tls_server_name to one)"
                 if "hostname" in text or "ip address mismatch" in text
                 else "set tls_ca to the CA file that signed the server's certificate"
             )
             return f"TLS handshake with {where} failed: the server's certificate is not trusted ({detail}); {hint}"
         if isinstance(exc, ssl.SSLError):
+            reason = getattr(exc, "reason", None) or exc  # absent on an SSLError made by hand
             if "certificate required" in text or "peer did not return a certificate" in text:
                 return (
                     f"TLS handshake with {where} failed: the server requires a client certificate "
@@ -165,10 +166,10 @@ def explain_tls_failure(exc: BaseException | None, where: str) -> str | None:
             if "unknown ca" in text or "bad certificate" in text or "certificate unknown" in text:
                 return (
                     f"TLS handshake with {where} failed: the server refused our client certificate "
-                    f"({exc.reason or exc}); use a tls_cert signed by a CA the server trusts"
+                    f"({reason}); use a tls_cert signed by a CA the server trusts"
                 )
             if "wrong version number" in text or "record layer failure" in text or "packet length too long" in text:
-                return f"TLS handshake with {where} failed: the server does not speak TLS on this port ({exc.reason})"
-            return f"TLS handshake with {where} failed: {exc.reason or exc}"
+                return f"TLS handshake with {where} failed: the server does not speak TLS on this port ({reason})"
+            return f"TLS handshake with {where} failed: {reason}"
         exc = exc.__cause__ or exc.__context__
     return None

@@ -216,7 +216,7 @@ async def test_a_server_name_not_in_the_certificate_is_refused(
     )
     message, _ = await _refusal(config)
     assert "certificate is not trusted" in message
-    assert "tls_server_name" in message
+    assert "set tls_server_name" in message
 
 
 async def test_verify_none_encrypts_without_checking_the_server(
