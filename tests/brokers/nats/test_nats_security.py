@@ -21,6 +21,7 @@ from choreograph.core.broker import Record
 from choreograph.core.errors import ConfigurationError
 from tests.brokers.certs import Certificates
 
+from .jwts import OperatorSetup, operator_setup
 from .server import NatsServer, nats_server_binary
 
 PASSWORD = "pä$$ w/rd@:%"
@@ -239,3 +240,48 @@ async def test_a_plain_client_is_refused_by_a_tls_server(token_server: NatsServe
     # nats-py upgrades when the server demands TLS; with the system's trust store the test CA is unknown
     message, _ = await _refusal(NatsConfig(servers=(token_server.url,), token=TOKEN))
     assert "certificate is not trusted" in message
+
+
+@pytest.fixture(scope="module")
+def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NatsServer, OperatorSetup]]:
+    """A server in operator (JWT) mode: it trusts an operator and knows two accounts by their JWTs."""
+    pytest.importorskip("nkeys", reason="JWT authentication needs the nkeys package")
+    setup = operator_setup()
+    server = NatsServer(nats_server_binary(), tmp_path_factory.mktemp("nats-jwt"), "jwt", extra_config=setup.config)
+    server.start()
+    try:
+        server.wait_healthy()
+        yield server, setup
+    finally:
+        server.stop()
+
+
+async def test_a_credentials_file_authenticates_in_operator_mode(
+    operator: tuple[NatsServer, OperatorSetup], tmp_path: Path
+) -> None:
+    server, setup = operator
+    creds = tmp_path / "app.creds"
+    creds.write_text(setup.creds)
+    broker = NatsBroker.from_url(f"{server.url}?credentials_file={creds}")
+    try:
+        await broker.publish("jwt.orders", [Record(b"signed in", key="k")])
+        assert [d.value for d in await broker.read("jwt.orders")] == [b"signed in"]
+    finally:
+        await broker.close()
+
+
+async def test_a_user_of_an_unknown_account_is_refused(
+    operator: tuple[NatsServer, OperatorSetup], tmp_path: Path
+) -> None:
+    server, setup = operator
+    creds = tmp_path / "stranger.creds"
+    creds.write_text(setup.stranger_creds)
+    message, elapsed = await _refusal(NatsConfig(servers=(server.url,), credentials_file=str(creds)))
+    assert f"refused the credentials (credentials_file {str(creds)!r})" in message
+    assert elapsed < FAST
+
+
+async def test_a_missing_credentials_file_is_named(operator: tuple[NatsServer, OperatorSetup], tmp_path: Path) -> None:
+    server, _ = operator
+    message, _ = await _refusal(NatsConfig(servers=(server.url,), credentials_file=str(tmp_path / "nope.creds")))
+    assert "cannot read credentials_file" in message
