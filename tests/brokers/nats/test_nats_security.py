@@ -18,7 +18,7 @@ import pytest
 from choreograph.brokers.nats import NatsBroker
 from choreograph.brokers.nats.config import NatsConfig, parse_url
 from choreograph.core.broker import Record
-from choreograph.core.errors import ConfigurationError
+from choreograph.core.errors import BrokerUnavailable, ConfigurationError
 from tests.brokers.certs import Certificates
 
 from .jwts import OperatorSetup, operator_setup
@@ -40,10 +40,11 @@ def nkey_user() -> tuple[str, str]:
     return seed.decode(), nkeys.from_seed(seed).public_key.decode()
 
 
-def _tls_block(certs: Certificates, *, verify: bool) -> str:
+def _tls_block(certs: Certificates, *, verify: bool, handshake_first: bool = False) -> str:
     return (
         f'tls {{ cert_file: "{certs.server_cert}", key_file: "{certs.server_key}", '
-        f'ca_file: "{certs.ca}", verify: {"true" if verify else "false"}, timeout: 2 }}'
+        f'ca_file: "{certs.ca}", verify: {"true" if verify else "false"}, timeout: 2'
+        f"{', handshake_first: true' if handshake_first else ''} }}"
     )
 
 
@@ -285,3 +286,47 @@ async def test_a_missing_credentials_file_is_named(operator: tuple[NatsServer, O
     server, _ = operator
     message, _ = await _refusal(NatsConfig(servers=(server.url,), credentials_file=str(tmp_path / "nope.creds")))
     assert "cannot read credentials_file" in message
+
+
+@pytest.fixture(scope="module")
+def handshake_first_server(
+    tmp_path_factory: pytest.TempPathFactory, certificates: Certificates
+) -> Iterator[NatsServer]:
+    """TLS from the first byte (no greeting in the clear); no authentication."""
+    server = NatsServer(
+        nats_server_binary(),
+        tmp_path_factory.mktemp("nats-first"),
+        "first",
+        extra_config=[_tls_block(certificates, verify=False, handshake_first=True)],
+    )
+    server.start()
+    try:
+        server.wait_healthy()
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_tls_before_the_greeting(handshake_first_server: NatsServer, certificates: Certificates) -> None:
+    config = parse_url(f"{handshake_first_server.url}?tls_handshake_first=true&tls_ca={certificates.ca}")
+    broker = NatsBroker(config)
+    try:
+        await broker.ping()
+    finally:
+        await broker.close()
+
+
+async def test_a_client_waiting_for_a_greeting_fails_fast_against_a_handshake_first_server(
+    handshake_first_server: NatsServer, certificates: Certificates
+) -> None:
+    # the server says nothing until the client starts TLS: the bounded connect gives up, it does not hang
+    broker = NatsBroker(
+        NatsConfig(servers=(handshake_first_server.url,), tls_ca=str(certificates.ca), connect_timeout=1)
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(BrokerUnavailable, match="needs tls_handshake_first=true"):
+            await broker.ping()
+    finally:
+        await broker.close()
+    assert time.monotonic() - started < 10

@@ -9,6 +9,7 @@ without the secret in it.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import subprocess
 import time
@@ -184,5 +185,24 @@ async def test_verify_none_encrypts_without_checking_the_server(
     broker = RedisBroker.from_url(url)
     try:
         await broker.ping()
+    finally:
+        await broker.close()
+
+
+async def test_the_keepalive_thread_renews_leases_over_the_same_tls_and_credentials(
+    tls_server: RedisServer, certificates: Certificates, password_file: Path
+) -> None:
+    # the thread has its own (synchronous) client: it must get the TLS settings and password too
+    broker = RedisBroker.from_url(_url(tls_server, certificates, password_file=password_file, lease_timeout=1.5))
+    try:
+        subscription = await broker.subscribe("secure.leases", "billing")
+        lease = subscription._lease
+        joined = lease.valid_until
+        deadline = time.monotonic() + 10 * 1.5
+        while lease.valid_until <= joined and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert lease.valid_until > joined, "no renewal by the keepalive thread"
+        assert lease.lost is None
+        await subscription.close()
     finally:
         await broker.close()

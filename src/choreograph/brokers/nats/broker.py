@@ -156,7 +156,11 @@ class NatsBroker:
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await nc.close()
-            raise connect_error(exc, config, seen.errors) from exc
+            error = connect_error(exc, config, seen.errors)
+            if isinstance(error, BrokerUnavailable) and config.uses_tls and not config.tls_handshake_first:
+                # a server with handshake_first says nothing until the client starts TLS
+                error = BrokerUnavailable(f"{error}; a server that waits for TLS first needs tls_handshake_first=true")
+            raise error from exc
         seen.errors = None  # connected: later errors are the client's business (it reconnects)
         if config.uses_tls and not _encrypted(nc):
             await nc.close()  # the server offered no TLS: refuse rather than talk in the clear
