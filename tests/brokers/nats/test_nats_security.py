@@ -9,7 +9,10 @@ its cause, raised well within the connect timeout, without the secret in it.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -330,3 +333,27 @@ async def test_a_client_waiting_for_a_greeting_fails_fast_against_a_handshake_fi
     finally:
         await broker.close()
     assert time.monotonic() - started < 10
+
+
+async def test_the_keepalive_thread_connects_with_the_same_tls_and_credentials(
+    mtls_server: NatsServer, certificates: Certificates
+) -> None:
+    # the thread that renews leases has its own connection: it needs the client certificate and password too
+    broker = NatsBroker(_mtls(mtls_server, certificates, lease_timeout=1.5))
+
+    def connections() -> int:
+        """Connections the server authenticated as alice (one still in its TLS handshake does not count)."""
+        url = f"http://127.0.0.1:{mtls_server.monitor_port}/connz?auth=true"
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return sum(c.get("authorized_user") == "alice" for c in json.load(reply).get("connections") or ())
+
+    try:
+        subscription = await broker.subscribe("secure.leases", "billing")
+        assert connections() == 1  # the broker's; the thread connects one heartbeat interval after the join
+        deadline = time.monotonic() + 15
+        while connections() < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert connections() == 2, "the keepalive thread did not connect"
+        await subscription.close()
+    finally:
+        await broker.close()

@@ -23,12 +23,13 @@ from nats.js.client import JetStreamContext
 from choreograph.brokers.nats import direct, retention
 from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.config import NatsConfig, parse_url
+from choreograph.brokers.nats.connect import connect
 from choreograph.brokers.nats.dead_letters import DeadLetterBucket
 from choreograph.brokers.nats.keepalive import Keepalive
 from choreograph.brokers.nats.native import translate as translate_headers
 from choreograph.brokers.nats.publisher import ATOMIC_LIMIT, FAST_LIMIT, BatchPublisher, Message
 from choreograph.brokers.nats.subscription import NatsSubscription
-from choreograph.brokers.nats.translation import connect_error, refusal, translate, translated
+from choreograph.brokers.nats.translation import translate, translated
 from choreograph.core.broker import (
     Capabilities,
     DeadLetter,
@@ -39,7 +40,7 @@ from choreograph.core.broker import (
     TopicInfo,
     partition_for,
 )
-from choreograph.core.errors import BrokerClosed, BrokerUnavailable, ConfigurationError, UnknownTopic
+from choreograph.core.errors import BrokerClosed, BrokerUnavailable, UnknownTopic
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
 from choreograph.core.redaction import redact_url
@@ -126,48 +127,7 @@ class NatsBroker:
 
     async def _connect(self) -> None:
         config = self.config
-        # credentials travel as options (a URL would need them encoded again), read from their files now
-        security: dict[str, Any] = config.auth_options()
-        if config.uses_tls:
-            tls = config.tls_settings()
-            security.update(tls=tls.context(), tls_handshake_first=config.tls_handshake_first)
-            if tls.server_name is not None:
-                security["tls_hostname"] = tls.server_name
-        seen = _FirstErrors(config)  # nats-py reports why a server refused (TLS, auth) only to error_cb
-        security.update(
-            servers=list(config.servers),
-            connect_timeout=config.connect_timeout,
-            max_reconnect_attempts=1,  # the first connect fails fast; unlimited once connected
-            # Every subject is built from a validated prefix and token()-escaped names, so
-            # nats-py's per-publish regex check (1-2% of the consumer's CPU) is redundant.
-            skip_subject_validation=True,
-            reconnect_time_wait=0.25,
-            error_cb=seen.record,
-            disconnected_cb=_noop,
-            reconnected_cb=_noop,
-            closed_cb=_noop,
-        )
-        nc = Client()
-        connecting = nc.connect(**security)
-        # Each server is tried twice; nats-py may also stall after a failed TLS handshake, hence the bound.
-        bound = (2 * config.connect_timeout + 0.25) * 2 * len(config.servers)
-        try:
-            await _bounded(connecting, seen.refused, bound)
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                await nc.close()
-            error = connect_error(exc, config, seen.errors)
-            if isinstance(error, BrokerUnavailable) and config.uses_tls and not config.tls_handshake_first:
-                # a server with handshake_first says nothing until the client starts TLS
-                error = BrokerUnavailable(f"{error}; a server that waits for TLS first needs tls_handshake_first=true")
-            raise error from exc
-        seen.errors = None  # connected: later errors are the client's business (it reconnects)
-        if config.uses_tls and not _encrypted(nc):
-            await nc.close()  # the server offered no TLS: refuse rather than talk in the clear
-            raise ConfigurationError(
-                f"NATS server at {', '.join(config.servers)} does not use TLS, but this client requires it "
-                "(tls options given); enable tls on the server, or remove the tls options"
-            )
+        nc = await connect(config)
         nc.options["max_reconnect_attempts"] = -1  # from now on, ride out server restarts and failovers
         js = nc.jetstream(timeout=config.request_timeout)
         publisher = BatchPublisher(nc)
@@ -685,51 +645,3 @@ def _retryable(exc: BaseException) -> bool:
 
 async def _noop() -> None:
     return None
-
-
-async def _ignore(exc: Exception) -> None:
-    return None
-
-
-def _encrypted(nc: Client) -> bool:
-    """Whether the connection's transport is TLS (nats-py upgrades only when the server asks for it)."""
-    transport = getattr(nc, "_transport", None)
-    writer = getattr(transport, "_io_writer", None)
-    return writer is not None and writer.get_extra_info("ssl_object") is not None
-
-
-class _FirstErrors:
-    """The errors nats-py reports while connecting (it raises only NoServersError itself, if anything)."""
-
-    def __init__(self, config: NatsConfig) -> None:
-        self.errors: list[BaseException] | None = []
-        self.refused = asyncio.Event()
-        """Set once a server refused the TLS handshake or the credentials: trying on cannot help."""
-        self._config = config
-
-    async def record(self, exc: Exception) -> None:
-        if self.errors is not None and len(self.errors) < 8:
-            self.errors.append(exc)
-            if refusal(exc, self._config) is not None:
-                self.refused.set()
-
-
-async def _bounded(connecting: Awaitable[None], refused: asyncio.Event, bound: float) -> None:
-    """Await ``connecting`` for at most ``bound`` seconds, giving up as soon as ``refused`` is set.
-
-    Raises what the connect raised, or TimeoutError; the connect is cancelled if it did not finish.
-    """
-    task = asyncio.ensure_future(connecting)
-    waiter = asyncio.ensure_future(refused.wait())
-    try:
-        await asyncio.wait({task, waiter}, timeout=bound, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})  # never raises; the cancelled connect is cleaned up by the caller
-    if task.cancelled():
-        if refused.is_set():
-            raise ConnectionRefusedError("a NATS server refused the TLS handshake or the credentials")
-        raise TimeoutError(f"no NATS server accepted the connection within {bound:g}s")
-    task.result()

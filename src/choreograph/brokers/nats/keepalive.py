@@ -16,9 +16,8 @@ import threading
 import time
 from typing import Any
 
-import nats
-
 from .config import NatsConfig
+from .connect import connect
 from .leases import Leases
 
 log = logging.getLogger("choreograph.brokers.nats")
@@ -92,22 +91,8 @@ class Keepalive:
                 await nc.close()
 
     async def _connect(self) -> Any:
-        config = self._config
-        nc = await nats.connect(
-            servers=list(config.servers),
-            user=config.user,
-            password=config.password,
-            token=config.token,
-            connect_timeout=config.connect_timeout,
-            max_reconnect_attempts=1,  # as the broker's: fail fast at first, then ride out outages
-            reconnect_time_wait=0.25,
-            error_cb=_ignore,
-            disconnected_cb=_ignore,
-            reconnected_cb=_ignore,
-            closed_cb=_ignore,
-        )
-        nc.options["max_reconnect_attempts"] = -1
-        return nc
+        # the broker's own connect: the same credentials and TLS, refusals named, fail fast then reconnect
+        return await connect(self._config)
 
     def _warn(self, exc: BaseException) -> None:
         now = time.monotonic()
@@ -115,7 +100,3 @@ class Keepalive:
             self._last_warning = now
             log.warning("renewing partition leases failed (retrying every %.1fs): %s", self._config.heartbeat_interval,
                         f"{type(exc).__name__}: {exc}")  # fmt: skip
-
-
-async def _ignore(*_: object) -> None:
-    """nats-py callbacks: the renewal round reports what matters."""
