@@ -80,6 +80,9 @@ LOG_RECORDS: Final = "choreograph_log_records"
 LOG_BYTES: Final = "choreograph_log_bytes"
 LOG_STORE_BYTES: Final = "choreograph_log_store_bytes"
 BROKER_UP: Final = "choreograph_broker_up"
+LOOP_STALLS: Final = "choreograph_event_loop_stalls"
+LOOP_BLOCKED: Final = "choreograph_event_loop_blocked_seconds"
+CONSUMER_CRASHES: Final = "choreograph_consumer_crashes"
 REPLAY_RATIO: Final = "choreograph_replay_progress_ratio"
 REPLAY_PROCESSED: Final = "choreograph_replay_processed_records"
 REPLAY_TARGET: Final = "choreograph_replay_target_records"
@@ -172,6 +175,14 @@ class Metrics:
             LOG_STORE_BYTES, "Bytes of the store all topics share (SQLite: file and WAL).", ["backend"], registry=r
         )
         self.broker_up = Gauge(BROKER_UP, "1 if the broker answered the last scrape, else 0.", registry=r)
+        self.loop_stalls = Gauge(LOOP_STALLS, "Times a handler blocked the event loop past 1 s (run).", registry=r)
+        self.loop_blocked = Gauge(LOOP_BLOCKED, "Seconds the event loop spent blocked in those stalls.", registry=r)
+        self.consumer_crashes = Gauge(
+            CONSUMER_CRASHES,
+            "Consumer restarts after a runtime failure (not a handler's), per group.",
+            ["group"],
+            registry=r,
+        )
         self.replay_ratio = Gauge(REPLAY_RATIO, "Share of a replay done (0 to 1).", ["replay"], registry=r)
         self.replay_processed = Gauge(REPLAY_PROCESSED, "Records a replay has processed.", ["replay"], registry=r)
         self.replay_target = Gauge(REPLAY_TARGET, "Records a replay will process in all.", ["replay"], registry=r)
@@ -257,6 +268,12 @@ class Metrics:
         Waits at most SCRAPE_TIMEOUT seconds; on failure the broker is reported
         down and the previous values are kept. Call from the App's event loop.
         """
+        monitor = self.app.loop_monitor
+        if monitor is not None:
+            self.loop_stalls.set(monitor.stalls)
+            self.loop_blocked.set(monitor.blocked_seconds)
+        for group, stats in self.app.stats().items():
+            self.consumer_crashes.labels(group).set(stats.crashes)
         broker = self.app.broker
         try:
             async with asyncio.timeout(SCRAPE_TIMEOUT):

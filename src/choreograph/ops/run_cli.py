@@ -148,13 +148,18 @@ def run(
             server = await serve_probes(app, metrics_port, host=metrics_host) if metrics_port is not None else None
             names = safe(", ".join(service or app.services))
             where = f"; metrics on {safe(metrics_host)}:{server.port}/metrics" if server else ""
-            out.print(f"[bold]choreograph[/] running {names} on {shown_url(app.broker_url)}{where} (Ctrl-C to stop)")
-            if isinstance(app.broker, RetentionReporter):  # the log's growth is bounded by this, or by nothing
-                retention = app.broker.describe_retention().describe()
-                logging.getLogger("choreograph.run").info(retention)
-                out.print(safe(retention))
+
+            def announce() -> None:  # once SIGTERM stops the app gracefully: a test or supervisor may act on it
+                out.print(
+                    f"[bold]choreograph[/] running {names} on {shown_url(app.broker_url)}{where} (Ctrl-C to stop)"
+                )
+                if isinstance(app.broker, RetentionReporter):  # the log's growth is bounded by this, or by nothing
+                    retention = app.broker.describe_retention().describe()
+                    logging.getLogger("choreograph.run").info(retention)
+                    out.print(safe(retention))
+
             try:
-                await app.run(service or None, stop_timeout=stop_timeout, fail_fast=fail_fast)
+                await app.run(service or None, stop_timeout=stop_timeout, fail_fast=fail_fast, on_ready=announce)
             finally:
                 if server is not None:
                     await server.close()

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 
 from choreograph.brokers import open_broker, resolve_url
@@ -21,6 +21,7 @@ from choreograph.core.errors import ConfigurationError
 from choreograph.core.event import Event
 from choreograph.runtime.consumer import Consumer, ConsumerConfig, HandlerStats, SettleListener
 from choreograph.runtime.context import Context
+from choreograph.runtime.loop_monitor import LoopMonitor
 from choreograph.runtime.middleware import (
     Handler,
     Middleware,
@@ -76,6 +77,8 @@ class App:
         self._middleware: list[Middleware] = []
         self._consumer_config = consumer or ConsumerConfig()
         self._clock = clock or SystemClock()
+        self.loop_monitor: LoopMonitor | None = None
+        """Watches the event loop while :meth:`run` runs (stalls, blocked seconds, the longest)."""
         self._consumers: list[Consumer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._publisher_middleware: list[PublisherMiddleware] = []
@@ -259,15 +262,13 @@ class App:
     def _invoker(spec: HandlerSpec, guard: SchemaGuard) -> Handler:
         """The innermost handler: validate (upcasting old versions), call, queue outputs."""
         model = spec.event
-        fields = model.model_fields
         own_version = model.event_version()
 
         async def invoke(envelope: Envelope, ctx: Context) -> None:
             data = envelope.data
             version = envelope.schemaversion
-            if version is not None and version > own_version and isinstance(data, dict):
-                # Tolerant reader: a newer producer's extra fields are ignored (FORWARD compatibility).
-                data = {name: value for name, value in data.items() if name in fields}
+            # A newer producer's extra fields are read as the event class says (its ``extra``: "forbid" refuses
+            # them, "ignore" drops them), the same rule ``schema diff`` applies: see choreograph.schema.tolerance.
             try:
                 ctx.event = guard.incoming(model, data, version=version)
             except SchemaError:
@@ -329,12 +330,23 @@ class App:
         self._tasks.clear()
 
     async def run(
-        self, services: Sequence[str] | None = None, *, stop_timeout: float = 30.0, fail_fast: bool = False
+        self,
+        services: Sequence[str] | None = None,
+        *,
+        stop_timeout: float = 30.0,
+        fail_fast: bool = False,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         """Run until SIGINT or SIGTERM, then stop gracefully and close the broker.
 
         A consumer that crashes restarts with backoff (see :meth:`start`); with
         ``fail_fast`` the first crash stops every consumer and is raised.
+        A consumer that finds the broker's storage gone (StorageLost) stops
+        everything and raises it, whatever ``fail_fast`` says. While running,
+        :attr:`loop_monitor` reports a handler that blocks the event loop.
+        ``on_ready`` is called once SIGINT/SIGTERM stop the app gracefully and
+        its consumers have started: announce readiness there, so a signal sent
+        by whoever read the announcement is never a hard kill.
         """
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -342,7 +354,11 @@ class App:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         await self.start(services, fail_fast=fail_fast)
+        monitor = self.loop_monitor = LoopMonitor()
+        monitor.start()
         try:
+            if on_ready is not None:
+                on_ready()
             waiter = asyncio.create_task(stop.wait())
             await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
@@ -350,6 +366,7 @@ class App:
                 if task.done() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
+            monitor.stop()
             await self.stop(stop_timeout)
             await self.close()
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -32,7 +32,7 @@ from choreograph.core import codec
 from choreograph.core.broker import Broker, DeadLetter, Delivery, Record, Settlement, Subscription
 from choreograph.core.clock import Clock
 from choreograph.core.envelope import Envelope
-from choreograph.core.errors import BrokerError, DecodeError, EncodeError
+from choreograph.core.errors import BrokerError, DecodeError, EncodeError, StorageLost
 from choreograph.core.event import Event
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.ids import new_id
@@ -163,7 +163,10 @@ class Consumer:
         It is logged with its traceback and the consumer restarts after a
         delay that doubles per crash in a row (``ConsumerConfig.restart_delay``
         up to ``max_restart_delay``); what it held goes back to the group.
-        With ``fail_fast`` the exception is raised instead.
+        With ``fail_fast`` the exception is raised instead. StorageLost (the
+        broker's storage is gone: a deleted or replaced database file) is
+        never restarted and always raised, so the process exits non-zero and
+        its supervisor restarts it against storage that exists.
         """
         config = self._config
 
@@ -178,6 +181,7 @@ class Consumer:
             fail_fast=fail_fast,
             on_crash=crashed,
             log=self._log,
+            fatal=(StorageLost,),
         )
 
     async def run(self) -> None:
@@ -185,12 +189,16 @@ class Consumer:
         while not self._stopping.is_set():
             try:
                 subscription = await self._broker.subscribe(self.spec.topic, self.spec.group, start=self.spec.start)
+            except StorageLost:
+                raise
             except BrokerError as exc:
                 self._log.warning("subscribe failed, retrying: %s", exc)
                 await self._pause()
                 continue
             try:
                 await self._consume(subscription)
+            except StorageLost:
+                raise
             except BrokerError as exc:
                 # Unsettled deliveries go back to the group when we leave it.
                 self._log.warning("broker error, resubscribing: %s", exc)

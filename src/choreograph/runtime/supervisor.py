@@ -48,6 +48,7 @@ async def supervise(
     fail_fast: bool = False,
     on_crash: Callable[[BaseException], None] | None = None,
     log: logging.Logger | logging.LoggerAdapter[Any] = logger,
+    fatal: tuple[type[BaseException], ...] = (),
 ) -> None:
     """Await ``run()`` until it returns or ``stopping`` is set, restarting it after each crash.
 
@@ -56,7 +57,9 @@ async def supervise(
     run starts after ``backoff.delay(n)`` seconds (``n`` crashes in a row; a
     run that lasted at least ``backoff.maximum`` resets the count), or not at
     all if ``stopping`` is set meanwhile. With ``fail_fast`` the first crash
-    is raised instead, after ``on_crash``.
+    is raised instead, after ``on_crash``. An exception of a ``fatal`` type
+    is never restarted: restarting cannot mend it (the storage is gone), so it
+    is logged and raised for a supervisor outside the process to act on.
     """
     loop = asyncio.get_running_loop()
     in_a_row = 0
@@ -68,6 +71,9 @@ async def supervise(
         except Exception as exc:
             if on_crash is not None:
                 on_crash(exc)
+            if isinstance(exc, fatal):
+                log.critical("%s stopped: %s", name, exc)
+                raise
             if fail_fast:
                 log.error("%s crashed; stopping (fail-fast)", name, exc_info=exc)
                 raise

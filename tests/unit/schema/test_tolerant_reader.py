@@ -58,3 +58,34 @@ def test_a_tolerant_reader_drops_added_fields_and_diff_says_the_addition_is_forw
     assert not breaks_forward(TolerantV1, TolerantV2)
     assert unknown_fields(TolerantV1, data) == ["note"]
     assert TolerantV1.model_validate(data) == TolerantV1(order_id="o1")
+
+
+async def _handle_v2_data(reader: type[Event], writer_event: Event) -> tuple[list[str], list[str]]:
+    """Run an App whose handler reads ``reader`` and feed it ``writer_event`` (a newer version); return
+    (handled order ids, dead-letter reasons)."""
+    from choreograph import App, Context
+    from choreograph.testing import TestApp
+
+    app = App("tolerance", register_schemas=False)
+    handled: list[str] = []
+
+    @app.service("reader").on(reader)
+    async def read(event: Event, ctx: Context) -> None:
+        handled.append(str(event.order_id))
+
+    async with TestApp(app, raise_on_dead_letter=False) as t:
+        await t.publish(writer_event, key="o1")
+        await t.drain()
+        return handled, [letter.reason for letter in t.dead_letters]
+
+
+async def test_the_runtime_follows_the_class_a_strict_reader_dead_letters_a_newer_producers_extra_field() -> None:
+    # Given a v1 handler with the default strict class, when a v2 producer adds a field
+    handled, reasons = await _handle_v2_data(StrictV1, StrictV2(order_id="o1", note="gift"))
+    # Then the runtime agrees with the diff (breaks forward): the event is a schema dead letter, not silently trimmed
+    assert (handled, reasons) == ([], ["schema"])
+
+
+async def test_the_runtime_follows_the_class_a_tolerant_reader_handles_it_without_the_field() -> None:
+    handled, reasons = await _handle_v2_data(TolerantV1, TolerantV2(order_id="o1", note="gift"))
+    assert (handled, reasons) == (["o1"], [])
