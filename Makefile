@@ -68,9 +68,11 @@ test-chaos: $(STAMP)
 	rm -f bench/results/chaos.jsonl
 	CHOREOGRAPH_CHAOS=long CHOREOGRAPH_CHAOS_REPORT=bench/results/chaos.jsonl $(BIN)/pytest -q -s tests/chaos
 
-## make fuzz: the fuzz tests (codec, consumer, upcasters) with >= 1,000,000 inputs in all (takes long)
+## make fuzz: the fuzz tests (codec, consumer, upcasters, each backend's record translation), >= 1,000,000 inputs
+FUZZ_TESTS := tests/fuzz tests/brokers/test_sqlite_rows.py tests/brokers/redis/test_redis_translation.py \
+	tests/brokers/nats/test_nats_foreign.py tests/brokers/kafka/test_kafka_foreign.py
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q --hypothesis-show-statistics tests/fuzz
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q --hypothesis-show-statistics $(FUZZ_TESTS)
 
 ## make bench: benchmarks with peers side by side (FastStream from the bench extra); writes bench/results/latest.json
 bench: $(BENCH_STAMP)
