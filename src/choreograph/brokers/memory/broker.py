@@ -1,33 +1,27 @@
-"""The in-memory broker: a real partitioned log with consumer groups, in one process.
+"""The in-memory broker itself: topics, consumer groups, fetch and settlement.
 
-Not a mock: it keeps every guarantee the contract in :mod:`choreograph.core.broker`
-describes except persistence and sharing between processes. Records are
-partitioned by key hash; a consumer group remembers per partition which
-records it has not settled yet; members of a group split the partitions and
-the split is recomputed whenever a member joins or leaves. A record with key K
-is handed out only when every earlier record with key K is settled or handed
-out in the same batch, so per-key order holds across rebalances and retries.
-
-Everything runs on one event loop and every state change happens between two
-``await`` points, so each operation — a settlement included — is atomic.
-Waiting fetches are woken by an :class:`asyncio.Event` per topic, or when the
-earliest delayed retry falls due; nothing polls.
-
-URL form: ``memory://`` or ``memory://?partitions=8``.
+See :mod:`choreograph.brokers.memory` for the guarantees; the dead-letter store
+lives in :mod:`.dead_letters`, a group member in :mod:`.subscription`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Final
+from collections.abc import Sequence
 
+from choreograph.brokers.memory._state import (
+    _EARLIEST,
+    DEFAULT_PARTITIONS,
+    _delivery,
+    _Entry,
+    _Group,
+    _Pending,
+    _Stored,
+    _Topic,
+)
+from choreograph.brokers.memory.dead_letters import DeadLetterShelf
+from choreograph.brokers.memory.subscription import MemorySubscription
 from choreograph.core.broker import (
     Capabilities,
-    DeadLetter,
     Delivery,
     PartitionLag,
     Position,
@@ -42,10 +36,8 @@ from choreograph.core.errors import (
     BrokerError,
     BrokerUnavailable,
     ConfigurationError,
-    NotFound,
     UnknownTopic,
 )
-from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
 from choreograph.core.options import (
     MAX_PARTITIONS,
@@ -59,104 +51,8 @@ from choreograph.core.options import (
 from choreograph.core.redaction import redact_url
 from choreograph.core.retention import LogSize, Retention
 
-DEFAULT_PARTITIONS: Final = 4
-"""Partitions of every topic unless ``partitions`` says otherwise."""
 
-_MIN_WAIT: Final = 0.001
-_EARLIEST: Final = Position.earliest()
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """One record in a partition of the log."""
-
-    offset: int
-    key: str | None
-    value: bytes
-    headers: Mapping[str, str]
-    timestamp: float
-
-
-@dataclass(slots=True)
-class _Pending:
-    """A record a group has not settled yet: ready, waiting for a retry, or held by a member."""
-
-    offset: int
-    key: str | None
-    attempt: int = 0
-    due: float = 0.0
-    holder: MemorySubscription | None = None
-    first_failure: float | None = None
-    value: bytes | None = None
-    resubmitted: bool = False
-    headers: Mapping[str, str] | None = None
-    """A resubmitted dead letter's headers (the original ones plus its dead-letter id)."""
-
-
-@dataclass(slots=True)
-class _Topic:
-    name: str
-    log: list[list[_Entry]]
-    round_robin: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def notify(self) -> None:
-        """Wake every fetch waiting on this topic."""
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-
-@dataclass(slots=True)
-class _Group:
-    """One consumer group on one topic."""
-
-    topic: _Topic
-    name: str
-    cursors: list[int]
-    pending: list[dict[int, _Pending]]
-    members: list[MemorySubscription] = field(default_factory=list)
-
-    def assigned(self, member: MemorySubscription) -> list[int]:
-        """Partitions ``member`` owns: partition p goes to member ``p % len(members)`` in join order."""
-        if member not in self.members:
-            return []
-        index, count = self.members.index(member), len(self.members)
-        return [p for p in range(len(self.cursors)) if p % count == index]
-
-    def committed(self, partition: int) -> int:
-        """The first offset the group has not settled, ignoring resubmitted dead letters."""
-        offsets = [o for o, e in self.pending[partition].items() if not e.resubmitted]
-        return min(offsets, default=self.cursors[partition])
-
-
-@dataclass(slots=True)
-class _Stored:
-    """A dead letter and where to hand it back."""
-
-    letter: DeadLetter
-    topic: str
-    group: str
-    partition: int
-    offset: int
-    key: str | None
-    value: bytes
-    stored_at: float = 0.0
-    """Clock time it was stored: ``dead_letter_retention`` counts from here."""
-
-
-def _delivery(topic: str, partition: int, entry: _Entry) -> Delivery:
-    return Delivery(
-        topic=topic,
-        partition=partition,
-        offset=entry.offset,
-        value=entry.value,
-        key=entry.key,
-        headers=dict(entry.headers),
-        timestamp=entry.timestamp,
-    )
-
-
-class MemoryBroker:
+class MemoryBroker(DeadLetterShelf):
     """A partitioned log with consumer groups, retries and dead letters, held in memory.
 
     Not thread-safe: use it from one event loop. Data lives as long as the object.
@@ -298,83 +194,7 @@ class MemoryBroker:
         """Return records per topic (bytes are not counted: Python objects have no cheap size)."""
         return LogSize({name: sum(map(len, t.log)) for name, t in self._topics.items()})
 
-    # -- DeadLetterStore --------------------------------------------------------
-
-    async def dead_letters(
-        self, *, group: str | None = None, status: str | None = "open", limit: int = 100
-    ) -> list[DeadLetter]:
-        """Return dead letters, oldest first, filtered by group and status (``None``: any)."""
-        self._expire_dead_letters()
-        out = []
-        for stored in self._dead.values():
-            letter = stored.letter
-            if (group is None or stored.group == group) and (status is None or letter.status == status):
-                out.append(letter)
-                if len(out) >= limit:
-                    break
-        return out
-
-    async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
-        """Return one dead letter; raise NotFound if absent (deleted or past its retention included)."""
-        self._expire_dead_letters()
-        return self._stored(dead_letter_id).letter
-
-    async def dead_letter_counts(self, *, status: str | None = "open") -> dict[tuple[str, str, str], int]:
-        """Return how many dead letters have ``status`` (``None``: any), per (topic, group, reason)."""
-        self._expire_dead_letters()
-        counts: dict[tuple[str, str, str], int] = {}
-        for stored in self._dead.values():
-            letter = stored.letter
-            if status is None or letter.status == status:
-                where = (letter.topic, letter.group, letter.reason)
-                counts[where] = counts.get(where, 0) + 1
-        return counts
-
-    async def resubmit(self, dead_letter_id: str, value: bytes | None = None) -> bool:
-        """Make the record due again for its group only, at attempt 1; False unless the entry is open.
-
-        Keeps topic, partition, offset, key and headers, and adds header
-        ``choreograph-dead-letter-id``; ``value`` replaces the bytes.
-        """
-        self._check_open()
-        stored = self._stored(dead_letter_id)
-        if stored.letter.status != "open":
-            return False
-        state = self._groups.get((stored.topic, stored.group))
-        if state is None:  # the group vanished with its topic; recreate it at the end of the log
-            log = self._topic(stored.topic)
-            state = _Group(log, stored.group, [len(e) for e in log.log], [{} for _ in log.log])
-            self._groups[(stored.topic, stored.group)] = state
-        stored.letter = dataclasses.replace(stored.letter, status="resubmitted")
-        state.pending[stored.partition][stored.offset] = _Pending(
-            stored.offset,
-            stored.key,
-            due=self.clock.now(),
-            value=stored.value if value is None else value,
-            resubmitted=True,
-            headers={**stored.letter.headers, DEAD_LETTER_ID_HEADER: dead_letter_id},
-        )
-        state.topic.notify()
-        return True
-
-    async def purge(self, dead_letter_ids: Sequence[str] | None = None, *, delete: bool = False) -> int:
-        """Mark open entries purged (all of them if ``None``); return how many changed.
-
-        With ``delete``, remove the entries (any status; all of them if
-        ``None``) and their bytes; return how many were removed.
-        """
-        wanted = None if dead_letter_ids is None else set(dead_letter_ids)
-        if delete:
-            doomed = [dead_id for dead_id in self._dead if wanted is None or dead_id in wanted]
-            for dead_id in doomed:
-                del self._dead[dead_id]
-            return len(doomed)
-        count = 0
-        for dead_id, stored in self._dead.items():
-            if stored.letter.status == "open" and (wanted is None or dead_id in wanted):
-                stored.letter = dataclasses.replace(stored.letter, status="purged")
-                count += 1
-        return count
+    # -- DeadLetterStore: inherited from DeadLetterShelf (dead_letters.py) ------
 
     # -- for test harnesses -------------------------------------------------------
 
@@ -423,25 +243,6 @@ class MemoryBroker:
         if log is None:
             log = self._topics[name] = _Topic(name, [[] for _ in range(self.partitions)])
         return log
-
-    def _expire_dead_letters(self) -> None:
-        """Delete dead letters stored longer ago than ``dead_letter_retention`` (insertion order is age order)."""
-        if self.dead_letter_retention is None:
-            return
-        cutoff = self.clock.now() - self.dead_letter_retention
-        expired = []
-        for dead_id, stored in self._dead.items():
-            if stored.stored_at >= cutoff:
-                break
-            expired.append(dead_id)
-        for dead_id in expired:
-            del self._dead[dead_id]
-
-    def _stored(self, dead_letter_id: str) -> _Stored:
-        stored = self._dead.get(dead_letter_id)
-        if stored is None:
-            raise NotFound(f"no dead letter with id {dead_letter_id!r}")
-        return stored
 
     def _append(self, topic: str, records: Sequence[Record]) -> None:
         log = self._topic(topic)
@@ -572,79 +373,3 @@ class MemoryBroker:
     def _release(self, member: MemorySubscription, delivery: Delivery) -> _Pending:
         member._held.discard((delivery.partition, delivery.offset))
         return member._state.pending[delivery.partition].pop(delivery.offset)
-
-
-class MemorySubscription:
-    """One member of a consumer group on a :class:`MemoryBroker` topic."""
-
-    def __init__(self, broker: MemoryBroker, state: _Group) -> None:
-        self._broker = broker
-        self._state = state
-        self._held: set[tuple[int, int]] = set()
-        self._turn = 0
-        self._closed = False
-
-    @property
-    def group(self) -> str:
-        """The consumer group this member belongs to."""
-        return self._state.name
-
-    async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
-        """Wait up to ``timeout`` seconds for up to ``max_records`` deliveries of this member's partitions.
-
-        Wakes as soon as a record is published, a retry falls due, a member
-        leaves, or the subscription is closed (then returns what it has: nothing);
-        returns what it has, even nothing, when :meth:`MemoryBroker.wake` is called.
-        """
-        if self._closed:
-            raise BrokerClosed(f"this subscription to {self._state.topic.name!r} is closed")
-        if max_records < 1:
-            raise ConfigurationError(f"max_records must be >= 1, got {max_records}")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout)
-        wakes = self._broker._wakes
-        while not self._closed:
-            changed = self._state.topic.changed
-            batch = self._broker._take(self, max_records)
-            if batch or self._broker._wakes != wakes:
-                return batch
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            due = self._broker._next_due(self)
-            if due is not None:
-                remaining = min(remaining, max(_MIN_WAIT, due - self._broker.clock.now()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
-        return []
-
-    async def settle(self, settlement: Settlement) -> None:
-        """Apply ``settlement`` all at once, or raise BrokerError and apply none of it."""
-        if self._closed:
-            raise BrokerClosed(f"this subscription to {self._state.topic.name!r} is closed")
-        self._broker._settle(self, settlement)
-
-    async def seen(self, keys: Sequence[str]) -> set[str]:
-        """Return which ``keys`` this group's inbox holds."""
-        inbox = self._broker._inbox.get(self._state.name, set())
-        return {key for key in keys if key in inbox}
-
-    async def close(self) -> None:
-        """Leave the group; unsettled deliveries become due to the other members at once. Idempotent."""
-        self._leave()
-
-    def _leave(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        state = self._state
-        now = self._broker.clock.now()
-        for p, offset in self._held:
-            item = state.pending[p].get(offset)
-            if item is not None and item.holder is self:
-                item.holder = None
-                item.due = now
-        self._held.clear()
-        if self in state.members:
-            state.members.remove(self)
-        state.topic.notify()
