@@ -24,15 +24,15 @@ import logging
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 from choreograph.core import codec
 from choreograph.core.broker import Broker, DeadLetter, Delivery, Record, Settlement, Subscription
 from choreograph.core.clock import Clock
 from choreograph.core.envelope import Envelope
-from choreograph.core.errors import BrokerError, DecodeError, EncodeError, StorageLost
+from choreograph.core.errors import BrokerError, ConfigurationError, DecodeError, EncodeError, StorageLost
 from choreograph.core.event import Event
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.ids import new_id
@@ -83,6 +83,14 @@ class HandlerStats:
     skipped: int = 0
     crashes: int = 0
 
+    def take(self) -> HandlerStats:
+        """Return a copy of these counts and set them to zero."""
+        taken = HandlerStats()
+        taken.add(self)
+        for counter in fields(self):
+            setattr(self, counter.name, 0)
+        return taken
+
     def add(self, other: HandlerStats) -> None:
         """Add ``other``'s counts to these."""
         self.handled += other.handled
@@ -117,9 +125,15 @@ class ConsumerConfig:
     """Seconds before a consumer that crashed (a runtime failure, not a handler's) first restarts."""
     max_restart_delay: float = 30.0
     """The restart delay doubles after each crash in a row, up to this many seconds."""
+    straggler_delay: float = 0.5
+    """Seconds a batch waits for its slowest key lanes: past it, the lanes that are done commit (acks, outputs,
+    inbox) without them, and each late lane commits when it finishes. One slow handler then neither delays
+    other keys' commits nor widens what a crash makes run again."""
 
     def __post_init__(self) -> None:
         Backoff(self.restart_delay, self.max_restart_delay)  # raises ConfigurationError for bad delays
+        if not self.straggler_delay > 0:  # also refuses nan
+            raise ConfigurationError(f"straggler_delay must be > 0 seconds, got {self.straggler_delay}")
 
 
 class Consumer:
@@ -236,7 +250,12 @@ class Consumer:
                 ahead = await self._read(subscription, batch, ())
             started = time.perf_counter()
             tally = HandlerStats()
-            settlement = await self._handle(ahead, tally)
+
+            async def settle_early(part: Settlement, part_tally: HandlerStats, at: float = started) -> None:
+                await subscription.settle(part)
+                self._counted(part, part_tally, at)
+
+            settlement = await self._handle(ahead, tally, settle_early)
             ahead = None
             reading = None
             # Not past a settle that schedules retries: a read made before the schedule is stored could hand
@@ -245,15 +264,19 @@ class Consumer:
                 reading = await self._settle_reading_on(subscription, settlement, limit)
             else:
                 await subscription.settle(settlement)
-            self.stats.add(tally)  # counted only once committed
-            if tally.skipped:
-                for skip_listener in self._skip_listeners:
-                    skip_listener.skipped(self.spec, tally.skipped, "type")
-            elapsed = time.perf_counter() - started
-            for listener in self._listeners:
-                listener.settled(self.spec, settlement, elapsed)
+            self._counted(settlement, tally, started)
             if reading is not None:
                 ahead = await reading  # a failed read raises here, after the settled batch was counted
+
+    def _counted(self, settlement: Settlement, tally: HandlerStats, started: float) -> None:
+        """Count a committed ``settlement`` (outcomes in ``tally``) and tell the listeners."""
+        self.stats.add(tally)  # counted only once committed
+        if tally.skipped:
+            for skip_listener in self._skip_listeners:
+                skip_listener.skipped(self.spec, tally.skipped, "type")
+        elapsed = time.perf_counter() - started
+        for listener in self._listeners:
+            listener.settled(self.spec, settlement, elapsed)
 
     async def _settle_reading_on(
         self, subscription: Subscription, settlement: Settlement, limit: int
@@ -323,7 +346,20 @@ class Consumer:
         """Handle ``batch`` and return its settlement (not yet applied), counting outcomes in ``tally``."""
         return await self._handle(await self._read(subscription, batch, ()), tally)
 
-    async def _handle(self, read: _Batch, tally: HandlerStats) -> Settlement:
+    async def _handle(
+        self,
+        read: _Batch,
+        tally: HandlerStats,
+        settle_early: Callable[[Settlement, HandlerStats], Awaitable[None]] | None = None,
+    ) -> Settlement:
+        """Handle ``read``; return the settlement of what is left to commit.
+
+        With ``settle_early``, lanes still running after ``straggler_delay``
+        do not hold the others: what is done is committed through it, and so
+        is each late lane as it finishes but the last, whose settlement is
+        returned. Either way this returns only once every lane has finished,
+        so no later record of a running key is fetched meanwhile.
+        """
         settlement = Settlement()
         for delivery, envelope, reason, exc in read.rejected:
             tally.dead_letters += 1
@@ -340,11 +376,46 @@ class Consumer:
         contexts: list[Context] = []
         if len(lanes) == 1:
             await self._run_lane(next(iter(lanes.values())), seen, contexts)
+        elif lanes and settle_early is not None:
+            return await self._run_lanes_settling_early(list(lanes.values()), seen, settlement, tally, settle_early)
         elif lanes:
             await asyncio.gather(*(self._run_lane(lane, seen, contexts) for lane in lanes.values()))
         for ctx in contexts:
             self._settle_one(settlement, ctx, tally)
         return settlement
+
+    async def _run_lanes_settling_early(
+        self,
+        lanes: list[list[tuple[Delivery, Envelope]]],
+        seen: set[str],
+        settlement: Settlement,
+        tally: HandlerStats,
+        settle_early: Callable[[Settlement, HandlerStats], Awaitable[None]],
+    ) -> Settlement:
+        tasks: dict[asyncio.Future[None], list[Context]] = {}
+        for lane in lanes:
+            out: list[Context] = []
+            tasks[asyncio.ensure_future(self._run_lane(lane, seen, out))] = out
+        try:
+            done, pending = await asyncio.wait(tasks, timeout=self._config.straggler_delay)
+            while True:
+                for task in done:
+                    task.result()  # a lane that failed (a runtime bug, not a handler's) fails the batch
+                    for ctx in tasks[task]:
+                        self._settle_one(settlement, ctx, tally)
+                if not pending:
+                    return settlement
+                if len(settlement):
+                    self._log.debug("settling %d events while %d lane(s) still run", len(settlement), len(pending))
+                    part, settlement = settlement, Settlement()
+                    await settle_early(part, tally.take())  # the caller counts what is left in tally
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # What the unfinished lanes hold is not settled: it goes back to the group with the subscription.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def _run_lane(self, lane: list[tuple[Delivery, Envelope]], seen: set[str], contexts: list[Context]) -> None:
         pipeline = self._pipeline
