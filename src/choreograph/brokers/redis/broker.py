@@ -1,4 +1,4 @@
-"""The Redis Streams broker: topics, publishing, replay, lag and dead letters.
+"""The Redis Streams broker: topics, publishing, replay, lag and dead letters (the store: :mod:`.dead_letters`).
 
 A topic is ``partitions`` streams; a record goes to ``partition_for(key)``,
 so records with one key stay in one stream, in order. A consumer group is a
@@ -10,11 +10,10 @@ atomic, and — with ``appendfsync always`` — on disk before the call returns.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -22,7 +21,6 @@ from redis import exceptions as redis_errors
 
 from choreograph.core.broker import (
     Capabilities,
-    DeadLetter,
     Delivery,
     PartitionLag,
     Position,
@@ -36,55 +34,25 @@ from choreograph.core.errors import (
     BrokerError,
     BrokerUnavailable,
     ConfigurationError,
-    NotFound,
     UnknownTopic,
 )
-from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.names import check_group, check_topic
 from choreograph.core.retention import LogSize, Retention
 
 from . import records as rec
 from . import retention, scripts
 from .config import RedisConfig, parse_url
-from .connection import client_options, connection_class, refusal
+from .connection import client_options, connection_class
+from .dead_letters import DeadLetterShelf
 from .keys import Keys, entry_id, last_delivered_before, offset_of
 from .leases import Keepalive
+from .translation import text
+from .translation import translated as translated  # settling and subscription import it from here
 
 _EARLIEST: Final = Position.earliest()
-_PAGE: Final = 500
 
 
-@contextlib.asynccontextmanager
-async def translated(what: str) -> AsyncIterator[None]:
-    """Translate redis-py errors raised inside the block into choreograph BrokerErrors.
-
-    Also re-raises a cancellation redis-py swallowed: its pool's connection
-    check can turn a task's CancelledError into a reconnect, so the block
-    finishes although the task was cancelled (``Task.cancelling()`` still says so).
-    """
-    task = asyncio.current_task()
-    cancelling = task.cancelling() if task is not None else 0
-    try:
-        yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-        refused = refusal(exc)  # wrong credentials or a refused TLS handshake: retrying cannot help
-        if refused is not None:
-            raise refused from exc
-        raise BrokerUnavailable(f"redis unreachable while trying to {what}: {exc}") from exc
-    except redis_errors.RedisError as exc:
-        refused = refusal(exc)  # NOAUTH: no password given
-        if refused is not None:
-            raise refused from exc
-        raise BrokerError(f"redis failed to {what}: {exc}") from exc
-    if task is not None and task.cancelling() > cancelling:
-        raise asyncio.CancelledError(f"cancelled while trying to {what}")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-class RedisBroker:
+class RedisBroker(DeadLetterShelf):
     """Redis Streams as a choreograph broker (redis-py asyncio, standalone Redis >= 6.2).
 
     Safe to use concurrently from one event loop. Every method translates
@@ -233,7 +201,7 @@ class RedisBroker:
         async with translated("list topics"):
             registry = await self.client.hgetall(self.keys.topics)
             out = []
-            for name in sorted(_text(t) for t in registry):
+            for name in sorted(text(t) for t in registry):
                 partitions = int(registry[name.encode()])
                 pipe = self.client.pipeline(transaction=False)
                 for p in range(partitions):
@@ -251,9 +219,9 @@ class RedisBroker:
         out: list[PartitionLag] = []
         async with translated("read lag"):
             registry = await self.client.hgetall(self.keys.topics)
-            for name in sorted(_text(t) for t in registry):
+            for name in sorted(text(t) for t in registry):
                 partitions = int(registry[name.encode()])
-                groups = sorted(_text(g) for g in await self.client.smembers(self.keys.groups(name)))
+                groups = sorted(text(g) for g in await self.client.smembers(self.keys.groups(name)))
                 for grp in groups:
                     if group is not None and grp != group:
                         continue
@@ -272,7 +240,7 @@ class RedisBroker:
         committed = end_offset
         if isinstance(infos, list):
             for info in infos:
-                if _text(info["name"]) == group:
+                if text(info["name"]) == group:
                     committed = offset_of(info["last-delivered-id"]) + 1
         if isinstance(pending, dict) and pending.get("pending"):
             committed = min(committed, offset_of(pending["min"]))
@@ -294,119 +262,7 @@ class RedisBroker:
                 out.extend(rec.entry_delivery(topic, p, sid, fields) for sid, fields in entries)
         return out
 
-    # -- DeadLetterStore --------------------------------------------------------
-
-    async def dead_letters(
-        self, *, group: str | None = None, status: str | None = "open", limit: int = 100
-    ) -> list[DeadLetter]:
-        """Return dead letters, oldest first, filtered by group and status (``None``: any)."""
-        self.check_open()
-        out: list[DeadLetter] = []
-        start = 0
-        async with translated("list dead letters"):
-            while len(out) < limit:
-                ids = await self.client.zrange(self.keys.dead_letter_index, start, start + _PAGE - 1)
-                if not ids:
-                    break
-                start += len(ids)
-                pipe = self.client.pipeline(transaction=False)
-                for dead_id in ids:
-                    pipe.hgetall(self.keys.dead_letter(_text(dead_id)))
-                for fields in await pipe.execute():
-                    if not fields:
-                        continue
-                    letter = rec.decode_dead_letter(fields)
-                    if (group is None or letter.group == group) and (status is None or letter.status == status):
-                        out.append(letter)
-                        if len(out) >= limit:
-                            break
-        return out
-
-    async def dead_letter_counts(self, *, status: str | None = "open") -> dict[tuple[str, str, str], int]:
-        """Return how many dead letters have ``status`` (``None``: any) per (topic, group, reason).
-
-        Reads four small fields of each entry (HMGET), never its value.
-        """
-        self.check_open()
-        counts: dict[tuple[str, str, str], int] = {}
-        start = 0
-        async with translated("count dead letters"):
-            while True:
-                ids = await self.client.zrange(self.keys.dead_letter_index, start, start + _PAGE - 1)
-                if not ids:
-                    break
-                start += len(ids)
-                pipe = self.client.pipeline(transaction=False)
-                for dead_id in ids:
-                    pipe.hmget(self.keys.dead_letter(_text(dead_id)), ["topic", "group", "reason", "status"])
-                for topic, grp, reason, state in await pipe.execute():
-                    if topic is None or grp is None or reason is None or state is None:
-                        continue  # deleted in the meantime
-                    if status is None or _text(state) == status:
-                        where = (_text(topic), _text(grp), _text(reason))
-                        counts[where] = counts.get(where, 0) + 1
-        return counts
-
-    async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
-        """Return one dead letter; raise NotFound if absent."""
-        self.check_open()
-        async with translated("read a dead letter"):
-            fields = await self.client.hgetall(self.keys.dead_letter(dead_letter_id))
-        if not fields:
-            raise NotFound(f"no dead letter with id {dead_letter_id!r}")
-        return rec.decode_dead_letter(fields)
-
-    async def resubmit(self, dead_letter_id: str, value: bytes | None = None) -> bool:
-        """Make the record due again for its group only, at attempt 1; False unless the entry is open.
-
-        The status check-and-set and the scheduling are one Lua script: two
-        concurrent resubmissions hand the record back once.
-        """
-        letter = await self.dead_letter(dead_letter_id)
-        group = self.keys.group(letter.topic, letter.group)
-        stream_id = entry_id(letter.offset)
-        headers = {**letter.headers, DEAD_LETTER_ID_HEADER: letter.id}  # its next dead letter names this one
-        packed = rec.pack_record(letter.key, letter.value if value is None else value, headers, self.clock.now())
-        async with translated("resubmit a dead letter"):
-            done = await self._resubmit_script(
-                keys=[
-                    self.keys.dead_letter(dead_letter_id),
-                    group.retries(letter.partition),
-                    group.attempts(letter.partition),
-                    group.resubmitted(letter.partition),
-                ],
-                args=[stream_id, int(self.clock.now() * 1000), rec.encode_attempts(0, None, letter.key), packed],
-            )
-        if int(done) < 0:
-            raise NotFound(f"no dead letter with id {dead_letter_id!r}")
-        return int(done) == 1
-
-    async def purge(self, dead_letter_ids: Sequence[str] | None = None, *, delete: bool = False) -> int:
-        """Mark open entries purged (all of them if ``None``); return how many changed.
-
-        With ``delete``, remove the entries instead (any status; all if
-        ``None``): each one's hash and index entry go in one MULTI. The
-        server's append-only file keeps the old commands until its next
-        rewrite (``BGREWRITEAOF``, automatic as the file grows).
-        """
-        self.check_open()
-        async with translated("delete dead letters" if delete else "purge dead letters"):
-            ids: Iterable[str]
-            if dead_letter_ids is None:
-                ids = [_text(i) for i in await self.client.zrange(self.keys.dead_letter_index, 0, -1)]
-            else:
-                ids = dead_letter_ids
-            count = 0
-            for dead_id in ids:
-                if delete:
-                    async with self.client.pipeline(transaction=True) as pipe:
-                        pipe.delete(self.keys.dead_letter(dead_id))
-                        pipe.zrem(self.keys.dead_letter_index, dead_id)
-                        removed, _ = await pipe.execute()
-                    count += int(removed)
-                else:
-                    count += int(await self._purge_script(keys=[self.keys.dead_letter(dead_id)], args=[]))
-        return count
+    # -- DeadLetterStore: inherited from DeadLetterShelf (dead_letters.py) ------
 
     # -- internals used by the subscription -------------------------------------
 
@@ -491,7 +347,7 @@ class RedisBroker:
                 stored_before = self.clock.now() - keep
                 old = await self.client.zrangebyscore(self.keys.dead_letter_index, "-inf", f"({stored_before!r}")
             if old:
-                await self.purge([_text(i) for i in old], delete=True)
+                await self.purge([text(i) for i in old], delete=True)
         if max_age is not None:
             async with translated("trim old records"):
                 await retention.trim_records(self, self.clock.now() - max_age)
