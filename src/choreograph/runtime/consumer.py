@@ -25,8 +25,8 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any
 
 from choreograph.core import codec
 from choreograph.core.broker import Broker, DeadLetter, Delivery, Record, Settlement, Subscription
@@ -40,66 +40,16 @@ from choreograph.runtime.breaker import BreakerState
 from choreograph.runtime.context import Context, Outcome
 from choreograph.runtime.middleware import Handler
 from choreograph.runtime.service import HandlerSpec
+from choreograph.runtime.stats import HandlerStats, SettleListener, SkipListener
 from choreograph.runtime.supervisor import Backoff, supervise
 
 logger = logging.getLogger("choreograph.consumer")
 
-
-class SettleListener(Protocol):
-    """Observes each settled batch of one handler (metrics, audits). Must not block."""
-
-    def settled(self, spec: HandlerSpec, settlement: Settlement, seconds: float) -> None:
-        """Called after ``settlement`` committed; ``seconds`` is the batch's handling time."""
-        ...
-
-
-@runtime_checkable
-class SkipListener(Protocol):
-    """A settle listener that also hears of events a handler skipped (not its type). Must not block."""
-
-    def skipped(self, spec: HandlerSpec, count: int, reason: str) -> None:
-        """Called after the settlement that acknowledged ``count`` skipped events committed."""
-        ...
+__all__ = ["Consumer", "ConsumerConfig", "HandlerStats", "SettleListener", "SkipListener", "UnhandledType"]
 
 
 class UnhandledType(Exception):
     """An event of a type the handler does not handle, on a topic where that is an error (reason ``type``)."""
-
-
-@dataclass(slots=True)
-class HandlerStats:
-    """Counters of one handler in this process (monotonic).
-
-    ``skipped`` counts events of other types acknowledged without handling;
-    ``crashes`` counts failures of the consumer itself (not of the handler),
-    after each of which it restarted (or, with ``fail_fast``, stopped the app).
-    """
-
-    handled: int = 0
-    duplicates: int = 0
-    retries: int = 0
-    dead_letters: int = 0
-    published: int = 0
-    skipped: int = 0
-    crashes: int = 0
-
-    def take(self) -> HandlerStats:
-        """Return a copy of these counts and set them to zero."""
-        taken = HandlerStats()
-        taken.add(self)
-        for counter in fields(self):
-            setattr(self, counter.name, 0)
-        return taken
-
-    def add(self, other: HandlerStats) -> None:
-        """Add ``other``'s counts to these."""
-        self.handled += other.handled
-        self.duplicates += other.duplicates
-        self.retries += other.retries
-        self.dead_letters += other.dead_letters
-        self.published += other.published
-        self.skipped += other.skipped
-        self.crashes += other.crashes
 
 
 @dataclass(slots=True)
