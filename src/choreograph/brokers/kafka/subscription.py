@@ -40,7 +40,7 @@ from aiokafka.structs import OffsetAndMetadata
 from choreograph.core.broker import Delivery, Position, Record, Settlement
 from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError
 
-from .broker import RESUBMIT_GROUP_HEADER, to_delivery, translated
+from .translation import RESUBMIT_GROUP_HEADER, to_delivery, translated
 
 if TYPE_CHECKING:
     from .broker import KafkaBroker
