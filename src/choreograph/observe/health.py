@@ -34,6 +34,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from choreograph.core.errors import BrokerError
 from choreograph.core.redaction import redact_text
+from choreograph.observe.http_endpoint import TEXT, answer
 from choreograph.observe.metrics import install_metrics
 from choreograph.runtime.app import App
 
@@ -50,7 +51,6 @@ HEARTBEAT_INTERVAL: Final = 0.25
 """Seconds between the heartbeats that measure the loop's lateness."""
 PING_TIMEOUT: Final = 2.0  # seconds /readyz waits for the broker's ping
 _REQUEST_TIMEOUT: Final = 15.0
-_REASONS: Final = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
 class Probes:
@@ -165,32 +165,11 @@ async def serve_probes(app: App, port: int, *, host: str = "127.0.0.1", probes: 
         elif path == READYZ:
             ok, text = await checks.readiness()
         else:
-            return 404, "text/plain; charset=utf-8", f"not found; try {', '.join(PATHS)}\n".encode()
-        return (200 if ok else 503), "text/plain; charset=utf-8", (text + "\n").encode()
+            return 404, TEXT, f"not found; try {', '.join(PATHS)}\n".encode()
+        return (200 if ok else 503), TEXT, (text + "\n").encode()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(_REQUEST_TIMEOUT):
-                request = (await reader.readline()).decode("latin-1").split()
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
-                method = request[0] if request else ""
-                if len(request) >= 2 and method in ("GET", "HEAD"):
-                    status, content_type, body = await route(request[1].split("?", 1)[0])
-                else:
-                    status, content_type, body = 405, "text/plain; charset=utf-8", b"GET or HEAD only\n"
-                head = (
-                    f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                ).encode()
-                writer.write(head if method == "HEAD" else head + body)
-                await writer.drain()
-        except (TimeoutError, ConnectionError) as exc:
-            logger.debug("probe request aborted: %s", exc)
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+        await answer(reader, writer, route, timeout=_REQUEST_TIMEOUT)
 
     try:
         server = await asyncio.start_server(handle, host, port)

@@ -58,6 +58,7 @@ from choreograph.core.envelope import Envelope
 from choreograph.core.errors import BrokerError
 from choreograph.core.ids import id_time_ms
 from choreograph.core.retention import LogSize, LogSizeReporter, RetentionReporter
+from choreograph.observe.http_endpoint import TEXT, answer
 from choreograph.observe.slo import LATENCY, declared_slos
 from choreograph.runtime.app import App
 from choreograph.runtime.context import Context, Outcome
@@ -382,32 +383,6 @@ class MetricsServer:
         await self._server.wait_closed()
 
 
-async def _answer(metrics: Metrics, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        async with asyncio.timeout(SCRAPE_TIMEOUT * 2):
-            request = await reader.readline()
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = request.decode("latin-1").split()
-            path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
-            if len(parts) >= 2 and parts[0] in ("GET", "HEAD") and path == "/metrics":
-                status, content_type, body = "200 OK", CONTENT_TYPE_LATEST, await metrics.scrape()
-            else:
-                status, content_type, body = "404 Not Found", "text/plain; charset=utf-8", b"try /metrics\n"
-            head = (
-                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            ).encode()
-            writer.write(head if parts and parts[0] == "HEAD" else head + body)
-            await writer.drain()
-    except (TimeoutError, ConnectionError) as exc:
-        logger.debug("metrics request aborted: %s", exc)
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-
-
 async def serve_metrics(app: App, port: int, *, host: str = "127.0.0.1") -> MetricsServer:
     """Serve ``app``'s metrics at ``http://host:port/metrics``; return the running server.
 
@@ -419,8 +394,13 @@ async def serve_metrics(app: App, port: int, *, host: str = "127.0.0.1") -> Metr
     """
     metrics = install_metrics(app)
 
+    async def route(path: str) -> tuple[int, str, bytes]:
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, await metrics.scrape()
+        return 404, TEXT, b"try /metrics\n"
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _answer(metrics, reader, writer)
+        await answer(reader, writer, route, timeout=SCRAPE_TIMEOUT * 2)
 
     server = await asyncio.start_server(handle, host, port)
     return MetricsServer(metrics, server)
