@@ -31,6 +31,7 @@ from pathlib import Path
 
 from choreograph import App, decode
 from choreograph.brokers import open_broker
+from choreograph.observe.paging import read_pages
 from tests.chaos.worker import Step
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,16 +114,16 @@ async def _publish(url: str, events: int, keys: int) -> None:
         await app.close()
 
 
-async def _outputs(url: str, limit: int) -> list[tuple[int, int, str, str, int]]:
-    """Every output in the log: (partition, offset, event id, key, seq)."""
+async def _outputs(url: str) -> list[tuple[int, int, str, str, int]]:
+    """Every output in the log: (partition, offset, event id, key, seq), read page by page to the end."""
     broker = open_broker(url)
     try:
-        read = await broker.read("t.chaos.out", limit=limit)  # type: ignore[attr-defined]
         found = []
-        for delivery in read:
-            envelope = decode(delivery.value)
-            data = envelope.data or {}
-            found.append((delivery.partition, delivery.offset, envelope.id, str(data["key"]), int(data["seq"])))
+        async for page in read_pages(broker, "t.chaos.out"):  # type: ignore[arg-type]
+            for delivery in page:
+                envelope = decode(delivery.value)
+                data = envelope.data or {}
+                found.append((delivery.partition, delivery.offset, envelope.id, str(data["key"]), int(data["seq"])))
         return found
     finally:
         await broker.close()
@@ -181,7 +182,7 @@ def run_chaos(
         _wait(all_handled, timeout, f"all {events} events handled")
         deadline = time.monotonic() + timeout
         while True:  # the last settles commit after the ledger lines are written
-            outputs = asyncio.run(_outputs(url, 4 * events))
+            outputs = asyncio.run(_outputs(url))
             if len({(o[3], o[4]) for o in outputs}) >= events or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
