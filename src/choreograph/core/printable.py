@@ -45,8 +45,6 @@ def printable(value: object, *, keep_newlines: bool = False) -> str:
     if text.isprintable():
         return text
     return "".join(
-        char
-        if (keep_newlines and char == "\n") or unicodedata.category(char) not in _HIDDEN
-        else _escape(char)
+        char if (keep_newlines and char == "\n") or unicodedata.category(char) not in _HIDDEN else _escape(char)
         for char in text
     )
