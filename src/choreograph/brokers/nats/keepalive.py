@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Any
 
+from choreograph.core.keepalive import MemberThread
+
 from .config import NatsConfig
 from .connect import connect
 from .leases import Leases
@@ -26,7 +28,7 @@ _POLL = 0.05
 """Seconds between checks for a wake-up while waiting for the next round."""
 
 
-class Keepalive:
+class Keepalive(MemberThread[Leases]):
     """Renews the leases of every member of one broker every ``heartbeat_interval``.
 
     Started by the first :meth:`add`, ended when the last member is
@@ -36,32 +38,16 @@ class Keepalive:
     """
 
     def __init__(self, config: NatsConfig) -> None:
+        super().__init__("choreograph-nats-keepalive")
         self._config = config
-        self._lock = threading.Lock()
-        self._members: set[Leases] = set()
-        self._wake = threading.Event()
-        self._running = False
-        self._last_warning = 0.0
 
-    def add(self, leases: Leases) -> None:
-        """Renew ``leases`` from now on (the loop stops renewing them itself)."""
-        leases.kept_alive = True
-        with self._lock:
-            self._members.add(leases)
-            if self._running:
-                return
-            self._running = True
-            self._wake = threading.Event()
-        wake = self._wake
-        threading.Thread(target=lambda: asyncio.run(self._main(wake)), name="choreograph-nats-keepalive",
-                         daemon=True).start()  # fmt: skip
+    def add(self, member: Leases) -> None:
+        """Renew ``member``'s leases from now on (the loop stops renewing them itself)."""
+        member.kept_alive = True
+        super().add(member)
 
-    def discard(self, leases: Leases) -> None:
-        """Stop renewing ``leases``; the thread ends once no member is left."""
-        with self._lock:
-            self._members.discard(leases)
-            if not self._members:
-                self._wake.set()
+    def run(self, wake: threading.Event) -> None:
+        asyncio.run(self._main(wake))
 
     async def _main(self, wake: threading.Event) -> None:
         config = self._config
@@ -73,11 +59,9 @@ class Keepalive:
                 while not wake.is_set() and time.monotonic() < deadline:
                     await asyncio.sleep(_POLL)
                 wake.clear()  # set by a discard that may have been followed by an add: not a stop by itself
-                with self._lock:
-                    members = list(self._members)
-                    if not members:
-                        self._running = False
-                        return
+                members = self.members()
+                if members is None:
+                    return
                 try:
                     if nc is None or nc.is_closed:
                         nc = await self._connect()
@@ -95,8 +79,6 @@ class Keepalive:
         return await connect(self._config)
 
     def _warn(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._last_warning > 60:
-            self._last_warning = now
+        if self.may_warn():
             log.warning("renewing partition leases failed (retrying every %.1fs): %s", self._config.heartbeat_interval,
                         f"{type(exc).__name__}: {exc}")  # fmt: skip

@@ -27,6 +27,7 @@ from typing import Any
 import redis
 
 from choreograph.core.errors import LeaseLost
+from choreograph.core.keepalive import MemberThread
 
 from . import scripts
 from .config import RedisConfig
@@ -133,7 +134,7 @@ def _text(value: bytes | str | int) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class Keepalive:
+class Keepalive(MemberThread[LeaseState]):
     """One thread renewing the leases of every member of one broker, every ``heartbeat_interval``.
 
     Started by the first :meth:`add`, ended when the last member is
@@ -144,32 +145,11 @@ class Keepalive:
     """
 
     def __init__(self, url: str, config: RedisConfig) -> None:
+        super().__init__("choreograph-redis-keepalive")
         self._url = url
         self._config = config
-        self._lock = threading.Lock()
-        self._members: set[LeaseState] = set()
-        self._wake = threading.Event()
-        self._running = False
-        self._last_warning = 0.0
 
-    def add(self, lease: LeaseState) -> None:
-        """Renew ``lease`` from now on (starting the thread if it is not running)."""
-        with self._lock:
-            self._members.add(lease)
-            if self._running:
-                return
-            self._running = True
-            self._wake = threading.Event()
-        threading.Thread(target=self._run, args=(self._wake,), name="choreograph-redis-keepalive", daemon=True).start()
-
-    def discard(self, lease: LeaseState) -> None:
-        """Stop renewing ``lease``; the thread ends once no member is left."""
-        with self._lock:
-            self._members.discard(lease)
-            if not self._members:
-                self._wake.set()
-
-    def _run(self, wake: threading.Event) -> None:
+    def run(self, wake: threading.Event) -> None:
         config = self._config
         client = redis.Redis.from_url(
             self._url,
@@ -183,11 +163,9 @@ class Keepalive:
                 # a member's join heartbeated just now: the first renewal is one interval later
                 wake.wait(config.effective_heartbeat_interval)
                 wake.clear()  # set by a discard that may have been followed by an add: not a stop by itself
-                with self._lock:
-                    members = list(self._members)
-                    if not members:
-                        self._running = False
-                        return
+                members = self.members()
+                if members is None:
+                    return
                 for lease in members:
                     self._renew(heartbeat, lease)
         finally:
@@ -202,8 +180,7 @@ class Keepalive:
         try:
             answer = heartbeat(keys=lease.keys, args=lease.arguments(rebalance=False))
         except (redis.RedisError, OSError) as exc:
-            if sent_at - self._last_warning > 60:  # at most one line a minute: the loop's own errors say more
-                self._last_warning = sent_at
+            if self.may_warn():
                 log.warning("redis broker: renewing the leases of member %s failed: %s", lease.member, exc)
             return
         lease.renewed(changes, sent_at, answer)
