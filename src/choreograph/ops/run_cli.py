@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,6 +35,11 @@ def _env(name: str) -> str:
     return f"{ENV_PREFIX}{name.upper()}"
 
 
+def _setting(name: str, *flags: str, help: str, metavar: str | None = None) -> Any:  # noqa: A002 - typer's name
+    """A ``run`` option also read from ``CHOREOGRAPH_<NAME>`` (and, through it, the --config file)."""
+    return typer.Option(*flags, metavar=metavar, envvar=_env(name), show_envvar=True, help=help)
+
+
 def run(
     app_spec: Annotated[
         str | None,
@@ -48,73 +53,50 @@ def run(
     ] = None,
     service: Annotated[
         list[str] | None,
-        typer.Option(
+        _setting(
+            "service",
             "--service",
             "-s",
             metavar="NAME",
-            envvar=_env("service"),
-            show_envvar=True,
             help="Run only this service (repeatable; in the environment, names separated by spaces).",
         ),
     ] = None,
     broker: BrokerOption = None,
     stop_timeout: Annotated[
         float,
-        typer.Option(
-            metavar="SECONDS",
-            envvar=_env("stop_timeout"),
-            show_envvar=True,
-            help="Seconds to let in-flight handlers finish on stop.",
-        ),
+        _setting("stop_timeout", metavar="SECONDS", help="Seconds to let in-flight handlers finish on stop."),
     ] = 30.0,
     stats_file: Annotated[
         Path | None,
-        typer.Option(
-            metavar="FILE",
-            envvar=_env("stats_file"),
-            show_envvar=True,
-            help="On exit, write per-handler counters to this JSON file.",
-        ),
+        _setting("stats_file", metavar="FILE", help="On exit, write per-handler counters to this JSON file."),
     ] = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option(
-            metavar="PORT",
-            envvar=_env("metrics_port"),
-            show_envvar=True,
-            help="Serve /metrics, /healthz and /readyz at http://METRICS_HOST:PORT.",
+        _setting(
+            "metrics_port", metavar="PORT", help="Serve /metrics, /healthz and /readyz at http://METRICS_HOST:PORT."
         ),
     ] = None,
     metrics_host: Annotated[
         str,
-        typer.Option(
+        _setting(
+            "metrics_host",
             metavar="HOST",
-            envvar=_env("metrics_host"),
-            show_envvar=True,
             help="Interface the metrics server binds; default loopback only (0.0.0.0: all interfaces).",
         ),
     ] = DEFAULT_METRICS_HOST,
     log_json: Annotated[
         bool,
-        typer.Option(
-            "--log-json", envvar=_env("log_json"), show_envvar=True, help="Write logs as JSON lines (production)."
-        ),
+        _setting("log_json", "--log-json", help="Write logs as JSON lines (production)."),
     ] = False,
     log_level: Annotated[
         str,
-        typer.Option(
-            metavar="LEVEL",
-            envvar=_env("log_level"),
-            show_envvar=True,
-            help="Log level: DEBUG, INFO, WARNING, ERROR.",
-        ),
+        _setting("log_level", metavar="LEVEL", help="Log level: DEBUG, INFO, WARNING, ERROR."),
     ] = "INFO",
     fail_fast: Annotated[
         bool,
-        typer.Option(
+        _setting(
+            "fail_fast",
             "--fail-fast",
-            envvar=_env("fail_fast"),
-            show_envvar=True,
             help="Stop every handler and exit non-zero when a consumer crashes (default: log it and restart it).",
         ),
     ] = False,
