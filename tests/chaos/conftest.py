@@ -21,7 +21,7 @@ class Profile:
 
 
 PROFILES = {
-    "bounded": Profile(events=2_000, kills=2, restarts=1, timeout=180.0),
+    "bounded": Profile(events=2_000, kills=2, restarts=1, timeout=420.0),
     "long": Profile(events=20_000, kills=10, restarts=2, timeout=900.0),
 }
 
