@@ -8,8 +8,9 @@
   the probe answers 503 when the last wake-up was later than ``loop_bound``
   or no wake-up happened for that long. A loop blocked outright answers
   nothing until it is free, which the prober's own timeout counts as a
-  failure; right after, the probe still answers 503 once (the late wake-up
-  is the evidence), then 200 again;
+  failure; after it is free, the probe keeps answering 503 for ``hold``
+  seconds (the late wake-up is the evidence — a probe queued behind the
+  block is answered after the heartbeat has already caught up), then 200;
 * ``/readyz`` — readiness: 200 when the broker answers ``ping`` within
   ``ping_timeout`` seconds and every consumer the App started in this
   process is running. Consumers start only after the App checked its
@@ -63,13 +64,17 @@ class Probes:
         loop_bound: float = LOOP_BOUND,
         interval: float = HEARTBEAT_INTERVAL,
         ping_timeout: float = PING_TIMEOUT,
+        hold: float | None = None,
     ) -> None:
         self.app = app
         self.loop_bound = loop_bound
+        self.hold = max(1.0, 2 * loop_bound) if hold is None else hold
+        """Seconds /healthz keeps failing after the loop was seen blocked."""
         self.interval = interval
         self.ping_timeout = ping_timeout
         self._late = 0.0
         self._last_beat = 0.0
+        self._blocked_at = float("-inf")  # loop time of the last heartbeat later than the bound
         self._beat: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -93,13 +98,19 @@ class Probes:
             await asyncio.sleep(self.interval)
             self._last_beat = loop.time()
             self._late = max(0.0, self._last_beat - due)
+            if self._late > self.loop_bound:
+                self._blocked_at = self._last_beat
 
     def liveness(self) -> tuple[bool, str]:
         """Return (alive, explanation): whether the loop's last heartbeat was on time."""
-        silent = asyncio.get_running_loop().time() - self._last_beat - self.interval
+        now = asyncio.get_running_loop().time()
+        silent = now - self._last_beat - self.interval
         late = max(self._late, silent)
         if late > self.loop_bound:
             return False, f"event loop blocked: {late:.2f} s late (bound {self.loop_bound:g} s)"
+        if now - self._blocked_at < self.hold:
+            ago = now - self._blocked_at
+            return False, f"event loop blocked recently: {ago:.2f} s ago (bound {self.loop_bound:g} s)"
         return True, f"ok: event loop {late * 1000:.0f} ms late at most"
 
     async def readiness(self) -> tuple[bool, str]:
