@@ -19,8 +19,11 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from choreograph.core.enums import DeadLetterStatus, StartKind
 from choreograph.core.errors import BrokerError, ConfigurationError
 from choreograph.core.slots import slot_setters
+
+_START_KINDS = frozenset(StartKind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +127,7 @@ class DeadLetter:
     attempts: int
     first_failure: float
     last_failure: float
-    status: str = "open"
+    status: str = DeadLetterStatus.OPEN
     """``open``, ``resubmitted`` or ``purged``."""
     predecessor: str | None = None
     """The id of the dead letter whose resubmission this record was, if it was one (a retry that failed again).
@@ -189,32 +192,32 @@ class Position:
     first offset to read).
     """
 
-    kind: str = "earliest"
+    kind: str = StartKind.EARLIEST
     time: float | None = None
     offsets: Mapping[int, int] | None = None
 
     @classmethod
     def earliest(cls) -> Position:
         """Start from the oldest retained record."""
-        return cls("earliest")
+        return cls(StartKind.EARLIEST)
 
     @classmethod
     def latest(cls) -> Position:
         """Start after the newest record: only records published from now on."""
-        return cls("latest")
+        return cls(StartKind.LATEST)
 
     @classmethod
     def at_time(cls, when: float) -> Position:
         """Start from the first record published at or after ``when``."""
-        return cls("time", time=when)
+        return cls(StartKind.TIME, time=when)
 
     @classmethod
     def at_offsets(cls, offsets: Mapping[int, int]) -> Position:
         """Start each partition at the given offset."""
-        return cls("offsets", offsets=dict(offsets))
+        return cls(StartKind.OFFSETS, offsets=dict(offsets))
 
     def __post_init__(self) -> None:
-        if self.kind not in {"earliest", "latest", "time", "offsets"}:
+        if self.kind not in _START_KINDS:
             raise ConfigurationError(f"unknown start position {self.kind!r}")
 
 
@@ -380,7 +383,7 @@ class DeadLetterStore(Protocol):
     """Keeps dead letters and resubmits them to the group that gave up."""
 
     async def dead_letters(
-        self, *, group: str | None = None, status: str | None = "open", limit: int = 100
+        self, *, group: str | None = None, status: str | None = DeadLetterStatus.OPEN, limit: int = 100
     ) -> list[DeadLetter]:
         """Return dead letters, oldest first."""
         ...
@@ -414,7 +417,9 @@ class DeadLetterStore(Protocol):
 class DeadLetterCounter(Protocol):
     """Counts dead letters without reading their bytes (for metrics scrapes)."""
 
-    async def dead_letter_counts(self, *, status: str | None = "open") -> dict[tuple[str, str, str], int]:
+    async def dead_letter_counts(
+        self, *, status: str | None = DeadLetterStatus.OPEN
+    ) -> dict[tuple[str, str, str], int]:
         """Return how many dead letters have ``status`` (``None``: any), per (topic, group, reason).
 
         Reads no payloads where the backend can avoid it (an index or the entries' metadata

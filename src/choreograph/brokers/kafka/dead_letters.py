@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 
 from choreograph.core.broker import DeadLetter, Record
+from choreograph.core.enums import DeadLetterStatus
 from choreograph.core.errors import NotFound
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 
@@ -38,7 +39,7 @@ class DeadLetterShelf:
         return [row for letter in letters for row in letter_rows(letter)]
 
     async def dead_letters(
-        self, *, group: str | None = None, status: str | None = "open", limit: int = 100
+        self, *, group: str | None = None, status: str | None = DeadLetterStatus.OPEN, limit: int = 100
     ) -> list[DeadLetter]:
         """Return dead letters, oldest first, filtered by group and status (``None``: any)."""
         state = await self.state()
@@ -53,7 +54,9 @@ class DeadLetterShelf:
                     break
         return out
 
-    async def dead_letter_counts(self, *, status: str | None = "open") -> dict[tuple[str, str, str], int]:
+    async def dead_letter_counts(
+        self, *, status: str | None = DeadLetterStatus.OPEN
+    ) -> dict[tuple[str, str, str], int]:
         """Return how many dead letters have ``status`` (``None``: any) per (topic, group, reason).
 
         The state table already holds the entries; each is parsed in turn and none is kept.
@@ -85,7 +88,7 @@ class DeadLetterShelf:
         """
         async with self._resubmit_lock:
             letter = await self.dead_letter(dead_letter_id)
-            if letter.status != "open":
+            if letter.status != DeadLetterStatus.OPEN:
                 return False
             headers = {**letter.headers, DEAD_LETTER_ID_HEADER: letter.id}  # its next dead letter names this one
             record = Record(letter.value if value is None else value, letter.key, headers)
@@ -93,7 +96,7 @@ class DeadLetterShelf:
             await self.send(letter.topic, [record], partition=letter.partition, extra_headers=marks)
             state = await self.state()
             async with translated("mark a dead letter resubmitted"):
-                await state.write(letter_rows(dataclasses.replace(letter, status="resubmitted")))
+                await state.write(letter_rows(dataclasses.replace(letter, status=DeadLetterStatus.RESUBMITTED)))
             return True
 
     async def purge(self, dead_letter_ids: Sequence[str] | None = None, *, delete: bool = False) -> int:
@@ -115,8 +118,8 @@ class DeadLetterShelf:
                 rows.append((key, None))
                 continue
             letter = decode_letter(raw, state.rows)
-            if letter.status == "open":
-                rows += letter_rows(dataclasses.replace(letter, status="purged"))
+            if letter.status == DeadLetterStatus.OPEN:
+                rows += letter_rows(dataclasses.replace(letter, status=DeadLetterStatus.PURGED))
         async with translated("purge dead letters"):
             await state.write(rows)
         return sum(1 for key, _ in rows if key.startswith("dl|"))

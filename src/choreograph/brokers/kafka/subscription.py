@@ -38,6 +38,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.structs import OffsetAndMetadata
 
 from choreograph.core.broker import Delivery, Position, Record, Settlement
+from choreograph.core.enums import StartKind
 from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError
 
 from .translation import RESUBMIT_GROUP_HEADER, to_delivery, translated
@@ -125,7 +126,7 @@ class KafkaSubscription:
         """Start the consumer and subscribe; the group assigns partitions in the background."""
         self._state = await self._broker.state(fresh=False)
         async with translated(f"join group {self.group!r}"):
-            if self._start.kind == "latest":
+            if self._start.kind == StartKind.LATEST:
                 # "latest" means the end *now*, not when the group protocol assigns the partitions later
                 count = await self._broker.partitions(self.topic)
                 ends = await self._broker.end_offsets([TopicPartition(self.topic, p) for p in range(count)])
@@ -171,7 +172,7 @@ class KafkaSubscription:
         for tp in new:
             committed = await self._consumer.committed(tp)
             parts[tp.partition] = _Partition(next_offset=committed)
-            if committed is None and self._start.kind in ("time", "offsets"):
+            if committed is None and self._start.kind in (StartKind.TIME, StartKind.OFFSETS):
                 fresh.append(tp)
         if fresh:
             offsets = await self._start_offsets(fresh)

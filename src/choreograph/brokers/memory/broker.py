@@ -31,6 +31,7 @@ from choreograph.core.broker import (
     partition_for,
 )
 from choreograph.core.clock import Clock, SystemClock
+from choreograph.core.enums import StartKind
 from choreograph.core.errors import (
     BrokerClosed,
     BrokerError,
@@ -259,11 +260,11 @@ class MemoryBroker(DeadLetterShelf):
             log.notify()
 
     def _start(self, log: _Topic, start: Position) -> list[int]:
-        if start.kind == "earliest":
+        if start.kind == StartKind.EARLIEST:
             return [0 for _ in log.log]
-        if start.kind == "latest":
+        if start.kind == StartKind.LATEST:
             return [len(entries) for entries in log.log]
-        if start.kind == "offsets":
+        if start.kind == StartKind.OFFSETS:
             offsets = start.offsets or {}
             return [min(max(0, offsets.get(p, 0)), len(e)) for p, e in enumerate(log.log)]
         when = start.time if start.time is not None else 0.0

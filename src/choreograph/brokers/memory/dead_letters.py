@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from choreograph.brokers.memory._state import _Group, _Pending, _Stored, _Topic
 from choreograph.core.broker import DeadLetter
 from choreograph.core.clock import Clock
+from choreograph.core.enums import DeadLetterStatus
 from choreograph.core.errors import NotFound
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 
@@ -31,7 +32,7 @@ class DeadLetterShelf:
         raise NotImplementedError  # provided by MemoryBroker
 
     async def dead_letters(
-        self, *, group: str | None = None, status: str | None = "open", limit: int = 100
+        self, *, group: str | None = None, status: str | None = DeadLetterStatus.OPEN, limit: int = 100
     ) -> list[DeadLetter]:
         """Return dead letters, oldest first, filtered by group and status (``None``: any)."""
         self._expire_dead_letters()
@@ -49,7 +50,9 @@ class DeadLetterShelf:
         self._expire_dead_letters()
         return self._stored(dead_letter_id).letter
 
-    async def dead_letter_counts(self, *, status: str | None = "open") -> dict[tuple[str, str, str], int]:
+    async def dead_letter_counts(
+        self, *, status: str | None = DeadLetterStatus.OPEN
+    ) -> dict[tuple[str, str, str], int]:
         """Return how many dead letters have ``status`` (``None``: any), per (topic, group, reason)."""
         self._expire_dead_letters()
         counts: dict[tuple[str, str, str], int] = {}
@@ -68,14 +71,14 @@ class DeadLetterShelf:
         """
         self._check_open()
         stored = self._stored(dead_letter_id)
-        if stored.letter.status != "open":
+        if stored.letter.status != DeadLetterStatus.OPEN:
             return False
         state = self._groups.get((stored.topic, stored.group))
         if state is None:  # the group vanished with its topic; recreate it at the end of the log
             log = self._topic(stored.topic)
             state = _Group(log, stored.group, [len(e) for e in log.log], [{} for _ in log.log])
             self._groups[(stored.topic, stored.group)] = state
-        stored.letter = dataclasses.replace(stored.letter, status="resubmitted")
+        stored.letter = dataclasses.replace(stored.letter, status=DeadLetterStatus.RESUBMITTED)
         state.pending[stored.partition][stored.offset] = _Pending(
             stored.offset,
             stored.key,
@@ -101,8 +104,8 @@ class DeadLetterShelf:
             return len(doomed)
         count = 0
         for dead_id, stored in self._dead.items():
-            if stored.letter.status == "open" and (wanted is None or dead_id in wanted):
-                stored.letter = dataclasses.replace(stored.letter, status="purged")
+            if stored.letter.status == DeadLetterStatus.OPEN and (wanted is None or dead_id in wanted):
+                stored.letter = dataclasses.replace(stored.letter, status=DeadLetterStatus.PURGED)
                 count += 1
         return count
 

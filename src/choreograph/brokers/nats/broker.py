@@ -34,6 +34,7 @@ from choreograph.brokers.nats.publishing import Publishing, Send
 from choreograph.brokers.nats.subscription import NatsSubscription
 from choreograph.brokers.nats.translation import translated
 from choreograph.core.broker import Capabilities, Position
+from choreograph.core.enums import StartKind
 from choreograph.core.errors import BrokerClosed, BrokerUnavailable, UnknownTopic
 from choreograph.core.names import check_group, check_topic
 
@@ -305,14 +306,14 @@ async def _allow(js: JetStreamContext, stream: str, setting: str) -> bool:
 
 
 def _start_policy(start: Position, partition: int) -> dict[str, Any]:
-    if start.kind == "latest":
+    if start.kind == StartKind.LATEST:
         return {"deliver_policy": api.DeliverPolicy.NEW}
-    if start.kind == "time":
+    if start.kind == StartKind.TIME:
         return {
             "deliver_policy": api.DeliverPolicy.BY_START_TIME,
             "opt_start_time": datetime.fromtimestamp(start.time or 0.0, UTC),
         }
-    if start.kind == "offsets" and start.offsets and partition in start.offsets:
+    if start.kind == StartKind.OFFSETS and start.offsets and partition in start.offsets:
         return {
             "deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE,
             "opt_start_seq": max(1, start.offsets[partition]),

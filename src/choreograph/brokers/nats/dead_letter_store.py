@@ -16,6 +16,7 @@ from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.dead_letters import DeadLetterBucket
 from choreograph.brokers.nats.publisher import Message
 from choreograph.core.broker import DeadLetter
+from choreograph.core.enums import DeadLetterStatus
 from choreograph.core.errors import BrokerClosed
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 
@@ -41,7 +42,7 @@ class DeadLetterShelf:
         return self._dlq
 
     async def dead_letters(
-        self, *, group: str | None = None, status: str | None = "open", limit: int = 100
+        self, *, group: str | None = None, status: str | None = DeadLetterStatus.OPEN, limit: int = 100
     ) -> list[DeadLetter]:
         """Return dead letters, oldest first, filtered by group and status (``None``: any)."""
         await self._ready()
@@ -52,7 +53,9 @@ class DeadLetterShelf:
             if (group is None or letter.group == group) and (status is None or letter.status == status)
         ][:limit]
 
-    async def dead_letter_counts(self, *, status: str | None = "open") -> dict[tuple[str, str, str], int]:
+    async def dead_letter_counts(
+        self, *, status: str | None = DeadLetterStatus.OPEN
+    ) -> dict[tuple[str, str, str], int]:
         """Return how many dead letters have ``status`` (``None``: any) per (topic, group, reason); keeps none."""
         await self._ready()
         return await self._letters().counts(status)
@@ -72,7 +75,7 @@ class DeadLetterShelf:
         await self._ready()
         store = self._letters()
         letter, revision = await store.load(dead_letter_id)
-        if letter.status != "open":
+        if letter.status != DeadLetterStatus.OPEN:
             return False
         await self._topic(letter.topic)
         headers = n.to_wire({**letter.headers, DEAD_LETTER_ID_HEADER: letter.id}, letter.key)
@@ -80,7 +83,7 @@ class DeadLetterShelf:
         headers[n.OFFSET_HEADER] = str(letter.offset)
         subject = self.names.resubmit_subject(letter.topic, letter.partition, letter.group)
         await self.send_acked([(subject, letter.value if value is None else value, headers)], "resubmit")
-        return await store.set_status(letter, revision, "resubmitted")
+        return await store.set_status(letter, revision, DeadLetterStatus.RESUBMITTED)
 
     async def purge(self, dead_letter_ids: Sequence[str] | None = None, *, delete: bool = False) -> int:
         """Mark open entries purged (all open ones if ``None``); return how many changed.

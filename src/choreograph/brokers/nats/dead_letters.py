@@ -37,6 +37,7 @@ from nats.js.client import JetStreamContext
 from choreograph.brokers.nats import direct
 from choreograph.brokers.nats.translation import translated
 from choreograph.core.broker import DeadLetter
+from choreograph.core.enums import DeadLetterStatus
 from choreograph.core.errors import BrokerError, NotFound
 
 _EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
@@ -242,13 +243,15 @@ class DeadLetterBucket:
     async def purge(self, dead_letter_ids: Sequence[str] | None) -> int:
         """Mark open entries purged (all if ``None``); return how many changed."""
         if dead_letter_ids is None:
-            dead_letter_ids = [letter.id for letter in await self.scan() if letter.status == "open"]
+            dead_letter_ids = [letter.id for letter in await self.scan() if letter.status == DeadLetterStatus.OPEN]
         count = 0
         for dead_id in dead_letter_ids:
             try:
                 letter, revision = await self.load(dead_id)
             except NotFound:
                 continue
-            if letter.status == "open" and await self.set_status(letter, revision, "purged"):
+            if letter.status == DeadLetterStatus.OPEN and await self.set_status(
+                letter, revision, DeadLetterStatus.PURGED
+            ):
                 count += 1
         return count

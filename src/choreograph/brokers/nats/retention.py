@@ -16,6 +16,7 @@ from choreograph.brokers.nats import direct
 from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.config import NatsConfig
 from choreograph.core.broker import Position
+from choreograph.core.enums import StartKind
 from choreograph.core.retention import DEFAULT_RETENTION, LogSize, Retention
 
 
@@ -36,11 +37,11 @@ async def resolve(
     nc: Client, names: n.Names, topic: str, partitions: int, last_seq: int, start: Position, timeout: float
 ) -> dict[int, int]:
     """Return partition -> first stream sequence to read for ``start`` (sequences are shared by the partitions)."""
-    if start.kind == "latest":
+    if start.kind == StartKind.LATEST:
         return dict.fromkeys(range(partitions), last_seq + 1)
-    if start.kind == "offsets":
+    if start.kind == StartKind.OFFSETS:
         return {p: int((start.offsets or {}).get(p, 1)) for p in range(partitions)}
-    if start.kind == "earliest":
+    if start.kind == StartKind.EARLIEST:
         return dict.fromkeys(range(partitions), 1)
     out = {}
     stream = names.stream(topic)

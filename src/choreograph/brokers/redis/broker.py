@@ -29,6 +29,7 @@ from choreograph.core.broker import (
     partition_for,
 )
 from choreograph.core.clock import Clock, SystemClock
+from choreograph.core.enums import StartKind
 from choreograph.core.errors import (
     BrokerClosed,
     BrokerError,
@@ -297,15 +298,15 @@ class RedisBroker(DeadLetterShelf):
 
     async def start_offsets(self, topic: str, partitions: int, start: Position) -> list[int]:
         """Return the first offset to read per partition for ``start``."""
-        if start.kind == "earliest":
+        if start.kind == StartKind.EARLIEST:
             return [0] * partitions
         pipe = self.client.pipeline(transaction=False)
         for p in range(partitions):
             pipe.hget(self.keys.stream_meta(topic, p), "n")
         ends = [int(n or 0) for n in await pipe.execute()]
-        if start.kind == "latest":
+        if start.kind == StartKind.LATEST:
             return ends
-        if start.kind == "offsets":
+        if start.kind == StartKind.OFFSETS:
             offsets = start.offsets or {}
             return [min(max(0, offsets.get(p, 0)), ends[p]) for p in range(partitions)]
         when = start.time if start.time is not None else 0.0
@@ -330,7 +331,7 @@ class RedisBroker(DeadLetterShelf):
         return low
 
     async def _start_ids(self, topic: str, partitions: int, start: Position) -> list[str]:
-        if start.kind == "earliest":
+        if start.kind == StartKind.EARLIEST:
             return ["0"] * partitions
         return [last_delivered_before(o) for o in await self.start_offsets(topic, partitions, start)]
 

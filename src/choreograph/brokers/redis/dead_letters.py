@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from choreograph.core.broker import DeadLetter
 from choreograph.core.clock import Clock
+from choreograph.core.enums import DeadLetterStatus
 from choreograph.core.errors import NotFound
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 
@@ -35,7 +36,7 @@ class DeadLetterShelf:
         raise NotImplementedError  # provided by RedisBroker
 
     async def dead_letters(
-        self, *, group: str | None = None, status: str | None = "open", limit: int = 100
+        self, *, group: str | None = None, status: str | None = DeadLetterStatus.OPEN, limit: int = 100
     ) -> list[DeadLetter]:
         """Return dead letters, oldest first, filtered by group and status (``None``: any)."""
         self.check_open()
@@ -60,7 +61,9 @@ class DeadLetterShelf:
                             break
         return out
 
-    async def dead_letter_counts(self, *, status: str | None = "open") -> dict[tuple[str, str, str], int]:
+    async def dead_letter_counts(
+        self, *, status: str | None = DeadLetterStatus.OPEN
+    ) -> dict[tuple[str, str, str], int]:
         """Return how many dead letters have ``status`` (``None``: any) per (topic, group, reason).
 
         Reads four small fields of each entry (HMGET), never its value.

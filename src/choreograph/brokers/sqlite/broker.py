@@ -20,6 +20,7 @@ from choreograph.core.broker import (
     TopicInfo,
 )
 from choreograph.core.clock import Clock, SystemClock
+from choreograph.core.enums import DeadLetterStatus
 from choreograph.core.errors import BrokerClosed, BrokerUnavailable, StorageLost
 from choreograph.core.names import check_group, check_topic
 from choreograph.core.retention import LogSize, Retention
@@ -232,7 +233,7 @@ class SqliteBroker:
     # --------------------------------------------------------- DeadLetterStore
 
     async def dead_letters(
-        self, *, group: str | None = None, status: str | None = "open", limit: int = 100
+        self, *, group: str | None = None, status: str | None = DeadLetterStatus.OPEN, limit: int = 100
     ) -> list[DeadLetter]:
         """Return dead letters, oldest first."""
         self._check_open()
@@ -247,7 +248,9 @@ class SqliteBroker:
             lambda conn: dead_letters.fetch_one(conn, dead_letter_id), "read dead letter"
         )
 
-    async def dead_letter_counts(self, *, status: str | None = "open") -> dict[tuple[str, str, str], int]:
+    async def dead_letter_counts(
+        self, *, status: str | None = DeadLetterStatus.OPEN
+    ) -> dict[tuple[str, str, str], int]:
         """Return how many dead letters have ``status`` (``None``: any) per (topic, group, reason); reads no values."""
         self._check_open()
         return await self._store.reader.run(lambda conn: dead_letters.counts(conn, status), "count dead letters")

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from choreograph.core.broker import Delivery, Position, Record, partition_for
+from choreograph.core.enums import StartKind
 
 from .writer import WriteBatch
 
@@ -184,15 +185,15 @@ def start_offsets(conn: sqlite3.Connection, topic: str, position: Position) -> d
     ends = partition_ends(conn, topic)
     starts: dict[int, int] = {}
     for partition, end in enumerate(ends):
-        if position.kind == "latest":
+        if position.kind == StartKind.LATEST:
             starts[partition] = end
-        elif position.kind == "time":
+        elif position.kind == StartKind.TIME:
             row = conn.execute(
                 "SELECT MIN(offset) FROM records WHERE topic = ? AND partition = ? AND ts >= ?",
                 (topic, partition, position.time),
             ).fetchone()
             starts[partition] = end if row[0] is None else int(row[0])
-        elif position.kind == "offsets" and position.offsets is not None and partition in position.offsets:
+        elif position.kind == StartKind.OFFSETS and position.offsets is not None and partition in position.offsets:
             starts[partition] = max(0, min(int(position.offsets[partition]), end))
         else:
             starts[partition] = first_offset(conn, topic, partition, end)
