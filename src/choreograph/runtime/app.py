@@ -36,7 +36,7 @@ from choreograph.runtime.service import HandlerSpec, Service
 from choreograph.schema.errors import SchemaError
 from choreograph.schema.registry import SchemaRegistry
 from choreograph.schema.stores import SqliteSchemaStore
-from choreograph.schema.topology import HandlerInfo, ServiceInfo, Topology
+from choreograph.schema.topology import HandlerInfo, Ownership, ServiceInfo, Topology
 from choreograph.schema.upcast import Upcasters
 from choreograph.schema.validation import SchemaGuard
 
@@ -94,11 +94,31 @@ class App:
 
     # -- composition -----------------------------------------------------
 
-    def service(self, name: str) -> Service:
-        """Return the service called ``name``, creating it on first use."""
+    def service(
+        self,
+        name: str,
+        *,
+        owner: str | None = None,
+        oncall: str | None = None,
+        escalation: str | Sequence[str] | None = None,
+    ) -> Service:
+        """Return the service called ``name``, creating it on first use.
+
+        ``owner`` (the team), ``oncall`` (where its on-call is reached) and
+        ``escalation`` (who next, in order) declare who runs the service: they
+        appear in the catalog, the AsyncAPI document (``x-owner``) and as labels
+        on every alert about it. Given once; a different declaration later raises
+        ConfigurationError.
+        """
+        ownership = Ownership.of(owner, oncall, escalation)
         if name not in self._services:
-            self._services[name] = Service(name)
-        return self._services[name]
+            self._services[name] = Service(name, ownership=ownership)
+        service = self._services[name]
+        if ownership is not None and service.ownership != ownership:
+            if service.ownership is not None:
+                raise ConfigurationError(f"service {name!r} is already owned by {service.ownership.team!r}")
+            service.ownership = ownership
+        return service
 
     @property
     def services(self) -> dict[str, Service]:
@@ -119,6 +139,7 @@ class App:
                     name=service.name,
                     consumes=tuple(HandlerInfo(spec.name, spec.event, spec.group) for spec in service.handlers),
                     publishes=tuple(service.published_events()),
+                    ownership=service.ownership,
                 )
                 for service in self._services.values()
             ),

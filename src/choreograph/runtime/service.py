@@ -21,6 +21,7 @@ from choreograph.core.names import check_group, check_service
 from choreograph.runtime.breaker import CircuitBreaker
 from choreograph.runtime.context import Context
 from choreograph.runtime.retry import RetryPolicy
+from choreograph.schema.topology import Ownership
 
 E = TypeVar("E", bound=Event)
 HandlerResult = Event | Sequence[Event] | None
@@ -72,9 +73,11 @@ class HandlerSpec:
 class Service:
     """A named group of handlers deployed together. Create with ``App.service(name)``."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, ownership: Ownership | None = None) -> None:
         check_service(name)
         self.name = name
+        self.ownership = ownership
+        """Who owns the service (team, on-call, escalation), if declared; shown in the catalog and alerts."""
         self.handlers: list[HandlerSpec] = []
         self.declared_publishes: list[type[Event]] = []
 
