@@ -33,6 +33,7 @@ from choreograph.core.errors import ChoreographError, ConfigurationError
 
 MAX_KEY_LENGTH = 200
 MAX_VALUE_BYTES = 512 * 1024
+_NAMESPACE_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 class KeyConflict(ChoreographError):
@@ -94,7 +95,8 @@ class KeyValueProvider(Protocol):
 
 def check_namespace(namespace: str) -> str:
     """Refuse a namespace name that some backend could not hold."""
-    if not (0 < len(namespace) <= 64) or not all(c.islower() or c.isdigit() or c == "_" for c in namespace):
+    # ASCII only: str.islower()/isdigit() would also let "ü" or "²" through, which NATS and Kafka refuse.
+    if not (0 < len(namespace) <= 64) or not all(c in _NAMESPACE_CHARACTERS for c in namespace):
         raise ConfigurationError(f"key-value namespace {namespace!r} is invalid: use 1-64 characters of a-z, 0-9 and _")
     return namespace
 

@@ -39,6 +39,7 @@ from typing import ClassVar
 import pytest
 
 from choreograph.testing.hostile_scenarios import HostileScenarios
+from choreograph.testing.kv_scenarios import KeyValueScenarios
 from choreograph.testing.recovery_scenarios import RecoveryScenarios
 from choreograph.testing.transport_scenarios import TransportScenarios
 
@@ -55,7 +56,7 @@ STRESSED: tuple[str, ...] = (
 """Scenarios the stress test repeats; each must be safe to run concurrently with itself."""
 
 
-class BrokerConformance(TransportScenarios, HostileScenarios, RecoveryScenarios):
+class BrokerConformance(TransportScenarios, HostileScenarios, RecoveryScenarios, KeyValueScenarios):
     """Subclass with ``capabilities`` and ``make_broker``; name the subclass ``Test...``."""
 
     stress_rounds: ClassVar[int] = int(os.environ.get("CHOREOGRAPH_STRESS_ROUNDS", "3"))

@@ -27,7 +27,7 @@ BUILT_IN: Final = (
 )
 """Backends shipped with choreograph, as (column name, ``module:attr``)."""
 
-SECTIONS: Final = {"A": "A. Transport", "B": "B. Recoverability and dead letters"}
+SECTIONS: Final = {"A": "A. Transport", "B": "B. Recoverability and dead letters", "K": "K. Key-value stores"}
 
 
 def load_capabilities(target: str) -> Capabilities | None:

@@ -19,6 +19,7 @@ from choreograph.brokers.memory._state import (
     _Topic,
 )
 from choreograph.brokers.memory.dead_letters import DeadLetterShelf
+from choreograph.brokers.memory.kv import KeyValueShelf
 from choreograph.brokers.memory.subscription import MemorySubscription
 from choreograph.core.broker import (
     Capabilities,
@@ -53,7 +54,7 @@ from choreograph.core.redaction import redact_url
 from choreograph.core.retention import LogSize, Retention
 
 
-class MemoryBroker(DeadLetterShelf):
+class MemoryBroker(DeadLetterShelf, KeyValueShelf):
     """A partitioned log with consumer groups, retries and dead letters, held in memory.
 
     Not thread-safe: use it from one event loop. Data lives as long as the object.

@@ -28,6 +28,8 @@ from choreograph.core.retention import LogSize, Retention
 from . import dead_letters, log, retention
 from .config import SqliteConfig, parse_url
 from .database import checkpoint
+from .kv import KeyValueNamespaces
+from .reset import GroupReset
 from .maintenance import Maintenance
 from .notifier import Notifier
 from .reader import Reader
@@ -38,11 +40,11 @@ from .writer import WriteBatch, Writer
 _EARLIEST = Position.earliest()
 
 
-class SqliteBroker:
+class SqliteBroker(KeyValueNamespaces, GroupReset):
     """A :class:`~choreograph.core.broker.Broker` on one SQLite file in WAL mode.
 
     Implements Broker, LagReporter, TopicAdmin, LogReader, DeadLetterStore, RetentionReporter,
-    LogSizeReporter and PositionResolver.
+    LogSizeReporter, PositionResolver and KeyValueProvider (:mod:`.kv`).
     Several OS processes may open the same file: they share topics, groups,
     leases and dead letters.
 
