@@ -6,7 +6,11 @@
   CloudEvents attributes and choreograph extensions (binary mode, ``ce_*``;
   structured mode carries the same names as JSON members);
 - one ``send`` operation per (service, published event), one ``receive``
-  operation per handler, tagged with the service and consumer group.
+  operation per handler, tagged with the service and consumer group;
+- ownership (``app.service(name, owner=..., oncall=..., escalation=...)``) as
+  specification extensions: ``x-owner``, ``x-oncall`` and ``x-escalation`` on
+  each operation of an owned service, and ``x-choreograph-owners`` (service ->
+  team, oncall, escalation) at the root.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any, Final
 from choreograph.core import headers as h
 from choreograph.core.event import Event
 from choreograph.schema.derive import TYPE_KEY, VERSION_KEY, derive_schema
-from choreograph.schema.topology import Topology
+from choreograph.schema.topology import Ownership, Topology
 
 ASYNCAPI_VERSION: Final = "3.0.0"
 HEADERS_SCHEMA: Final = "CloudEventsHeaders"
@@ -119,6 +123,18 @@ def _hoist(event_cls: type[Event], schemas: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+def owner_extensions(ownership: Ownership | None) -> dict[str, Any]:
+    """Return the ``x-owner`` / ``x-oncall`` / ``x-escalation`` members for an operation (none if unowned)."""
+    if ownership is None:
+        return {}
+    out: dict[str, Any] = {"x-owner": ownership.team}
+    if ownership.oncall:
+        out["x-oncall"] = ownership.oncall
+    if ownership.escalation:
+        out["x-escalation"] = list(ownership.escalation)
+    return out
+
+
 def asyncapi_document(
     topology: Topology,
     *,
@@ -170,6 +186,7 @@ def asyncapi_document(
                 "messages": [{"$ref": f"#/channels/{cid}/messages/{mid}"}],
                 "summary": f"{service.name} publishes {event_cls.event_type()}",
                 "x-choreograph-service": service.name,
+                **owner_extensions(service.ownership),
             }
         for handler in service.consumes:
             cid, mid = add_message(handler.event)
@@ -180,11 +197,12 @@ def asyncapi_document(
                 "summary": f"{service.name}.{handler.name} handles {handler.event.event_type()}",
                 "x-choreograph-service": service.name,
                 "x-choreograph-group": handler.group,
+                **owner_extensions(service.ownership),
             }
     info: dict[str, Any] = {"title": title or topology.app_name, "version": version}
     if description:
         info["description"] = description
-    return {
+    document: dict[str, Any] = {
         "asyncapi": ASYNCAPI_VERSION,
         "info": info,
         "defaultContentType": h.CONTENT_TYPE_JSON,
@@ -192,6 +210,12 @@ def asyncapi_document(
         "operations": operations,
         "components": {"messages": messages, "schemas": schemas},
     }
+    owners = topology.owners()
+    if owners:
+        document["x-choreograph-owners"] = {
+            name: {k.removeprefix("x-"): v for k, v in owner_extensions(o).items()} for name, o in owners.items()
+        }
+    return document
 
 
 def asyncapi_json(topology: Topology, **options: Any) -> str:

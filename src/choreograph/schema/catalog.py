@@ -1,7 +1,9 @@
 """Generate an event catalog: Markdown with a Mermaid flow diagram and one section per event.
 
 The diagram draws services as nodes and events as edges from the publishing
-service (the event's owner) to each consuming service. Each event lists its
+service (the event's owner) to each consuming service. The services table
+names the team that owns each service, its on-call contact and escalation
+path, where declared (``app.service(name, owner=..., oncall=...)``). Each event lists its
 owner, consumers (service, handler, group), topic, versions in code and in the
 registry, compatibility mode, and fields.
 """
@@ -80,11 +82,20 @@ def render_catalog(topology: Topology, registry: SchemaRegistry | None = None) -
     the registry's store; otherwise pure.
     """
     out = [f"# Event catalog: {topology.app_name}", "", "```mermaid", mermaid_diagram(topology), "```", ""]
-    out += ["## Services", "", "| Service | Publishes | Consumes (handler, group) |", "|---|---|---|"]
+    out += [
+        "## Services",
+        "",
+        "| Service | Owner | On-call | Escalation | Publishes | Consumes (handler, group) |",
+        "|---|---|---|---|---|---|",
+    ]
     for service in topology.services:
         publishes = ", ".join(f"`{e.event_type()}` v{e.event_version()}" for e in service.publishes) or "-"
         consumes = ", ".join(f"`{h.event.event_type()}` ({h.name}, {h.group})" for h in service.consumes) or "-"
-        out.append(f"| {service.name} | {publishes} | {consumes} |")
+        owned = service.ownership
+        team = _cell(owned.team) if owned else "-"
+        oncall = _cell(owned.oncall) if owned and owned.oncall else "-"
+        escalation = _cell(" → ".join(owned.escalation)) if owned and owned.escalation else "-"
+        out.append(f"| {service.name} | {team} | {oncall} | {escalation} | {publishes} | {consumes} |")
     out += ["", "## Events", ""]
     by_type: dict[str, list[type[Event]]] = {}
     for event_cls in topology.events():
@@ -99,7 +110,12 @@ def render_catalog(topology: Topology, registry: SchemaRegistry | None = None) -
         doc = (classes[-1].__doc__ or "").strip()
         if doc:
             out += [doc.splitlines()[0], ""]
-        owner_text = ", ".join(owners) if owners else f"none in this app ({EXTERNAL})"
+        teams = topology.owners()
+        owner_text = (
+            ", ".join(f"{o} (team {teams[o].team})" if o in teams else o for o in owners)
+            if owners
+            else f"none in this app ({EXTERNAL})"
+        )
         if len(owners) > 1:
             owner_text += " (more than one owner: consider a single publishing service)"
         out.append(f"- **Owner:** {owner_text}")
