@@ -14,13 +14,13 @@ or another member of the group.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from choreograph.core.enums import DeadLetterStatus, StartKind
 from choreograph.core.errors import BrokerError, ConfigurationError
+from choreograph.core.partitioning import partition_for as partition_for  # its home before core.partitioning
 from choreograph.core.slots import slot_setters
 
 _START_KINDS = frozenset(StartKind)
@@ -249,16 +249,6 @@ class Capabilities:
 
     The runtime never reads past a settle that schedules retries.
     """
-
-
-def partition_for(key: str | None, partitions: int, fallback: int = 0) -> int:
-    """Return the partition for ``key``: a stable hash, the same in every process.
-
-    Records without a key go to ``fallback % partitions`` (callers round-robin).
-    """
-    if key is None:
-        return fallback % partitions
-    return zlib.crc32(key.encode()) % partitions
 
 
 @runtime_checkable

@@ -23,10 +23,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from choreograph.core.broker import Capabilities, Position, Record, partition_for
+from choreograph.core.broker import Capabilities, Position, Record
 from choreograph.core.clock import Clock, SystemClock
 from choreograph.core.errors import BrokerClosed, BrokerError, BrokerUnavailable, ConfigurationError, UnknownTopic
 from choreograph.core.names import check_group, check_topic
+from choreograph.core.partitioning import RoundRobin
 
 from . import retention
 from .config import KafkaConfig, parse_url
@@ -72,7 +73,7 @@ class KafkaBroker(DeadLetterShelf, LogAdmin):
         self._reader: AIOKafkaConsumer | None = None
         self._state: StateTable | None = None
         self._partitions: dict[str, int] = {}
-        self._round_robin: dict[str, int] = {}
+        self._round_robin = RoundRobin()
         self._subscriptions: set[Any] = set()
         self._start_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
@@ -214,16 +215,14 @@ class KafkaBroker(DeadLetterShelf, LogAdmin):
         producer = await self.producer()
         count = await self.partitions(topic)
         self.check_open()
-        turn = self._round_robin.get(topic, 0)
+        placed = self._round_robin.assign(topic, [record.key for record in records], count)
         stamp = int(self.clock.now() * 1000)
         futures = []
         async with translated(f"publish to {topic!r}"):
-            for record in records:
+            for placed_at, record in zip(placed, records, strict=True):
                 if not isinstance(record.value, bytes):
                     raise ConfigurationError(f"a record value must be bytes, got {type(record.value).__name__}")
-                p = partition if partition is not None else partition_for(record.key, count, turn)
-                if record.key is None:
-                    turn += 1
+                p = partition if partition is not None else placed_at
                 headers = [(k, v.encode()) for k, v in {**record.headers, **(extra_headers or {})}.items()]
                 futures.append(
                     await producer.send(
@@ -235,7 +234,6 @@ class KafkaBroker(DeadLetterShelf, LogAdmin):
                         headers=headers,
                     )
                 )
-            self._round_robin[topic] = turn
             await asyncio.gather(*futures)
 
     async def subscribe(self, topic: str, group: str, *, start: Position = _EARLIEST) -> Any:

@@ -55,7 +55,6 @@ class _Pending:
 class _Topic:
     name: str
     log: list[list[_Entry]]
-    round_robin: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:

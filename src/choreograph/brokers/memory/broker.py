@@ -29,7 +29,6 @@ from choreograph.core.broker import (
     Record,
     Settlement,
     TopicInfo,
-    partition_for,
 )
 from choreograph.core.clock import Clock, SystemClock
 from choreograph.core.enums import StartKind
@@ -50,6 +49,7 @@ from choreograph.core.options import (
     require_positive_int,
     split_url,
 )
+from choreograph.core.partitioning import RoundRobin
 from choreograph.core.redaction import redact_url
 from choreograph.core.retention import LogSize, Retention
 
@@ -86,6 +86,7 @@ class MemoryBroker(DeadLetterShelf, KeyValueShelf):
         """Seconds a dead letter is kept after it was stored, whatever its status; then it is deleted."""
         self.clock: Clock = clock or SystemClock()
         self._topics: dict[str, _Topic] = {}
+        self._round_robin = RoundRobin()
         self._groups: dict[tuple[str, str], _Group] = {}
         self._inbox: dict[str, set[str]] = {}
         self._dead: dict[str, _Stored] = {}
@@ -252,9 +253,7 @@ class MemoryBroker(DeadLetterShelf, KeyValueShelf):
         for record in records:
             if not isinstance(record.value, bytes):
                 raise ConfigurationError(f"a record value must be bytes, got {type(record.value).__name__}")
-            p = partition_for(record.key, len(log.log), log.round_robin)
-            if record.key is None:
-                log.round_robin += 1
+            p = self._round_robin.partition(topic, record.key, len(log.log))
             entries = log.log[p]
             entries.append(_Entry(len(entries), record.key, record.value, dict(record.headers), now))
         if records:

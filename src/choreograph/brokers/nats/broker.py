@@ -37,6 +37,7 @@ from choreograph.core.broker import Capabilities, Position
 from choreograph.core.enums import StartKind
 from choreograph.core.errors import BrokerClosed, BrokerUnavailable, UnknownTopic
 from choreograph.core.names import check_group, check_topic
+from choreograph.core.partitioning import RoundRobin
 
 _EARLIEST: Final = Position.earliest()
 _STREAM_IN_USE: Final = 10058
@@ -74,7 +75,7 @@ class NatsBroker(Publishing, DeadLetterShelf, LogAdmin):
         """Topics whose stream takes fast-ingest batches (``allow_batched``)."""
         self._groups: set[tuple[str, str]] = set()
         self._subscriptions: set[NatsSubscription] = set()
-        self._round_robin: dict[str, int] = {}
+        self._round_robin = RoundRobin()
         self._dlq: DeadLetterBucket | None = None
         self.dead_letters_parked = 0
         """Records parked because their dead letter could not be stored (see NatsSubscription.settle)."""

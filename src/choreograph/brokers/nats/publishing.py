@@ -21,9 +21,10 @@ from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.config import NatsConfig
 from choreograph.brokers.nats.publisher import FAST_LIMIT, BatchPublisher, Message
 from choreograph.brokers.nats.translation import translate
-from choreograph.core.broker import Record, partition_for
+from choreograph.core.broker import Record
 from choreograph.core.errors import BrokerClosed, BrokerUnavailable
 from choreograph.core.names import check_topic
+from choreograph.core.partitioning import RoundRobin
 from choreograph.core.redaction import redact_url
 
 _RETRY_DELAY: Final = 0.2
@@ -37,7 +38,7 @@ class Publishing:
     config: NatsConfig
     names: n.Names
     _nc: Client | None
-    _round_robin: dict[str, int]
+    _round_robin: RoundRobin
     _batched: dict[str, bool]
     _publisher: BatchPublisher | None
     _inbox_batches: tuple[Send, int] | None
@@ -74,12 +75,7 @@ class Publishing:
             if partition_subjects is None:
                 count = await self._topic(topic)
                 partition_subjects = subjects[topic] = [self.names.partition_subject(topic, p) for p in range(count)]
-            if record.key is None:
-                turn = self._round_robin.get(topic, 0)
-                self._round_robin[topic] = turn + 1
-                partition = turn % len(partition_subjects)
-            else:
-                partition = partition_for(record.key, len(partition_subjects))
+            partition = self._round_robin.partition(topic, record.key, len(partition_subjects))
             headers = n.to_wire(record.headers, record.key)
             headers[n.MSG_ID_HEADER] = n.message_id(record.value, f"{call}.{index}")
             prepared.setdefault(topic, []).append((partition_subjects[partition], bytes(record.value), headers))

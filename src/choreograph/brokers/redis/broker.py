@@ -26,7 +26,6 @@ from choreograph.core.broker import (
     Position,
     Record,
     TopicInfo,
-    partition_for,
 )
 from choreograph.core.clock import Clock, SystemClock
 from choreograph.core.enums import StartKind
@@ -38,6 +37,7 @@ from choreograph.core.errors import (
     UnknownTopic,
 )
 from choreograph.core.names import check_group, check_topic
+from choreograph.core.partitioning import RoundRobin
 from choreograph.core.retention import LogSize, Retention
 
 from . import records as rec
@@ -102,7 +102,7 @@ class RedisBroker(DeadLetterShelf):
         self.keepalive = Keepalive(url, self.config)
         """Renews the leases of this broker's members off the event loop (see :mod:`.leases`)."""
         self._partitions: dict[str, int] = {}
-        self._round_robin: dict[str, int] = {}
+        self._round_robin = RoundRobin()
         self._subscriptions: set[Any] = set()
         self._last_trim = 0.0
         self._closed = False
@@ -137,17 +137,14 @@ class RedisBroker(DeadLetterShelf):
         """Arguments of the PUBLISH script after its text: key count, keys, then ARGV (see scripts.PUBLISH)."""
         partitions = await self.partitions(topic)
         by_partition: dict[int, list[bytes | str]] = {}
-        turn = self._round_robin.get(topic, 0)
         for record in records:
             if not isinstance(record.value, bytes):
                 raise ConfigurationError(f"a record value must be bytes, got {type(record.value).__name__}")
-            p = partition_for(record.key, partitions, turn)
-            if record.key is None:
-                turn += 1
+        placed = self._round_robin.assign(topic, [record.key for record in records], partitions)
+        for p, record in zip(placed, records, strict=True):
             by_partition.setdefault(p, []).extend(
                 (rec.encode_key(record.key), record.value, rec.encode_headers(record.headers))
             )
-        self._round_robin[topic] = turn
         keys: list[str] = []
         args: list[Any] = [repr(self.clock.now()), self.config.max_length or 0]
         for p, triples in by_partition.items():

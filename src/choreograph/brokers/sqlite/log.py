@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
-from choreograph.core.broker import Delivery, Position, Record, partition_for
+from choreograph.core.broker import Delivery, Position, Record
 from choreograph.core.enums import StartKind
 
 from .writer import WriteBatch
@@ -48,20 +48,15 @@ def append(batch: WriteBatch, topic: str, records: Sequence[Record], partitions:
     """
     offsets = batch.next_offsets(topic, partitions)
     count = len(offsets)
-    turn = batch.round_robin.get(topic, 0)
     rows = []
-    for record in records:
+    for partition, record in zip(
+        batch.round_robin.assign(topic, [r.key for r in records], count), records, strict=True
+    ):
         key = record.key
-        if key is None:
-            partition = turn % count
-            turn += 1
-        else:
-            partition = partition_for(key, count)
         offset = offsets[partition]
         offsets[partition] = offset + 1
         headers = encode_headers(record.headers) if record.headers else None
         rows.append((topic, partition, offset, key, bytes(record.value), headers, now))
-    batch.round_robin[topic] = turn
     batch.conn.executemany(INSERT_RECORD, rows)
 
 

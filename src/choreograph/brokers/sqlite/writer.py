@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from choreograph.core.errors import BrokerClosed, StorageLost
+from choreograph.core.partitioning import RoundRobin
 
 from .config import SqliteConfig
 from .database import StorageCheck, connect, translate
@@ -45,7 +46,7 @@ class WriteBatch:
     written back once, just before COMMIT. Only used on the writer thread.
     """
 
-    def __init__(self, conn: sqlite3.Connection, round_robin: dict[str, int]) -> None:
+    def __init__(self, conn: sqlite3.Connection, round_robin: RoundRobin) -> None:
         self.conn = conn
         self.round_robin = round_robin
         self._offsets: dict[str, list[int]] = {}
@@ -134,7 +135,7 @@ class Writer:
         self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
-        self._round_robin: dict[str, int] = {}
+        self._round_robin = RoundRobin()
         self._thread = threading.Thread(target=self._run, name="choreograph-sqlite-writer", daemon=True)
         self._thread.start()
 
