@@ -25,13 +25,17 @@ from choreograph.runtime.loop_monitor import LoopMonitor
 from choreograph.runtime.middleware import (
     Handler,
     Middleware,
+    OptionsMiddleware,
     Publisher,
     PublisherMiddleware,
     chain,
     failure_policy,
+    for_handler,
     inbox_dedupe,
+    owned_options,
     with_timeout,
 )
+from choreograph.runtime.options import CONSUMER_OPTIONS, check_owned
 from choreograph.runtime.service import HandlerSpec, Service
 from choreograph.schema.errors import SchemaError
 from choreograph.schema.registry import SchemaRegistry
@@ -74,7 +78,7 @@ class App:
         self._broker_arg = broker
         self._broker: Broker | None = broker if not isinstance(broker, str | None) else None
         self._services: dict[str, Service] = {}
-        self._middleware: list[Middleware] = []
+        self._middleware: list[Middleware | OptionsMiddleware] = []
         self._consumer_config = consumer or ConsumerConfig()
         self._clock = clock or SystemClock()
         self.loop_monitor: LoopMonitor | None = None
@@ -145,12 +149,15 @@ class App:
             ),
         )
 
-    def use(self, middleware: Middleware) -> None:
+    def use(self, middleware: Middleware | OptionsMiddleware) -> None:
         """Add ``middleware`` around every handler (first added runs outermost).
 
         App middleware runs outside inbox dedupe and the failure policy, so it
         sees every delivery's outcome on the context (success, duplicate,
-        retry, dead letter) without catching anything.
+        retry, dead letter) without catching anything. An
+        :class:`~choreograph.runtime.middleware.OptionsMiddleware` owns
+        per-handler options: it is built once per handler, from its spec, and
+        may stay out of handlers that declare none of its options.
         """
         if self._consumers:
             raise ConfigurationError("add middleware before the app starts")
@@ -207,6 +214,16 @@ class App:
                 registry = SchemaRegistry(store, clock=self._clock)
             self._guard = SchemaGuard(registry, register=self._register_schemas, upcasters=self.upcasters)
         return self._guard
+
+    def check_options(self) -> None:
+        """Raise ConfigurationError for a handler option that neither the consumer nor installed middleware owns.
+
+        :meth:`start` calls it before anything runs; call it in a test or CI
+        to find a missing ``app.use(...)`` without starting the app.
+        """
+        owned = (*CONSUMER_OPTIONS, *owned_options(self._middleware))
+        for spec in self.handlers:
+            check_owned(spec.options, owned, spec.group)
 
     async def check_schemas(self) -> None:
         """Check every event class of the app against the registry now (raises IncompatibleSchema)."""
@@ -267,7 +284,8 @@ class App:
 
     def pipeline_for(self, spec: HandlerSpec) -> Consumer:
         """Build the consumer (and its middleware pipeline) for one handler."""
-        middlewares: list[Middleware] = [*self._middleware, inbox_dedupe, failure_policy, with_timeout]
+        check_owned(spec.options, (*CONSUMER_OPTIONS, *owned_options(self._middleware)), spec.group)
+        middlewares = [*for_handler(self._middleware, spec), inbox_dedupe, failure_policy, with_timeout]
         guard = self.schema_guard
         return Consumer(
             self.broker,
@@ -326,6 +344,7 @@ class App:
         """
         if self._tasks:
             raise ConfigurationError("app already started")
+        self.check_options()
         await self.check_schemas()
         for spec in self._select(services):
             consumer = self.pipeline_for(spec)

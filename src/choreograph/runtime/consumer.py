@@ -32,12 +32,14 @@ from choreograph.core import codec
 from choreograph.core.broker import Broker, DeadLetter, Delivery, Record, Settlement, Subscription
 from choreograph.core.clock import Clock
 from choreograph.core.envelope import Envelope
-from choreograph.core.errors import BrokerError, ConfigurationError, DecodeError, EncodeError, StorageLost
+from choreograph.core.errors import BrokerError, DecodeError, EncodeError, StorageLost
 from choreograph.core.event import Event
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.ids import new_id
 from choreograph.runtime.breaker import BreakerState
+from choreograph.runtime.consumer_config import ConsumerConfig
 from choreograph.runtime.context import Context, Outcome
+from choreograph.runtime.flow_control import rate_gate
 from choreograph.runtime.middleware import Handler
 from choreograph.runtime.service import HandlerSpec
 from choreograph.runtime.stats import HandlerStats, SettleListener, SkipListener
@@ -61,29 +63,6 @@ class _Batch:
     """Deliveries to dead-letter without handling: (delivery, envelope if decoded, reason, error)."""
     skipped: list[Delivery] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerConfig:
-    """Tuning of the consumer loop."""
-
-    batch_size: int = 500
-    fetch_timeout: float = 0.5
-    max_message_size: int = codec.DEFAULT_MAX_SIZE
-    resubscribe_delay: float = 0.5
-    restart_delay: float = 0.5
-    """Seconds before a consumer that crashed (a runtime failure, not a handler's) first restarts."""
-    max_restart_delay: float = 30.0
-    """The restart delay doubles after each crash in a row, up to this many seconds."""
-    straggler_delay: float = 0.5
-    """Seconds a batch waits for its slowest key lanes: past it, the lanes that are done commit (acks, outputs,
-    inbox) without them, and each late lane commits when it finishes. One slow handler then neither delays
-    other keys' commits nor widens what a crash makes run again."""
-
-    def __post_init__(self) -> None:
-        Backoff(self.restart_delay, self.max_restart_delay)  # raises ConfigurationError for bad delays
-        if not self.straggler_delay > 0:  # also refuses nan
-            raise ConfigurationError(f"straggler_delay must be > 0 seconds, got {self.straggler_delay}")
 
 
 class Consumer:
@@ -114,6 +93,7 @@ class Consumer:
         self._own_type = spec.event.event_type()
         self._strict_types = spec.unknown_types == "dead_letter"
         self._skip_listeners = tuple(listener for listener in self._listeners if isinstance(listener, SkipListener))
+        self.rate_gate = rate_gate(spec, self._listeners)  # the spec's RateLimit, resolved once
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand, settle it, and leave the group."""
@@ -180,9 +160,11 @@ class Consumer:
     async def _consume(self, subscription: Subscription) -> None:
         config = self._config
         breaker = self.breaker
+        gate = self.rate_gate
         # Read the next batch (fetch, decode, inbox lookup) while this one settles, where the backend
-        # allows it; never with a breaker, whose half-open trial is a single event.
-        look_ahead = self._broker.capabilities.fetch_while_settling and breaker is None
+        # allows it; never with a breaker, whose half-open trial is a single event, nor with a rate limit,
+        # which paces each fetch.
+        look_ahead = self._broker.capabilities.fetch_while_settling and breaker is None and gate is None
         ahead: _Batch | None = None
         while not self._stopping.is_set():
             limit = config.batch_size
@@ -194,7 +176,13 @@ class Consumer:
                 if breaker.half_open:
                     limit = 1  # one trial event decides whether to close
             if ahead is None:
+                if gate is not None:
+                    limit = await gate.acquire(limit, self._stopping)  # waits for the rate; 0 once stopping
+                    if not limit:
+                        continue
                 batch = await subscription.fetch(limit, config.fetch_timeout)
+                if gate is not None:
+                    gate.give_back(limit - len(batch))
                 if not batch:
                     continue
                 ahead = await self._read(subscription, batch, ())
@@ -370,9 +358,7 @@ class Consumer:
     async def _run_lane(self, lane: list[tuple[Delivery, Envelope]], seen: set[str], contexts: list[Context]) -> None:
         pipeline = self._pipeline
         for delivery, envelope in lane:
-            ctx = Context(
-                envelope=envelope, delivery=delivery, handler=self.spec, extra={"seen": seen}, admit=self._admit
-            )
+            ctx = Context(envelope=envelope, delivery=delivery, handler=self.spec, seen=seen, admit=self._admit)
             await pipeline(envelope, ctx)
             contexts.append(ctx)
 
@@ -387,7 +373,7 @@ class Consumer:
                 # here it would stop the consumer, and again at each redelivery.
                 ctx.outputs.clear()
                 ctx.error, ctx.reason, ctx.outcome = exc, "error", Outcome.DEAD_LETTER
-                ctx.extra["stack"] = "".join(traceback.format_exception(exc))
+                ctx.stack = "".join(traceback.format_exception(exc))
                 outcome = Outcome.DEAD_LETTER
         if self.breaker is not None and outcome is not Outcome.DUPLICATE:
             # Only failures of the handler's work count; bad data says nothing about the downstream.
@@ -424,7 +410,7 @@ class Consumer:
                         envelope=ctx.envelope,
                         reason=ctx.reason or "error",
                         error=error,
-                        stack=str(ctx.extra.get("stack", "")),
+                        stack=ctx.stack,
                     ),
                 )
             )

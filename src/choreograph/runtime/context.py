@@ -46,7 +46,11 @@ class Context:
     retry_delay: float = 0.0
     error: BaseException | None = None
     reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    stack: str = ""
+    """The formatted traceback of ``error`` (set with it by the failure policy), kept in the dead letter."""
+    seen: set[str] = field(default_factory=set)
+    """Inbox keys of the batch that this handler's group already processed: the consumer looks the batch up
+    once, and ``inbox_dedupe`` reads it and adds each key it handles (one set shared by the batch)."""
     traceparent: str | None = None
     """Trace context for outgoing events; a tracing middleware sets it to its span."""
     admit: Callable[[Event], dict[str, Any]] | None = None

@@ -10,18 +10,28 @@ each handler's pipeline once, at start::
 letter), so app middleware sees every outcome on the context — success,
 duplicate, retry, dead letter — without catching anything. Publishing has the
 same shape: a :data:`PublisherMiddleware` wraps a :data:`Publisher`.
+
+A middleware with per-handler options is an :class:`OptionsMiddleware`: it
+lists the option types it ``owns`` and builds a plain middleware for each
+handler from that handler's spec (reading its options once, at start), or
+none for a handler that does not need it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import DecodeError, Reject, Retry
 from choreograph.runtime.context import Context, Outcome
+from choreograph.runtime.options import HandlerOption
 from choreograph.schema.errors import SchemaError
+
+if TYPE_CHECKING:
+    from choreograph.runtime.service import HandlerSpec
 
 Handler = Callable[[Envelope, Context], Awaitable[None]]
 Middleware = Callable[[Handler], Handler]
@@ -31,15 +41,51 @@ Publisher = Callable[[str, list[Envelope]], Awaitable[list[Envelope]]]
 PublisherMiddleware = Callable[[Publisher], Publisher]
 
 
+@runtime_checkable
+class OptionsMiddleware(Protocol):
+    """A middleware that owns per-handler options (install with ``app.use``).
+
+    ``owns`` lists the :class:`~choreograph.runtime.options.HandlerOption`
+    types it acts on; the App refuses to start a handler that declares an
+    option no installed middleware owns. :meth:`for_handler` is called once
+    per handler when its consumer is built.
+    """
+
+    owns: tuple[type[HandlerOption], ...]
+
+    def for_handler(self, spec: HandlerSpec) -> Middleware | None:
+        """Return the middleware for ``spec``'s pipeline, or None to stay out of it (no option declared)."""
+        ...
+
+
+def for_handler(middlewares: Sequence[Middleware | OptionsMiddleware], spec: HandlerSpec) -> list[Middleware]:
+    """Return the plain middlewares of ``spec``'s pipeline: OptionsMiddleware resolved for it, in order."""
+    resolved: list[Middleware] = []
+    for middleware in middlewares:
+        if isinstance(middleware, OptionsMiddleware):
+            built = middleware.for_handler(spec)
+            if built is not None:
+                resolved.append(built)
+        else:
+            resolved.append(middleware)
+    return resolved
+
+
+def owned_options(middlewares: Sequence[Middleware | OptionsMiddleware]) -> tuple[type[HandlerOption], ...]:
+    """Return every option type the OptionsMiddleware among ``middlewares`` own."""
+    return tuple(kind for m in middlewares if isinstance(m, OptionsMiddleware) for kind in m.owns)
+
+
 def inbox_dedupe(handler: Handler) -> Handler:
     """Skip events this handler's group already processed (same source + id).
 
     The batch's inbox lookup is done once per batch by the consumer and put in
-    ``ctx.extra["seen"]``; duplicates inside one batch are caught here too.
+    ``ctx.seen`` (one set for the batch); duplicates inside one batch are
+    caught here too.
     """
 
     async def dedupe(envelope: Envelope, ctx: Context) -> None:
-        seen: set[str] = ctx.extra["seen"]
+        seen = ctx.seen
         key = envelope.dedupe_key
         if key in seen:
             ctx.outcome = Outcome.DUPLICATE
@@ -78,7 +124,7 @@ def failure_policy(handler: Handler) -> Handler:
                 ctx.retry_delay = delay
         if ctx.error is not None:
             ctx.outputs.clear()  # a failed attempt publishes nothing
-            ctx.extra["stack"] = "".join(traceback.format_exception(ctx.error))
+            ctx.stack = "".join(traceback.format_exception(ctx.error))
 
     return classify
 

@@ -20,6 +20,7 @@ from choreograph.core.event import Event
 from choreograph.core.names import check_group, check_service
 from choreograph.runtime.breaker import CircuitBreaker
 from choreograph.runtime.context import Context
+from choreograph.runtime.options import HandlerOption, OptionT, check_declared, find
 from choreograph.runtime.retry import RetryPolicy
 from choreograph.schema.topology import Ownership
 
@@ -46,6 +47,16 @@ class HandlerSpec:
     publishes: tuple[type[Event], ...] = field(default=())
     breaker: CircuitBreaker | None = None
     unknown_types: UnknownTypes = "skip"
+    options: tuple[HandlerOption, ...] = ()
+    """Options declared with ``options=[...]``, each read by the middleware that owns its type."""
+
+    def option(self, kind: type[OptionT]) -> OptionT | None:
+        """Return this handler's option of type ``kind`` (or a subclass), or None if it declares none.
+
+        Scans the declared options: call it once per handler (when a consumer
+        or a middleware is built), not per event.
+        """
+        return find(self.options, kind)
 
     @property
     def group(self) -> str:
@@ -114,6 +125,7 @@ class Service:
         publishes: Sequence[type[Event]] = (),
         breaker: CircuitBreaker | None = None,
         unknown_types: UnknownTypes = "skip",
+        options: Sequence[HandlerOption] = (),
     ) -> Callable[[Callable[[E, Context], Awaitable[HandlerResult]]], Callable[[E, Context], Awaitable[HandlerResult]]]:
         """Register an async handler for ``event``.
 
@@ -131,6 +143,11 @@ class Service:
         shared topic are acknowledged and counted as skipped; with
         ``unknown_types="dead_letter"`` (a topic meant for this type alone)
         they are dead-lettered with reason ``type`` instead.
+
+        ``options`` are typed per-handler options, such as
+        ``RateLimit(per_second=50)``; each is read by the consumer or by the
+        installed middleware that owns its type, and the App refuses to start
+        with an option nothing installed owns (see :mod:`choreograph.runtime.options`).
         """
         if not (isinstance(event, type) and issubclass(event, Event)):
             raise ContractError(f"@on() takes an Event subclass, got {event!r}")
@@ -149,6 +166,7 @@ class Service:
                 raise ContractError(f"handler {func.__qualname__} must be declared with 'async def'")
             handler_name = (name or func.__name__).replace("_", "-")
             check_group(f"{self.name}.{handler_name}")  # the consumer group it will join: refuse it now
+            declared = check_declared(options, f"{self.name}.{handler_name}")
             if any(h.name == handler_name for h in self.handlers):
                 raise ConfigurationError(
                     f"service {self.name!r} already has a handler named {handler_name!r}; pass name=..."
@@ -167,6 +185,7 @@ class Service:
                     publishes=tuple(publishes),
                     breaker=breaker,
                     unknown_types=unknown_types,
+                    options=declared,
                 )
             )
             return func

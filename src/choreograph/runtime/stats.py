@@ -26,6 +26,15 @@ class SkipListener(Protocol):
         ...
 
 
+@runtime_checkable
+class ThrottleListener(Protocol):
+    """A settle listener that also hears how long a handler's rate limit held its reads back. Must not block."""
+
+    def throttled(self, spec: HandlerSpec, seconds: float) -> None:
+        """Called after the consumer of ``spec`` waited ``seconds`` for its RateLimit before a fetch."""
+        ...
+
+
 @dataclass(slots=True)
 class HandlerStats:
     """Counters of one handler in this process (monotonic).
