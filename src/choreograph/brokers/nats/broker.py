@@ -28,6 +28,7 @@ from choreograph.brokers.nats.connect import connect
 from choreograph.brokers.nats.dead_letter_store import DeadLetterShelf
 from choreograph.brokers.nats.dead_letters import DeadLetterBucket
 from choreograph.brokers.nats.keepalive import Keepalive
+from choreograph.brokers.nats.kv import KeyValueBuckets
 from choreograph.brokers.nats.log_admin import LogAdmin
 from choreograph.brokers.nats.publisher import ATOMIC_LIMIT, FAST_LIMIT, BatchPublisher
 from choreograph.brokers.nats.publishing import Publishing, Send
@@ -44,7 +45,7 @@ _STREAM_IN_USE: Final = 10058
 
 
 # Publishing comes before DeadLetterShelf: its send_acked must win over the shelf's placeholder.
-class NatsBroker(Publishing, DeadLetterShelf, LogAdmin):
+class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets):
     """A broker on NATS JetStream. Connects on first use; safe to share between tasks of one event loop."""
 
     capabilities = Capabilities(

@@ -45,6 +45,7 @@ from . import retention, scripts
 from .config import RedisConfig, parse_url
 from .connection import client_options, connection_class
 from .dead_letters import DeadLetterShelf
+from .kv import KeyValueHashes
 from .keys import Keys, entry_id, last_delivered_before, offset_of
 from .leases import Keepalive
 from .translation import text
@@ -53,7 +54,7 @@ from .translation import translated as translated  # settling and subscription i
 _EARLIEST: Final = Position.earliest()
 
 
-class RedisBroker(DeadLetterShelf):
+class RedisBroker(DeadLetterShelf, KeyValueHashes):
     """Redis Streams as a choreograph broker (redis-py asyncio, standalone Redis >= 6.2).
 
     Safe to use concurrently from one event loop. Every method translates
