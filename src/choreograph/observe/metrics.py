@@ -27,6 +27,7 @@ choreograph_schema_validation_errors_total    counter    group
 choreograph_duplicates_detected_total         counter    group
 choreograph_events_skipped_total              counter    group, reason (type: another type
                                                           on a shared topic, acknowledged)
+choreograph_rate_limit_wait_seconds_total     counter    group (seconds a RateLimit held reads back)
 choreograph_consumer_lag_records              gauge      group, topic, partition
 choreograph_dead_letters_open                 gauge      group, reason
 choreograph_log_records                       gauge      topic (records retained in the log)
@@ -37,6 +38,8 @@ choreograph_broker_up                         gauge      (1 if the last scrape r
 choreograph_replay_progress_ratio             gauge      replay
 choreograph_replay_processed_records          gauge      replay
 choreograph_replay_target_records             gauge      replay
+choreograph_replay_running                    gauge      replay (1 while it runs)
+choreograph_replay_duration_seconds           gauge      replay (seconds since it started)
 =============================================  =========  ===================================
 """
 
@@ -75,6 +78,7 @@ DEAD_LETTERED: Final = "choreograph_dead_letters_total"
 SCHEMA_ERRORS: Final = "choreograph_schema_validation_errors_total"
 DUPLICATES: Final = "choreograph_duplicates_detected_total"
 SKIPPED: Final = "choreograph_events_skipped_total"
+RATE_LIMIT_WAIT: Final = "choreograph_rate_limit_wait_seconds_total"
 LAG: Final = "choreograph_consumer_lag_records"
 DEAD_LETTERS_OPEN: Final = "choreograph_dead_letters_open"
 LOG_RECORDS: Final = "choreograph_log_records"
@@ -87,6 +91,8 @@ CONSUMER_CRASHES: Final = "choreograph_consumer_crashes"
 REPLAY_RATIO: Final = "choreograph_replay_progress_ratio"
 REPLAY_PROCESSED: Final = "choreograph_replay_processed_records"
 REPLAY_TARGET: Final = "choreograph_replay_target_records"
+REPLAY_RUNNING: Final = "choreograph_replay_running"
+REPLAY_DURATION: Final = "choreograph_replay_duration_seconds"
 
 OUTCOMES: Final = tuple(outcome.value for outcome in Outcome)
 
@@ -117,6 +123,36 @@ SCRAPE_TIMEOUT: Final = 5.0
 def _counter(name: str) -> str:
     """Counter names are registered without the ``_total`` suffix prometheus-client appends."""
     return name.removesuffix("_total")
+
+
+class ReplayGauges:
+    """The replay series (M9): running, progress and duration per replay name, in ``registry``.
+
+    Set by :class:`Metrics` for a replay run inside an App, and by ``choreograph replay`` in a
+    registry of its own (pushed to a Pushgateway with ``--pushgateway``).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.running = Gauge(REPLAY_RUNNING, "1 while a replay runs.", ["replay"], registry=r)
+        self.ratio = Gauge(REPLAY_RATIO, "Share of a replay done (0 to 1).", ["replay"], registry=r)
+        self.processed = Gauge(REPLAY_PROCESSED, "Records a replay has processed.", ["replay"], registry=r)
+        self.target = Gauge(REPLAY_TARGET, "Records a replay will process in all.", ["replay"], registry=r)
+        self.duration = Gauge(REPLAY_DURATION, "Seconds since a replay started.", ["replay"], registry=r)
+
+    def progress(self, replay: str, processed: int, target: int, seconds: float = 0.0) -> None:
+        """Report that ``replay`` runs and processed ``processed`` of ``target`` records in ``seconds``."""
+        self.running.labels(replay).set(1)
+        self.processed.labels(replay).set(processed)
+        self.target.labels(replay).set(target)
+        self.ratio.labels(replay).set(1.0 if target <= 0 else min(1.0, processed / target))
+        self.duration.labels(replay).set(seconds)
+
+    def finished(self, replay: str) -> None:
+        """Drop a finished replay's series (``running`` goes with them)."""
+        for gauge in (self.running, self.processed, self.target, self.ratio, self.duration):
+            with contextlib.suppress(KeyError):
+                gauge.remove(replay)
 
 
 class Metrics:
@@ -162,6 +198,9 @@ class Metrics:
             ["group", "reason"],
             registry=r,
         )
+        self.rate_limit_wait = Counter(
+            _counter(RATE_LIMIT_WAIT), "Seconds a handler's RateLimit held its reads back.", ["group"], registry=r
+        )
         self.lag = Gauge(
             LAG, "Records published but not yet committed by the group.", ["group", "topic", "partition"], registry=r
         )
@@ -184,9 +223,7 @@ class Metrics:
             ["group"],
             registry=r,
         )
-        self.replay_ratio = Gauge(REPLAY_RATIO, "Share of a replay done (0 to 1).", ["replay"], registry=r)
-        self.replay_processed = Gauge(REPLAY_PROCESSED, "Records a replay has processed.", ["replay"], registry=r)
-        self.replay_target = Gauge(REPLAY_TARGET, "Records a replay will process in all.", ["replay"], registry=r)
+        self.replay = ReplayGauges(r)
         self._latency_buckets = latency_buckets
 
     @property
@@ -247,19 +284,19 @@ class Metrics:
         """Count deliveries a handler acknowledged without handling them (a SkipListener)."""
         self.skipped_events.labels(spec.group, reason).inc(count)
 
+    def throttled(self, spec: HandlerSpec, seconds: float) -> None:
+        """Add the seconds a handler's rate limit made it wait (a ThrottleListener)."""
+        self.rate_limit_wait.labels(spec.group).inc(seconds)
+
     # -- replay progress (set by the replay tool) --------------------------------
 
-    def replay_progress(self, replay: str, processed: int, target: int) -> None:
-        """Report that replay ``replay`` processed ``processed`` of ``target`` records."""
-        self.replay_processed.labels(replay).set(processed)
-        self.replay_target.labels(replay).set(target)
-        self.replay_ratio.labels(replay).set(1.0 if target <= 0 else min(1.0, processed / target))
+    def replay_progress(self, replay: str, processed: int, target: int, seconds: float = 0.0) -> None:
+        """Report that replay ``replay`` processed ``processed`` of ``target`` records in ``seconds`` so far."""
+        self.replay.progress(replay, processed, target, seconds)
 
     def replay_finished(self, replay: str) -> None:
         """Drop a finished replay's series."""
-        for gauge in (self.replay_processed, self.replay_target, self.replay_ratio):
-            with contextlib.suppress(KeyError):
-                gauge.remove(replay)
+        self.replay.finished(replay)
 
     # -- scrape ------------------------------------------------------------------
 
