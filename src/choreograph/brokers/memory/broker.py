@@ -20,6 +20,7 @@ from choreograph.brokers.memory._state import (
 )
 from choreograph.brokers.memory.dead_letters import DeadLetterShelf
 from choreograph.brokers.memory.kv import KeyValueShelf
+from choreograph.brokers.memory.reset import GroupReset
 from choreograph.brokers.memory.subscription import MemorySubscription
 from choreograph.core.broker import (
     Capabilities,
@@ -54,7 +55,7 @@ from choreograph.core.redaction import redact_url
 from choreograph.core.retention import LogSize, Retention
 
 
-class MemoryBroker(DeadLetterShelf, KeyValueShelf):
+class MemoryBroker(DeadLetterShelf, KeyValueShelf, GroupReset):
     """A partitioned log with consumer groups, retries and dead letters, held in memory.
 
     Not thread-safe: use it from one event loop. Data lives as long as the object.

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from choreograph.core.broker import Delivery, Record, Settlement
 from choreograph.core.errors import BrokerClosed, LeaseLost
 
-from . import dead_letters, leases, log
+from . import dead_letters, leases, log, reset
 from .reader import Reader
 from .store import Store
 from .writer import WriteBatch
@@ -63,6 +63,8 @@ class SqliteSubscription:
         self._retrying: set[tuple[int, int]] = set()
         self._generation = -1
         self._rotation = 0
+        self._epoch: int | None = None
+        """The group's reset epoch as of this member's last fetch (see :mod:`.reset`)."""
         self._closed = False
 
     # ---------------------------------------------------------------- leases
@@ -174,9 +176,15 @@ class SqliteSubscription:
     def _fetch_once(self, conn: sqlite3.Connection, limit: int) -> tuple[list[Delivery], int, float | None]:
         """Read what is deliverable now (reader thread); return it, the data version and the next due retry."""
         version = Reader.data_version(conn)  # first, so a commit during the reads is noticed later
+        epoch = reset.read_epoch(conn, self.topic, self.group)
         with self._lock:
             if self._closed:
                 return [], version, None
+            if epoch != self._epoch:  # the group was reset: read on from the new committed offsets
+                if self._epoch is not None:
+                    self._parts = {p: _Partition() for p in self._parts}
+                    self._retrying.clear()
+                self._epoch = epoch
             active = [(p, part, part.cursor) for p, part in self._parts.items() if p not in self._draining]
             retrying = set(self._retrying)
         if not active:
@@ -293,6 +301,11 @@ class SqliteSubscription:
                     raise LeaseLost(
                         f"member {member!r} of group {group!r} no longer leases partitions {sorted(lost)} "
                         f"of topic {topic!r}; their new owner redelivers them"
+                    )
+                if reset.read_epoch(conn, topic, group) != self._epoch:
+                    raise LeaseLost(
+                        f"group {group!r} was reset on topic {topic!r} after member {member!r} fetched "
+                        "this batch; nothing of it was applied, the group reads on from its new position"
                     )
             now = store.clock.now()
             if commits:
