@@ -40,7 +40,8 @@ from choreograph.runtime.app import App
 from choreograph.runtime.breaker import CircuitBreaker
 from choreograph.runtime.consumer import ConsumerConfig
 from choreograph.runtime.context import Context, Outcome
-from choreograph.runtime.middleware import Handler, Middleware
+from choreograph.runtime.middleware import Handler, Middleware, OptionsMiddleware
+from choreograph.runtime.options import HandlerOption, RateLimit
 from choreograph.runtime.retry import RetryPolicy
 from choreograph.runtime.service import Service
 
@@ -68,11 +69,14 @@ __all__ = [
     "Event",
     "FakeClock",
     "Handler",
+    "HandlerOption",
     "Middleware",
     "MissingExtraError",
     "NotFound",
+    "OptionsMiddleware",
     "Outcome",
     "Position",
+    "RateLimit",
     "Record",
     "Reject",
     "Retry",

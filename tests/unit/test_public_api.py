@@ -7,8 +7,9 @@ import choreograph
 EXPECTED = {
     "App", "Broker", "BrokerClosed", "BrokerError", "BrokerUnavailable", "Capabilities", "ChoreographError",
     "CircuitBreaker", "Clock", "ConfigurationError", "ConsumerConfig", "Context", "ContractError", "DeadLetter",
-    "DecodeError", "Delivery", "EncodeError", "Envelope", "Event", "FakeClock", "Handler", "Middleware",
-    "MissingExtraError", "NotFound", "Outcome", "Position", "Record", "Reject", "Retry", "RetryPolicy", "Service",
+    "DecodeError", "Delivery", "EncodeError", "Envelope", "Event", "FakeClock", "Handler", "HandlerOption",
+    "Middleware", "MissingExtraError", "NotFound", "OptionsMiddleware", "Outcome", "Position", "RateLimit", "Record",
+    "Reject", "Retry", "RetryPolicy", "Service",
     "Settlement", "Subscription", "SystemClock", "UnknownTopic", "__version__", "decode", "derived_id", "encode",
     "new_id", "open_broker",
 }  # fmt: skip
