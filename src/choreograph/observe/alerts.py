@@ -1,4 +1,4 @@
-"""Prometheus recording and alerting rules for an App's SLOs.
+"""Prometheus recording and alerting rules for an App: SLO burn rates and operations.
 
 For every declared :class:`~choreograph.observe.slo.SLO` the rules record the
 error ratio (bad / valid events) over the burn-rate windows and the compliance
@@ -13,7 +13,12 @@ SLOs")::
 
 Both windows must burn: the long one proves it is significant, the short one
 that it is still happening (so the alert resets quickly). Operational alerts
-(broker down, open dead letters, growing lag) come in a separate group.
+(broker down, dead letters, lag in seconds, stuck flows, missing
+compensations, schema violations, crash loops, replays) come in a separate
+group (:mod:`choreograph.observe.alert_operations`). Every alert carries a
+``runbook_url`` annotation and, when the services it is about declare an
+owner, that owner's ``team`` / ``oncall`` / ``escalation`` labels
+(:mod:`choreograph.observe.alerting`).
 
 The SLIs are computed from :mod:`choreograph.observe.metrics`:
 
@@ -27,16 +32,42 @@ The SLIs are computed from :mod:`choreograph.observe.metrics`:
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import orjson
 from prometheus_client.utils import floatToGoString
 
+from choreograph.observe.alert_operations import operational_rules
+from choreograph.observe.alerting import (
+    DEFAULT_RUNBOOK_BASE,
+    PAGE,
+    TICKET,
+    AlertSettings,
+    matcher,
+    owner_of_groups,
+    selector,
+)
 from choreograph.observe.metrics import END_TO_END, HANDLED, PUBLISHED
 from choreograph.observe.slo import COMPLETION, DAY, HOUR, LATENCY, MINUTE, SLO, format_window
+from choreograph.observe.yaml_text import to_yaml
+from choreograph.schema.topology import Ownership
+
+__all__ = [
+    "BURN_ALERTS",
+    "ERROR_RATIO",
+    "OBJECTIVE",
+    "AlertSettings",
+    "BurnAlert",
+    "alert_names",
+    "alert_settings",
+    "error_ratio_expr",
+    "matcher",
+    "prometheus_rules",
+    "recorded_name",
+    "rule_groups",
+    "to_yaml",
+]
 
 _go_float: Callable[[float], str] = floatToGoString
 """Format a bucket bound exactly as prometheus-client writes its ``le`` label."""
@@ -58,9 +89,9 @@ class BurnAlert:
 
 
 BURN_ALERTS: Final = (
-    BurnAlert("ChoreographSLOFastBurn", "page", 14.4, HOUR, 5 * MINUTE, "2m"),
-    BurnAlert("ChoreographSLOSlowBurn", "ticket", 6.0, 6 * HOUR, 30 * MINUTE, "15m"),
-    BurnAlert("ChoreographSLOBudgetBurn", "ticket", 1.0, 3 * DAY, 6 * HOUR, "1h"),
+    BurnAlert("ChoreographSLOFastBurn", PAGE, 14.4, HOUR, 5 * MINUTE, "2m"),
+    BurnAlert("ChoreographSLOSlowBurn", TICKET, 6.0, 6 * HOUR, 30 * MINUTE, "15m"),
+    BurnAlert("ChoreographSLOBudgetBurn", TICKET, 1.0, 3 * DAY, 6 * HOUR, "1h"),
 )
 
 RULE_WINDOWS: Final = tuple(sorted({w for a in BURN_ALERTS for w in (a.long_window, a.short_window)}))
@@ -71,22 +102,8 @@ def recorded_name(window: float) -> str:
     return f"{ERROR_RATIO}:rate{format_window(window)}"
 
 
-def _escape(value: str) -> str:
+def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def matcher(label: str, values: Sequence[str]) -> str:
-    """Return a PromQL label matcher for one or several exact values (empty for none)."""
-    if not values:
-        return ""
-    if len(values) == 1:
-        return f'{label}="{_escape(values[0])}"'
-    return f'{label}=~"{_escape("|".join(re.escape(v) for v in values))}"'
-
-
-def _selector(*matchers: str) -> str:
-    inner = ",".join(m for m in matchers if m)
-    return "{" + inner + "}" if inner else ""
 
 
 def error_ratio_expr(slo: SLO, window: float) -> str:
@@ -95,18 +112,18 @@ def error_ratio_expr(slo: SLO, window: float) -> str:
     if slo.kind == LATENCY:
         types = matcher("event_type", slo.event_types)
         le = f'le="{_go_float(slo.threshold or 0.0)}"'
-        good = f"sum(rate({END_TO_END}_bucket{_selector(types, le)}[{w}]))"
-        valid = f"sum(rate({END_TO_END}_count{_selector(types)}[{w}]))"
+        good = f"sum(rate({END_TO_END}_bucket{selector(types, le)}[{w}]))"
+        valid = f"sum(rate({END_TO_END}_count{selector(types)}[{w}]))"
         return f"1 - ({good} / {valid})"
     if slo.kind == COMPLETION:
-        ends = f"sum(rate({PUBLISHED}{_selector(matcher('event_type', slo.ends))}[{w}]))"
+        ends = f"sum(rate({PUBLISHED}{selector(matcher('event_type', slo.ends))}[{w}]))"
         offset = format_window(slo.within or 0.0)
-        starts = f"sum(rate({PUBLISHED}{_selector(matcher('event_type', [slo.start or '']))}[{w}] offset {offset}))"
+        starts = f"sum(rate({PUBLISHED}{selector(matcher('event_type', [slo.start or '']))}[{w}] offset {offset}))"
         return f"clamp_min(1 - ({ends} / {starts}), 0)"
     groups = matcher("group", slo.groups)
     bad_outcome, valid_outcomes = 'outcome="dead_letter"', 'outcome=~"success|dead_letter"'
-    bad = f"sum(rate({HANDLED}{_selector(groups, bad_outcome)}[{w}]))"
-    valid = f"sum(rate({HANDLED}{_selector(groups, valid_outcomes)}[{w}]))"
+    bad = f"sum(rate({HANDLED}{selector(groups, bad_outcome)}[{w}]))"
+    valid = f"sum(rate({HANDLED}{selector(groups, valid_outcomes)}[{w}]))"
     return f"{bad} / {valid}"
 
 
@@ -120,13 +137,15 @@ def _recording_rules(slos: Sequence[SLO]) -> list[dict[str, Any]]:
     return rules
 
 
-def _alert_rules(slos: Sequence[SLO], app_name: str) -> list[dict[str, Any]]:
+def _alert_rules(slos: Sequence[SLO], settings: AlertSettings) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = []
     for slo in slos:
         budget = slo.error_budget
+        # A success-rate SLO over groups of one owner's services goes to that owner; others to the app's route.
+        owner = owner_of_groups(settings.owners, slo.groups)
         for alert in BURN_ALERTS:
             threshold = alert.burn_rate * budget
-            sel = f'{{slo="{_escape(slo.name)}"}}'
+            sel = f'{{slo="{_quote(slo.name)}"}}'
             expr = (
                 f"{recorded_name(alert.long_window)}{sel} > {threshold:.6g}"
                 f" and {recorded_name(alert.short_window)}{sel} > {threshold:.6g}"
@@ -136,102 +155,67 @@ def _alert_rules(slos: Sequence[SLO], app_name: str) -> list[dict[str, Any]]:
                     "alert": alert.name,
                     "expr": expr,
                     "for": alert.for_,
-                    "labels": {"severity": alert.severity, "slo": slo.name, "app": app_name},
+                    "labels": {
+                        "severity": alert.severity,
+                        "slo": slo.name,
+                        "app": settings.app_name,
+                        **(owner.labels() if owner else {}),
+                    },
                     "annotations": {
                         "summary": f"SLO {slo.name} is burning its error budget {alert.burn_rate:g}x too fast",
                         "description": (
                             f"Error ratio over {format_window(alert.long_window)} and "
                             f"{format_window(alert.short_window)} is above {threshold:.4%} "
-                            f"({alert.burn_rate:g} x the {budget:.4%} budget of a {slo.target:.4%} target). "
-                            f"Check with: choreograph slo <module>:app; dead letters: choreograph dlq list."
+                            f"({alert.burn_rate:g} x the {budget:.4%} budget of a {slo.target:.4%} target)."
+                            f"{settings.app_command('slo')}"
                         ),
+                        "runbook_url": settings.runbook_url(alert.name),
                     },
                 }
             )
     return rules
 
 
-def _operational_rules(app_name: str, lag_threshold: int) -> list[dict[str, Any]]:
-    labels = {"app": app_name}
-    return [
-        {
-            "alert": "ChoreographBrokerDown",
-            "expr": "max(choreograph_broker_up) == 0",
-            "for": "2m",
-            "labels": {**labels, "severity": "page"},
-            "annotations": {"summary": "Workers cannot reach the broker"},
-        },
-        {
-            "alert": "ChoreographDeadLettersOpen",
-            "expr": "max by (group, reason) (choreograph_dead_letters_open) > 0",
-            "for": "10m",
-            "labels": {**labels, "severity": "ticket"},
-            "annotations": {
-                "summary": "Group {{ $labels.group }} has {{ $value }} open dead letters ({{ $labels.reason }})",
-                "description": "Inspect with: choreograph dlq list --group {{ $labels.group }}",
-            },
-        },
-        {
-            "alert": "ChoreographConsumerLagHigh",
-            "expr": f"max by (group, topic) (sum by (group, topic, partition) (choreograph_consumer_lag_records))"
-            f" > {lag_threshold}",
-            "for": "10m",
-            "labels": {**labels, "severity": "ticket"},
-            "annotations": {
-                "summary": "Group {{ $labels.group }} is {{ $value }} records behind on {{ $labels.topic }}"
-            },
-        },
-    ]
+def alert_settings(
+    *,
+    app_name: str = "app",
+    app_spec: str | None = None,
+    owners: Mapping[str, Ownership] | None = None,
+    runbook_base: str = DEFAULT_RUNBOOK_BASE,
+    lag_seconds: float = 60.0,
+) -> AlertSettings:
+    """Build :class:`AlertSettings` from keyword arguments (what the CLI passes)."""
+    return AlertSettings(app_name, app_spec, dict(owners or {}), runbook_base, lag_seconds)
 
 
-def rule_groups(slos: Sequence[SLO], *, app_name: str = "app", lag_threshold: int = 1000) -> dict[str, Any]:
-    """Return the rule file as data: SLO recording rules, burn-rate alerts, operational alerts."""
+def rule_groups(slos: Sequence[SLO], *, settings: AlertSettings | None = None, **options: Any) -> dict[str, Any]:
+    """Return the rule file as data: SLO recording rules, burn-rate alerts, operational alerts.
+
+    ``options`` are :func:`alert_settings`'s keywords, used when ``settings`` is not given.
+    """
+    settings = settings or alert_settings(**options)
+    app_name = settings.app_name
     groups: list[dict[str, Any]] = []
     if slos:
         groups.append(
             {"name": f"choreograph-{app_name}-slo-records", "interval": "30s", "rules": _recording_rules(slos)}
         )
-        groups.append({"name": f"choreograph-{app_name}-slo-alerts", "rules": _alert_rules(slos, app_name)})
-    groups.append({"name": f"choreograph-{app_name}-operations", "rules": _operational_rules(app_name, lag_threshold)})
+        groups.append({"name": f"choreograph-{app_name}-slo-alerts", "rules": _alert_rules(slos, settings)})
+    groups.append({"name": f"choreograph-{app_name}-operations", "rules": operational_rules(settings)})
     return {"groups": groups}
 
 
-def to_yaml(data: Any, indent: int = 0) -> str:
-    """Render plain data (dicts, lists, strings, numbers) as block YAML with JSON-quoted strings."""
-    pad = "  " * indent
-    if isinstance(data, dict):
-        if not data:
-            return "{}\n"
-        lines = []
-        for key, value in data.items():
-            if isinstance(value, dict | list) and value:
-                lines.append(f"{pad}{key}:\n{to_yaml(value, indent + 1)}")
-            else:
-                lines.append(f"{pad}{key}: {_scalar(value)}\n")
-        return "".join(lines)
-    if isinstance(data, list):
-        if not data:
-            return "[]\n"
-        lines = []
-        for item in data:
-            body = to_yaml(item, indent + 1) if isinstance(item, dict | list) and item else f"{_scalar(item)}\n"
-            lines.append(f"{pad}- {body.lstrip()}")
-        return "".join(lines)
-    return f"{pad}{_scalar(data)}\n"
+def alert_names(rules: Mapping[str, Any]) -> set[str]:
+    """Every alert name in a rule file given as data (:func:`rule_groups`)."""
+    return {rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule}
 
 
-def _scalar(value: Any) -> str:
-    if isinstance(value, dict | list):
-        return "{}" if isinstance(value, dict) else "[]"
-    if isinstance(value, bool) or value is None or isinstance(value, int | float):
-        return orjson.dumps(value).decode()
-    return orjson.dumps(str(value)).decode()
-
-
-def prometheus_rules(slos: Sequence[SLO], *, app_name: str = "app", lag_threshold: int = 1000) -> str:
+def prometheus_rules(slos: Sequence[SLO], *, settings: AlertSettings | None = None, **options: Any) -> str:
     """Return the rule file as YAML, ready for ``promtool check rules`` and Prometheus."""
+    settings = settings or alert_settings(**options)
     header = (
-        f"# Generated by `choreograph export prometheus-rules` for app {app_name!r}.\n"
-        "# Multi-window, multi-burn-rate SLO alerts (Google SRE workbook). Do not edit by hand.\n"
+        f"# Generated by `choreograph export prometheus-rules` for app {settings.app_name!r}.\n"
+        "# Multi-window, multi-burn-rate SLO alerts (Google SRE workbook) and operational alerts,\n"
+        "# each with a runbook_url. Do not edit by hand.\n"
     )
-    return header + to_yaml(rule_groups(slos, app_name=app_name, lag_threshold=lag_threshold))
+    return header + to_yaml(rule_groups(slos, settings=settings))

@@ -1,4 +1,4 @@
-"""Observability commands: ``slo``, ``export prometheus-rules``, ``export grafana``, ``trace``.
+"""Observability commands: ``slo``, ``export prometheus-rules``, ``export alertmanager``, ``export grafana``, ``trace``.
 
 :func:`register` adds them to the main CLI.
 """
@@ -12,7 +12,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from choreograph.observe.alerts import prometheus_rules
+from choreograph.observe.alerting import DEFAULT_RUNBOOK_BASE
+from choreograph.observe.alertmanager import alertmanager_yaml
+from choreograph.observe.alerts import alert_settings, prometheus_rules
 from choreograph.observe.dashboards import dashboards
 from choreograph.observe.slo import BURN_WINDOWS, LogSource, SLOReport, declared_slos, format_window, measure
 from choreograph.observe.trace_view import collect_trace, render_trace, trace_rows
@@ -24,8 +26,18 @@ AppArgument = Annotated[
     str, typer.Argument(metavar="MODULE:APP", help="The App, e.g. choreograph.examples.shop.app:app")
 ]
 
+RunbookOption = Annotated[
+    str,
+    typer.Option(
+        metavar="URL",
+        help="Where docs/runbooks is served (each alert's runbook_url is URL/<alert>.md).",
+        envvar="CHOREOGRAPH_RUNBOOK_BASE_URL",
+    ),
+]
+
 export_app = typer.Typer(
-    help="Export monitoring configuration: Prometheus rules, Grafana dashboards.", no_args_is_help=True
+    help="Export monitoring configuration: Prometheus rules, Alertmanager routes, Grafana dashboards.",
+    no_args_is_help=True,
 )
 
 
@@ -84,11 +96,53 @@ def slo(app_spec: AppArgument, broker: BrokerOption = None) -> None:
 def export_prometheus_rules(
     app_spec: AppArgument,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
-    lag_threshold: Annotated[int, typer.Option(help="Alert when a group lags more records than this.")] = 1000,
+    lag_seconds: Annotated[
+        float,
+        typer.Option(metavar="SECONDS", help="Alert when a group's oldest unhandled record is older than this."),
+    ] = 60.0,
+    runbook_base_url: RunbookOption = DEFAULT_RUNBOOK_BASE,
 ) -> None:
-    """Write Prometheus recording and multi-window multi-burn-rate alert rules for the App's SLOs."""
+    """Write Prometheus recording rules, multi-window multi-burn-rate SLO alerts and operational alerts.
+
+    Every alert links its runbook (runbook_url); alerts about a service carry
+    its owner's labels (team, oncall, escalation) for Alertmanager to route.
+    """
     app = load_app(app_spec)
-    text = prometheus_rules(declared_slos(app.declarations), app_name=app.name, lag_threshold=lag_threshold)
+    settings = alert_settings(
+        app_name=app.name,
+        app_spec=app_spec,
+        owners=app.topology().owners(),
+        runbook_base=runbook_base_url,
+        lag_seconds=lag_seconds,
+    )
+    _write(prometheus_rules(declared_slos(app.declarations), settings=settings), output)
+
+
+@export_app.command("alertmanager")
+def export_alertmanager(
+    app_spec: AppArgument,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
+    slack_api_url_file: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="File holding the Slack webhook URL (read by Alertmanager); owners whose on-call is a #channel "
+            "are then notified there.",
+        ),
+    ] = None,
+) -> None:
+    """Write an Alertmanager configuration: a route per owning team, page vs ticket, inhibitions.
+
+    Pages (severity page) and tickets go to separate receivers per team
+    (team-<owner>-page, team-<owner>-ticket); alerts with no owner to
+    app-<app>-page / -ticket; lag alerts are inhibited while a replay runs.
+    Check it with: amtool check-config FILE.
+    """
+    app = load_app(app_spec)
+    _write(alertmanager_yaml(app.name, app.topology().owners(), slack_api_url_file=slack_api_url_file), output)
+
+
+def _write(text: str, output: Path | None) -> None:
     if output is None:
         out.print(text, markup=False, highlight=False, end="")
         return

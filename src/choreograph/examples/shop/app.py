@@ -64,11 +64,12 @@ def _flaky(ctx: Context, step: str) -> None:
 demo_retry = RetryPolicy(immediate=1, delayed=2, base_delay=0.05, max_delay=0.5)
 
 app = App("shop")
-orders = app.service("orders")
-inventory = app.service("inventory")
-payment = app.service("payment")
-shipping = app.service("shipping")
-notification = app.service("notification")
+# Who runs what: the catalog, the AsyncAPI document and every alert about a service name its owner.
+orders = app.service("orders", owner="storefront", oncall="#storefront-oncall")
+inventory = app.service("inventory", owner="fulfilment", oncall="#fulfilment-oncall", escalation="fulfilment-lead")
+payment = app.service("payment", owner="payments", oncall="#payments-oncall", escalation=["payments-lead", "cto"])
+shipping = app.service("shipping", owner="fulfilment", oncall="#fulfilment-oncall", escalation="fulfilment-lead")
+notification = app.service("notification")  # unowned: its alerts go to the app's default route
 orders.publishes(OrderPlaced)  # from the storefront API; the demo publishes them
 app.declare(order_flow)  # watched by the workflow observer: `choreograph flows choreograph.examples.shop.app:app`
 # `choreograph slo choreograph.examples.shop.app:app`; `choreograph export prometheus-rules|grafana` alert on them.

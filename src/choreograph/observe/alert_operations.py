@@ -1,0 +1,162 @@
+"""Operational alerts: broker, dead letters, lag, flows, schema, crashes, replays.
+
+Each :class:`OperationalAlert` is one alert name with its severity and
+runbook; rules about consumer groups are emitted once per owner scope
+(:func:`~choreograph.observe.alerting.group_scopes`) so each copy carries its
+owner's labels. Metrics come from :mod:`choreograph.observe.metrics`, the flow
+collector (``choreograph_flow_instances``) and the replay tool
+(``choreograph_replay_running{group}``, 1 while a replay feeds the group).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from choreograph.observe.alerting import INFO, PAGE, TICKET, AlertSettings, Scope, group_scopes, selector
+
+BROKER_UP: Final = "choreograph_broker_up"
+DEAD_LETTERS_OPEN: Final = "choreograph_dead_letters_open"
+LAG_SECONDS: Final = "choreograph_consumer_lag_seconds"
+FLOW_INSTANCES: Final = "choreograph_flow_instances"
+SCHEMA_ERRORS: Final = "choreograph_schema_validation_errors_total"
+CONSUMER_CRASHES: Final = "choreograph_consumer_crashes"
+REPLAY_RUNNING: Final = "choreograph_replay_running"
+"""Set by the replay tool: 1 while a replay or reset feeds ``group``, else 0 (agreed name)."""
+
+CRASH_LOOP: Final = 3
+"""Consumer restarts within 15 minutes that make a crash loop (one restart heals itself)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OperationalAlert:
+    """One operational alert: ``expr`` builds its PromQL from a group matcher (empty: every group)."""
+
+    name: str
+    severity: str
+    for_: str
+    expr: Callable[[str, AlertSettings], str]
+    summary: str
+    description: Callable[[AlertSettings], str]
+    per_group: bool = True
+
+
+def _lag(scope: str, s: AlertSettings) -> str:
+    # Quiet while a replay feeds the group: its lag is the replay's backlog, not an incident.
+    replaying = f"max by (group) ({REPLAY_RUNNING}{selector(scope)}) == 1"
+    return f"max by (group, topic) ({LAG_SECONDS}{selector(scope)}) > {s.lag_seconds:g} unless on (group) ({replaying})"
+
+
+OPERATIONAL_ALERTS: Final = (
+    OperationalAlert(
+        "ChoreographBrokerDown",
+        PAGE,
+        "2m",
+        lambda scope, s: f"max({BROKER_UP}) == 0",
+        "No worker can reach the broker",
+        lambda s: (
+            "Every worker's last scrape failed to reach the broker: nothing is consumed or published."
+            " Run: choreograph topics (exit code 3 means unreachable)."
+        ),
+        per_group=False,
+    ),
+    OperationalAlert(
+        "ChoreographDeadLettersOpen",
+        TICKET,
+        "10m",
+        lambda scope, s: f"max by (group, reason) ({DEAD_LETTERS_OPEN}{selector(scope)}) > 0",
+        "Group {{ $labels.group }} has {{ $value }} open dead letters ({{ $labels.reason }})",
+        lambda s: (
+            "Events this group gave up on wait for an operator. Run: choreograph dlq list --group {{ $labels.group }}"
+        ),
+    ),
+    OperationalAlert(
+        "ChoreographConsumerLagHigh",
+        TICKET,
+        "10m",
+        _lag,
+        "Group {{ $labels.group }} is {{ $value | humanizeDuration }} behind on {{ $labels.topic }}",
+        lambda s: (
+            f"The oldest record the group has not handled is older than {s.lag_seconds:g}s"
+            " (quiet while a replay feeds the group). Run: choreograph lag --group {{ $labels.group }} --partitions"
+        ),
+    ),
+    OperationalAlert(
+        "ChoreographFlowsStuck",
+        PAGE,
+        "5m",
+        lambda scope, s: f'max by (flow) ({FLOW_INSTANCES}{{state="stuck"}}) > 0',
+        "{{ $value }} {{ $labels.flow }} flows are stuck past their deadline",
+        lambda s: (
+            "Business processes started and did not finish in time: customers are waiting." + s.app_command("flows")
+        ),
+        per_group=False,
+    ),
+    OperationalAlert(
+        "ChoreographCompensationMissing",
+        PAGE,
+        "5m",
+        lambda scope, s: (
+            f'max by (flow, state) ({FLOW_INSTANCES}{{state=~"compensation_missing|compensation_failed"}}) > 0'
+        ),
+        "{{ $value }} {{ $labels.flow }} flows owe a compensation ({{ $labels.state }})",
+        lambda s: (
+            "A step failed after an earlier one took effect, and its undo did not happen in time or"
+            " was dead-lettered (stock held, money taken)." + s.app_command("flows")
+        ),
+        per_group=False,
+    ),
+    OperationalAlert(
+        "ChoreographSchemaViolations",
+        TICKET,
+        "1m",
+        lambda scope, s: f"sum by (group) (increase({SCHEMA_ERRORS}{selector(scope)}[15m])) > 0",
+        "Group {{ $labels.group }} received events that break its schema",
+        lambda s: (
+            "Events did not match the handler's model and were dead-lettered (reason schema)."
+            " Run: choreograph dlq list --group {{ $labels.group }}"
+        ),
+    ),
+    OperationalAlert(
+        "ChoreographConsumerCrashLoop",
+        PAGE,
+        "0m",
+        lambda scope, s: f"sum by (group) (increase({CONSUMER_CRASHES}{selector(scope)}[15m])) >= {CRASH_LOOP}",
+        "The consumer of {{ $labels.group }} keeps crashing",
+        lambda s: (
+            f"The runtime restarted this group's consumer {CRASH_LOOP} or more times in 15 minutes"
+            " (not a handler error: the consumer loop itself failed). Check the workers' logs."
+        ),
+    ),
+    OperationalAlert(
+        "ChoreographReplayRunning",
+        INFO,
+        "0m",
+        lambda scope, s: f"max by (group) ({REPLAY_RUNNING}{selector(scope)}) == 1",
+        "A replay is feeding group {{ $labels.group }}",
+        lambda s: "Informational: lag alerts of this group are inhibited while it runs.",
+    ),
+)
+
+
+def operational_rules(settings: AlertSettings) -> list[dict[str, Any]]:
+    """Return the operational alerting rules, split by owner for per-group alerts."""
+    rules: list[dict[str, Any]] = []
+    everything = [Scope("", {})]
+    for alert in OPERATIONAL_ALERTS:
+        for scope in group_scopes(settings.owners) if alert.per_group else everything:
+            rules.append(
+                {
+                    "alert": alert.name,
+                    "expr": alert.expr(scope.matcher, settings),
+                    "for": alert.for_,
+                    "labels": {"app": settings.app_name, "severity": alert.severity, **scope.labels},
+                    "annotations": {
+                        "summary": alert.summary,
+                        "description": alert.description(settings),
+                        "runbook_url": settings.runbook_url(alert.name),
+                    },
+                }
+            )
+    return rules
