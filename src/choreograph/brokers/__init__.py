@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Final
+from typing import Any, Final
 
 from choreograph.core.broker import Broker
 from choreograph.core.errors import ConfigurationError
@@ -45,6 +45,17 @@ def resolve_url(url: str | None = None) -> str:
 
 def open_broker(url: str | None = None) -> Broker:
     """Create the broker named by ``url`` (see :func:`resolve_url`). Does not connect yet."""
+    broker: Broker = broker_class(url).from_url(resolve_url(url))
+    return broker
+
+
+def broker_class(url: str | None = None) -> type[Any]:
+    """The broker class that opens ``url`` (see :func:`resolve_url`), without opening anything.
+
+    For capabilities a tool asks of the backend before (or instead of) opening
+    a broker, such as :class:`~choreograph.core.local_log.LocalLogBackend`
+    and the class's ``capabilities``.
+    """
     resolved = resolve_url(url)
     scheme, sep, _ = resolved.partition("://")
     if not sep:
@@ -59,6 +70,5 @@ def open_broker(url: str | None = None) -> Broker:
             f"unknown broker scheme {scheme!r} in {redact_url(resolved)!r}; known: "
             + ", ".join(f"{name}://" for name in sorted(_BACKENDS))
         ) from None
-    module = importlib.import_module(module_name)
-    broker: Broker = getattr(module, class_name).from_url(resolved)
-    return broker
+    cls: type[Any] = getattr(importlib.import_module(module_name), class_name)
+    return cls

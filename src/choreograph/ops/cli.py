@@ -16,6 +16,7 @@ from typing import Final
 import typer
 
 from choreograph.ops import (
+    audit_cli,
     backup_cli,
     demo_cli,
     dlq_cli,
@@ -34,7 +35,8 @@ COMMAND_GROUPS: Final[tuple[Callable[[typer.Typer], None], ...]] = (
     run_cli.register,  # run
     publish_cli.register,  # publish
     demo_cli.register,  # demo
-    dlq_cli.register,  # dlq list/show/retry/purge
+    dlq_cli.register,  # dlq groups/list/show/retry/edit/archive/restore/note/history/purge
+    audit_cli.register,  # audit
     schema_cli.register,  # schema ..., catalog, asyncapi
     log_cli.register,  # tail, topics, lag
     flows_cli.register,  # flows, flow show, observe

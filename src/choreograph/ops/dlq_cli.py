@@ -1,115 +1,110 @@
-"""``choreograph dlq``: inspect, resubmit and purge dead letters."""
+"""``choreograph dlq``: list, show, retry and purge dead letters, by id or by failure group.
+
+The failure-group commands (``groups``, ``archive``, ``restore``, ``expire``,
+``note``, ``history``) live in :mod:`choreograph.ops.dlq_groups_cli`, and
+edit-and-retry (``edit``, ``settings``) in :mod:`choreograph.ops.dlq_edit_cli`;
+all hang on the one ``dlq`` group of :mod:`choreograph.ops.dlq_common`.
+"""
 
 from __future__ import annotations
 
-import base64
-from collections import Counter
-from typing import Annotated, Any
+from typing import Annotated
 
-import orjson
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
-from choreograph.core.broker import Broker, DeadLetter, DeadLetterStore
-from choreograph.core.errors import ConfigurationError
+from choreograph.core.fingerprint import fingerprint
 from choreograph.core.printable import printable
+from choreograph.core.redaction import redact_options
+from choreograph.ops import dlq_edit_cli, dlq_groups_cli
+from choreograph.ops.dlq_common import (
+    ActorOption,
+    GroupOption,
+    IdsArgument,
+    JsonOption,
+    chosen,
+    dead_letter_doc,
+    dlq,
+    needs_selection,
+    split_group,
+)
 from choreograph.ops.session import opened_broker
-from choreograph.ops.terminal import EXIT_FAILED, BrokerOption, cell, emit_json, fail, fmt_time, out, run_async, safe
+from choreograph.ops.terminal import (
+    EXIT_FAILED,
+    BrokerOption,
+    cell,
+    emit_json,
+    fail,
+    fmt_time,
+    out,
+    run_async,
+    safe,
+    scrub,
+)
+from choreograph.runtime.dead_letters import DeadLetterDesk, RetryReport
 
-dlq = typer.Typer(help="Dead letters: list them grouped by cause, show one, resubmit, purge.", no_args_is_help=True)
-
-
-def _store(broker: Broker) -> DeadLetterStore:
-    if not isinstance(broker, DeadLetterStore):
-        raise ConfigurationError(f"this broker ({type(broker).__name__}) keeps no dead letters")
-    return broker
-
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document per line (for scripts).")]
-
-
-def dead_letter_doc(entry: DeadLetter, *, full: bool = False) -> dict[str, Any]:
-    """Return a dead letter as a JSON-ready dict; ``full`` adds the stack, headers and original value.
-
-    The value is given as the JSON it holds (``value``) or, when it holds none,
-    as base64 (``value_base64``).
-    """
-    doc: dict[str, Any] = {
-        "id": entry.id,
-        "group": entry.group,
-        "handler": entry.handler,
-        "topic": entry.topic,
-        "partition": entry.partition,
-        "offset": entry.offset,
-        "key": entry.key,
-        "event_id": entry.event_id,
-        "event_type": entry.event_type,
-        "reason": entry.reason,
-        "error_type": entry.error_type,
-        "error_message": entry.error_message,
-        "attempts": entry.attempts,
-        "first_failure": entry.first_failure,
-        "last_failure": entry.last_failure,
-        "status": entry.status,
-        "predecessor": getattr(entry, "predecessor", None),
-    }
-    if full:
-        doc["stack"] = entry.stack
-        doc["headers"] = dict(entry.headers)
-        try:
-            doc["value"] = orjson.loads(entry.value)
-        except orjson.JSONDecodeError:
-            doc["value_base64"] = base64.b64encode(entry.value).decode("ascii")
-    return doc
+__all__ = ["dead_letter_doc", "dlq", "dlq_edit_cli", "dlq_groups_cli", "register"]
 
 
 @dlq.command("list")
 def list_(
-    group: Annotated[str | None, typer.Option(help="Only this consumer group (service.handler).")] = None,
+    group: GroupOption = None,
     status: Annotated[str, typer.Option(help="open, resubmitted, purged or all.")] = "open",
+    archived: Annotated[bool, typer.Option("--archived", help="List archived entries instead.")] = False,
     limit: Annotated[int, typer.Option(help="Most entries to show.")] = 100,
     as_json: JsonOption = False,
     broker: BrokerOption = None,
 ) -> None:
-    """List dead letters, oldest first, with a count per (group, reason, error type).
+    """List dead letters, oldest first, with their failure group (see `dlq groups`).
 
-    ``--json`` prints one document per dead letter (without stack and value; see ``dlq show --json``).
+    Archived entries are left out unless --archived. ``--json`` prints one
+    document per dead letter (without stack and value; see ``dlq show --json``).
     """
     if status not in {"open", "resubmitted", "purged", "all"}:
         raise fail(f"--status {status!r}: use open, resubmitted, purged or all", 2)
+    fp, consumer_group = split_group(group)
 
     @run_async
     async def main() -> None:
         async with opened_broker(broker) as target:
-            entries = await _store(target).dead_letters(
-                group=group, status=None if status == "all" else status, limit=limit
+            desk = DeadLetterDesk(target)
+            entries = await desk.entries(
+                status=None if status == "all" else status, consumer_group=consumer_group, archived=archived
             )
+        if fp is not None:
+            entries = [e for e in entries if fingerprint(e) == fp]
+        entries = entries[:limit]
         if as_json:
             for entry in entries:
                 emit_json(dead_letter_doc(entry))
             return
-        table = Table(
-            "id", "group", "type", "reason", "error", "attempts", "last failure", "status", title="Dead letters"
-        )
+        table = Table("id", "failure group", "group", "type", "reason", "error", "attempts", "last failure", "status")
+        table.title = "Dead letters (archived)" if archived else "Dead letters"
         for entry in entries:
             table.add_row(
                 cell(entry.id),
+                cell(fingerprint(entry)),
                 cell(entry.group),
                 cell(entry.event_type or "?"),
                 cell(entry.reason),
-                cell(f"{entry.error_type}: {entry.error_message}"[:60]),
+                cell(f"{entry.error_type}: {scrub(entry.error_message)}"[:60]),
                 str(entry.attempts),
                 fmt_time(entry.last_failure),
                 cell(entry.status),
             )
         out.print(table)
-        causes = Counter((e.group, e.reason, e.error_type) for e in entries)
-        if causes:
-            summary = Table("group", "reason", "error type", "count", title="By cause")
-            for (g, reason, etype), count in causes.most_common():
-                summary.add_row(cell(g), cell(reason), cell(etype), str(count))
-            out.print(summary)
+        if entries:
+            out.print("Group them by cause with `choreograph dlq groups`.")
 
     main()
 
@@ -120,29 +115,39 @@ def show(
     as_json: JsonOption = False,
     broker: BrokerOption = None,
 ) -> None:
-    """Show one dead letter: where it came from, the error with its stack, and the original message.
+    """Show one dead letter: where it came from, its failure group, the error with its stack, and the message.
 
-    ``--json`` prints it as one JSON document, with its headers and original value.
+    ``--json`` prints it as one JSON document, with its headers and original
+    value. Credentials are hidden in the error, the stack and the headers.
     """
 
     @run_async
     async def main() -> None:
         async with opened_broker(broker) as target:
-            entry = await _store(target).dead_letter(dead_letter_id)
+            desk = DeadLetterDesk(target)
+            entry = await desk.letters.dead_letter(dead_letter_id)
+            edited = await desk.edited(dead_letter_id)
+            archived = dead_letter_id in await desk.archived()
+        doc = dead_letter_doc(entry, full=True)
         if as_json:
-            emit_json(dead_letter_doc(entry, full=True))
+            emit_json({**doc, "edited": edited, "archived": archived})
             return
+        status = entry.status + (" (archived)" if archived else "")
+        if edited:
+            status += f" (edited: sent as event {edited.get('new_event_id')})"
         for label, value in (
             ("id", entry.id),
-            ("status", entry.status),
+            ("status", status),
+            ("failure group", doc["fingerprint"]),
             ("topic", f"{entry.topic} partition {entry.partition} offset {entry.offset}"),
             ("group", entry.group),
             ("handler", entry.handler),
             ("event", f"{entry.event_type} {entry.event_id}"),
             ("key", entry.key),
             ("reason", entry.reason),
-            ("error", f"{entry.error_type}: {entry.error_message}"),
+            ("error", f"{entry.error_type}: {doc['error_message']}"),
             ("attempts", entry.attempts),
+            ("retry of", entry.predecessor or "-"),
             ("first failure", fmt_time(entry.first_failure)),
             ("last failure", fmt_time(entry.last_failure)),
         ):
@@ -150,44 +155,99 @@ def show(
         out.print("[bold]         stack[/]")
         # A stack is many lines by nature: each is shown as text, controls visible, and
         # indented, so no line of it can pass for a line of this view.
-        for line in entry.stack.rstrip().split("\n"):
+        for line in str(doc["stack"]).rstrip().split("\n"):
             out.print(Text("    " + printable(line)), soft_wrap=True)
+        out.print("[bold]       headers[/]")
+        for name, value in redact_options(entry.headers).items():
+            out.print(Text(f"    {printable(name)}: {printable(value)}"), soft_wrap=True)
         out.print("[bold]       message[/]")
         out.print(cell(entry.value.decode(errors="replace")), soft_wrap=True)
 
     main()
 
 
+class _Progress:
+    """Retry progress: a Rich bar on a terminal, else a plain line about every tenth of the way."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._shown = 0
+        if out.is_terminal and total:
+            self.bar = Progress(
+                TextColumn("retrying"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=out,
+                transient=True,
+            )
+            self._task = self.bar.add_task("retry", total=total)
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is not None and self._task is not None:
+            self.bar.update(self._task, completed=done)
+            return
+        step = max(1, total // 10)
+        if total > 1 and (done == total or done - self._shown >= step):
+            self._shown = done
+            out.print(f"retry progress: {done}/{total}")
+
+
+def _report(report: RetryReport) -> str:
+    parts = [f"resubmitted {len(report.retried)}"]
+    if report.failed_again:
+        parts.append(f"{report.failed_again} of them had failed again after an earlier retry")
+    parts.append(f"skipped {len(report.skipped)} already resubmitted or purged")
+    if report.archived:
+        parts.append(f"left {len(report.archived)} archived (restore them first)")
+    return "; ".join(parts)
+
+
 @dlq.command()
 def retry(
-    ids: Annotated[list[str] | None, typer.Argument(metavar="[ID]...", help="Entries to resubmit.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Resubmit every open entry (of --group).")] = False,
-    group: Annotated[str | None, typer.Option(help="With --all: only this group.")] = None,
+    ids: IdsArgument = None,
+    group: GroupOption = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every open entry (of --group service.handler).")] = False,
+    rate: Annotated[
+        float | None, typer.Option(metavar="PER_SECOND", help="Resubmit at most this many entries per second.")
+    ] = None,
+    actor: ActorOption = None,
     broker: BrokerOption = None,
 ) -> None:
     """Hand dead letters back to the group that gave up on them, with their original ids.
 
-    Idempotent: an entry already resubmitted is skipped, and the group's inbox
-    drops an event it has already processed, so nothing is processed twice.
+    Name entries by id, by failure group (--group FP, every open entry of it),
+    or --all. Idempotent: an entry already resubmitted is skipped, and the
+    group's inbox drops an event it has already processed, so nothing is
+    processed twice. Archived entries are not retried. The report says how
+    many were retried, how many of those had failed again after an earlier
+    retry, and how many were skipped; the action is recorded in the audit trail.
     """
-    if not ids and not all_:
-        raise fail("name dead-letter IDs or pass --all", 2)
+    needs_selection(ids, group, all_)
 
     @run_async
     async def main() -> None:
         async with opened_broker(broker) as target:
-            store = _store(target)
-            chosen = list(ids or [])
-            if all_:
-                chosen += [e.id for e in await store.dead_letters(group=group, status="open", limit=1_000_000)]
-            done = skipped = 0
-            for entry_id in chosen:
-                if await store.resubmit(entry_id):
-                    done += 1
-                else:
-                    skipped += 1
-        out.print(f"resubmitted {done}; skipped {skipped} already resubmitted or purged")
-        if skipped and not done and ids:
+            desk = DeadLetterDesk(target, actor=actor)
+            desk.meta()  # refuse before reading anything when the action could not be audited
+            letters, what, fp = await chosen(desk, ids, group, all_=all_)
+            with _Progress(len(letters)) as progress:
+                report = await desk.retry(letters, rate=rate, target=what, group=fp, on_progress=progress)
+        out.print(_report(report))
+        if ids and not report.retried and (report.skipped or report.archived):
             raise typer.Exit(EXIT_FAILED)
 
     main()
@@ -195,7 +255,8 @@ def retry(
 
 @dlq.command()
 def purge(
-    ids: Annotated[list[str] | None, typer.Argument(metavar="[ID]...", help="Entries to purge.")] = None,
+    ids: IdsArgument = None,
+    group: GroupOption = None,
     all_: Annotated[bool, typer.Option("--all", help="Purge every open entry.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     delete: Annotated[
@@ -206,25 +267,44 @@ def purge(
             "to erase personal data. Asks for confirmation unless --yes.",
         ),
     ] = False,
+    actor: ActorOption = None,
     broker: BrokerOption = None,
 ) -> None:
     """Mark dead letters purged: they are kept for audit but no longer listed as open.
 
-    With --delete they are removed instead, bytes included, and cannot be shown or resubmitted again.
+    With --delete they are removed instead, bytes included, and cannot be
+    shown or resubmitted again. Name entries by id, by failure group
+    (--group FP) or --all; the action is recorded in the audit trail.
     """
-    if not ids and not all_:
-        raise fail("name dead-letter IDs or pass --all", 2)
+    needs_selection(ids, group, all_)
+    fp, _ = split_group(group)
     if delete and not yes:
-        what = "every dead letter (any status)" if all_ else f"{len(ids or [])} dead letter(s)"
+        what = (
+            "every dead letter (any status)"
+            if all_
+            else f"every open dead letter of group {fp}"
+            if fp
+            else f"{len(ids or [])} dead letter(s)"
+        )
         if not typer.confirm(f"Delete {what} for good?"):
             raise typer.Exit(EXIT_FAILED)
-    elif all_ and not yes and not typer.confirm("Purge every open dead letter?"):
+    elif (all_ or fp) and not yes and not typer.confirm("Purge every open dead letter named?"):
         raise typer.Exit(EXIT_FAILED)
 
     @run_async
     async def main() -> None:
         async with opened_broker(broker) as target:
-            count = await _store(target).purge(None if all_ else list(ids or []), delete=delete)
+            desk = DeadLetterDesk(target, actor=actor)
+            desk.meta()
+            if all_ and group is None:
+                count = await desk.purge(None, delete=delete, target="all")
+            else:
+                # Named ids go as they are (an absent one counts 0), plus the members of --group.
+                letters, what, fp_ = await chosen(desk, None, group, all_=all_)
+                named = list(dict.fromkeys([*(ids or []), *(d.id for d in letters)]))
+                if ids:
+                    what = ", ".join(x for x in (f"{len(ids)} id(s)", what) if x)
+                count = await desk.purge(named, delete=delete, target=what, group=fp_) if named else 0
         out.print(f"{'deleted' if delete else 'purged'} {count}")
 
     main()

@@ -21,9 +21,9 @@ from choreograph.schema.compatibility import (
     diff_schemas,
 )
 from choreograph.schema.derive import derive_schema, fingerprint, schema_identity
-from choreograph.schema.errors import IncompatibleSchema, UnknownSchema
+from choreograph.schema.errors import IncompatibleSchema, SchemaStoreError, UnknownSchema
 from choreograph.schema.rules import Rule
-from choreograph.schema.store import SchemaRecord, SchemaStore
+from choreograph.schema.store import CheckedSchemaStore, SchemaRecord, SchemaStore, Subject
 from choreograph.schema.stores import MemorySchemaStore
 
 SchemaSource = type[Event] | Mapping[str, Any]
@@ -94,8 +94,12 @@ class SchemaRegistry:
         ``version-out-of-order``. Otherwise the type's mode decides.
         """
         schema = _schema_of(source)
+        event_type, _ = schema_identity(schema)
+        return self._report(schema, self.store.subject(event_type))
+
+    def _report(self, schema: Mapping[str, Any], subject: Subject) -> CompatibilityReport:
+        """The :meth:`check` of ``schema`` against one snapshot of its type's history."""
         event_type, version = schema_identity(schema)
-        subject = self.store.subject(event_type)
         mode = subject.mode or self.default_mode
         existing = subject.record(version)
         if existing is not None:
@@ -134,15 +138,29 @@ class SchemaRegistry:
         Idempotent for an unchanged version. Raises IncompatibleSchema (with the
         report) when the type's mode forbids it, SchemaConflict if another
         process registered a different schema under this version meanwhile.
+        With a :class:`~choreograph.schema.store.CheckedSchemaStore` the check
+        and the add are one atomic step, so concurrent registrations of one
+        type end with one history that every version was checked against.
         """
         schema = _schema_of(source)
+        event_type, version = schema_identity(schema)
+        record = SchemaRecord(event_type, version, schema, fingerprint(schema), self._clock.now())
+        if isinstance(self.store, CheckedSchemaStore):
+            # The check runs inside the store's atomic step, on the history the add is made to.
+            def admit(subject: Subject) -> None:
+                report = self._report(schema, subject)
+                if not report.compatible:
+                    raise IncompatibleSchema(report)
+
+            stored = self.store.add_checked(record, admit).record(version)
+            if stored is None:  # a store that does not keep what it added: a bug, not a conflict
+                raise SchemaStoreError(f"{event_type} v{version} was added but is not in the store")
+            return stored
         report = self.check(schema)
         if not report.compatible:
             raise IncompatibleSchema(report)
-        event_type, version = schema_identity(schema)
         if report.status == "registered":
             return self.get(event_type, version)
-        record = SchemaRecord(event_type, version, schema, fingerprint(schema), self._clock.now())
         if not self.store.add(record):
             return self.get(event_type, version)
         return record

@@ -3,16 +3,23 @@
 A backend implements :class:`SchemaStore` (four methods). choreograph ships
 :class:`~choreograph.schema.stores.MemorySchemaStore`,
 :class:`~choreograph.schema.stores.SqliteSchemaStore` (a ``schemas`` table in
-the embedded broker's SQLite file) and
+the embedded broker's SQLite file),
 :class:`~choreograph.schema.stores.DirectorySchemaStore` (``<type>/v<N>.json``
-files for review in git). Another broker can keep schemas next to its data by
-implementing the same four methods, for example on a compacted Kafka topic or a
-NATS key-value bucket.
+files for review in git) and
+:class:`~choreograph.schema.kv_store.KeyValueSchemaStore` (one document per
+type in any broker's key-value store: a NATS KV bucket, Redis, a Kafka
+compacted topic).
+
+A store that can check and add in one atomic step also implements
+:class:`CheckedSchemaStore`; the registry then runs its compatibility check
+inside that step, so two processes registering different versions of one type
+at the same moment cannot both pass a check against a history the other is
+changing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -71,4 +78,25 @@ class SchemaStore(Protocol):
 
     def set_mode(self, event_type: str, mode: Compatibility) -> None:
         """Set the type's compatibility mode. Idempotent; last writer wins."""
+        ...
+
+
+SubjectCheck = Callable[[Subject], None]
+"""Called with the type's current subject inside an atomic add; raises to refuse the add."""
+
+
+@runtime_checkable
+class CheckedSchemaStore(SchemaStore, Protocol):
+    """A :class:`SchemaStore` that adds a version only if a check of the current history passes, atomically."""
+
+    def add_checked(self, record: SchemaRecord, check: SubjectCheck) -> Subject:
+        """Add ``record`` if ``check(subject)`` passes on the type's current subject; return the subject after.
+
+        ``check`` may run more than once (each time on a newer subject) when
+        another writer changed the type meanwhile; whatever it raises is
+        raised here and nothing is written. After it passes, the version is
+        added as :meth:`SchemaStore.add` would (an identical existing version
+        is kept, a different one raises SchemaConflict), in the same atomic
+        step as the read the check saw.
+        """
         ...

@@ -18,12 +18,13 @@ from choreograph.core.options import create_private_file, sqlite_file_path
 from choreograph.schema.compatibility import Compatibility
 from choreograph.schema.derive import fingerprint
 from choreograph.schema.errors import SchemaConflict, SchemaStoreError
-from choreograph.schema.store import SchemaRecord, SchemaStore, Subject
+from choreograph.schema.store import SchemaRecord, SchemaStore, Subject, SubjectCheck
 
 T = TypeVar("T")
 
 
-def _conflict(record: SchemaRecord, existing_fingerprint: str) -> SchemaConflict:
+def version_conflict(record: SchemaRecord, existing_fingerprint: str) -> SchemaConflict:
+    """The error for a version registered again with another schema."""
     return SchemaConflict(
         f"{record.event_type} v{record.version} is already registered with a different schema "
         f"({existing_fingerprint[:19]} != {record.fingerprint[:19]}); registered versions are "
@@ -47,20 +48,33 @@ class MemorySchemaStore:
     def subject(self, event_type: str) -> Subject:
         """Return a snapshot of the type's mode and versions."""
         with self._lock:
-            records = self._records.get(event_type, {})
-            return Subject(event_type, self._modes.get(event_type), tuple(records[v] for v in sorted(records)))
+            return self._subject(event_type)
+
+    def _subject(self, event_type: str) -> Subject:
+        records = self._records.get(event_type, {})
+        return Subject(event_type, self._modes.get(event_type), tuple(records[v] for v in sorted(records)))
 
     def add(self, record: SchemaRecord) -> bool:
         """Store ``record`` if its version is new (see :meth:`SchemaStore.add`)."""
         with self._lock:
-            versions = self._records.setdefault(record.event_type, {})
-            existing = versions.get(record.version)
-            if existing is not None:
-                if existing.fingerprint != record.fingerprint:
-                    raise _conflict(record, existing.fingerprint)
-                return False
-            versions[record.version] = record
-            return True
+            return self._add(record)
+
+    def _add(self, record: SchemaRecord) -> bool:
+        versions = self._records.setdefault(record.event_type, {})
+        existing = versions.get(record.version)
+        if existing is not None:
+            if existing.fingerprint != record.fingerprint:
+                raise version_conflict(record, existing.fingerprint)
+            return False
+        versions[record.version] = record
+        return True
+
+    def add_checked(self, record: SchemaRecord, check: SubjectCheck) -> Subject:
+        """Add ``record`` if ``check`` passes, both under the store's lock (see :class:`CheckedSchemaStore`)."""
+        with self._lock:
+            check(self._subject(record.event_type))
+            self._add(record)
+            return self._subject(record.event_type)
 
     def set_mode(self, event_type: str, mode: Compatibility) -> None:
         """Set the type's compatibility mode."""
@@ -134,34 +148,46 @@ class SqliteSchemaStore:
 
         return self._run("list event types", work)
 
+    @staticmethod
+    def _read_subject(conn: sqlite3.Connection, event_type: str) -> Subject:
+        rows = conn.execute(
+            "SELECT version, fingerprint, schema, registered_at FROM schemas WHERE event_type = ? ORDER BY version",
+            (event_type,),
+        ).fetchall()
+        mode_row = conn.execute("SELECT mode FROM schema_modes WHERE event_type = ?", (event_type,)).fetchone()
+        records = tuple(SchemaRecord(event_type, int(v), json.loads(s), str(fp), float(at)) for v, fp, s, at in rows)
+        return Subject(event_type, Compatibility(mode_row[0]) if mode_row else None, records)
+
     def subject(self, event_type: str) -> Subject:
         """Return the type's mode and versions, read in one transaction."""
 
         def work(conn: sqlite3.Connection) -> Subject:
             conn.execute("BEGIN")
             try:
-                rows = conn.execute(
-                    "SELECT version, fingerprint, schema, registered_at FROM schemas "
-                    "WHERE event_type = ? ORDER BY version",
-                    (event_type,),
-                ).fetchall()
-                mode_row = conn.execute("SELECT mode FROM schema_modes WHERE event_type = ?", (event_type,)).fetchone()
+                return self._read_subject(conn, event_type)
             finally:
                 conn.execute("COMMIT")
-            records = tuple(
-                SchemaRecord(event_type, int(v), json.loads(s), str(fp), float(at)) for v, fp, s, at in rows
-            )
-            mode = Compatibility(mode_row[0]) if mode_row else None
-            return Subject(event_type, mode, records)
 
         return self._run(f"read {event_type}", work)
 
     def add(self, record: SchemaRecord) -> bool:
         """Insert ``record`` if its version is new (see :meth:`SchemaStore.add`)."""
+        return self._add(record, None)[0]
 
-        def work(conn: sqlite3.Connection) -> bool:
+    def add_checked(self, record: SchemaRecord, check: SubjectCheck) -> Subject:
+        """Add ``record`` if ``check`` passes, in one write transaction (see :class:`CheckedSchemaStore`).
+
+        The transaction takes SQLite's write lock before reading, so a writer in
+        another process waits until this check and insert have committed.
+        """
+        return self._add(record, check)[1]
+
+    def _add(self, record: SchemaRecord, check: SubjectCheck | None) -> tuple[bool, Subject]:
+        def work(conn: sqlite3.Connection) -> tuple[bool, Subject]:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if check is not None:
+                    check(self._read_subject(conn, record.event_type))
                 row = conn.execute(
                     "SELECT fingerprint FROM schemas WHERE event_type = ? AND version = ?",
                     (record.event_type, record.version),
@@ -178,13 +204,14 @@ class SqliteSchemaStore:
                             record.registered_at if record.registered_at is not None else time.time(),
                         ),
                     )
+                after = self._read_subject(conn, record.event_type) if check is not None else Subject(record.event_type)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
             if row is not None and row[0] != record.fingerprint:
-                raise _conflict(record, str(row[0]))
-            return row is None
+                raise version_conflict(record, str(row[0]))
+            return row is None, after
 
         return self._run(f"add {record.event_type} v{record.version}", work)
 
@@ -277,7 +304,7 @@ class DirectorySchemaStore:
         except FileExistsError:
             existing = fingerprint(self._read(path))
             if existing != record.fingerprint:
-                raise _conflict(record, existing) from None
+                raise version_conflict(record, existing) from None
             return False
         return True
 

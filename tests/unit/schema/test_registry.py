@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from choreograph.core.clock import FakeClock
 from choreograph.core.event import Event
+from choreograph.core.kv import MemoryKeyValue
 from choreograph.schema import (
     TYPE_KEY,
     VERSION_KEY,
@@ -32,6 +33,7 @@ from choreograph.schema import (
     sqlite_path_from_url,
     sync_stores,
 )
+from choreograph.schema.kv_store import KeyValueSchemaStore, LoopThread
 from tests.unit.schema import shop
 
 
@@ -101,10 +103,16 @@ def test_fingerprint_ignores_docs_and_nested_model_names_but_not_defaults() -> N
 # -- stores ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite", "directory"])
+@pytest.fixture(params=["memory", "sqlite", "directory", "kv"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SchemaStore]:
     if request.param == "memory":
         yield MemorySchemaStore()
+    elif request.param == "kv":
+        loop = LoopThread()
+        kv_store = KeyValueSchemaStore(MemoryKeyValue("schemas"), loop.run)
+        yield kv_store
+        kv_store.close()
+        loop.close()
     elif request.param == "sqlite":
         sqlite_store = SqliteSchemaStore(tmp_path / "choreograph.db")
         yield sqlite_store

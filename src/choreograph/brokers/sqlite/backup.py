@@ -33,18 +33,14 @@ import dataclasses
 import os
 import sqlite3
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote
 
 from choreograph.core.errors import BrokerUnavailable, ChoreographError
+from choreograph.core.local_log import BackupSummary, Progress
 
 from .database import SCHEMA_VERSION
-
-Progress = Callable[[int, int], None]
-"""Called after each backup step with (pages copied so far, pages in all)."""
 
 DEFAULT_STEP_PAGES: Final = 1024
 """Pages copied per step (4 MiB with SQLite's default 4 KiB pages): how often progress is reported."""
@@ -54,26 +50,6 @@ _SIDE_FILES: Final = ("-wal", "-shm", "-journal")
 
 class BackupError(ChoreographError):
     """A backup or restore was refused or failed; the message says why and what to do."""
-
-
-@dataclass(frozen=True, slots=True)
-class BackupSummary:
-    """What a backup file holds, as read from it after the copy."""
-
-    path: str
-    pages: int
-    page_size: int
-    records: int
-    """Records in the log (every topic and partition)."""
-    committed_groups: int
-    """Distinct (topic, group) pairs with a committed offset."""
-    inbox_keys: int
-    dead_letters: int
-
-    @property
-    def size(self) -> int:
-        """Bytes of the database pages (the file's size once checkpointed)."""
-        return self.pages * self.page_size
 
 
 def _close_quietly(conn: sqlite3.Connection) -> None:
