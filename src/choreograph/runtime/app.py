@@ -37,9 +37,9 @@ from choreograph.runtime.middleware import (
 )
 from choreograph.runtime.options import CONSUMER_OPTIONS, check_owned
 from choreograph.runtime.service import HandlerSpec, Service
+from choreograph.schema.broker_store import close_schema_store, default_schema_store
 from choreograph.schema.errors import SchemaError
 from choreograph.schema.registry import SchemaRegistry
-from choreograph.schema.stores import SqliteSchemaStore
 from choreograph.schema.topology import HandlerInfo, Ownership, ServiceInfo, Topology
 from choreograph.schema.upcast import Upcasters
 from choreograph.schema.validation import SchemaGuard
@@ -54,8 +54,9 @@ class App:
     ``sqlite:///./choreograph.db``. The broker is created on first use.
 
     Schemas: every event class the app publishes or consumes is checked
-    against ``schemas`` (default: the registry in the SQLite log's own file, or
-    an in-memory registry for other brokers) under its type's compatibility
+    against ``schemas`` (default: the registry the broker keeps — the SQLite
+    log's own file, the NATS, Redis or Kafka key-value store — or an in-memory
+    one for ``memory://`` and a broker passed as an instance) under its type's compatibility
     mode before its first use; an incompatible version raises
     ``IncompatibleSchema`` and nothing is published. With ``register_schemas``
     a compatible new version is registered; without it, registration is left
@@ -208,9 +209,9 @@ class App:
         if self._guard is None:
             registry = self._schemas
             if registry is None:
-                url = self._broker_arg if isinstance(self._broker_arg, str) else None
-                resolved = resolve_url(url) if self._broker_arg is None or url else "memory://"
-                store = SqliteSchemaStore.from_url(resolved) if resolved.startswith("sqlite:") else None
+                # A broker instance gives no URL to open the store's own connection from: schemas stay in memory.
+                arg = self._broker_arg
+                store = default_schema_store(arg) if isinstance(arg, str) or arg is None else None
                 registry = SchemaRegistry(store, clock=self._clock)
             self._guard = SchemaGuard(registry, register=self._register_schemas, upcasters=self.upcasters)
         return self._guard
@@ -428,9 +429,7 @@ class App:
     def _close_schema_store(self) -> None:
         # Only the store this app opened itself; a registry passed in belongs to the caller.
         if self._guard is not None and self._schemas is None:
-            store = self._guard.registry.store
-            if isinstance(store, SqliteSchemaStore):
-                store.close()
+            close_schema_store(self._guard.registry.store)
 
     async def __aenter__(self) -> App:
         return self

@@ -29,6 +29,7 @@ from . import dead_letters, log, retention
 from .config import SqliteConfig, parse_url
 from .database import checkpoint
 from .kv import KeyValueNamespaces
+from .local_log import LocalLogFile
 from .reset import GroupReset
 from .maintenance import Maintenance
 from .notifier import Notifier
@@ -40,7 +41,7 @@ from .writer import WriteBatch, Writer
 _EARLIEST = Position.earliest()
 
 
-class SqliteBroker(KeyValueNamespaces, GroupReset):
+class SqliteBroker(KeyValueNamespaces, GroupReset, LocalLogFile):
     """A :class:`~choreograph.core.broker.Broker` on one SQLite file in WAL mode.
 
     Implements Broker, LagReporter, TopicAdmin, LogReader, DeadLetterStore, RetentionReporter,
