@@ -1,0 +1,171 @@
+"""The byte form of an envelope that a signature covers, and the Merkle tree that lets one signature cover a batch.
+
+**Signed form.** ``b"choreograph.sig.v1\\n"`` followed by the JSON array
+(orjson, object keys sorted, no whitespace) of, in this order::
+
+    specversion, id, source, type, datacontenttype, dataschema, subject, time,
+    correlationid, causationid, partitionkey, traceparent, tracestate, schemaversion,
+    [[name, value], ...]   every extension attribute, sorted by name, but signature and signatureproof
+    data
+
+An absent attribute is ``null``, so absent and empty differ; JSON escaping
+makes the array unambiguous (no concatenation can shift a boundary). Every
+attribute choreograph knows is covered, and every extension but the
+signature's own two, so a byte changed, added or removed anywhere but in
+those two fails verification. The key id (``signaturekey``) and the
+encryption attributes (``enckey``, ``encdata``) are extensions, hence signed.
+
+**Batches.** A publisher signs a batch once: the leaves are
+``SHA-256(0x00 || signed form)``, inner nodes ``SHA-256(0x01 || left || right)``
+(an odd node is carried up unchanged), and the signature covers
+``b"choreograph.sig.v1 root\\n" || root``. Each event carries the path from
+its leaf to the root (``signatureproof``: per level one side byte, ``L`` or
+``R``, and the sibling's 32 bytes, base64url); a batch of one has no proof.
+The 0x00/0x01 prefixes keep a leaf from passing for an inner node.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Final
+
+import orjson
+
+from choreograph.core import headers as h
+from choreograph.core.envelope import Envelope
+from choreograph.security.errors import SignatureError
+
+SIGNATURE: Final = h.SIGNATURE
+"""Extension: the Ed25519 signature (base64url, no padding) of the batch root."""
+SIGNATURE_KEY: Final = "signaturekey"
+"""Extension: the id of the key that made :data:`SIGNATURE` (signed itself)."""
+SIGNATURE_PROOF: Final = "signatureproof"
+"""Extension: the event's Merkle path to the signed root (absent for a batch of one)."""
+UNSIGNED_EXTENSIONS: Final = frozenset({SIGNATURE, SIGNATURE_PROOF})
+
+_PREFIX: Final = b"choreograph.sig.v1\n"
+_ROOT_PREFIX: Final = b"choreograph.sig.v1 root\n"
+_LEAF: Final = b"\x00"
+_NODE: Final = b"\x01"
+_DIGEST_SIZE: Final = 32
+MAX_PROOF_LEVELS: Final = 64
+"""A proof longer than this is refused before any hashing (2**64 leaves is more than any batch)."""
+
+
+def signed_form(envelope: Envelope) -> bytes:
+    """Return the bytes a signature covers for ``envelope`` (see the module). Raises SignatureError if not JSON."""
+    extensions = envelope.extensions
+    ext: list[list[Any]] = (
+        sorted([name, value] for name, value in extensions.items() if name not in UNSIGNED_EXTENSIONS)
+        if extensions
+        else []
+    )
+    try:
+        body = orjson.dumps(
+            [
+                envelope.specversion,
+                envelope.id,
+                envelope.source,
+                envelope.type,
+                envelope.datacontenttype,
+                envelope.dataschema,
+                envelope.subject,
+                envelope.time,
+                envelope.correlationid,
+                envelope.causationid,
+                envelope.partitionkey,
+                envelope.traceparent,
+                envelope.tracestate,
+                envelope.schemaversion,
+                ext,
+                envelope.data,
+            ],
+            option=orjson.OPT_SORT_KEYS,
+        )
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise SignatureError(f"event {envelope.id!r} has attributes that cannot be signed: {exc}") from exc
+    return _PREFIX + body
+
+
+def leaf(envelope: Envelope) -> bytes:
+    """Return the Merkle leaf digest of ``envelope``."""
+    return hashlib.sha256(_LEAF + signed_form(envelope)).digest()
+
+
+def root_message(root: bytes) -> bytes:
+    """Return the message the batch signature covers."""
+    return _ROOT_PREFIX + root
+
+
+def tree(leaves: Sequence[bytes]) -> tuple[bytes, list[bytes]]:
+    """Return the root of ``leaves`` and each leaf's encoded proof (empty for a single leaf)."""
+    if not leaves:
+        raise ValueError("no leaves")
+    paths: list[bytearray] = [bytearray() for _ in leaves]
+    members: list[list[int]] = [[i] for i in range(len(leaves))]  # leaf indices under each node of the level
+    level = list(leaves)
+    sha = hashlib.sha256
+    while len(level) > 1:
+        up: list[bytes] = []
+        up_members: list[list[int]] = []
+        for i in range(0, len(level) - 1, 2):
+            left, right = level[i], level[i + 1]
+            for j in members[i]:
+                paths[j] += b"R" + right
+            for j in members[i + 1]:
+                paths[j] += b"L" + left
+            up.append(sha(_NODE + left + right).digest())
+            up_members.append(members[i] + members[i + 1])
+        if len(level) % 2:
+            up.append(level[-1])
+            up_members.append(members[-1])
+        level, members = up, up_members
+    return level[0], [bytes(p) for p in paths]
+
+
+def encode_proof(path: bytes) -> str:
+    """Return ``path`` as the text of :data:`SIGNATURE_PROOF`."""
+    return base64.urlsafe_b64encode(path).rstrip(b"=").decode("ascii")
+
+
+def root_of(leaf_digest: bytes, proof: Any) -> bytes:
+    """Fold ``proof`` (the attribute's value, untrusted) from ``leaf_digest`` up to a root. Raises SignatureError."""
+    if proof is None:
+        return leaf_digest
+    path = _b64(proof, SIGNATURE_PROOF)
+    step = 1 + _DIGEST_SIZE
+    if len(path) % step or len(path) // step > MAX_PROOF_LEVELS:
+        raise SignatureError(f"extension {SIGNATURE_PROOF!r} is not a Merkle path")
+    node = leaf_digest
+    sha = hashlib.sha256
+    for at in range(0, len(path), step):
+        side, sibling = path[at : at + 1], path[at + 1 : at + step]
+        if side == b"R":
+            node = sha(_NODE + node + sibling).digest()
+        elif side == b"L":
+            node = sha(_NODE + sibling + node).digest()
+        else:
+            raise SignatureError(f"extension {SIGNATURE_PROOF!r} is not a Merkle path")
+    return node
+
+
+def b64(raw: bytes) -> str:
+    """Base64url without padding (the form of every binary attribute)."""
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64(value: Any, name: str) -> bytes:
+    if not isinstance(value, str) or not value.isascii() or len(value) > 8192:
+        raise SignatureError(f"extension {name!r} is not base64url text")
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise SignatureError(f"extension {name!r} is not base64url text") from exc
+
+
+def unb64(value: Any, name: str) -> bytes:
+    """Decode an untrusted base64url attribute, raising SignatureError naming ``name``."""
+    return _b64(value, name)

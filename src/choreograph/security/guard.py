@@ -1,0 +1,126 @@
+"""The one object the runtime calls: seal what is published, open what is consumed.
+
+Publish side, for a batch of envelopes about to be encoded:
+``seal`` = (for handler outputs) key the derived ids, then encrypt, then sign.
+Consume side, for each decoded envelope before anything else looks at it:
+``open`` = verify the signature and the signer's rights, then decrypt. An
+event that fails is never handled: ``open`` raises a
+:class:`~choreograph.security.errors.SecurityError` whose ``reason``
+(``signature``, ``unauthorized``, ``decrypt``) the consumer dead-letters it
+with; the dead letter keeps the record's bytes as they came (still
+encrypted).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from choreograph.core.envelope import Envelope
+from choreograph.core.errors import ConfigurationError
+from choreograph.security.canonical import SIGNATURE, SIGNATURE_PROOF
+from choreograph.security.encryption import Encryption
+from choreograph.security.errors import SecurityError, SignatureError, UnauthorizedError
+from choreograph.security.keyring import KeyRing
+from choreograph.security.policy import AccessPolicy
+from choreograph.security.signing import Verifier, keyed_id, sign
+
+logger = logging.getLogger("choreograph.security")
+
+
+@dataclass
+class Security:
+    """Security settings of an app: ``App(security=Security(...))``.
+
+    - ``keys``: signing is on when given: every event this app publishes is
+      signed with the key of its source, and every consumed event must verify
+      (unless its source is in ``accept_unsigned`` and it carries no
+      signature at all; a signature that is present must always verify);
+    - ``require_signatures``: False accepts unsigned events from anyone (a
+      migration setting: signed ones are still checked);
+    - ``policy``: who may publish which types and consume which topics;
+    - ``encryption``: which payloads are encrypted, with which key store.
+    """
+
+    keys: KeyRing | None = None
+    require_signatures: bool = True
+    accept_unsigned: frozenset[str] = frozenset()
+    policy: AccessPolicy | None = None
+    encryption: Encryption | None = None
+    _verifier: Verifier | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.accept_unsigned = frozenset(self.accept_unsigned)
+        if self.keys is not None:
+            self._verifier = Verifier(self.keys)
+        elif self.policy is not None:
+            logger.warning("a publish policy without signing keys is enforced by the broker only (export acl)")
+
+    @property
+    def signing(self) -> bool:
+        """Whether events are signed and verified."""
+        return self.keys is not None
+
+    def check_service(self, service: str, topics: Iterable[str]) -> None:
+        """Refuse (ConfigurationError) a service that cannot sign or may not consume one of ``topics``."""
+        if self.keys is not None and self.keys.signing_key(service) is None:
+            raise ConfigurationError(
+                f"signing is on but service {service!r} has no signing key; "
+                f"create one with: choreograph keys generate {service}"
+            )
+        if self.policy is not None:
+            for topic in topics:
+                if not self.policy.may_consume(service, topic):
+                    raise ConfigurationError(f"the access policy does not let service {service!r} consume {topic!r}")
+
+    async def seal(self, envelopes: Sequence[Envelope], *, derived: bool = False) -> list[Envelope]:
+        """Return ``envelopes`` ready to encode: ids keyed (``derived``), payloads encrypted, batch signed.
+
+        ``derived``: the envelopes are handler outputs whose ids were derived
+        from public values; with signing on they are replaced by an HMAC under
+        the source's key (deterministic, so a re-run emits the same ids).
+        Raises ConfigurationError for a source without a signing key.
+        """
+        out = list(envelopes)
+        keys = self.keys
+        if derived and keys is not None:
+            for i, envelope in enumerate(out):
+                key = keys.signing_key(envelope.source)
+                if key is not None:
+                    out[i] = envelope.replace(id=keyed_id(key.id_secret(), envelope.id))
+        if self.encryption is not None:
+            out = [await self.encryption.encrypt(envelope) for envelope in out]
+        if keys is not None:
+            out = sign(keys, out)
+        return out
+
+    async def open(self, envelope: Envelope) -> Envelope:
+        """Return ``envelope`` verified and decrypted; raise SecurityError (only) if it must not be handled."""
+        try:
+            return await self._open(envelope)
+        except SecurityError:
+            raise
+        except Exception as exc:  # a safety net: the checks are meant to leave nothing for it
+            raise SignatureError(f"event could not be checked: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+    async def _open(self, envelope: Envelope) -> Envelope:
+        verifier = self._verifier
+        if verifier is not None:
+            signed = envelope.extensions.get(SIGNATURE) is not None
+            if signed or (self.require_signatures and envelope.source not in self.accept_unsigned):
+                key = verifier.verify(envelope)
+                if key.owner != envelope.source:
+                    raise UnauthorizedError(
+                        f"event {envelope.id!r} claims source {envelope.source!r} but is signed by {key.owner!r}"
+                    )
+                if self.policy is not None and not self.policy.may_publish(key.owner, envelope.type):
+                    raise UnauthorizedError(f"service {key.owner!r} may not publish {envelope.type!r}")
+                envelope = envelope.replace(
+                    extensions={k: v for k, v in envelope.extensions.items() if k not in (SIGNATURE, SIGNATURE_PROOF)}
+                )
+            elif self.policy is not None and not self.policy.may_publish(envelope.source, envelope.type):
+                raise UnauthorizedError(f"service {envelope.source!r} may not publish {envelope.type!r}")
+        if self.encryption is not None:
+            envelope = await self.encryption.decrypt(envelope)
+        return envelope
