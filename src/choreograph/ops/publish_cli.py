@@ -25,9 +25,9 @@ from choreograph.ops.loader import load_app
 from choreograph.ops.schema_cli import open_store
 from choreograph.ops.session import opened_broker
 from choreograph.ops.terminal import EXIT_USAGE, BrokerOption, err, fail, out, run_async, safe
+from choreograph.schema.broker_store import close_schema_store
 from choreograph.schema.errors import SchemaViolation
 from choreograph.schema.registry import SchemaRegistry
-from choreograph.schema.stores import SqliteSchemaStore
 from choreograph.schema.validation import JsonSchemaValidator
 
 
@@ -61,8 +61,7 @@ def registered_schema(broker: str | None, event_type: str, version: int) -> Mapp
             )
         return registry.get(event_type, version).schema
     finally:
-        if isinstance(store, SqliteSchemaStore):
-            store.close()
+        close_schema_store(store)
 
 
 def validate_against_registry(broker: str | None, event_type: str, version: int, payload: dict[str, Any]) -> None:

@@ -4,9 +4,11 @@
 diff-style explanation when an event in the code breaks its type's
 compatibility mode against the registry.
 
-The registry lives in the broker's store (``--broker sqlite:///path.db``,
-default ``$CHOREOGRAPH_BROKER`` or ``sqlite:///./choreograph.db``) or in a
-directory of reviewed files (``--dir schemas/``).
+The registry lives in the broker's store (``--broker URL``, default
+``$CHOREOGRAPH_BROKER`` or ``sqlite:///./choreograph.db``: the SQLite log's
+file, or the key-value store of a NATS, Redis or Kafka broker; see
+:mod:`choreograph.schema.broker_store`) or in a directory of reviewed files
+(``--dir schemas/``).
 
 Exit codes: 0 ok; 1 incompatible (or a version conflict); 2 usage or input
 error (arguments, module, URL, unknown type, unreadable store).
@@ -25,10 +27,10 @@ import typer
 from choreograph.brokers import DEFAULT_URL, ENV_VAR
 from choreograph.core.errors import ChoreographError, ConfigurationError, ContractError
 from choreograph.core.printable import printable
-from choreograph.core.redaction import redact_url
 from choreograph.ops.loader import load_topology
 from choreograph.ops.terminal import json_block, json_line, schemes_text
 from choreograph.schema.asyncapi import asyncapi_json
+from choreograph.schema.broker_store import close_schema_store, open_schema_store
 from choreograph.schema.catalog import render_catalog
 from choreograph.schema.compatibility import Compatibility, CompatibilityReport, diff_schemas
 from choreograph.schema.derive import derive_schema
@@ -40,12 +42,7 @@ from choreograph.schema.errors import (
 )
 from choreograph.schema.registry import SchemaRegistry
 from choreograph.schema.store import SchemaStore
-from choreograph.schema.stores import (
-    DirectorySchemaStore,
-    SqliteSchemaStore,
-    sqlite_path_from_url,
-    sync_stores,
-)
+from choreograph.schema.stores import DirectorySchemaStore, sync_stores
 from choreograph.schema.topology import Topology
 
 EXIT_OK: Final = 0
@@ -71,8 +68,9 @@ BrokerOption = Annotated[
         "-b",
         envvar=BROKER_ENV,
         metavar="URL",
-        help=f"Broker URL ({schemes_text()}) whose store holds the registry; today only a "
-        f"sqlite:///path.db log keeps one (otherwise use --dir). Default: ${BROKER_ENV} or {DEFAULT_BROKER}",
+        help=f"Broker URL ({schemes_text()}) whose store holds the registry: the SQLite log's file, or the "
+        f"key-value store of NATS, Redis or Kafka (memory:// keeps none: use --dir). "
+        f"Default: ${BROKER_ENV} or {DEFAULT_BROKER}",
         show_default=False,
     ),
 ]
@@ -92,16 +90,7 @@ def open_store(broker: str | None, directory: Path | None, *, must_exist: bool) 
         if must_exist and not directory.is_dir():
             raise ConfigurationError(f"schema directory {str(directory)!r} does not exist")
         return DirectorySchemaStore(directory)
-    url = broker or os.environ.get(BROKER_ENV) or DEFAULT_BROKER
-    scheme = url.partition("://")[0]
-    if scheme != "sqlite":
-        raise ConfigurationError(
-            f"the schema registry cannot use {scheme}:// brokers yet; use a sqlite:///path.db broker or --dir"
-        )
-    path = sqlite_path_from_url(url)
-    if must_exist and not Path(path).exists():
-        raise ConfigurationError(f"no broker database at {path!r} (from {redact_url(url)}); pass --broker or --dir")
-    return SqliteSchemaStore(path)
+    return open_schema_store(broker or os.environ.get(BROKER_ENV) or DEFAULT_BROKER, must_exist=must_exist)
 
 
 def _echo(text: str = "") -> None:
@@ -125,8 +114,8 @@ def _registry(broker: str | None, directory: Path | None, *, must_exist: bool) -
     except (ConfigurationError, ContractError, SchemaError) as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     finally:
-        if isinstance(store, SqliteSchemaStore):
-            store.close()
+        if store is not None:
+            close_schema_store(store)
 
 
 def _topology(spec: str) -> Topology:
