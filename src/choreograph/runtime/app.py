@@ -11,6 +11,7 @@ import logging
 import signal
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from choreograph.brokers import open_broker, resolve_url
 from choreograph.core import codec
@@ -44,6 +45,9 @@ from choreograph.schema.topology import HandlerInfo, Ownership, ServiceInfo, Top
 from choreograph.schema.upcast import Upcasters
 from choreograph.schema.validation import SchemaGuard
 
+if TYPE_CHECKING:
+    from choreograph.security.guard import Security
+
 logger = logging.getLogger("choreograph.app")
 
 
@@ -74,6 +78,7 @@ class App:
         clock: Clock | None = None,
         schemas: SchemaRegistry | None = None,
         register_schemas: bool = True,
+        security: Security | None = None,
     ) -> None:
         self.name = name
         self._broker_arg = broker
@@ -90,6 +95,8 @@ class App:
         self._listeners: list[SettleListener] = []
         self._schemas = schemas
         self._register_schemas = register_schemas
+        self.security = security
+        """Signing, access policy and encryption (``choreograph.security``); None: all off."""
         self._guard: SchemaGuard | None = None
         self._admitted: set[type[Event]] = set()
         self.upcasters = Upcasters()
@@ -260,6 +267,8 @@ class App:
         return (await self._publish_chain()(topic, [envelope]))[0]
 
     async def _send(self, topic: str, envelopes: list[Envelope]) -> list[Envelope]:
+        if self.security is not None:  # encrypt, then sign: innermost, after every publisher middleware
+            envelopes = await self.security.seal(envelopes)
         await self.broker.publish(topic, [Record(codec.encode(env), env.partitionkey) for env in envelopes])
         return envelopes
 
@@ -288,6 +297,8 @@ class App:
         check_owned(spec.options, (*CONSUMER_OPTIONS, *owned_options(self._middleware)), spec.group)
         middlewares = [*for_handler(self._middleware, spec), inbox_dedupe, failure_policy, with_timeout]
         guard = self.schema_guard
+        if self.security is not None:
+            self.security.check_service(spec.service, [spec.topic])
         return Consumer(
             self.broker,
             spec,
@@ -296,6 +307,7 @@ class App:
             clock=self._clock,
             listeners=self._listeners,
             admit=guard.outgoing,
+            security=self.security,
         )
 
     @staticmethod

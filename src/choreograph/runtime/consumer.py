@@ -26,7 +26,7 @@ import traceback
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from choreograph.core import codec
 from choreograph.core.broker import Broker, DeadLetter, Delivery, Record, Settlement, Subscription
@@ -44,6 +44,10 @@ from choreograph.runtime.middleware import Handler
 from choreograph.runtime.service import HandlerSpec
 from choreograph.runtime.stats import HandlerStats, SettleListener, SkipListener
 from choreograph.runtime.supervisor import Backoff, supervise
+from choreograph.security.errors import SecurityError
+
+if TYPE_CHECKING:
+    from choreograph.security.guard import Security
 
 logger = logging.getLogger("choreograph.consumer")
 
@@ -78,6 +82,7 @@ class Consumer:
         clock: Clock,
         listeners: Sequence[SettleListener] = (),
         admit: Callable[[Event], dict[str, Any]] | None = None,
+        security: Security | None = None,
     ) -> None:
         self._broker = broker
         self.spec = spec
@@ -86,6 +91,7 @@ class Consumer:
         self._clock = clock
         self._listeners = tuple(listeners)
         self._admit = admit
+        self._security = security
         self._stopping = asyncio.Event()
         self.breaker = BreakerState(spec.breaker) if spec.breaker else None
         self.stats = HandlerStats()
@@ -262,6 +268,12 @@ class Consumer:
             except Exception as exc:  # DecodeError, or a bug: either way the record must not stop the consumer
                 read.rejected.append((delivery, None, "decode", exc))
                 continue
+            if self._security is not None:  # verify and decrypt before anything else reads the event
+                try:
+                    envelope = await self._security.open(envelope)
+                except SecurityError as exc:  # never handled: dead-lettered with the check's reason
+                    read.rejected.append((delivery, envelope, exc.reason, exc))
+                    continue
             if envelope.type == own_type:
                 read.decoded.append((delivery, envelope))
             elif self._strict_types:
@@ -318,6 +330,7 @@ class Consumer:
             return await self._run_lanes_settling_early(list(lanes.values()), seen, settlement, tally, settle_early)
         elif lanes:
             await asyncio.gather(*(self._run_lane(lane, seen, contexts) for lane in lanes.values()))
+        await self._seal(contexts)
         for ctx in contexts:
             self._settle_one(settlement, ctx, tally)
         return settlement
@@ -339,6 +352,7 @@ class Consumer:
             while True:
                 for task in done:
                     task.result()  # a lane that failed (a runtime bug, not a handler's) fails the batch
+                    await self._seal(tasks[task])
                     for ctx in tasks[task]:
                         self._settle_one(settlement, ctx, tally)
                 if not pending:
@@ -361,6 +375,18 @@ class Consumer:
             ctx = Context(envelope=envelope, delivery=delivery, handler=self.spec, seen=seen, admit=self._admit)
             await pipeline(envelope, ctx)
             contexts.append(ctx)
+
+    async def _seal(self, contexts: Sequence[Context]) -> None:
+        """Seal the outputs of the successful handlings among ``contexts`` (keyed ids, encryption, one signature)."""
+        security = self._security
+        if security is None:
+            return
+        done = [ctx for ctx in contexts if ctx.outcome is Outcome.SUCCESS and ctx.outputs]
+        if not done:
+            return
+        sealed = iter(await security.seal([out for ctx in done for _, out in ctx.outputs], derived=True))
+        for ctx in done:
+            ctx.outputs[:] = [(topic, next(sealed)) for topic, _ in ctx.outputs]
 
     def _settle_one(self, settlement: Settlement, ctx: Context, stats: HandlerStats) -> None:
         outcome = ctx.outcome
@@ -431,7 +457,7 @@ class Consumer:
             (delivery, self._dead_letter(delivery, envelope=envelope, reason=reason, error=exc, stack=stack))
         )
         # exc_info only for what a DecodeError does not describe: a bug worth its traceback in the log.
-        expected = isinstance(exc, DecodeError | UnhandledType)
+        expected = isinstance(exc, DecodeError | UnhandledType | SecurityError)
         self._log.warning(
             "dead-lettered the record at %s[%d]@%d (%s): %s",
             delivery.topic,
