@@ -29,6 +29,8 @@ choreograph_events_skipped_total              counter    group, reason (type: an
                                                           on a shared topic, acknowledged)
 choreograph_rate_limit_wait_seconds_total     counter    group (seconds a RateLimit held reads back)
 choreograph_consumer_lag_records              gauge      group, topic, partition
+choreograph_consumer_lag_seconds              gauge      group, topic, partition (age of the
+                                                          oldest record not yet handled)
 choreograph_dead_letters_open                 gauge      group, reason
 choreograph_log_records                       gauge      topic (records retained in the log)
 choreograph_log_bytes                         gauge      topic (where the backend can tell: NATS
@@ -54,12 +56,13 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from choreograph.core.broker import DeadLetterCounter, LagReporter, Settlement
+from choreograph.core.broker import DeadLetterCounter, LagReporter, LogReader, Settlement
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import BrokerError
 from choreograph.core.ids import id_time_ms
 from choreograph.core.retention import LogSize, LogSizeReporter, RetentionReporter
 from choreograph.observe.http_endpoint import TEXT, answer
+from choreograph.observe.lag_age import lag_seconds
 from choreograph.observe.slo import LATENCY, declared_slos
 from choreograph.runtime.app import App
 from choreograph.runtime.context import Context, Outcome
@@ -78,6 +81,7 @@ DUPLICATES: Final = "choreograph_duplicates_detected_total"
 SKIPPED: Final = "choreograph_events_skipped_total"
 RATE_LIMIT_WAIT: Final = "choreograph_rate_limit_wait_seconds_total"
 LAG: Final = "choreograph_consumer_lag_records"
+LAG_SECONDS: Final = "choreograph_consumer_lag_seconds"
 DEAD_LETTERS_OPEN: Final = "choreograph_dead_letters_open"
 LOG_RECORDS: Final = "choreograph_log_records"
 LOG_BYTES: Final = "choreograph_log_bytes"
@@ -169,6 +173,12 @@ class Metrics:
         )
         self.lag = Gauge(
             LAG, "Records published but not yet committed by the group.", ["group", "topic", "partition"], registry=r
+        )
+        self.lag_seconds = Gauge(
+            LAG_SECONDS,
+            "Seconds the oldest record the group has not handled has waited (0 when caught up).",
+            ["group", "topic", "partition"],
+            registry=r,
         )
         self.dead_letters_open = Gauge(
             DEAD_LETTERS_OPEN, "Dead letters waiting for an operator (status open).", ["group", "reason"], registry=r
@@ -288,6 +298,11 @@ class Metrics:
         try:
             async with asyncio.timeout(SCRAPE_TIMEOUT):
                 rows = await broker.lag() if isinstance(broker, LagReporter) else None
+                ages = (
+                    await lag_seconds(broker, rows, self.app.clock.now())
+                    if rows is not None and isinstance(broker, LogReader)
+                    else None
+                )
                 letters = (
                     await broker.dead_letter_counts(status="open") if isinstance(broker, DeadLetterCounter) else None
                 )
@@ -301,6 +316,10 @@ class Metrics:
             self.lag.clear()
             for row in rows:
                 self.lag.labels(row.group, row.topic, str(row.partition)).set(row.lag)
+        if ages is not None:
+            self.lag_seconds.clear()
+            for (group, topic, partition), seconds in ages.items():
+                self.lag_seconds.labels(group, topic, str(partition)).set(seconds)
         if size is not None:
             backend = broker.describe_retention().backend if isinstance(broker, RetentionReporter) else "broker"
             self._set_log_size(size, backend)
