@@ -47,7 +47,7 @@ def order_app(url: str, handled: list[tuple[int, str | None]], fixed: set[str]) 
             if event.kind == "value":
                 check_amount(event.n)
             if event.kind == "reject":
-                raise Reject(f"order {event.n} refused")
+                raise Reject(f"order {event.n} refused \x1b[2J[red]x[/red]")  # hostile text for the CLI
             if event.kind == "key":
                 lookup(event.n)
         handled.append((event.n, ctx.envelope.causationid))
@@ -175,3 +175,7 @@ async def dead_letter_operations(url: str) -> None:
         assert all(fingerprint(d) == fp["ValueError"] for d in again)
     finally:
         await app.close()
+
+
+cli_app = order_app("memory://", [], set())
+"""The App ``dlq edit --app tests.unit.ops.dlq_scenario:cli_app`` validates edits with (its models only)."""
