@@ -121,13 +121,15 @@ class KeyRing:
         """Owners this ring can sign for."""
         return tuple(self._signing)
 
-    def keys(self) -> list[VerificationKey]:
+    def verification_keys(self) -> list[VerificationKey]:
         """Every verification key, by owner then creation time."""
         return sorted(self._verification.values(), key=lambda k: (k.owner, k.created, k.id))
 
     def merged(self, other: KeyRing) -> KeyRing:
         """A ring with this one's keys and ``other``'s (other's signing keys win)."""
-        return KeyRing([*self._signing.values(), *other._signing.values()], [*self.keys(), *other.keys()])
+        return KeyRing(
+            [*self._signing.values(), *other._signing.values()], [*self.verification_keys(), *other.verification_keys()]
+        )
 
     # -- storage -----------------------------------------------------------
 

@@ -158,7 +158,7 @@ def test_the_ring_round_trips_through_a_directory_with_private_keys_owner_only(r
     for key_file in tmp_path.glob("*.key"):
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     loaded = KeyRing.load(tmp_path)
-    assert [k.id for k in loaded.keys()] == [k.id for k in ring.keys()]
+    assert [k.id for k in loaded.verification_keys()] == [k.id for k in ring.verification_keys()]
     signed = sign(loaded, [envelope()])[0]
     Verifier(ring).verify(signed)
 
