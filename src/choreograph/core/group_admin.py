@@ -39,6 +39,11 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from choreograph.core.broker import Position
+from choreograph.core.errors import ChoreographError
+
+
+class GroupActive(ChoreographError):
+    """The backend cannot reset a group while it has live members (Kafka); stop its workers first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,17 +66,11 @@ class GroupAdmin(Protocol):
     async def reset_group(self, topic: str, group: str, to: Position) -> Sequence[PartitionReset]:
         """Move ``group``'s positions on every partition of ``topic`` to ``to``; return them per partition.
 
-        Raises UnknownTopic if the topic does not exist, and BrokerError if
-        the backend cannot reset now (Kafka: the group has live members).
+        Raises UnknownTopic if the topic does not exist, and GroupActive if
+        the backend cannot reset while the group has live members (Kafka).
         """
         ...
 
     async def group_positions(self, topic: str, group: str) -> dict[int, int]:
         """Return partition -> the group's next offset to read on ``topic`` (empty: the group never read it)."""
         ...
-
-
-def clamp_offsets(start: Position, firsts: Sequence[int], ends: Sequence[int]) -> list[int]:
-    """Resolve an ``offsets`` position within each partition's [first, end] (partitions not named: ``first``)."""
-    named = start.offsets or {}
-    return [min(max(first, named.get(p, first)), end) for p, (first, end) in enumerate(zip(firsts, ends, strict=True))]

@@ -130,6 +130,8 @@ class CopyJob:
     """Most records per second (None: as fast as the brokers go)."""
     fingerprint: str = ""
     """Identifies the request; a checkpoint of another request under the same name is not resumed."""
+    batch: int = BATCH
+    """Most records per publish and per checkpoint (fewer under a low ``rate``)."""
 
 
 @dataclass(slots=True)
@@ -205,7 +207,7 @@ async def copy_range(
         report.resumed = True
     started = time.monotonic()
     pacer = Pacer(job.rate)
-    size = BATCH if not job.rate else max(1, min(BATCH, int(job.rate / 10) or 1))
+    size = max(1, job.batch if not job.rate else min(job.batch, int(job.rate / 10) or 1))
     count = len(bounds.first)
 
     async def flush(batch: list[Record], partition: int, next_offset: int) -> None:

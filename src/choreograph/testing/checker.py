@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from choreograph.core.broker import Record
 from choreograph.testing.history import (
     ACK,
     DEAD_LETTER,
@@ -172,6 +173,18 @@ def check(
         _check_after_ack(report, ident, events)
     _check_order(report, [i for i in order if i in wanted], published, per_message)
     return report
+
+
+def check_replay(history: History, *, group: str, topic: str, replayed: Sequence[Record]) -> Report:
+    """Check that ``group`` got exactly the ``replayed`` records on ``topic``: a reset or copied range.
+
+    ``replayed`` is the range in its source order (per partition, by offset),
+    recorded here as the publishes ``group`` must see; the report then names
+    what of it was lost, what arrived out of per-key order, duplicated, or
+    arrived without being in the range (``unseen``).
+    """
+    ids = history.published(topic, replayed)
+    return check(history, group=group, topic=topic, expect=ids)
 
 
 def _check_finished(report: Report, ident: tuple[str, str], publish: HistoryEvent, events: list[HistoryEvent]) -> None:

@@ -41,6 +41,7 @@ import pytest
 from choreograph.testing.hostile_scenarios import HostileScenarios
 from choreograph.testing.kv_scenarios import KeyValueScenarios
 from choreograph.testing.recovery_scenarios import RecoveryScenarios
+from choreograph.testing.replay_scenarios import ReplayScenarios
 from choreograph.testing.transport_scenarios import TransportScenarios
 
 STRESSED: tuple[str, ...] = (
@@ -56,7 +57,9 @@ STRESSED: tuple[str, ...] = (
 """Scenarios the stress test repeats; each must be safe to run concurrently with itself."""
 
 
-class BrokerConformance(TransportScenarios, HostileScenarios, RecoveryScenarios, KeyValueScenarios):
+class BrokerConformance(
+    TransportScenarios, HostileScenarios, RecoveryScenarios, KeyValueScenarios, ReplayScenarios
+):
     """Subclass with ``capabilities`` and ``make_broker``; name the subclass ``Test...``."""
 
     stress_rounds: ClassVar[int] = int(os.environ.get("CHOREOGRAPH_STRESS_ROUNDS", "3"))
