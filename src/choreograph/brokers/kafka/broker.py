@@ -34,6 +34,7 @@ from .config import KafkaConfig, parse_url
 from .dead_letters import DeadLetterShelf
 from .log_admin import LogAdmin
 from .state import StateTable
+from .subscription import KafkaSubscription
 from .translation import RESUBMIT_GROUP_HEADER as RESUBMIT_GROUP_HEADER  # kept importable from here
 from .translation import RESUBMIT_OFFSET_HEADER as RESUBMIT_OFFSET_HEADER
 from .translation import to_delivery as to_delivery
@@ -236,10 +237,8 @@ class KafkaBroker(DeadLetterShelf, LogAdmin):
                 )
             await asyncio.gather(*futures)
 
-    async def subscribe(self, topic: str, group: str, *, start: Position = _EARLIEST) -> Any:
+    async def subscribe(self, topic: str, group: str, *, start: Position = _EARLIEST) -> KafkaSubscription:
         """Join ``group`` on ``topic`` (creating the topic); ``start`` applies to partitions without a commit."""
-        from .subscription import KafkaSubscription
-
         check_topic(topic), check_group(group)
         self.check_open()
         await self.partitions(topic)

@@ -41,10 +41,10 @@ from choreograph.core.broker import Delivery, Position, Record, Settlement
 from choreograph.core.enums import StartKind
 from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError
 
+from .link import BrokerLink
 from .translation import RESUBMIT_GROUP_HEADER, to_delivery, translated
 
 if TYPE_CHECKING:
-    from .broker import KafkaBroker
     from .state import StateTable
 
 logger = logging.getLogger("choreograph.brokers.kafka")
@@ -92,7 +92,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class KafkaSubscription:
     """One member of a consumer group on a :class:`KafkaBroker` topic."""
 
-    def __init__(self, broker: KafkaBroker, topic: str, group: str, start: Position) -> None:
+    def __init__(self, broker: BrokerLink, topic: str, group: str, start: Position) -> None:
         self._broker = broker
         self.topic = topic
         self.group = group

@@ -271,7 +271,8 @@ class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets):
             except nats.js.errors.BadRequestError:
                 await js.consumer_info(stream, name)  # created concurrently by another member: fine
 
-    def _forget(self, subscription: NatsSubscription) -> None:
+    def forget(self, subscription: object) -> None:
+        """Drop a closed subscription (it calls this from its ``close``)."""
         self._subscriptions.discard(subscription)
 
 

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import nats.js.errors
 from nats.aio.client import Client
@@ -36,14 +36,12 @@ from choreograph.brokers.nats.bookkeeping import Bookkeeping, Entry
 from choreograph.brokers.nats.config import NatsConfig
 from choreograph.brokers.nats.dead_letters import writes as dead_letter_writes
 from choreograph.brokers.nats.leases import Leases
+from choreograph.brokers.nats.link import BrokerLink
 from choreograph.brokers.nats.publisher import Message, frame, send_frames
 from choreograph.brokers.nats.pulling import _Held, _Partition
 from choreograph.brokers.nats.translation import translate, translated
 from choreograph.core.broker import DeadLetter, Delivery, Settlement
 from choreograph.core.errors import BrokerClosed, BrokerError, BrokerUnavailable, LeaseLost
-
-if TYPE_CHECKING:
-    from choreograph.brokers.nats.broker import NatsBroker
 
 logger = logging.getLogger("choreograph.brokers.nats")
 
@@ -57,7 +55,7 @@ class Settling:
 
     topic: str
     group: str
-    _broker: NatsBroker
+    _broker: BrokerLink
     _names: n.Names
     _nc: Client
     _config: NatsConfig

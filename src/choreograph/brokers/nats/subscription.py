@@ -28,12 +28,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from nats.aio.msg import Msg
 
 from choreograph.brokers.nats.bookkeeping import Bookkeeping
 from choreograph.brokers.nats.leases import Leases
+from choreograph.brokers.nats.link import BrokerLink
 from choreograph.brokers.nats.native import translate as translate_headers
 from choreograph.brokers.nats.pulling import (
     GRACE,
@@ -50,9 +51,6 @@ from choreograph.brokers.nats.translation import translated
 from choreograph.core.broker import Delivery
 from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError
 
-if TYPE_CHECKING:
-    from choreograph.brokers.nats.broker import NatsBroker
-
 logger = logging.getLogger("choreograph.brokers.nats")
 
 _CHECK_INTERVAL: Final = 0.25
@@ -62,7 +60,7 @@ _CHECK_INTERVAL: Final = 0.25
 class NatsSubscription(Settling):
     """A member of ``group`` on ``topic``. Not safe for concurrent use (one consumer loop)."""
 
-    def __init__(self, broker: NatsBroker, topic: str, group: str, partitions: int, member: str) -> None:
+    def __init__(self, broker: BrokerLink, topic: str, group: str, partitions: int, member: str) -> None:
         self._broker = broker
         self.topic = topic
         self.group = group
@@ -147,7 +145,7 @@ class NatsSubscription(Settling):
                 "left group %s on %s uncleanly (leases expire by themselves): %s", self.group, self.topic, exc
             )
         finally:
-            self._broker._forget(self)
+            self._broker.forget(self)
 
     async def _await_open_pulls(self) -> None:
         """Wait (bounded by their expiry) until no pull request of ours is open on the server.

@@ -11,12 +11,10 @@ atomic, and — with ``appendfsync always`` — on disk before the call returns.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Sequence
 from typing import Any, Final
 
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from choreograph.core.broker import (
@@ -30,24 +28,21 @@ from choreograph.core.broker import (
 from choreograph.core.clock import Clock, SystemClock
 from choreograph.core.enums import StartKind
 from choreograph.core.errors import (
-    BrokerClosed,
     BrokerError,
     BrokerUnavailable,
-    ConfigurationError,
-    UnknownTopic,
 )
 from choreograph.core.names import check_group, check_topic
-from choreograph.core.partitioning import RoundRobin
 from choreograph.core.retention import LogSize, Retention
 
 from . import records as rec
 from . import retention, scripts
 from .config import RedisConfig, parse_url
-from .connection import client_options, connection_class
 from .dead_letters import DeadLetterShelf
+from .keys import entry_id, last_delivered_before, offset_of
 from .kv import KeyValueHashes
-from .keys import Keys, entry_id, last_delivered_before, offset_of
-from .leases import Keepalive
+from .session import RedisSession
+from .session import due_ms as due_ms  # its home before session.py
+from .subscription import RedisSubscription
 from .translation import text
 from .translation import translated as translated  # settling and subscription import it from here
 
@@ -77,36 +72,21 @@ class RedisBroker(DeadLetterShelf, KeyValueHashes):
 
     def __init__(self, url: str = "redis://localhost:6379/0", *, config: RedisConfig | None = None,
                  clock: Clock | None = None) -> None:  # fmt: skip
-        self.config = config or RedisConfig()
-        self.clock: Clock = clock or SystemClock()
-        self.keys = Keys(self.config.prefix)
+        self.session = RedisSession(url, config or RedisConfig(), clock or SystemClock())
+        """The client, keys, scripts and topic sizes this broker shares with its subscriptions."""
+        session = self.session
+        self.config = session.config
+        self.clock: Clock = session.clock
+        self.keys = session.keys
         self._url = url
-        # typed as Any: redis-py's response types depend on decode_responses/RESP version at run time
-        options: dict[str, Any] = {}
-        packing = connection_class(url)
-        if packing is not None:
-            options["connection_class"] = packing
-        self.client: Any = aioredis.Redis.from_url(
-            url,
-            **options,
-            decode_responses=False,
-            socket_connect_timeout=self.config.connect_timeout,
-            health_check_interval=30,
-            **client_options(url, self.config),
-        )
-        # Read replies of XREADGROUP are parsed by the subscription itself (records.flat_entry_deliveries).
-        self.client.set_response_callback("XREADGROUP", _raw_reply)
-        self.heartbeat_script = self.client.register_script(scripts.HEARTBEAT)
-        self.leave_script = self.client.register_script(scripts.LEAVE)
-        self._resubmit_script = self.client.register_script(scripts.RESUBMIT)
-        self._purge_script = self.client.register_script(scripts.PURGE)
-        self.keepalive = Keepalive(url, self.config)
+        self.client: Any = session.client
+        self.heartbeat_script = session.heartbeat_script
+        self.leave_script = session.leave_script
+        self._resubmit_script = session.resubmit_script
+        self._purge_script = session.purge_script
+        self.keepalive = session.keepalive
         """Renews the leases of this broker's members off the event loop (see :mod:`.leases`)."""
-        self._partitions: dict[str, int] = {}
-        self._round_robin = RoundRobin()
-        self._subscriptions: set[Any] = set()
         self._last_trim = 0.0
-        self._closed = False
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> RedisBroker:
@@ -127,36 +107,15 @@ class RedisBroker(DeadLetterShelf, KeyValueHashes):
             return
         async with translated(f"publish to {topic!r}"):
             # EVAL with the text: see subscription.settle. One script is atomic without a MULTI around it.
-            await self.client.eval(scripts.PUBLISH, *await self._append_arguments(topic, records))
+            await self.client.eval(scripts.PUBLISH, *await self.session.append_arguments(topic, records))
         await self._maybe_trim()
 
     async def append_arguments(self, topic: str, records: Sequence[Record]) -> list[Any]:
         """Arguments of one PUBLISH script call appending ``records`` (a settle runs it fenced in its MULTI)."""
-        return await self._append_arguments(topic, records)
+        return await self.session.append_arguments(topic, records)
 
-    async def _append_arguments(self, topic: str, records: Sequence[Record]) -> list[Any]:
-        """Arguments of the PUBLISH script after its text: key count, keys, then ARGV (see scripts.PUBLISH)."""
-        partitions = await self.partitions(topic)
-        by_partition: dict[int, list[bytes | str]] = {}
-        for record in records:
-            if not isinstance(record.value, bytes):
-                raise ConfigurationError(f"a record value must be bytes, got {type(record.value).__name__}")
-        placed = self._round_robin.assign(topic, [record.key for record in records], partitions)
-        for p, record in zip(placed, records, strict=True):
-            by_partition.setdefault(p, []).extend(
-                (rec.encode_key(record.key), record.value, rec.encode_headers(record.headers))
-            )
-        keys: list[str] = []
-        args: list[Any] = [repr(self.clock.now()), self.config.max_length or 0]
-        for p, triples in by_partition.items():
-            keys += [self.keys.stream(topic, p), self.keys.stream_meta(topic, p)]
-            args += [len(triples) // 3, *triples]
-        return [len(keys), *keys, *args]
-
-    async def subscribe(self, topic: str, group: str, *, start: Position = _EARLIEST) -> Any:
+    async def subscribe(self, topic: str, group: str, *, start: Position = _EARLIEST) -> RedisSubscription:
         """Join ``group`` on ``topic`` (creating both if needed); ``start`` applies only to a new group."""
-        from .subscription import RedisSubscription
-
         check_topic(topic), check_group(group)
         self.check_open()
         partitions = await self.partitions(topic)
@@ -166,14 +125,14 @@ class RedisBroker(DeadLetterShelf, KeyValueHashes):
                 with contextlib.suppress(redis_errors.ResponseError):  # BUSYGROUP: the group exists
                     await self.client.xgroup_create(self.keys.stream(topic, p), group, id=first, mkstream=True)
             await self.client.sadd(self.keys.groups(topic), group)
-        subscription = RedisSubscription(self, topic, group, partitions)
-        self._subscriptions.add(subscription)
+        subscription = RedisSubscription(self.session, topic, group, partitions)
+        self.session.subscriptions.add(subscription)
         await subscription.join()
         return subscription
 
     async def ping(self) -> None:
         """Return if Redis answers PING within ``connect_timeout``; raise BrokerUnavailable otherwise."""
-        if self._closed:
+        if self.session.closed:
             raise BrokerUnavailable("the redis broker is closed")
         try:
             async with translated("ping"):
@@ -183,10 +142,10 @@ class RedisBroker(DeadLetterShelf, KeyValueHashes):
 
     async def close(self) -> None:
         """Close every subscription and the connection pool. Idempotent; publishes are never buffered."""
-        if self._closed:
+        if self.session.closed:
             return
-        self._closed = True
-        for subscription in list(self._subscriptions):
+        self.session.closed = True
+        for subscription in list(self.session.subscriptions):
             with contextlib.suppress(BrokerError):
                 await subscription.close()
         with contextlib.suppress(redis_errors.RedisError, OSError):
@@ -267,66 +226,22 @@ class RedisBroker(DeadLetterShelf, KeyValueHashes):
 
     def check_open(self) -> None:
         """Raise BrokerClosed after :meth:`close`."""
-        if self._closed:
-            raise BrokerClosed("the redis broker is closed")
+        self.session.check_open()
 
     def forget(self, subscription: object) -> None:
         """Drop a closed subscription."""
-        self._subscriptions.discard(subscription)
+        self.session.forget(subscription)
 
     async def partitions(self, topic: str) -> int:
         """Return the partition count of ``topic``, registering it with the configured count if new."""
-        known = self._partitions.get(topic)
-        if known is not None:
-            return known
-        async with translated(f"register topic {topic!r}"):
-            await self.client.hsetnx(self.keys.topics, topic, self.config.partitions)
-            count = int(await self.client.hget(self.keys.topics, topic) or self.config.partitions)
-        self._partitions[topic] = count
-        return count
+        return await self.session.partitions(topic)
 
     async def _existing_partitions(self, topic: str) -> int:
-        if topic in self._partitions:
-            return self._partitions[topic]
-        raw = await self.client.hget(self.keys.topics, topic)
-        if raw is None:
-            raise UnknownTopic(f"topic {topic!r} does not exist")
-        self._partitions[topic] = int(raw)
-        return int(raw)
+        return await self.session.existing_partitions(topic)
 
     async def start_offsets(self, topic: str, partitions: int, start: Position) -> list[int]:
         """Return the first offset to read per partition for ``start``."""
-        if start.kind == StartKind.EARLIEST:
-            return [0] * partitions
-        pipe = self.client.pipeline(transaction=False)
-        for p in range(partitions):
-            pipe.hget(self.keys.stream_meta(topic, p), "n")
-        ends = [int(n or 0) for n in await pipe.execute()]
-        if start.kind == StartKind.LATEST:
-            return ends
-        if start.kind == StartKind.OFFSETS:
-            offsets = start.offsets or {}
-            return [min(max(0, offsets.get(p, 0)), ends[p]) for p in range(partitions)]
-        when = start.time if start.time is not None else 0.0
-        return [await self._offset_at(topic, p, when, ends[p]) for p in range(partitions)]
-
-    async def _offset_at(self, topic: str, p: int, when: float, end: int) -> int:
-        """Binary-search the first offset with timestamp >= ``when`` (timestamps never decrease)."""
-        stream = self.keys.stream(topic, p)
-        first = await self.client.xrange(stream, "-", "+", count=1)
-        low, high = (offset_of(first[0][0]) if first else end), end
-        while low < high:
-            middle = (low + high) // 2
-            entry = await self.client.xrange(stream, entry_id(middle), "+", count=1)
-            if not entry:
-                high = middle
-                continue
-            found = offset_of(entry[0][0])
-            if float(entry[0][1].get(b"t", b"0")) >= when:
-                high = min(middle, found)
-            else:
-                low = found + 1
-        return low
+        return await self.session.start_offsets(topic, partitions, start)
 
     async def _start_ids(self, topic: str, partitions: int, start: Position) -> list[str]:
         if start.kind == StartKind.EARLIEST:
@@ -366,12 +281,3 @@ class RedisBroker(DeadLetterShelf, KeyValueHashes):
         self.check_open()
         async with translated(f"resolve a position in {topic!r}"):
             return dict(enumerate(await self.start_offsets(topic, await self._existing_partitions(topic), start)))
-
-
-def due_ms(now: float, delay: float) -> int:
-    """Return the due time in integer milliseconds."""
-    return math.ceil((now + delay) * 1000)
-
-
-def _raw_reply(response: Any, **options: Any) -> Any:
-    return response

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis import exceptions as redis_errors
 
@@ -21,18 +21,16 @@ from choreograph.core.errors import LeaseLost
 
 from . import records as rec
 from . import scripts
-from .broker import due_ms, translated
 from .keys import entry_id
 from .leases import LeaseState
-
-if TYPE_CHECKING:
-    from .broker import RedisBroker
+from .session import RedisSession, due_ms
+from .translation import translated
 
 
 class Settler:
     """Writes the settlements of one member of ``group`` on ``topic``. One settlement at a time."""
 
-    def __init__(self, broker: RedisBroker, topic: str, group: str, lease: LeaseState) -> None:
+    def __init__(self, broker: RedisSession, topic: str, group: str, lease: LeaseState) -> None:
         self._broker = broker
         self._client: Any = broker.client
         self._keys = broker.keys

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from redis import exceptions as redis_errors
 
@@ -38,13 +38,11 @@ from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationErro
 
 from . import records as rec
 from . import scripts
-from .broker import translated
 from .keys import entry_id, record_offset
 from .leases import LeaseState
+from .session import RedisSession
 from .settling import Settler
-
-if TYPE_CHECKING:
-    from .broker import RedisBroker
+from .translation import translated
 
 _PENDING_PAGE: Final = 1000
 _key: Final = attrgetter("key")
@@ -75,7 +73,7 @@ class _Partition:
 class RedisSubscription:
     """One member of a consumer group on a :class:`RedisBroker` topic."""
 
-    def __init__(self, broker: RedisBroker, topic: str, group: str, partitions: int) -> None:
+    def __init__(self, broker: RedisSession, topic: str, group: str, partitions: int) -> None:
         self._broker = broker
         self._client: Any = broker.client
         self._keys = broker.keys
