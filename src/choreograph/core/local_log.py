@@ -42,7 +42,15 @@ class BackupSummary:
 
 @runtime_checkable
 class LocalLogBackend(Protocol):
-    """A broker class whose log is one local file; every method is a blocking classmethod taking the broker URL."""
+    """A broker class whose log is one local file: blocking classmethods taking the broker URL, and ``path``.
+
+    ``isinstance`` answers the same for the class and for its instances.
+    """
+
+    @property
+    def path(self) -> str:
+        """On a broker instance: the file its log is in."""
+        ...
 
     @classmethod
     def log_path(cls, url: str) -> str:

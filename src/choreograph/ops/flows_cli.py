@@ -32,9 +32,9 @@ from choreograph.observe.flows import (
     Instance,
     Observer,
     Quantiles,
-    SqliteFlowStore,
     replay,
 )
+from choreograph.observe.flows.settings import stored_state
 from choreograph.ops.loader import load_object
 from choreograph.ops.session import opened_app
 from choreograph.ops.terminal import BrokerOption, cell, emit_json, fmt_time, out, run_async, safe, shown_url
@@ -125,9 +125,7 @@ async def _trackers(app: App, flows: Sequence[Flow], state: bool, correlation_id
     now = app.clock.now()
     if not state:
         return await replay(app.broker, flows, now=now, correlation_id=correlation_id)
-    if not app.broker_url.startswith("sqlite://"):
-        raise ConfigurationError("--state reads an observer's state from a sqlite:// broker file")
-    store = SqliteFlowStore.from_url(app.broker_url)
+    store = stored_state(app)
     try:
         trackers = {}
         for declared in flows:

@@ -9,8 +9,10 @@ import pytest
 from choreograph import App, FakeClock
 from choreograph.brokers.memory import MemoryBroker
 from choreograph.core import codec
+from choreograph.core.kv import MemoryKeyValue
 from choreograph.observe.flows import FlowStore, FlowStuck, MemoryFlowStore, Observer, ObserverConfig, SqliteFlowStore
 from choreograph.observe.flows.instance import COMPLETED
+from choreograph.observe.flows.kv_store import KeyValueFlowStore
 from tests.conftest import wait_until
 from tests.unit.observe.conftest import FLOW, T0, Cancelled, Done, declined_path, envelope, happy_path
 
@@ -21,8 +23,10 @@ SMALL = ObserverConfig(
 FINISHED, OPEN = 150, 40
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "kv"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> FlowStore:
+    if request.param == "kv":
+        return KeyValueFlowStore(MemoryKeyValue("flows"))
     return MemoryFlowStore() if request.param == "memory" else SqliteFlowStore(tmp_path / "flows.db")
 
 

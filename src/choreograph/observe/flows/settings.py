@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 
 from choreograph.core.broker import Position
 from choreograph.core.errors import ConfigurationError
+from choreograph.core.kv import KeyValueProvider
+from choreograph.core.local_log import LocalLogBackend
+from choreograph.core.redaction import redact_url
+from choreograph.observe.flows.kv_store import NAMESPACE as KV_NAMESPACE
+from choreograph.observe.flows.kv_store import KeyValueFlowStore
 from choreograph.observe.flows.store import FlowStore, MemoryFlowStore, SqliteFlowStore
 from choreograph.runtime.app import App
 
@@ -56,12 +61,36 @@ class ObserverConfig:
 
 
 def default_store(app: App) -> FlowStore:
-    """Return a SQLite store in the log's file for a ``sqlite://`` app, else an in-memory store."""
-    url = app.broker_url
-    if url.startswith("sqlite://"):
-        return SqliteFlowStore.from_url(url)
-    logger.warning("observer state is kept in memory for %s; it will not survive a restart", url)
-    return MemoryFlowStore()
+    """Where the observer keeps state for ``app``'s broker, chosen by what the backend can do.
+
+    A broker whose log is one local file (:class:`~choreograph.core.local_log.LocalLogBackend`,
+    SQLite) keeps it in a table of that file (:class:`SqliteFlowStore`, as earlier versions did, so
+    their state stays readable); a broker with key-value namespaces (NATS, Redis, Kafka, memory)
+    in its ``flows`` namespace (:class:`~choreograph.observe.flows.kv_store.KeyValueFlowStore`);
+    anything else in this process's memory. Not persistent (``memory://``): a warning says so.
+    """
+    broker = app.broker
+    store: FlowStore
+    if isinstance(broker, LocalLogBackend):
+        return SqliteFlowStore(broker.path)
+    if isinstance(broker, KeyValueProvider):
+        store = KeyValueFlowStore(broker.key_value(KV_NAMESPACE), where=redact_url(app.broker_url))
+    else:
+        store = MemoryFlowStore()
+    if not broker.capabilities.persistent or not isinstance(broker, KeyValueProvider):
+        logger.warning("observer state is kept in memory for %s; it will not survive a restart", app.broker_url)
+    return store
+
+
+def stored_state(app: App) -> FlowStore:
+    """The store ``flows --state`` reads: :func:`default_store`, refused when it would be this process's memory."""
+    broker = app.broker
+    if not isinstance(broker, LocalLogBackend | KeyValueProvider) or not broker.capabilities.cross_process:
+        raise ConfigurationError(
+            f"--state reads the state a running observer stored; {redact_url(app.broker_url)} keeps none "
+            "that another process can read"
+        )
+    return default_store(app)
 
 
 @dataclass(slots=True)

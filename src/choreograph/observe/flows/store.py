@@ -25,12 +25,14 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
-from urllib.parse import unquote, urlsplit
 
 import orjson
 
+from choreograph.brokers import broker_class
 from choreograph.core.errors import ChoreographError, ConfigurationError
+from choreograph.core.local_log import LocalLogBackend
 from choreograph.core.options import create_private_file
+from choreograph.core.redaction import redact_url
 from choreograph.observe.flows.instance import Instance
 
 TABLE = "observer_flow_instances"
@@ -184,13 +186,17 @@ class SqliteFlowStore:
 
     @classmethod
     def from_url(cls, url: str) -> SqliteFlowStore:
-        """Open the store in the file of a ``sqlite:///path.db`` broker URL (options ignored)."""
-        parts = urlsplit(url)
-        if parts.scheme != "sqlite":
-            raise ConfigurationError(f"not a sqlite URL (expected sqlite:///path.db): {url!r}")
-        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+        """Open the store in the log file of a broker URL such as ``sqlite:///path.db`` (options ignored).
+
+        ConfigurationError for a backend whose log is not one local file
+        (:class:`~choreograph.core.local_log.LocalLogBackend`) or a URL naming no file.
+        """
+        backend = broker_class(url)
+        if not isinstance(backend, LocalLogBackend):
+            raise ConfigurationError(f"{redact_url(url)} keeps its log in no local file (expected sqlite:///path.db)")
+        path = backend.log_path(url)
         if not path or path == ":memory:":
-            raise ConfigurationError(f"sqlite URL needs a file path: {url!r}")
+            raise ConfigurationError(f"the broker URL needs a file path: {redact_url(url)}")
         return cls(path)
 
     def _select(self, sql: str, params: Sequence[object]) -> list[Instance]:
