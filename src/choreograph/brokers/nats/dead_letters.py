@@ -1,7 +1,8 @@
 """Dead letters in a JetStream KV bucket, and their resubmission.
 
 Each dead letter is one key (its id) in bucket ``<prefix>_dlq`` holding the
-:class:`DeadLetter` as JSON (bytes base64-encoded). The bucket keeps one
+:class:`DeadLetter` in the shared encoding (:mod:`choreograph.core.dead_letter_codec`: JSON, bytes
+base64-encoded). The bucket keeps one
 revision per key, so a scan of its stream yields every entry once. A status
 change is a compare-and-set on the entry's revision.
 
@@ -24,11 +25,10 @@ the group's inbox, as the envelope keeps its id).
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 import nats.js.errors
 from nats.aio.client import Client
@@ -36,6 +36,7 @@ from nats.js.client import JetStreamContext
 
 from choreograph.brokers.nats import direct
 from choreograph.brokers.nats.translation import translated
+from choreograph.core import dead_letter_codec as codec
 from choreograph.core.broker import DeadLetter
 from choreograph.core.enums import DeadLetterStatus
 from choreograph.core.errors import BrokerError, NotFound
@@ -56,11 +57,8 @@ class DeadLetterTooLarge(BrokerError):
 
 
 def encode(letter: DeadLetter) -> bytes:
-    """Serialize ``letter`` as JSON."""
-    doc: dict[str, Any] = dataclasses.asdict(letter)
-    doc["value"] = base64.b64encode(letter.value).decode()
-    doc["headers"] = dict(letter.headers)
-    return json.dumps(doc, ensure_ascii=False).encode()
+    """Serialize ``letter`` as one entry of the shared encoding (:mod:`choreograph.core.dead_letter_codec`)."""
+    return codec.encode(letter)
 
 
 def decode(raw: bytes) -> DeadLetter:
@@ -69,11 +67,11 @@ def decode(raw: bytes) -> DeadLetter:
 
 
 def _parse(raw: bytes) -> tuple[DeadLetter, int]:
-    """(dead letter, number of chunks its value is in: 0 when inside the entry) of an entry."""
-    doc = json.loads(raw)
-    chunks = int(doc.pop("chunks", 0))
-    doc["value"] = base64.b64decode(doc["value"])
-    return DeadLetter(**doc), chunks
+    """(dead letter, number of chunks its value is in: 0 when inside the entry) of an entry.
+
+    Entries written before the shared encoding (no ``value_encoding``) held their value base64 too.
+    """
+    return codec.decode(raw, legacy_value_encoding="base64")
 
 
 def chunk_key(dead_letter_id: str, index: int) -> str:
@@ -88,19 +86,9 @@ def writes(bucket: str, letter: DeadLetter, max_payload: int) -> list[tuple[str,
     chunks of its value, then the entry naming how many there are. Raises
     DeadLetterTooLarge if even that entry cannot fit.
     """
-    body = encode(letter)
-    if not max_payload or len(body) + _SLACK <= max_payload:
-        return [(f"$KV.{bucket}.{letter.id}", body, None)]
-    size = max(1, max_payload - _SLACK)
-    value = bytes(letter.value)
-    chunks = [value[i : i + size] for i in range(0, len(value), size)] or [b""]
-    small = dataclasses.replace(
-        letter, value=b"", stack=letter.stack[-_TEXT_CAP:], error_message=letter.error_message[:_TEXT_CAP]
-    )
-    doc: dict[str, Any] = json.loads(encode(small))
-    doc["chunks"] = len(chunks)
-    entry = json.dumps(doc, ensure_ascii=False).encode()
-    if len(entry) + _SLACK > max_payload:
+    limit = max(1, max_payload - _SLACK) if max_payload else 0
+    entry, chunks = codec.split(letter, limit, text_cap=_TEXT_CAP)
+    if chunks and len(entry) + _SLACK > max_payload:
         raise DeadLetterTooLarge(
             f"dead letter {letter.id} of {letter.topic}[{letter.partition}]@{letter.offset} needs {len(entry)} bytes "
             f"without its value, over the server's max_payload of {max_payload}"
@@ -149,7 +137,7 @@ class DeadLetterBucket:
         parts = [found.get(subject) for subject in subjects]
         if any(part is None or part.deleted for part in parts):
             raise BrokerError(f"dead letter {letter.id} lost chunks of its value (bucket {self._bucket})")
-        return dataclasses.replace(letter, value=b"".join(part.data for part in parts if part is not None))
+        return codec.join(letter, [part.data for part in parts if part is not None])
 
     async def scan(self) -> list[DeadLetter]:
         """Return every entry, oldest first (ids are time-ordered)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from choreograph.core import dead_letter_codec as codec
 from choreograph.core.broker import DeadLetter, Delivery
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 
@@ -183,26 +185,18 @@ def unpack_record(raw: bytes) -> tuple[str | None, bytes, dict[str, str], float]
 
 
 def encode_dead_letter(letter: DeadLetter) -> dict[str, bytes | str]:
-    """Return the hash fields of a dead letter."""
+    """Return the hash fields of a dead letter: the shared encoding, and the fields scripts and counts read.
+
+    ``entry`` is the letter in :mod:`choreograph.core.dead_letter_codec`'s
+    encoding; ``status`` (flipped in place by the RESUBMIT and PURGE scripts,
+    so it wins over the entry's), ``topic``, ``group`` and ``reason`` are
+    plain fields for those scripts and for counting without reading values.
+    """
     return {
-        "id": letter.id,
+        "entry": codec.encode(letter),
         "topic": letter.topic,
         "group": letter.group,
-        "handler": letter.handler,
-        "partition": str(letter.partition),
-        "offset": str(letter.offset),
-        "key": encode_key(letter.key),
-        "value": bytes(letter.value),
-        "headers": encode_headers(letter.headers),
-        "event_id": "" if letter.event_id is None else "=" + letter.event_id,
-        "event_type": "" if letter.event_type is None else "=" + letter.event_type,
         "reason": letter.reason,
-        "error_type": letter.error_type,
-        "error_message": letter.error_message,
-        "stack": letter.stack,
-        "attempts": str(letter.attempts),
-        "first_failure": repr(letter.first_failure),
-        "last_failure": repr(letter.last_failure),
         "status": letter.status,
     }
 
@@ -212,7 +206,16 @@ def _optional(raw: bytes) -> str | None:
 
 
 def decode_dead_letter(fields: Mapping[bytes, bytes]) -> DeadLetter:
-    """Return the dead letter stored by :func:`encode_dead_letter`."""
+    """Return the dead letter stored by :func:`encode_dead_letter`, or in the older one-field-per-attribute hash."""
+    entry = fields.get(b"entry")
+    if entry is None:
+        return _decode_legacy_dead_letter(fields)
+    letter, _ = codec.decode(entry)
+    return dataclasses.replace(letter, status=fields[b"status"].decode())
+
+
+def _decode_legacy_dead_letter(fields: Mapping[bytes, bytes]) -> DeadLetter:
+    """Return a dead letter stored before the shared encoding: one hash field per attribute."""
 
     def text(name: str) -> str:
         return fields[name.encode()].decode()
