@@ -10,6 +10,7 @@ from aiokafka import errors as kafka_errors
 
 from choreograph.core.broker import Delivery
 from choreograph.core.credentials import explain_tls_failure
+from choreograph.core.error_table import ErrorRule, ErrorTable, catches, translate
 from choreograph.core.errors import BrokerError, BrokerUnavailable, ConfigurationError
 
 RESUBMIT_GROUP_HEADER: Final = "choreograph-resubmitted-for"
@@ -28,25 +29,41 @@ _REFUSED_CREDENTIALS: Final = (
 )
 
 
+def _tls_refusal(exc: BaseException) -> ConfigurationError | None:
+    tls = explain_tls_failure(exc, "kafka")
+    return None if tls is None else ConfigurationError(tls)
+
+
+ERRORS: Final[ErrorTable] = (
+    ErrorRule(  # retrying cannot help: say which options to fix
+        _REFUSED_CREDENTIALS,
+        ConfigurationError,
+        "kafka refused the SASL authentication while trying to {what}: {name}: {exc}; "
+        "check sasl_mechanism, sasl_username and the password (sasl_password_file or sasl_password_env)",
+    ),
+    ErrorRule(
+        (kafka_errors.KafkaConnectionError, kafka_errors.NodeNotReadyError, OSError),
+        BrokerUnavailable,
+        "kafka unreachable while trying to {what}: {exc}",
+        refine=_tls_refusal,  # a refused TLS handshake is a ConfigurationError naming the option to fix
+    ),
+    ErrorRule(kafka_errors.KafkaTimeoutError, BrokerUnavailable, "kafka timed out while trying to {what}: {exc}"),
+    ErrorRule(kafka_errors.KafkaError, BrokerError, "kafka failed to {what}: {exc!r}"),
+)
+"""aiokafka exception -> choreograph error, first match wins (see :mod:`choreograph.core.error_table`)."""
+
+_CAUGHT: Final = catches(ERRORS)
+
+
 @contextlib.asynccontextmanager
 async def translated(what: str) -> AsyncIterator[None]:
-    """Translate aiokafka errors raised inside the block into choreograph BrokerErrors."""
+    """Translate aiokafka errors raised inside the block into choreograph BrokerErrors (per :data:`ERRORS`)."""
     try:
         yield
-    except _REFUSED_CREDENTIALS as exc:  # retrying cannot help: say which options to fix
-        raise ConfigurationError(
-            f"kafka refused the SASL authentication while trying to {what}: {type(exc).__name__}: {exc}; "
-            "check sasl_mechanism, sasl_username and the password (sasl_password_file or sasl_password_env)"
-        ) from exc
-    except (kafka_errors.KafkaConnectionError, kafka_errors.NodeNotReadyError, OSError) as exc:
-        tls = explain_tls_failure(exc, "kafka")
-        if tls is not None:
-            raise ConfigurationError(tls) from exc
-        raise BrokerUnavailable(f"kafka unreachable while trying to {what}: {exc}") from exc
-    except kafka_errors.KafkaTimeoutError as exc:
-        raise BrokerUnavailable(f"kafka timed out while trying to {what}: {exc}") from exc
-    except kafka_errors.KafkaError as exc:
-        raise BrokerError(f"kafka failed to {what}: {exc!r}") from exc
+    except _CAUGHT as exc:
+        error = translate(exc, ERRORS, what)
+        assert error is not None  # _CAUGHT is exactly what ERRORS names
+        raise error from exc
 
 
 def to_delivery(

@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Final
 
 import nats.errors
 import nats.js.errors
 
 from choreograph.brokers.nats.config import NatsConfig
 from choreograph.core.credentials import explain_tls_failure
+from choreograph.core.error_table import ErrorRule, ErrorTable
+from choreograph.core.error_table import translate as apply_table
 from choreograph.core.errors import (
     BrokerClosed,
     BrokerError,
@@ -46,22 +49,34 @@ _UNAVAILABLE = (
     asyncio.TimeoutError,
     OSError,
 )
+_MESSAGE: Final = "NATS {what} failed: {name}: {exc}"
+
+
+def _stream_not_found(exc: BaseException) -> bool:
+    return getattr(exc, "err_code", None) == 10059
+
+
+def _unavailable_status(exc: BaseException) -> bool:
+    return getattr(exc, "code", None) == 503  # no quorum, no leader
+
+
+ERRORS: Final[ErrorTable] = (
+    ErrorRule((nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError), BrokerClosed, _MESSAGE),
+    ErrorRule(_UNAVAILABLE, BrokerUnavailable, _MESSAGE),
+    ErrorRule(nats.js.errors.NotFoundError, UnknownTopic, _MESSAGE, when=_stream_not_found),
+    ErrorRule(nats.js.errors.APIError, BrokerUnavailable, _MESSAGE, when=_unavailable_status),
+    ErrorRule(BaseException, BrokerError, _MESSAGE),
+)
+"""nats-py exception -> choreograph error, first match wins (the table in this module's docstring)."""
 
 
 def translate(exc: BaseException, action: str) -> BrokerError:
-    """Return the choreograph error for a nats-py failure of ``action``."""
+    """Return the choreograph error for a nats-py failure of ``action`` (per :data:`ERRORS`)."""
     if isinstance(exc, BrokerError):
         return exc
-    message = f"NATS {action} failed: {type(exc).__name__}: {exc}"
-    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError):
-        return BrokerClosed(message)
-    if isinstance(exc, _UNAVAILABLE):
-        return BrokerUnavailable(message)
-    if isinstance(exc, nats.js.errors.NotFoundError) and exc.err_code == 10059:  # stream not found
-        return UnknownTopic(message)
-    if isinstance(exc, nats.js.errors.APIError) and exc.code == 503:
-        return BrokerUnavailable(message)
-    return BrokerError(message)
+    error = apply_table(exc, ERRORS, action)
+    assert isinstance(error, BrokerError)  # the last rule matches everything; every rule makes a BrokerError
+    return error
 
 
 @contextmanager
