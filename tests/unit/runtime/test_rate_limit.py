@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -157,3 +159,30 @@ async def test_concurrency_caps_the_events_a_handler_has_in_flight() -> None:
     # Then no more than 4 ran at once, and the cap was reached (it is what bounds them)
     assert most == 4
     assert app.stats()["svc.work"].handled == 120
+
+
+async def test_a_backlog_in_the_sqlite_log_drains_at_the_rate(tmp_path: Path) -> None:
+    # Given a backlog in a SQLite log for a handler limited to 100/s (default burst: 10); the profile of
+    # 2,000 events (about 20 s) runs with CHOREOGRAPH_RATE_LIMIT_EVENTS=2000, the normal suite a bounded one
+    events = int(os.environ.get("CHOREOGRAPH_RATE_LIMIT_EVENTS", "300"))
+    app = App("flow", broker=f"sqlite:///{tmp_path}/log.db", consumer=ConsumerConfig(fetch_timeout=0.05))
+    done = asyncio.Event()
+    handled: list[float] = []
+
+    @app.service("svc").on(Job, options=[RateLimit(per_second=100)])
+    async def limited(event: Job, ctx: Context) -> None:
+        handled.append(time.monotonic())
+        if len(handled) == events:
+            done.set()
+
+    await app.publish_many((Job(n=n), str(n % 13)) for n in range(events))
+    # When the app works it off
+    started = time.monotonic()
+    await app.start()
+    await asyncio.wait_for(done.wait(), events / 100 * 2 + 10)
+    elapsed = time.monotonic() - started
+    await app.close()
+    # Then it took about (events - 10) / 100 seconds: never less, and not much more
+    expected = (events - 10) / 100
+    assert expected - 0.05 <= elapsed <= expected * 1.25 + 1.0, (events, elapsed)
+    print(f"{events} events at 100/s on SQLite: {elapsed:.2f} s (expected {expected:.2f} s)")
