@@ -40,6 +40,7 @@ from .config import RedisConfig, parse_url
 from .dead_letters import DeadLetterShelf
 from .keys import entry_id, last_delivered_before, offset_of
 from .kv import KeyValueHashes
+from .reset import GroupReset
 from .session import RedisSession
 from .session import due_ms as due_ms  # its home before session.py
 from .subscription import RedisSubscription
@@ -49,7 +50,7 @@ from .translation import translated as translated  # settling and subscription i
 _EARLIEST: Final = Position.earliest()
 
 
-class RedisBroker(DeadLetterShelf, KeyValueHashes):
+class RedisBroker(DeadLetterShelf, KeyValueHashes, GroupReset):
     """Redis Streams as a choreograph broker (redis-py asyncio, standalone Redis >= 6.2).
 
     Safe to use concurrently from one event loop. Every method translates
