@@ -137,7 +137,7 @@ def root_of(leaf_digest: bytes, proof: Any) -> bytes:
         return leaf_digest
     path = _b64(proof, SIGNATURE_PROOF)
     step = 1 + _DIGEST_SIZE
-    if len(path) % step or len(path) // step > MAX_PROOF_LEVELS:
+    if not path or len(path) % step or len(path) // step > MAX_PROOF_LEVELS:
         raise SignatureError(f"extension {SIGNATURE_PROOF!r} is not a Merkle path")
     node = leaf_digest
     sha = hashlib.sha256
@@ -161,9 +161,12 @@ def _b64(value: Any, name: str) -> bytes:
     if not isinstance(value, str) or not value.isascii() or len(value) > 8192:
         raise SignatureError(f"extension {name!r} is not base64url text")
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        raw = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError) as exc:
         raise SignatureError(f"extension {name!r} is not base64url text") from exc
+    if b64(raw) != value:  # one text per value: no padding, no stray bits, nothing skipped
+        raise SignatureError(f"extension {name!r} is not canonical base64url text")
+    return raw
 
 
 def unb64(value: Any, name: str) -> bytes:
