@@ -90,7 +90,7 @@ def test_any_attribute_replaced_by_anything_opens_or_raises_only_security_errors
     # Then it opens only if nothing changed, else it is a SecurityError
     if isinstance(result, Envelope):
         assert (
-            changed.extensions.get(name) == env.extensions.get(name) or name == "x" and value == env.extensions.get("x")
+            changed.extensions.get(name) == env.extensions.get(name) or (name == "x" and value == env.extensions.get("x"))
         )
 
 
