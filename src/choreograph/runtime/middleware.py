@@ -51,7 +51,10 @@ class OptionsMiddleware(Protocol):
     per handler when its consumer is built.
     """
 
-    owns: tuple[type[HandlerOption], ...]
+    @property
+    def owns(self) -> tuple[type[HandlerOption], ...]:
+        """The option types this middleware acts on (a class attribute will do: ``owns = (RateLimit,)``)."""
+        ...
 
     def for_handler(self, spec: HandlerSpec) -> Middleware | None:
         """Return the middleware for ``spec``'s pipeline, or None to stay out of it (no option declared)."""
