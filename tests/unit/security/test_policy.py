@@ -132,7 +132,7 @@ def test_a_handler_on_a_topic_its_service_may_not_consume_is_refused_at_start(ri
         payment=(["shop.payment.*"], []), shipping=(["shop.order.shipped"], ["shop.payment.captured"])
     )
     step = payment_step(Security(keys=ring, policy=policy))
-    with pytest.raises(ConfigurationError, match="not let service 'payment' consume 'shop.inventory.reserved'"):
+    with pytest.raises(ConfigurationError, match=r"not let service 'payment' consume 'shop\.inventory\.reserved'"):
         step.app.pipeline_for(step.app.services["payment"].handlers[0])
 
 
