@@ -1,9 +1,11 @@
 """``choreograph backup`` and ``restore``: copy the SQLite log while workers run, and put a copy back.
 
-Only the embedded SQLite log is backed up by choreograph itself (SQLite's
-online backup API; see :mod:`choreograph.brokers.sqlite.backup`). NATS, Redis
-and Kafka keep the log on their servers, whose own tools back it up: the
-commands say so and point to ``docs/operations.md``.
+Only a log kept in one local file is backed up by choreograph itself: the
+backend says so through the :class:`~choreograph.core.local_log.LocalLogBackend`
+capability (the embedded SQLite log, with SQLite's online backup API; see
+:mod:`choreograph.brokers.sqlite.backup`). NATS, Redis and Kafka keep the log
+on their servers, whose own tools back it up: the commands say so and point
+to ``docs/operations.md``.
 """
 
 from __future__ import annotations
@@ -17,16 +19,13 @@ from typing import Annotated, Final
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from choreograph.brokers import resolve_url
-from choreograph.brokers.sqlite.backup import BackupSummary
-from choreograph.brokers.sqlite.backup import backup as backup_file
-from choreograph.brokers.sqlite.backup import restore as restore_file
-from choreograph.brokers.sqlite.config import parse_url
+from choreograph.brokers import broker_class, resolve_url
 from choreograph.core.errors import ConfigurationError
+from choreograph.core.local_log import BackupSummary, LocalLogBackend
 from choreograph.core.redaction import redact_url
 from choreograph.ops.terminal import BrokerOption, err, out, run_async, safe
 
-NATIVE_TOOLS: Final = {
+NATIVE_TOOLS: Final = {  # by backend package (choreograph.brokers.<name>), only to name the tools in the refusal
     "nats": "JetStream stream snapshots (`nats stream backup` / `nats stream restore`)",
     "redis": "Redis persistence (RDB snapshots, AOF) and replicas",
     "kafka": "Kafka replication (replication factor, min.insync.replicas) and MirrorMaker 2",
@@ -34,21 +33,21 @@ NATIVE_TOOLS: Final = {
 }
 
 
-def sqlite_path(url: str | None) -> tuple[str, float]:
-    """Return the file path and lease timeout of a ``sqlite:///`` broker URL.
+def local_log(url: str | None) -> tuple[LocalLogBackend, str]:
+    """Return the backend class and resolved URL of a broker whose log is one local file (SQLite).
 
     Raises ConfigurationError naming the backend's own tools for any other backend.
     """
     resolved = resolve_url(url)
-    scheme = resolved.partition("://")[0]
-    if scheme != "sqlite":
-        tools = NATIVE_TOOLS.get(scheme, "the backend's own tools")
+    backend = broker_class(resolved)
+    if not isinstance(backend, LocalLogBackend):
+        parts = backend.__module__.split(".")  # choreograph.brokers.<name>[.module]
+        tools = NATIVE_TOOLS.get(parts[2] if len(parts) > 2 else "", "the backend's own tools")
         raise ConfigurationError(
-            f"choreograph backs up only the SQLite log; {redact_url(resolved)} keeps its log on its servers."
-            f"\nUse {tools}: see docs/operations.md (backup and recovery)."
+            f"choreograph backs up only a log kept in one local file (SQLite); {redact_url(resolved)} keeps its "
+            f"log elsewhere.\nUse {tools}: see docs/operations.md (backup and recovery)."
         )
-    path, config = parse_url(resolved)
-    return path, config.lease_timeout
+    return backend, resolved
 
 
 @contextmanager
@@ -93,9 +92,10 @@ def backup(
 
     @run_async
     async def main() -> None:
-        path, _ = sqlite_path(broker)
+        backend, url = local_log(broker)
+        path = backend.log_path(url)
         with _progress_bar("backing up") as progress:
-            summary = await asyncio.to_thread(backup_file, path, target, progress=progress, overwrite=force)
+            summary = await asyncio.to_thread(backend.backup_log, url, str(target), progress=progress, overwrite=force)
         out.print(f"backed up {safe(path)} to {safe(target)}: {_describe(summary)}")
 
     main()
@@ -116,11 +116,10 @@ def restore(
 
     @run_async
     async def main() -> None:
-        path, lease_timeout = sqlite_path(broker)
+        backend, url = local_log(broker)
+        path = backend.log_path(url)
         with _progress_bar("restoring") as progress:
-            summary = await asyncio.to_thread(
-                restore_file, source, path, force=force, lease_timeout=lease_timeout, progress=progress
-            )
+            summary = await asyncio.to_thread(backend.restore_log, url, str(source), progress=progress, force=force)
         out.print(f"restored {safe(source)} to {safe(path)}: {_describe(summary)}")
 
     main()

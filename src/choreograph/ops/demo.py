@@ -21,6 +21,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from choreograph.brokers import broker_class
 from choreograph.core.broker import Broker, DeadLetterStore, LogReader, TopicAdmin
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.redaction import redact_url
@@ -62,8 +63,11 @@ async def run_demo(settings: DemoSettings) -> None:
     """Run the demo and print its summary table."""
     if settings.orders < 1 or settings.workers < 1:
         raise ConfigurationError("--orders and --workers must be >= 1")
-    if settings.broker and settings.broker.startswith("memory://"):
-        raise ConfigurationError("the demo runs worker processes; use a shared broker such as sqlite:///demo.db")
+    if settings.broker and not broker_class(settings.broker).capabilities.cross_process:
+        raise ConfigurationError(
+            f"the demo runs worker processes, and {redact_url(settings.broker)} is not shared between processes; "
+            "use a shared broker such as sqlite:///demo.db"
+        )
     url = settings.broker or _fresh_sqlite_url()
     async with opened_app(APP_SPEC, url) as app:  # the shop ships inside the package: works from any directory
         await _run(app, url, settings)
