@@ -25,7 +25,6 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from choreograph.core import codec
@@ -36,6 +35,7 @@ from choreograph.core.errors import BrokerError, DecodeError, EncodeError, Stora
 from choreograph.core.event import Event
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 from choreograph.core.ids import new_id
+from choreograph.runtime.batch import ReadBatch, UnhandledType
 from choreograph.runtime.breaker import BreakerState
 from choreograph.runtime.consumer_config import ConsumerConfig
 from choreograph.runtime.context import Context, Outcome
@@ -52,21 +52,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("choreograph.consumer")
 
 __all__ = ["Consumer", "ConsumerConfig", "HandlerStats", "SettleListener", "SkipListener", "UnhandledType"]
-
-
-class UnhandledType(Exception):
-    """An event of a type the handler does not handle, on a topic where that is an error (reason ``type``)."""
-
-
-@dataclass(slots=True)
-class _Batch:
-    """A fetched batch, decoded and looked up in the inbox, not handled yet."""
-
-    decoded: list[tuple[Delivery, Envelope]] = field(default_factory=list)
-    rejected: list[tuple[Delivery, Envelope | None, str, Exception]] = field(default_factory=list)
-    """Deliveries to dead-letter without handling: (delivery, envelope if decoded, reason, error)."""
-    skipped: list[Delivery] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)
 
 
 class Consumer:
@@ -171,7 +156,7 @@ class Consumer:
         # allows it; never with a breaker, whose half-open trial is a single event, nor with a rate limit,
         # which paces each fetch.
         look_ahead = self._broker.capabilities.fetch_while_settling and breaker is None and gate is None
-        ahead: _Batch | None = None
+        ahead: ReadBatch | None = None
         while not self._stopping.is_set():
             limit = config.batch_size
             if breaker is not None:
@@ -224,7 +209,7 @@ class Consumer:
 
     async def _settle_reading_on(
         self, subscription: Subscription, settlement: Settlement, limit: int
-    ) -> asyncio.Future[_Batch | None]:
+    ) -> asyncio.Future[ReadBatch | None]:
         """Settle ``settlement`` while the next batch is read; return the read (its result None if nothing came).
 
         The next batch's inbox lookup may miss keys this settle is writing, so
@@ -233,7 +218,7 @@ class Consumer:
         """
         written = settlement.inbox
 
-        async def read_next() -> _Batch | None:
+        async def read_next() -> ReadBatch | None:
             # The settle has queued its writes by now: let the client's writer put them on the wire before this
             # read's decoding (milliseconds of CPU) holds the loop. The settle's round trip then overlaps it.
             await asyncio.sleep(0)
@@ -251,12 +236,12 @@ class Consumer:
             raise
         return reading
 
-    async def _read(self, subscription: Subscription, batch: Sequence[Delivery], written: Sequence[str]) -> _Batch:
+    async def _read(self, subscription: Subscription, batch: Sequence[Delivery], written: Sequence[str]) -> ReadBatch:
         """Decode ``batch``, sort out what this handler does not handle, and look the rest up in the inbox.
 
         ``written`` are inbox keys being stored by a settle in flight, counted as seen.
         """
-        read = _Batch()
+        read = ReadBatch()
         max_size = self._config.max_message_size
         own_type = self._own_type
         for delivery in batch:
@@ -298,7 +283,7 @@ class Consumer:
 
     async def _handle(
         self,
-        read: _Batch,
+        read: ReadBatch,
         tally: HandlerStats,
         settle_early: Callable[[Settlement, HandlerStats], Awaitable[None]] | None = None,
     ) -> Settlement:
