@@ -23,6 +23,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from choreograph.core.errors import NotFound
 from choreograph.core.fingerprint import fingerprint
 from choreograph.core.printable import printable
 from choreograph.core.redaction import redact_options
@@ -79,7 +80,10 @@ def list_(
         async with opened_broker(broker) as target:
             desk = DeadLetterDesk(target)
             entries = await desk.entries(
-                status=None if status == "all" else status, consumer_group=consumer_group, archived=archived
+                status=None if status == "all" else status,
+                consumer_group=consumer_group,
+                archived=archived,
+                limit=None if fp else limit,
             )
         if fp is not None:
             entries = [e for e in entries if fingerprint(e) == fp]
@@ -111,23 +115,35 @@ def list_(
 
 @dlq.command()
 def show(
-    dead_letter_id: Annotated[str, typer.Argument(metavar="ID")],
+    dead_letter_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
+    group: Annotated[
+        str | None, typer.Option("--group", "-g", metavar="FP", help="Show this failure group's sample entry.")
+    ] = None,
     as_json: JsonOption = False,
     broker: BrokerOption = None,
 ) -> None:
     """Show one dead letter: where it came from, its failure group, the error with its stack, and the message.
 
-    ``--json`` prints it as one JSON document, with its headers and original
-    value. Credentials are hidden in the error, the stack and the headers.
+    Name it by ID, or give --group FP for that group's sample (its most recent
+    entry). ``--json`` prints it as one JSON document, with its headers and
+    original value. Credentials are hidden in the error, the stack and the headers.
     """
+    if (dead_letter_id is None) == (group is None):
+        raise fail("name one dead-letter ID or a failure group (--group FP)", 2)
 
     @run_async
     async def main() -> None:
         async with opened_broker(broker) as target:
             desk = DeadLetterDesk(target)
-            entry = await desk.letters.dead_letter(dead_letter_id)
-            edited = await desk.edited(dead_letter_id)
-            archived = dead_letter_id in await desk.archived()
+            if dead_letter_id is not None:
+                entry = await desk.letters.dead_letter(dead_letter_id)
+            else:
+                found = [g for g in await desk.groups() if g.fingerprint == group]
+                if not found:
+                    raise NotFound(f"no open failure group {group} (see `choreograph dlq groups`)")
+                entry = await desk.letters.dead_letter(found[0].sample_id)
+            edited = await desk.edited(entry.id)
+            archived = entry.id in await desk.archived()
         doc = dead_letter_doc(entry, full=True)
         if as_json:
             emit_json({**doc, "edited": edited, "archived": archived})

@@ -18,10 +18,12 @@ deletes archived entries whose retention has passed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote
 
 import orjson
 
@@ -31,7 +33,7 @@ from choreograph.core.envelope import now_rfc3339
 from choreograph.core.errors import ChoreographError, ConfigurationError, DecodeError
 from choreograph.core.fingerprint import FailureGroup, failure_groups, fingerprint
 from choreograph.core.ids import new_id
-from choreograph.core.kv import KeyValueProvider, KeyValueStore
+from choreograph.core.kv import MAX_KEY_LENGTH, KeyValueProvider, KeyValueStore
 from choreograph.runtime.audit import AuditLog
 
 NAMESPACE = "dead_letters"
@@ -79,6 +81,17 @@ class EditResult:
     new_event_id: str
 
 
+def entry_key(prefix: str, dead_letter_id: str) -> str:
+    """The key of a dead letter's mark: its id percent-encoded, or a hash of it when that is too long.
+
+    Dead-letter ids come from the backend and are not trusted to be valid keys.
+    """
+    quoted = quote(dead_letter_id, safe="-._~")
+    if len(prefix) + len(quoted) <= MAX_KEY_LENGTH:
+        return prefix + quoted
+    return f"{prefix}#{hashlib.sha256(dead_letter_id.encode('utf-8', 'surrogatepass')).hexdigest()}"
+
+
 def _doc(value: bytes) -> dict[str, Any]:
     try:
         doc = orjson.loads(value)
@@ -120,15 +133,32 @@ class DeadLetterDesk:
         """Ids of archived entries (none when the backend keeps no key-value store)."""
         if self._meta is None:
             return set()
-        return {key[len(_ARCHIVED) :] for key in await self._meta.keys(_ARCHIVED)}
+        found: set[str] = set()
+        for key in await self._meta.keys(_ARCHIVED):
+            found.add(await self._archived_id(key))
+        return found
+
+    async def _archived_id(self, key: str) -> str:
+        name = key[len(_ARCHIVED) :]
+        if not name.startswith("#"):
+            return unquote(name)
+        entry = await self.meta().get(key)  # a hashed key: the id is in the mark
+        return str(_doc(entry.value).get("id", "")) if entry else ""
 
     async def entries(
-        self, *, status: str | None = "open", consumer_group: str | None = None, archived: bool = False
+        self,
+        *,
+        status: str | None = "open",
+        consumer_group: str | None = None,
+        archived: bool = False,
+        limit: int | None = None,
     ) -> list[DeadLetter]:
-        """Dead letters of ``status``, oldest first; archived ones only if ``archived`` (then only those)."""
-        letters = await self.letters.dead_letters(group=consumer_group, status=status, limit=_ALL)
+        """Dead letters of ``status``, oldest first, at most ``limit``; archived ones only if ``archived``."""
         marks = await self.archived()
-        return [d for d in letters if (d.id in marks) == archived]
+        # Not archived: reading ``limit`` plus the archived count is enough to fill the page.
+        fetch = _ALL if limit is None or archived else limit + len(marks)
+        letters = await self.letters.dead_letters(group=consumer_group, status=status, limit=fetch)
+        return [d for d in letters if (d.id in marks) == archived][:limit]
 
     async def groups(self, *, status: str | None = "open", archived: bool = False) -> list[FailureGroup]:
         """Failure groups of the entries :meth:`entries` returns, largest first."""
@@ -171,7 +201,7 @@ class DeadLetterDesk:
         """The edit mark of an entry (``new_event_id``, ``at``, ``actor``), or None if it was not edited."""
         if self._meta is None:
             return None
-        entry = await self._meta.get(_EDITED + dead_letter_id)
+        entry = await self._meta.get(entry_key(_EDITED, dead_letter_id))
         return _doc(entry.value) if entry else None
 
     async def editing_enabled(self) -> bool:
@@ -285,8 +315,14 @@ class DeadLetterDesk:
         if not await self.letters.resubmit(letter.id, codec.encode(edited)):
             raise ChoreographError(f"dead letter {letter.id} was retried or purged meanwhile; nothing was sent")
         result = EditResult(letter.id, original.id, edited.id)
-        mark = {"new_event_id": edited.id, "original_event_id": original.id, "at": time.time(), "actor": self.actor}
-        await self.meta().put(_EDITED + letter.id, orjson.dumps(mark))
+        mark = {
+            "id": letter.id,
+            "new_event_id": edited.id,
+            "original_event_id": original.id,
+            "at": time.time(),
+            "actor": self.actor,
+        }
+        await self.meta().put(entry_key(_EDITED, letter.id), orjson.dumps(mark))
         await self.audit.record(
             "edit",
             target=f"dead letter {letter.id}",
@@ -307,8 +343,8 @@ class DeadLetterDesk:
         for letter in letters:
             if letter.id in marks:
                 continue
-            doc = {"at": now, "until": now + retention, "fingerprint": fingerprint(letter)}
-            await meta.put(_ARCHIVED + letter.id, orjson.dumps(doc))
+            doc = {"id": letter.id, "at": now, "until": now + retention, "fingerprint": fingerprint(letter)}
+            await meta.put(entry_key(_ARCHIVED, letter.id), orjson.dumps(doc))
             done += 1
         await self.audit.record(
             "archive",
@@ -324,7 +360,7 @@ class DeadLetterDesk:
         meta = self.meta()
         done = 0
         for letter in letters:
-            done += await meta.delete(_ARCHIVED + letter.id)
+            done += await meta.delete(entry_key(_ARCHIVED, letter.id))
         await self.audit.record("restore", target=target, count=done, actor=self.actor, details={"fingerprint": group})
         return done
 
@@ -336,10 +372,10 @@ class DeadLetterDesk:
         for key in await meta.keys(_ARCHIVED):
             entry = await meta.get(key)
             if entry is not None and float(_doc(entry.value).get("until") or 0) <= moment:
-                due.append(key[len(_ARCHIVED) :])
+                due.append(await self._archived_id(key))
         removed = await self.letters.purge(due, delete=True) if due else 0
         for dead_letter_id in due:
-            await meta.delete(_ARCHIVED + dead_letter_id)
+            await meta.delete(entry_key(_ARCHIVED, dead_letter_id))
         if due:
             await self.audit.record("expire", target="archived dead letters", count=removed, actor=self.actor)
         return removed
@@ -350,7 +386,7 @@ class DeadLetterDesk:
         count = await self.letters.purge(letters, delete=delete)
         if delete and self._meta is not None:
             for dead_letter_id in letters if letters is not None else await self.archived():
-                await self._meta.delete(_ARCHIVED + dead_letter_id)
+                await self._meta.delete(entry_key(_ARCHIVED, dead_letter_id))
         await audit.record(
             "delete" if delete else "purge",
             target=target,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,29 @@ async def test_audit_records_keep_their_order_and_filter(tmp_path: Path) -> None
             await audit.record("replay", target="x", count=1, actor="evil\nname")
     finally:
         await broker.close()
+
+
+def test_edit_in_the_editor_and_show_a_group_sample(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given an "editor" that sets kind to ok in the file it is given
+    script = tmp_path / "editor.py"
+    script.write_text(
+        "import json, sys\n"
+        "doc = json.load(open(sys.argv[1]))\n"
+        "doc['kind'] = 'ok'\n"
+        "json.dump(doc, open(sys.argv[1], 'w'))\n"
+    )
+    monkeypatch.setenv("EDITOR", f"{sys.executable} {script}")
+    monkeypatch.delenv("VISUAL", raising=False)
+    reject = next(g for g in jsons(invoke("dlq", "groups", "--json", "-b", url)[1]) if g["error_type"] == "Reject")
+    code, output = invoke("dlq", "show", "--group", str(reject["fingerprint"]), "--json", "--broker", url)
+    assert code == 0 and jsons(output)[0]["id"] == reject["sample_id"]
+    assert invoke("dlq", "settings", "--editing", "on", "--broker", url)[0] == 0
+    # When the operator edits and confirms, the change is named and the copy sent
+    result = runner.invoke(cli, ["dlq", "edit", str(reject["sample_id"]), "--app", APP, "--broker", url], input="y\n")
+    assert result.exit_code == 0, result.output
+    assert "changed: kind" in result.output and "marked edited" in result.output
+    # And an edit that changes nothing sends nothing
+    other = next(d["id"] for d in jsons(invoke("dlq", "list", "--json", "-b", url)[1]) if d["error_type"] == "KeyError")
+    monkeypatch.setenv("EDITOR", "true")
+    code, output = invoke("dlq", "edit", str(other), "--app", APP, "--broker", url)
+    assert code == 1 and "no change" in output
