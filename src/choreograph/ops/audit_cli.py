@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from choreograph.core.redaction import redact_options
 from choreograph.ops.session import opened_broker
-from choreograph.ops.terminal import BrokerOption, cell, emit_json, fail, fmt_time, out, run_async
+from choreograph.ops.terminal import BrokerOption, cell, emit_json, fail, fmt_time, out, run_async, scrub
 from choreograph.runtime.audit import ACTIONS, AuditLog
 
 
@@ -24,6 +25,7 @@ def audit(
 
     Records are kept in the broker's key-value store, so every operator sees
     the same trail. A backend without a key-value store keeps none (exit 2).
+    Broker URLs and credential-named details in records are shown redacted.
     """
     if action is not None and action not in ACTIONS:
         raise fail(f"--action {action!r}: use one of {', '.join(sorted(ACTIONS))}", 2)
@@ -34,13 +36,20 @@ def audit(
             records = await AuditLog.of(target).records(action=action, limit=limit)
         if as_json:
             for rec in records:
-                emit_json(rec.to_doc())
+                doc = rec.to_doc()
+                emit_json({**doc, "target": scrub(rec.target), "details": redact_options(doc["details"])})
             return
         table = Table("when", "who", "action", "what", "count", "details", title="Audit trail")
         for rec in records:
-            details = ", ".join(f"{k}={v}" for k, v in rec.details.items() if k != "ids" and v not in (None, False))
+            shown = redact_options(rec.details)
+            details = ", ".join(f"{k}={v}" for k, v in shown.items() if k != "ids" and v not in (None, False))
             table.add_row(
-                fmt_time(rec.at), cell(rec.actor), cell(rec.action), cell(rec.target), str(rec.count), cell(details)
+                fmt_time(rec.at),
+                cell(rec.actor),
+                cell(rec.action),
+                cell(scrub(rec.target)),
+                str(rec.count),
+                cell(scrub(details)),
             )
         out.print(table)
 

@@ -215,9 +215,11 @@ def history(
                 if r.action in DLQ_ACTIONS and (group is None or r.details.get("fingerprint") == group)
             ][-limit:]
             failed: dict[str, int] = {}
-            for rec in records:
-                if rec.action == "retry" and isinstance(rec.details.get("ids"), list):
-                    failed[rec.id] = await desk.failed_again(str(i) for i in rec.details["ids"])
+            retries = [r for r in records if r.action == "retry" and isinstance(r.details.get("ids"), list)]
+            if retries:
+                everything = await desk.letters.dead_letters(status=None, limit=10_000_000)
+                for rec in retries:
+                    failed[rec.id] = await desk.failed_again((str(i) for i in rec.details["ids"]), letters=everything)
         if as_json:
             for rec in records:
                 emit_json({**rec.to_doc(), "failed_again_since": failed.get(rec.id)})
@@ -228,7 +230,7 @@ def history(
                 fmt_time(rec.at),
                 cell(rec.actor),
                 cell(rec.action),
-                cell(rec.target),
+                cell(scrub(rec.target)),
                 str(rec.count),
                 str(failed[rec.id]) if rec.id in failed else "",
             )

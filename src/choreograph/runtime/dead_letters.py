@@ -407,8 +407,9 @@ class DeadLetterDesk:
             "note", target=f"group {group}", count=1, actor=self.actor, details={"fingerprint": group, "text": text}
         )
 
-    async def failed_again(self, retried_ids: Iterable[str]) -> int:
-        """How many dead letters (any status) are a failed retry of one of ``retried_ids``."""
+    async def failed_again(self, retried_ids: Iterable[str], *, letters: Sequence[DeadLetter] | None = None) -> int:
+        """How many dead letters (any status; or of ``letters``, read once by a caller) retry one of ``retried_ids``."""
         wanted = set(retried_ids)
-        letters = await self.letters.dead_letters(status=None, limit=_ALL)
+        if letters is None:
+            letters = await self.letters.dead_letters(status=None, limit=_ALL)
         return sum(1 for d in letters if d.predecessor in wanted)

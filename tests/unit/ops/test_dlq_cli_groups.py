@@ -176,3 +176,24 @@ def test_edit_in_the_editor_and_show_a_group_sample(url: str, tmp_path: Path, mo
     monkeypatch.setenv("EDITOR", "true")
     code, output = invoke("dlq", "edit", str(other), "--app", APP, "--broker", url)
     assert code == 1 and "no change" in output
+
+
+def test_audit_hides_credentials_recorded_by_a_tool(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+
+    async def record() -> None:
+        broker = SqliteBroker(path)
+        try:
+            await AuditLog.of(broker).record(
+                "copy",
+                target="orders to redis://admin:hunter2@prod:6379/0",
+                count=3,
+                details={"password": "hunter2", "to": "nats://u:hunter2@n:4222"},
+            )
+        finally:
+            await broker.close()
+
+    asyncio.run(record())
+    for args in (["audit"], ["audit", "--json"]):
+        code, output = invoke(*args, "--broker", f"sqlite:///{path}")
+        assert code == 0 and "copy" in output and "hunter2" not in output, output
