@@ -1,0 +1,166 @@
+"""Export an access policy as broker-native configuration, so the broker refuses what the policy forbids.
+
+The runtime enforces the policy on consume (a verified signer publishing a
+type it may not is dead-lettered ``unauthorized``); the broker, configured
+from these exports, refuses the publish itself. One user per service:
+
+- **NATS** (:func:`nats_authorization`): an ``authorization { users: [...] }``
+  block for ``nats-server.conf``; each user may publish only to the subjects
+  of its topics (``<prefix>.<topic>.>``) and is denied the consumer API of
+  the streams of topics it may not consume, and stream purge and delete.
+  Publishing the JetStream and KV API otherwise stays open (stream and bucket
+  creation, acks, state): restrict it further per deployment if needed.
+- **Redis** (:func:`redis_acl`): ``ACL SETUSER`` rules (Redis 7: selectors):
+  read-write on the partition streams of the topics it publishes, read and
+  consumer-group commands only on those it consumes, its groups' state keys,
+  the topic directory and the dead-letter store; nothing else.
+- **Kafka** (:func:`kafka_acls`): ``kafka-acls.sh`` command lines: ``Write`` on
+  published topics, ``Read`` on consumed topics and on the service's groups
+  (``<service>.*``, prefixed), ``Describe`` on both.
+
+Passwords are never part of the policy: the NATS block reads them from
+variables (``$<SERVICE>_PASSWORD``), and Redis rules leave them to be added
+(``>password`` or ``#sha256``) unless given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from choreograph.security.policy import AccessPolicy
+
+_GROUP_READS = ("+xreadgroup", "+xack", "+xclaim", "+xautoclaim", "+xgroup", "+xpending", "+xinfo", "+xrange",
+                "+xrevrange", "+xlen", "+eval", "+evalsha")  # fmt: skip
+"""What a consumer may do on the streams it only reads. EVAL/EVALSHA: the broker's scripts name the stream as a
+key; each command inside a script is checked again, so a script cannot XADD there either."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRights:
+    """One service's rights, expanded to concrete topics."""
+
+    service: str
+    publish: tuple[str, ...]
+    consume: tuple[str, ...]
+
+
+def topic_rights(policy: AccessPolicy, event_topics: Mapping[str, str]) -> list[TopicRights]:
+    """Expand ``policy`` over the app's events (event type -> topic) into topics per service.
+
+    A consume entry that is an exact topic name counts even if no known event
+    is published on it.
+    """
+    topics = set(event_topics.values())
+    out = []
+    for service in sorted(policy.services):
+        rights = policy.services[service]
+        publish = {topic for etype, topic in event_topics.items() if policy.may_publish(service, etype)}
+        consume = {t for t in topics if policy.may_consume(service, t)}
+        consume |= {t for t in rights.consume if not t.endswith("*")}
+        out.append(TopicRights(service, tuple(sorted(publish)), tuple(sorted(consume))))
+    return out
+
+
+def _nats_token(name: str) -> str:
+    # The same escaping as the NATS broker's naming (letters, digits and '-' stay; '.' -> '_'; other bytes ~hh).
+    out = []
+    for byte in name.encode():
+        char = chr(byte)
+        if char.isascii() and (char.isalnum() or char == "-"):
+            out.append(char)
+        elif char == ".":
+            out.append("_")
+        else:
+            out.append(f"~{byte:02x}")
+    return "".join(out)
+
+
+def _quoted(items: Iterable[str]) -> str:
+    return "[" + ", ".join(f'"{item}"' for item in items) + "]"
+
+
+def nats_authorization(
+    rights: Iterable[TopicRights],
+    *,
+    all_topics: Iterable[str],
+    prefix: str = "choreo",
+    passwords: Mapping[str, str] | None = None,
+) -> str:
+    """Return an ``authorization`` block for nats-server (see the module); ``all_topics``: every topic of the app."""
+    every = sorted(set(all_topics))
+    users = []
+    for r in rights:
+        publish = [f"{prefix}.{_nats_token(t)}.>" for t in r.publish]
+        publish += ["$JS.API.>", "$JS.ACK.>", "$KV.>", "_INBOX.>"]
+        deny = []
+        for topic in every:
+            stream = f"{prefix.upper()}_{_nats_token(topic)}"
+            deny += [f"$JS.API.STREAM.PURGE.{stream}", f"$JS.API.STREAM.DELETE.{stream}"]
+            if topic not in r.consume:
+                deny += [f"$JS.API.CONSUMER.*.{stream}", f"$JS.API.CONSUMER.*.{stream}.>",
+                         f"$JS.API.CONSUMER.*.*.{stream}.>"]  # fmt: skip
+        if passwords and r.service in passwords:
+            password = f'"{passwords[r.service]}"'
+        else:  # nats-server reads $NAME from its environment
+            password = "$" + r.service.upper().replace("-", "_") + "_PASSWORD"
+        users.append(
+            "    {\n"
+            f'      user: "{r.service}"\n'
+            f"      password: {password}\n"
+            "      permissions: {\n"
+            f"        publish: {{ allow: {_quoted(publish)}, deny: {_quoted(deny)} }}\n"
+            f"        subscribe: {{ allow: {_quoted(['_INBOX.>'])} }}\n"
+            "      }\n"
+            "    }"
+        )
+    return "authorization {\n  users: [\n" + "\n".join(users) + "\n  ]\n}\n"
+
+
+def redis_acl(
+    rights: Iterable[TopicRights], *, prefix: str = "chor", passwords: Mapping[str, str] | None = None
+) -> list[list[str]]:
+    """Return one ``ACL SETUSER`` argument list per service (see the module)."""
+    commands = []
+    for r in rights:
+        rules = [r.service, "reset", "on"]
+        if passwords and r.service in passwords:
+            rules.append(f">{passwords[r.service]}")
+        rules += ["+@all", "-@admin", "-@dangerous", "+info", "+client", "+script", "resetchannels"]
+        rules += [f"~{prefix}:topics", f"~{prefix}:{{dead-letters}}:*"]
+        for topic in r.publish:
+            rules.append(f"~{prefix}:{{{topic}}}:p*")
+        for topic in r.consume:
+            rules += [f"~{prefix}:{{{topic}}}:g:*", f"~{prefix}:{{{topic}}}:groups"]
+            if topic not in r.publish:
+                rules.append(f"%R~{prefix}:{{{topic}}}:p*")
+        read_only = [f"~{prefix}:{{{t}}}:p*" for t in r.consume if t not in r.publish]
+        if read_only:
+            # Reading as a group writes the stream's group state, never its entries: only these commands may, with
+            # every key of the user (a command's keys must all match one selector; the settle script names many).
+            keys = [rule for rule in rules if rule.startswith("~")] + read_only
+            rules.append("(" + " ".join([*keys, "-@all", *_GROUP_READS]) + ")")
+        commands.append(rules)
+    return commands
+
+
+def redis_acl_text(commands: Iterable[list[str]]) -> str:
+    """Render :func:`redis_acl`'s output as ``ACL SETUSER`` lines for redis-cli."""
+    lines = ["# Generated by `choreograph export acl --format redis`; add >password (or #sha256) per user."]
+    lines += ["ACL SETUSER " + " ".join(args) for args in commands]
+    return "\n".join(lines) + "\n"
+
+
+def kafka_acls(rights: Iterable[TopicRights], *, bootstrap: str = "localhost:9092") -> str:
+    """Return ``kafka-acls.sh`` command lines granting each service (``User:<service>``) its rights."""
+    lines = ["# Generated by `choreograph export acl --format kafka`; run with an admin client config."]
+    base = f"kafka-acls.sh --bootstrap-server {bootstrap} --add --allow-principal User:{{service}}"
+    for r in rights:
+        head = base.format(service=r.service)
+        for topic in r.publish:
+            lines.append(f"{head} --operation Write --operation Describe --topic {topic}")
+        for topic in r.consume:
+            lines.append(f"{head} --operation Read --operation Describe --topic {topic}")
+        if r.consume:
+            lines.append(f"{head} --operation Read --group {r.service}. --resource-pattern-type prefixed")
+    return "\n".join(lines) + "\n"
