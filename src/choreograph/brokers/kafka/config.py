@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 from choreograph.core.credentials import TlsSettings, check_secret_options, resolve_secret
 from choreograph.core.errors import ConfigurationError
@@ -11,15 +11,13 @@ from choreograph.core.names import check_topic
 from choreograph.core.options import (
     MAX_MILLIS_SECONDS,
     MAX_PARTITIONS,
-    Parser,
-    boolean,
-    parse_query,
     require_positive,
     require_positive_int,
     split_url,
 )
 from choreograph.core.redaction import redact_url
 from choreograph.core.retention import DEFAULT_RETENTION, check_retention, parse_retention
+from choreograph.core.url_options import Url, parse_options, url_options
 
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -48,7 +46,7 @@ class KafkaConfig:
     """Seconds to wait for a broker answer."""
     inbox_retention: float = 7 * 24 * 3600.0
     """Seconds a dedupe key stays in a group's inbox; older inbox records are deleted from the state topic."""
-    retention: float | None = DEFAULT_RETENTION
+    retention: Annotated[float | None, Url(parse=parse_retention)] = DEFAULT_RETENTION
     """Seconds records are kept in topics this broker creates (their ``retention.ms``; default 7 days;
     ``None`` or ``0``: forever). Kafka deletes by age whether or not groups have read them."""
     persistent: bool = True
@@ -62,13 +60,15 @@ class KafkaConfig:
     """PEM file of this client's certificate, for brokers with ``ssl.client.auth=required`` (mutual TLS)."""
     tls_key: str | None = None
     """PEM file of the private key of ``tls_cert``."""
-    tls_verify: str = "required"
+    tls_verify: Annotated[str, Url(normalize=str.lower)] = "required"
     """``required`` (CA and host name checked), ``optional`` (CA only) or ``none`` (nothing checked)."""
-    sasl_mechanism: str | None = None
+    sasl_mechanism: Annotated[str | None, Url(normalize=str.upper)] = None
     """``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``; None: no SASL."""
     sasl_username: str | None = None
     """SASL user name."""
-    sasl_password: str | None = field(default=None, repr=False)
+    sasl_password: Annotated[
+        str | None, Url(refuse="a URL is logged and shown; give sasl_password_file or sasl_password_env")
+    ] = field(default=None, repr=False)
     """SASL password (in code; in a URL use ``sasl_password_file`` or ``sasl_password_env``)."""
     sasl_password_file: str | None = None
     """File holding the SASL password (one trailing newline ignored)."""
@@ -148,29 +148,10 @@ class KafkaConfig:
         return options
 
 
-_PARSERS: dict[str, Parser] = {
-    "partitions": int,
-    "replication_factor": int,
-    "idempotent": boolean,
-    "acks": str,
-    "session_timeout": float,
-    "heartbeat_interval": float,
-    "state_topic": str,
-    "client_id": str,
-    "request_timeout": float,
-    "inbox_retention": float,
-    "persistent": boolean,
-    "retention": parse_retention,
-    "tls": boolean,
-    "tls_ca": str,
-    "tls_cert": str,
-    "tls_key": str,
-    "tls_verify": str.lower,
-    "sasl_mechanism": str.upper,
-    "sasl_username": str,
-    "sasl_password_file": str,
-    "sasl_password_env": str,
-}
+_OPTIONS: Final = url_options(KafkaConfig, "kafka")
+"""The URL options: every field but the inline password, read by its type (see :mod:`choreograph.core.url_options`)."""
+_PARSERS: Final = dict(_OPTIONS.readers)
+"""Every option name a URL accepts, with its reader."""
 
 
 def parse_url(url: str) -> tuple[list[str], KafkaConfig]:
@@ -190,5 +171,5 @@ def parse_url(url: str) -> tuple[list[str], KafkaConfig]:
         )
     if parts.path not in ("", "/"):
         raise ConfigurationError(f"kafka URL takes no path, got {parts.path!r} in {redact_url(url)!r}")
-    options = parse_query(parts.query, _PARSERS, "kafka")
+    options = parse_options(_OPTIONS, parts.query)
     return servers, KafkaConfig(**options)

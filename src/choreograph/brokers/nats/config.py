@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Annotated, Any, Final
 from urllib.parse import unquote
 
 from choreograph.core.credentials import TlsSettings, check_secret_options, resolve_secret
 from choreograph.core.errors import ConfigurationError, MissingExtraError
 from choreograph.core.options import (
     MAX_PARTITIONS,
-    Parser,
-    boolean,
-    optional,
-    parse_query,
     require_positive,
     require_positive_int,
     split_url,
 )
 from choreograph.core.redaction import redact_url
-from choreograph.core.retention import DEFAULT_RETENTION, check_retention, parse_retention, take_alias
+from choreograph.core.retention import DEFAULT_RETENTION, check_retention, parse_retention
+from choreograph.core.url_options import Url, parse_options, url_options
 
 STORAGE_KINDS: Final = ("file", "memory")
+_SECRET: Final = "a URL is logged and shown; give {0}_file or {0}_env"
 _PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,31}")  # fullmatch: "$" would let a final newline through
 
 
@@ -39,13 +37,15 @@ class NatsConfig:
     run the servers with ``sync_interval: always`` when that matters.
     """
 
-    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    servers: Annotated[tuple[str, ...], Url(refuse="the servers are the URL's hosts: nats://host:port,host:port")] = (
+        "nats://127.0.0.1:4222",
+    )
     """Server URLs, without credentials; the client picks one and fails over to the others."""
     user: str | None = None
     """User name sent to every server (with ``password``)."""
-    password: str | None = field(default=None, repr=False)
+    password: Annotated[str | None, Url(refuse=_SECRET.format("password"))] = field(default=None, repr=False)
     """Password of ``user``, exactly as the server knows it (decoded once from the URL)."""
-    token: str | None = field(default=None, repr=False)
+    token: Annotated[str | None, Url(refuse=_SECRET.format("token"))] = field(default=None, repr=False)
     """Authentication token (``nats://TOKEN@host``), instead of a user and password."""
     password_file: str | None = None
     """File holding the password of ``user`` (instead of ``password``; one trailing newline ignored)."""
@@ -55,7 +55,7 @@ class NatsConfig:
     """File holding the token (instead of ``token``)."""
     token_env: str | None = None
     """Environment variable holding the token (instead of ``token``)."""
-    nkey_seed: str | None = field(default=None, repr=False)
+    nkey_seed: Annotated[str | None, Url(refuse=_SECRET.format("nkey_seed"))] = field(default=None, repr=False)
     """NKey user seed (``SU...``): the client signs the server's nonce with it; the server knows the public key."""
     nkey_seed_file: str | None = None
     """File holding the NKey seed (instead of ``nkey_seed``)."""
@@ -71,7 +71,7 @@ class NatsConfig:
     """PEM file of this client's certificate, for servers that verify clients (mutual TLS)."""
     tls_key: str | None = None
     """PEM file of the private key of ``tls_cert`` (omit if ``tls_cert`` holds both)."""
-    tls_verify: str = "required"
+    tls_verify: Annotated[str, Url(normalize=str.lower)] = "required"
     """``required`` (CA and host name checked), ``optional`` (CA only) or ``none`` (nothing: tests only)."""
     tls_server_name: str | None = None
     """Name expected in the servers' certificates when it differs from the host connected to."""
@@ -84,13 +84,13 @@ class NatsConfig:
     """Partitions (subjects) of a topic created by this broker; existing topics keep theirs."""
     replicas: int = 1
     """Replicas of every stream and bucket (1, or 3/5 on a cluster)."""
-    storage: str = "file"
+    storage: Annotated[str, Url(normalize=str.lower)] = "file"
     """``"file"`` (persistent) or ``"memory"`` (lost when the server stops)."""
-    retention: float | None = DEFAULT_RETENTION
+    retention: Annotated[float | None, Url(parse=parse_retention)] = DEFAULT_RETENTION
     """Seconds a record is retained in a topic: the stream's ``max_age`` (default 7 days; ``None`` or ``0``:
     forever). JetStream deletes by age whether or not every group has read a record. Applies to streams
     this broker creates; an existing stream keeps its limits."""
-    max_age: float | None = None
+    max_age: Annotated[float | None, Url(refuse="it is the deprecated spelling of retention")] = None
     """Deprecated alias of ``retention``: when given, it is the retention."""
     duplicate_window: float = 120.0
     """Seconds JetStream remembers ``Nats-Msg-Id`` values to drop duplicate publishes."""
@@ -232,38 +232,11 @@ class NatsConfig:
         return self.lease_timeout / 3
 
 
-_PARSERS: dict[str, Parser] = {
-    "prefix": str,
-    "partitions": int,
-    "replicas": int,
-    "storage": str.lower,
-    "retention": parse_retention,
-    "max_age": parse_retention,
-    "duplicate_window": float,
-    "ack_wait": float,
-    "lease_timeout": float,
-    "inbox_retention": float,
-    "dead_letter_retention": optional(float),
-    "prefetch": int,
-    "publish_timeout": float,
-    "connect_timeout": float,
-    "request_timeout": float,
-    "password_file": str,
-    "password_env": str,
-    "token_file": str,
-    "token_env": str,
-    "nkey_seed_file": str,
-    "nkey_seed_env": str,
-    "credentials_file": str,
-    "user": str,
-    "tls": boolean,
-    "tls_ca": str,
-    "tls_cert": str,
-    "tls_key": str,
-    "tls_verify": str.lower,
-    "tls_server_name": str,
-    "tls_handshake_first": boolean,
-}
+_OPTIONS: Final = url_options(NatsConfig, "nats", (("max_age", "retention"),))
+"""The URL options: every field but the servers and inline secrets, read by its type
+(see :mod:`choreograph.core.url_options`)."""
+_PARSERS: Final = {**_OPTIONS.readers, **{old: _OPTIONS.readers[new] for old, new in _OPTIONS.aliases.items()}}
+"""Every option name a URL accepts (deprecated aliases included), with its reader."""
 
 
 def parse_url(url: str) -> NatsConfig:
@@ -299,8 +272,7 @@ def parse_url(url: str) -> NatsConfig:
             options["user"], options["password"] = _decoded(user, "user"), _decoded(password, "password")
         else:
             options["token"] = _decoded(user, "token")
-    query = parse_query(parts.query, _PARSERS, "nats")
-    take_alias(query, "max_age", "nats")
+    query = parse_options(_OPTIONS, parts.query)
     if "user" in query and "user" in options:
         raise ConfigurationError("the nats URL gives the user twice (before '@' and as ?user=); give it once")
     options.update(query)

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, Final
 from urllib.parse import unquote, urlunsplit
 
 from choreograph.core.credentials import TlsSettings, check_secret_options
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.options import (
     MAX_PARTITIONS,
-    Parser,
-    optional,
-    parse_query,
     require_lease,
     require_positive,
     require_positive_int,
     split_url,
 )
 from choreograph.core.redaction import redact_url
-from choreograph.core.retention import DEFAULT_RETENTION, check_retention, parse_retention, take_alias
+from choreograph.core.retention import DEFAULT_RETENTION, check_retention, parse_retention
+from choreograph.core.url_options import Url, parse_options, url_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +41,15 @@ class RedisConfig:
     """Longest a fetch blocks in one XREADGROUP before it checks retries and membership again."""
     inbox_retention: float = 7 * 24 * 3600.0
     """Seconds a dedupe key stays in a group's inbox."""
-    max_length: int | None = None
-    """Trim each partition stream to about this many entries on publish (``XTRIM MAXLEN ~``)."""
-    retention: float | None = DEFAULT_RETENTION
+    retention_max_records: int | None = None
+    """Keep about this many records per partition: each publish trims the streams it wrote to
+    (``XTRIM MAXLEN ~``). The same setting as SQLite's ``retention_max_records``."""
+    max_length: Annotated[int | None, Url(refuse="it is the deprecated spelling of retention_max_records")] = None
+    """Deprecated alias of ``retention_max_records``: when given, it is the limit."""
+    retention: Annotated[float | None, Url(parse=parse_retention)] = DEFAULT_RETENTION
     """Trim entries older than this many seconds (``XTRIM MINID``; default 7 days; ``None`` or ``0``: keep
     forever), every ``retention_interval``, whether or not every group has read them."""
-    max_age: float | None = None
+    max_age: Annotated[float | None, Url(refuse="it is the deprecated spelling of retention")] = None
     """Deprecated alias of ``retention``: when given, it is the retention."""
     retention_interval: float = 60.0
     """Seconds between trims of old inbox keys and old entries."""
@@ -58,7 +60,13 @@ class RedisConfig:
     """Seconds to wait for a connection before raising BrokerUnavailable."""
     username: str | None = None
     """ACL user (instead of ``user@`` in the URL); without it, Redis authenticates ``default``."""
-    password: str | None = field(default=None, repr=False)
+    password: Annotated[
+        str | None,
+        Url(
+            refuse="a URL is logged and shown; put it before the host (redis://user:PASSWORD@host) "
+            "or give password_file or password_env"
+        ),
+    ] = field(default=None, repr=False)
     """Password of the ACL user (or ``requirepass``), when not in the URL."""
     password_file: str | None = None
     """File holding the password (one trailing newline ignored)."""
@@ -70,7 +78,7 @@ class RedisConfig:
     """PEM file of this client's certificate, for a server with ``tls-auth-clients yes`` (mutual TLS)."""
     tls_key: str | None = None
     """PEM file of the private key of ``tls_cert``."""
-    tls_verify: str = "required"
+    tls_verify: Annotated[str, Url(normalize=str.lower)] = "required"
     """``required`` (CA and host name checked), ``optional`` (CA only) or ``none`` (nothing checked)."""
 
     def __post_init__(self) -> None:
@@ -90,7 +98,14 @@ class RedisConfig:
         if self.dead_letter_retention is not None:
             require_positive("dead_letter_retention", self.dead_letter_retention)
         if self.max_length is not None:
+            if self.retention_max_records is not None:
+                raise ConfigurationError(
+                    "max_length and retention_max_records are the same setting; give only retention_max_records"
+                )
             require_positive_int("max_length", self.max_length)
+            object.__setattr__(self, "retention_max_records", self.max_length)  # frozen: set once, here
+        if self.retention_max_records is not None:
+            require_positive_int("retention_max_records", self.retention_max_records)
         if self.max_age is not None:
             require_positive("max_age", self.max_age)
             object.__setattr__(self, "retention", self.max_age)  # frozen: set once, here
@@ -125,27 +140,10 @@ class RedisConfig:
         return self.heartbeat_interval if self.heartbeat_interval is not None else self.lease_timeout / 3
 
 
-_PARSERS: dict[str, Parser] = {
-    "prefix": str,
-    "partitions": int,
-    "lease_timeout": float,
-    "heartbeat_interval": optional(float),
-    "poll_interval": float,
-    "inbox_retention": float,
-    "dead_letter_retention": optional(float),
-    "max_length": optional(int),
-    "retention": parse_retention,
-    "max_age": parse_retention,
-    "retention_interval": float,
-    "connect_timeout": float,
-    "username": str,
-    "password_file": str,
-    "password_env": str,
-    "tls_ca": str,
-    "tls_cert": str,
-    "tls_key": str,
-    "tls_verify": str.lower,
-}
+_OPTIONS: Final = url_options(RedisConfig, "redis", (("max_age", "retention"), ("max_length", "retention_max_records")))
+"""The URL options: every field but the inline password, read by its type (see :mod:`choreograph.core.url_options`)."""
+_PARSERS: Final = {**_OPTIONS.readers, **{old: _OPTIONS.readers[new] for old, new in _OPTIONS.aliases.items()}}
+"""Every option name a URL accepts (deprecated aliases included), with its reader."""
 
 
 def parse_url(url: str) -> tuple[str, RedisConfig]:
@@ -173,8 +171,7 @@ def parse_url(url: str) -> tuple[str, RedisConfig]:
     db = parts.path.strip("/")
     if db and not (db.isascii() and db.isdigit()):
         raise ConfigurationError(f"the redis database in {redact_url(url)!r} must be a number, got {db!r}")
-    options = parse_query(parts.query, _PARSERS, "redis")
-    take_alias(options, "max_age", "redis")
+    options = parse_options(_OPTIONS, parts.query)
     client_url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     config = RedisConfig(**options)
     check_url_and_config(client_url, config)

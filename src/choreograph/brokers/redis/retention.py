@@ -4,7 +4,7 @@ Records older than ``retention`` (7 days by default) are trimmed with
 ``XTRIM MINID`` by a publishing broker, at most once per
 ``retention_interval``. Trimming does not wait for slow groups: a trimmed
 record that was still pending is dropped when claimed, and one never read
-is never delivered. ``max_length`` adds ``XTRIM MAXLEN ~`` on every publish.
+is never delivered. ``retention_max_records`` adds ``XTRIM MAXLEN ~`` on every publish.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 def describe(config: RedisConfig) -> Retention:
     """Return the retention ``config`` applies, for the startup line."""
-    extra = () if config.max_length is None else (f"about {config.max_length} records per partition",)
+    extra = (
+        () if config.retention_max_records is None else (f"about {config.retention_max_records} records per partition",)
+    )
     how = f"XTRIM MINID every {config.retention_interval:g} s on publish, whether or not groups have read them"
     return Retention("redis", config.retention, config.retention == DEFAULT_RETENTION, how, extra)
 

@@ -118,7 +118,7 @@ class RedisSession:
                 (rec.encode_key(record.key), record.value, rec.encode_headers(record.headers))
             )
         keys: list[str] = []
-        args: list[Any] = [repr(self.clock.now()), self.config.max_length or 0]
+        args: list[Any] = [repr(self.clock.now()), self.config.retention_max_records or 0]
         for p, triples in by_partition.items():
             keys += [self.keys.stream(topic, p), self.keys.stream_meta(topic, p)]
             args += [len(triples) // 3, *triples]

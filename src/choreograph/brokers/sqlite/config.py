@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Final
 
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.options import (
     MAX_MILLIS_SECONDS,
     MAX_PARTITIONS,
-    Parser,
-    boolean,
-    optional,
-    parse_query,
     require_lease,
     require_non_negative,
     require_positive,
@@ -19,7 +16,8 @@ from choreograph.core.options import (
     split_url,
     sqlite_file_path,
 )
-from choreograph.core.retention import DEFAULT_RETENTION, check_retention, parse_retention, take_alias
+from choreograph.core.retention import DEFAULT_RETENTION, check_retention, parse_retention
+from choreograph.core.url_options import Url, parse_options, url_options
 
 SYNC_MODES = ("normal", "full")
 
@@ -41,7 +39,7 @@ class SqliteConfig:
 
     partitions: int = 8
     """Partitions of a topic created by this broker (existing topics keep theirs)."""
-    sync: str = "normal"
+    sync: Annotated[str, Url(normalize=str.lower)] = "normal"
     """``"normal"`` or ``"full"``; see the class docstring."""
     lease_timeout: float = 10.0
     """Seconds a member keeps its partitions without heartbeating; then survivors take them."""
@@ -51,10 +49,10 @@ class SqliteConfig:
     """Seconds between cheap checks for members joining or leaving (triggers an early heartbeat)."""
     inbox_retention: float = 7 * 24 * 3600.0
     """Seconds a dedupe key stays in a group's inbox."""
-    retention: float | None = DEFAULT_RETENTION
+    retention: Annotated[float | None, Url(parse=parse_retention)] = DEFAULT_RETENTION
     """Trim records older than this many seconds (default 7 days; ``None`` or ``0``: keep forever).
     Records a group has not committed stay (see ``retention_respect_groups``)."""
-    retention_max_age: float | None = None
+    retention_max_age: Annotated[float | None, Url(refuse="it is the deprecated spelling of retention")] = None
     """Deprecated alias of ``retention``: when given, it is the retention."""
     retention_max_records: int | None = None
     """Keep at most this many records per partition (``None``: no limit)."""
@@ -97,22 +95,10 @@ class SqliteConfig:
         return self.lease_timeout / 3
 
 
-_PARSERS: dict[str, Parser] = {
-    "partitions": int,
-    "sync": str.lower,
-    "lease_timeout": float,
-    "heartbeat_interval": optional(float),
-    "rebalance_check_interval": float,
-    "inbox_retention": float,
-    "retention": parse_retention,
-    "retention_max_age": parse_retention,
-    "retention_max_records": optional(int),
-    "retention_respect_groups": boolean,
-    "retention_interval": float,
-    "busy_timeout": float,
-    "max_batch_records": int,
-    "dead_letter_retention": optional(float),
-}
+_OPTIONS: Final = url_options(SqliteConfig, "sqlite", (("retention_max_age", "retention"),))
+"""The URL options: every field, read by its type (see :mod:`choreograph.core.url_options`)."""
+_PARSERS: Final = {**_OPTIONS.readers, **{old: _OPTIONS.readers[new] for old, new in _OPTIONS.aliases.items()}}
+"""Every option name a URL accepts (deprecated aliases included), with its reader."""
 
 
 def parse_url(url: str) -> tuple[str, SqliteConfig]:
@@ -123,6 +109,4 @@ def parse_url(url: str) -> tuple[str, SqliteConfig]:
     """
     path = sqlite_file_path(url)
     parts = split_url(url, "sqlite")
-    options = parse_query(parts.query, _PARSERS, "sqlite")
-    take_alias(options, "retention_max_age", "sqlite")
-    return path, SqliteConfig(**options)
+    return path, SqliteConfig(**parse_options(_OPTIONS, parts.query))
