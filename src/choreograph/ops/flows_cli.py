@@ -311,8 +311,9 @@ def observe(
 ) -> None:
     """Run the workflow observer until SIGINT/SIGTERM (groups ``observer.<flow>``).
 
-    It keeps its state in the SQLite log file (sqlite:// brokers) and publishes
-    choreograph.flow.stuck / completed / compensation_missing events.
+    It keeps its state with the broker (the SQLite log file; the key-value store
+    of NATS, Redis or Kafka) and publishes choreograph.flow.stuck / completed /
+    compensation_missing events.
     """
 
     @run_async

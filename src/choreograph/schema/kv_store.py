@@ -166,6 +166,8 @@ class KeyValueSchemaStore:
         self._run = run
         self._on_close = on_close
         self.where = where
+        self.conflicts = 0
+        """Compare-and-set writes this store lost to another writer (each one decided again on the newer history)."""
         self._closed = False
         self._lock = threading.Lock()
 
@@ -217,6 +219,7 @@ class KeyValueSchemaStore:
             try:
                 await self.kv.put(key, encode_subject(wanted), expect=revision)
             except KeyConflict:
+                self.conflicts += 1
                 continue  # another writer changed the type: decide again on what it wrote
             return wanted
         raise SchemaStoreError(
