@@ -193,7 +193,7 @@ class ReplayScenarios(ConformanceBase):
             found = await plan(broker, topic, bounds, accept)
             assert found.total == len(wanted) == 20
             with tempfile.TemporaryDirectory() as directory:
-                for target, target_topic in ((broker, f"{topic}.copy"), (other, topic)):
+                for target, target_topic in ((broker, f"{topic}.copy"), (other, f"{topic}.elsewhere")):
                     job = CopyJob(f"r3-{target_topic}", topic, target_topic, bounds, accept, batch=7)
                     report = await copy_range(
                         broker, target, job, total=found.total, checkpoints=FileCheckpoints(directory)

@@ -32,6 +32,7 @@ from choreograph.brokers.nats.kv import KeyValueBuckets
 from choreograph.brokers.nats.log_admin import LogAdmin
 from choreograph.brokers.nats.publisher import ATOMIC_LIMIT, FAST_LIMIT, BatchPublisher
 from choreograph.brokers.nats.publishing import Publishing, Send
+from choreograph.brokers.nats.reset import GroupReset
 from choreograph.brokers.nats.subscription import NatsSubscription
 from choreograph.brokers.nats.translation import translated
 from choreograph.core.broker import Capabilities, Position
@@ -45,7 +46,7 @@ _STREAM_IN_USE: Final = 10058
 
 
 # Publishing comes before DeadLetterShelf: its send_acked must win over the shelf's placeholder.
-class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets):
+class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets, GroupReset):
     """A broker on NATS JetStream. Connects on first use; safe to share between tasks of one event loop."""
 
     capabilities = Capabilities(
