@@ -88,6 +88,18 @@ def nats_authorization(
     passwords: Mapping[str, str] | None = None,
 ) -> str:
     """Return an ``authorization`` block for nats-server (see the module); ``all_topics``: every topic of the app."""
+    users = nats_users(rights, all_topics=all_topics, prefix=prefix, passwords=passwords)
+    return "authorization {\n  users: [\n" + "\n".join(users) + "\n  ]\n}\n"
+
+
+def nats_users(
+    rights: Iterable[TopicRights],
+    *,
+    all_topics: Iterable[str],
+    prefix: str = "choreo",
+    passwords: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Return the user entries of :func:`nats_authorization`, one per service, to merge into an existing block."""
     every = sorted(set(all_topics))
     users = []
     for r in rights:
@@ -114,7 +126,7 @@ def nats_authorization(
             "      }\n"
             "    }"
         )
-    return "authorization {\n  users: [\n" + "\n".join(users) + "\n  ]\n}\n"
+    return users
 
 
 def redis_acl(
