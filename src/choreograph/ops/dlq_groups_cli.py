@@ -7,8 +7,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from choreograph.core.fingerprint import FailureGroup, is_fingerprint
+from choreograph.core.printable import printable
 from choreograph.ops.dlq_common import (
     ActorOption,
     GroupOption,
@@ -77,18 +79,23 @@ def groups(
             for group in found:
                 emit_json(group_doc(group, notes.get(group.fingerprint)))
             return
-        table = Table("fingerprint", "count", "failure", "first seen", "last seen", "sample", "note")
-        table.title = "Failure groups (archived)" if archived else "Failure groups"
+        table = Table(title="Failure groups (archived)" if archived else "Failure groups")
+        # The fingerprint is what an operator copies: never cut, whatever the width. The
+        # failure cell holds the title, the sample id and the note, one per line.
+        table.add_column("fingerprint", no_wrap=True, min_width=16)
+        table.add_column("count", justify="right")
+        table.add_column("first / last seen", no_wrap=True)
+        table.add_column("failure · sample · note", overflow="fold")
         for group in found:
             note = notes.get(group.fingerprint)
+            lines = [printable(group.title), f"sample {printable(group.sample_id)}"]
+            if note:
+                lines.append(f"note: {printable(note.get('text', ''))}")
             table.add_row(
                 cell(group.fingerprint),
                 str(group.count),
-                cell(group.title),
-                fmt_time(group.first_seen),
-                fmt_time(group.last_seen),
-                cell(group.sample_id),
-                cell(str(note.get("text", ""))[:40] if note else ""),
+                f"{fmt_time(group.first_seen)[:19]}\n{fmt_time(group.last_seen)[:19]}",
+                Text("\n".join(lines)),
             )
         out.print(table)
         if found:
