@@ -176,7 +176,9 @@ async def _summary(app: App, broker: Broker, settings: DemoSettings, elapsed: fl
             for name, value in counters.items():
                 totals[name] = totals.get(name, 0) + value
     compensation_problems = figures.compensation_missing + figures.compensation_failed
-    out_of_stock = figures.failed - figures.compensated - compensation_problems
+    # Cancelled flows are the out-of-stock ones plus the declined ones whose stock was released; a flow whose
+    # compensation is missing or failed was never cancelled, so it is not subtracted (that went negative).
+    out_of_stock = max(0, figures.failed - figures.compensated)
 
     table = Table("", "count", title=f"Shop demo: {settings.orders} orders in {elapsed:.1f}s")
     table.add_row("orders placed (flow started)", str(figures.started))

@@ -31,8 +31,20 @@ def demo(
         ),
     ] = None,
     timeout: Annotated[float, typer.Option(metavar="SECONDS", help="Give up after this many seconds.")] = 120.0,
+    incident: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Run an incident drill instead: stuck-orders (a flag breaks shipping mid-run; the drill shows "
+            "the alert, then works its runbook: find the failure group, fix, retry, watch flows recover).",
+        ),
+    ] = None,
 ) -> None:
-    """Run the shop choreography: N orders through five services in worker processes, then a summary."""
+    """Run the shop choreography: N orders through five services in worker processes, then a summary.
+
+    With --incident stuck-orders, run the incident drill instead (poison orders
+    and re-sent duplicates are left out, so the break is the only failure).
+    """
     from choreograph.ops.demo import DemoSettings, run_demo  # the demo's imports cost nothing until it runs
 
     settings = DemoSettings(
@@ -46,6 +58,11 @@ def demo(
         broker=broker,
         timeout=timeout,
     )
+    if incident is not None:
+        from choreograph.ops.demo_incident import run_incident
+
+        run_async(run_incident)(settings, incident)
+        return
     run_async(run_demo)(settings)
 
 

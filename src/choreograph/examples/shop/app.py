@@ -13,7 +13,11 @@ of the demo agrees (decisions are hashes of the order id, not random draws):
 ``SHOP_DECLINE_RATE`` (share of payments declined, default 0.15),
 ``SHOP_STOCKOUT_RATE`` (share of orders out of stock, 0.1),
 ``SHOP_FAIL_RATE`` (share of handler attempts failing transiently, 0.05),
-``SHOP_BREAK_RELEASE`` (1 = the inventory release handler always fails).
+``SHOP_BREAK_RELEASE`` (1 = the inventory release handler always fails),
+``SHOP_FLAGS_FILE`` (a file of feature flags, one per line, read at every call
+so flipping one needs no restart: ``new-carrier-api`` makes the shipping
+handler fail every order — the incident drill, ``choreograph demo --incident
+stuck-orders``).
 A customer named ``poison`` makes the inventory handler fail every attempt,
 so that order ends in the dead letter.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 from choreograph import App, Context, RetryPolicy
 from choreograph.examples.shop.events import (
@@ -42,6 +47,25 @@ from choreograph.observe.slo import SLO
 
 class TransientError(RuntimeError):
     """A failure that goes away when tried again (a flaky network call)."""
+
+
+class CarrierRejected(RuntimeError):
+    """The carrier's API refused a shipping label: fails every attempt until the cause is fixed."""
+
+
+NEW_CARRIER_API = "new-carrier-api"
+"""Feature flag: ship through the carrier's new API, which (in the drill) rejects every label."""
+
+
+def flag(name: str) -> bool:
+    """True if feature flag ``name`` is a line of the file ``SHOP_FLAGS_FILE`` names (read at each call)."""
+    path = os.environ.get("SHOP_FLAGS_FILE")
+    if not path:
+        return False
+    try:
+        return name in Path(path).read_text().split()
+    except FileNotFoundError:
+        return False
 
 
 def _share(*parts: object) -> float:
@@ -109,6 +133,8 @@ async def capture_payment(event: InventoryReserved, ctx: Context) -> PaymentCapt
 
 @shipping.on(PaymentCaptured, retry=demo_retry)
 async def ship(event: PaymentCaptured, ctx: Context) -> OrderShipped:
+    if flag(NEW_CARRIER_API):
+        raise CarrierRejected(f"carrier API v2 rejected the label for {event.order_id} (flag {NEW_CARRIER_API})")
     _flaky(ctx, "ship")
     return OrderShipped(order_id=event.order_id, tracking_number=f"TRK-{event.order_id}")
 

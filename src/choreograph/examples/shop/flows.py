@@ -18,17 +18,26 @@ from choreograph.examples.shop.events import (
 )
 from choreograph.observe.flows import Compensation, Flow
 
-order_flow = Flow(
-    "order",
-    start=[OrderPlaced],
-    success=[OrderCompleted],
-    failure=[OrderCancelled],
-    steps=[InventoryReserved, PaymentCaptured, OrderShipped],
-    compensations=[
-        # A declined payment must release the stock reserved for the order.
-        Compensation(InventoryReserved, undo=InventoryReleased, when=[PaymentDeclined], timeout=10.0),
-    ],
-    timeout=30.0,
-)
+
+def _order_flow(timeout: float) -> Flow:
+    return Flow(
+        "order",
+        start=[OrderPlaced],
+        success=[OrderCompleted],
+        failure=[OrderCancelled],
+        steps=[InventoryReserved, PaymentCaptured, OrderShipped],
+        compensations=[
+            # A declined payment must release the stock reserved for the order.
+            Compensation(InventoryReserved, undo=InventoryReleased, when=[PaymentDeclined], timeout=10.0),
+        ],
+        timeout=timeout,
+    )
+
+
+order_flow = _order_flow(30.0)
 
 flows = [order_flow]
+
+incident_flows = [_order_flow(5.0)]
+"""The same flow with a 5 s deadline, for the incident drill: orders count as stuck within seconds
+(``choreograph flows choreograph.examples.shop.app:app --flows choreograph.examples.shop.flows:incident_flows``)."""
