@@ -32,7 +32,9 @@ from choreograph.core.partitioning import RoundRobin
 from . import retention
 from .config import KafkaConfig, parse_url
 from .dead_letters import DeadLetterShelf
+from .kv import KafkaKeyValues
 from .log_admin import LogAdmin
+from .reset import GroupReset
 from .state import StateTable
 from .subscription import KafkaSubscription
 from .translation import RESUBMIT_GROUP_HEADER as RESUBMIT_GROUP_HEADER  # kept importable from here
@@ -44,7 +46,7 @@ _EARLIEST: Final = Position.earliest()
 _TOPIC_EXISTS: Final = 36
 
 
-class KafkaBroker(DeadLetterShelf, LogAdmin):
+class KafkaBroker(DeadLetterShelf, LogAdmin, KafkaKeyValues, GroupReset):
     """Apache Kafka (or a Kafka-protocol broker) as a choreograph broker.
 
     Safe to use concurrently from one event loop. Connects lazily on first use.
@@ -271,6 +273,8 @@ class KafkaBroker(DeadLetterShelf, LogAdmin):
         for subscription in list(self._subscriptions):
             with contextlib.suppress(BrokerError):
                 await subscription.close()
+        with contextlib.suppress(BrokerError):
+            await self.close_key_values()
         with contextlib.suppress(TimeoutError):  # publishes in flight finish (or fail) before the producer stops
             await asyncio.wait_for(self._drained.wait(), self.config.request_timeout)
         for client in (self._producer, self._reader):
