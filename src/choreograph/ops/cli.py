@@ -27,6 +27,7 @@ from choreograph.ops import (
     replay_cli,
     run_cli,
     schema_cli,
+    security_cli,
 )
 from choreograph.ops.help_format import PlainHelpGroup
 
@@ -44,6 +45,7 @@ COMMAND_GROUPS: Final[tuple[Callable[[typer.Typer], None], ...]] = (
     flows_cli.register,  # flows, flow show, observe
     backup_cli.register,  # backup, restore
     observe_cli.register,  # slo, trace, export ...
+    security_cli.register,  # keys generate/list/rotate, export acl
 )
 """Each command group's ``register``; mounted once, in this order."""
 
