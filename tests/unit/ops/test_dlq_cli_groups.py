@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from choreograph.brokers.sqlite import SqliteBroker
 from choreograph.core.errors import ConfigurationError
 from choreograph.ops.cli import cli
+from choreograph.ops.dlq_edit_cli import validator
 from choreograph.runtime.audit import AuditLog
 from tests.conftest import wait_until
 from tests.unit.ops.dlq_scenario import Order, order_app
@@ -197,3 +198,23 @@ def test_audit_hides_credentials_recorded_by_a_tool(tmp_path: Path) -> None:
     for args in (["audit"], ["audit", "--json"]):
         code, output = invoke(*args, "--broker", f"sqlite:///{path}")
         assert code == 0 and "copy" in output and "hunter2" not in output, output
+
+
+def test_edit_validates_against_the_registered_schema_without_an_app(url: str) -> None:
+    reject = next(g for g in jsons(invoke("dlq", "groups", "--json", "-b", url)[1]) if g["error_type"] == "Reject")
+    sample = str(reject["sample_id"])
+    assert invoke("dlq", "settings", "--editing", "on", "--broker", url)[0] == 0
+    # Given the schema the App registered when it published (no --app given)
+    code, output = invoke("schema", "list", "--broker", url)
+    assert code == 0 and Order.event_type() in output, output
+    code, output = invoke("dlq", "edit", sample, "--set", 'n="many"', "--yes", "--broker", url)
+    assert code == 2 and "registered schema" in output, output
+    assert jsons(invoke("dlq", "show", sample, "--json", "-b", url)[1])[0]["status"] == "open"
+    code, output = invoke("dlq", "edit", sample, "--set", "kind=ok", "--yes", "--broker", url)
+    assert code == 0 and "marked edited" in output, output
+
+
+def test_an_edit_with_no_schema_to_check_against_is_refused(tmp_path: Path) -> None:
+    check = validator(f"sqlite:///{tmp_path / 'empty.db'}", None)
+    with pytest.raises(ConfigurationError, match="no schema to check the edit"):
+        check("shop.order-placed", 1, {"n": 1})
