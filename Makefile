@@ -62,7 +62,7 @@ layers: $(STAMP)
 
 ## make test-stress: the conformance suite repeatedly and in parallel
 test-stress: $(STAMP)
-	$(BIN)/pytest -q -m stress tests/conformance
+	$(BIN)/pytest -q -m stress tests/brokers/memory tests/brokers/sqlite
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
@@ -76,7 +76,7 @@ test-chaos: $(STAMP)
 	CHOREOGRAPH_CHAOS=long CHOREOGRAPH_CHAOS_REPORT=bench/results/chaos.jsonl $(BIN)/pytest -q -s tests/chaos
 
 ## make fuzz: the fuzz tests (codec, consumer, upcasters, each backend's record translation), >= 1,000,000 inputs
-FUZZ_TESTS := tests/fuzz tests/brokers/test_sqlite_rows.py tests/brokers/redis/test_redis_translation.py \
+FUZZ_TESTS := tests/fuzz tests/brokers/sqlite/test_sqlite_rows.py tests/brokers/redis/test_redis_translation.py \
 	tests/brokers/nats/test_nats_foreign.py tests/brokers/kafka/test_kafka_foreign.py
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q --hypothesis-show-statistics $(FUZZ_TESTS)

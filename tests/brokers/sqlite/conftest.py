@@ -1,4 +1,4 @@
-"""Fixtures for the SQLite broker tests: real files in tmp_path, closed at the end."""
+"""Fixtures for the SQLite broker tests: real files in tmp_path, closed at the end (stress runs only with -m stress)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import pytest
 
 from choreograph.brokers.sqlite import SqliteBroker, SqliteConfig
 from choreograph.core.clock import Clock, FakeClock
+from choreograph.testing.pytest_plugin import pytest_collection_modifyitems
+
+__all__ = ["pytest_collection_modifyitems"]
 
 OpenBroker = Callable[..., SqliteBroker]
 

@@ -37,7 +37,7 @@ What is guaranteed: every reader of the log applies the same rules to the
 same records, so all agree on every outcome. Compaction keeps the table
 (values and revisions) as long as the cleaner's boundary does not fall inside
 a repair — after a lost record and before the copy that settled it
-(``tests/unit/brokers/test_kafka_kv_view.py`` checks this property on random
+(``tests/brokers/kafka/test_kafka_kv_view.py`` checks this property on random
 races). Kafka cleans whole segments only, older than ``min.compaction.lag.ms``
 (a day here), so that needs a segment to roll within the milliseconds of a
 repair. A writer killed between losing and appending its copy leaves the
