@@ -20,6 +20,7 @@ signing on, ``encdata`` and ``enckey`` are also signed (encrypt, then sign).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import orjson
 from choreograph.core.envelope import Envelope
 from choreograph.core.event import Event
 from choreograph.security._crypto import AESGCM, InvalidTag
-from choreograph.security.canonical import b64, unb64
+from choreograph.security.canonical import b64, rebuilt, unb64
 from choreograph.security.errors import DecryptError, SignatureError
 from choreograph.security.keystore import DataKeyStore
 
@@ -95,9 +96,9 @@ class Encryption:
         subject = subject_of(envelope)
         key = await self.store.current(subject)
         nonce = os.urandom(12)
-        sealed = AESGCM(key.key).encrypt(nonce, orjson.dumps(secret), _aad(envelope, subject, key.version))
+        sealed = _cipher(key.key).encrypt(nonce, orjson.dumps(secret), _aad(envelope, subject, key.version))
         extensions = {**envelope.extensions, ENCRYPTED_DATA: b64(nonce + sealed), ENCRYPTION_KEY: str(key.version)}
-        return envelope.replace(data=shown, extensions=extensions)
+        return rebuilt(envelope, extensions, data=shown)
 
     async def decrypt(self, envelope: Envelope) -> Envelope:
         """Return ``envelope`` with its payload decrypted (unchanged if not encrypted). Raises only DecryptError."""
@@ -131,7 +132,7 @@ class Encryption:
                 "(forgotten, or from another key store)"
             )
         try:
-            plain = AESGCM(key.key).decrypt(blob[:12], blob[12:], _aad(envelope, subject, version))
+            plain = _cipher(key.key).decrypt(blob[:12], blob[12:], _aad(envelope, subject, version))
             secret = orjson.loads(plain)
         except (InvalidTag, orjson.JSONDecodeError):
             raise DecryptError(
@@ -145,7 +146,13 @@ class Encryption:
         else:
             raise DecryptError(f"event {envelope.id!r}: encrypted values do not fit its data")
         rest = {k: v for k, v in extensions.items() if k not in (ENCRYPTED_DATA, ENCRYPTION_KEY)}
-        return envelope.replace(data=data, extensions=rest)
+        return rebuilt(envelope, rest, data=data)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cipher(key: bytes) -> AESGCM:
+    # One AESGCM object per data key (its key schedule), not one per event.
+    return AESGCM(key)
 
 
 def _aad(envelope: Envelope, subject: str, version: int) -> bytes:

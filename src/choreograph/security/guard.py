@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import ConfigurationError
-from choreograph.security.canonical import SIGNATURE, SIGNATURE_PROOF
+from choreograph.security.canonical import SIGNATURE, rebuilt
 from choreograph.security.encryption import Encryption
 from choreograph.security.errors import SecurityError, SignatureError, UnauthorizedError
 from choreograph.security.keyring import KeyRing
@@ -88,7 +88,7 @@ class Security:
             for i, envelope in enumerate(out):
                 key = keys.signing_key(envelope.source)
                 if key is not None:
-                    out[i] = envelope.replace(id=keyed_id(key.id_secret(), envelope.id))
+                    out[i] = rebuilt(envelope, envelope.extensions, event_id=keyed_id(key.id_secret(), envelope.id))
         if self.encryption is not None:
             out = [await self.encryption.encrypt(envelope) for envelope in out]
         if keys is not None:
@@ -116,9 +116,6 @@ class Security:
                     )
                 if self.policy is not None and not self.policy.may_publish(key.owner, envelope.type):
                     raise UnauthorizedError(f"service {key.owner!r} may not publish {envelope.type!r}")
-                envelope = envelope.replace(
-                    extensions={k: v for k, v in envelope.extensions.items() if k not in (SIGNATURE, SIGNATURE_PROOF)}
-                )
             elif self.policy is not None and not self.policy.may_publish(envelope.source, envelope.type):
                 raise UnauthorizedError(f"service {envelope.source!r} may not publish {envelope.type!r}")
         if self.encryption is not None:

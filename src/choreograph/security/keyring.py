@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -73,7 +74,13 @@ class SigningKey:
 
     def id_secret(self) -> bytes:
         """The secret that keys this service's derived output ids (HMAC of the seed; changes with rotation)."""
-        return hmac.new(self.private.private_bytes_raw(), _ID_SECRET_LABEL, hashlib.sha256).digest()
+        return _id_secret(self.private)
+
+
+@functools.lru_cache(maxsize=64)
+def _id_secret(private: Ed25519PrivateKey) -> bytes:
+    # Cached per key object: asked for every output a handler emits.
+    return hmac.new(private.private_bytes_raw(), _ID_SECRET_LABEL, hashlib.sha256).digest()
 
 
 def new_key(owner: str, *, now: datetime | None = None) -> SigningKey:

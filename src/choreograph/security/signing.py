@@ -26,6 +26,7 @@ from choreograph.security.canonical import (
     b64,
     encode_proof,
     leaf,
+    rebuilt,
     root_message,
     root_of,
     tree,
@@ -51,23 +52,19 @@ def sign(ring: KeyRing, envelopes: Sequence[Envelope]) -> list[Envelope]:
                 f"signing is on but there is no signing key for source {source!r}; "
                 f"create one with: choreograph keys generate {source}"
             )
-        # A re-sent envelope's old signature attributes are dropped, never signed over.
-        marked = [
-            out[i].replace(
-                extensions={
-                    **{k: v for k, v in out[i].extensions.items() if k not in UNSIGNED_EXTENSIONS},
-                    SIGNATURE_KEY: key.id,
-                }
-            )
-            for i in indices
-        ]
-        root, paths = tree([leaf(m) for m in marked])
+        marked = []
+        for i in indices:
+            extensions = out[i].extensions
+            if extensions:  # a re-sent envelope's old signature attributes are dropped, never signed over
+                extensions = {k: v for k, v in extensions.items() if k not in UNSIGNED_EXTENSIONS}
+            marked.append((i, {**extensions, SIGNATURE_KEY: key.id}))
+        root, paths = tree([leaf(rebuilt(out[i], extensions)) for i, extensions in marked])
         signature = b64(key.private.sign(root_message(root)))
-        for i, envelope, path in zip(indices, marked, paths, strict=True):
-            extensions = {**envelope.extensions, SIGNATURE: signature}
+        for (i, extensions), path in zip(marked, paths, strict=True):
+            extensions[SIGNATURE] = signature
             if path:
                 extensions[SIGNATURE_PROOF] = encode_proof(path)
-            out[i] = envelope.replace(extensions=extensions)
+            out[i] = rebuilt(out[i], extensions)
     return out
 
 
