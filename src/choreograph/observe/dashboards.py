@@ -30,6 +30,7 @@ from choreograph.observe.metrics import (
     HANDLED,
     HANDLER_DURATION,
     LAG,
+    LAG_SECONDS,
     PUBLISHED,
     REPLAY_RATIO,
     SCHEMA_ERRORS,
@@ -260,8 +261,10 @@ def on_call(slos: Sequence[SLO], app_name: str = "app") -> dict[str, Any]:
     board.row("Throughput and health")
     board.panel(
         "timeseries",
-        "Consumer lag by group",
-        [(f"sum by (group) ({LAG})", "{{group}}")],
+        "Consumer lag by group: oldest unhandled record's age",
+        [(f"max by (group) ({LAG_SECONDS})", "{{group}}")],
+        unit="s",
+        description="ChoreographConsumerLagHigh fires when this stays above its threshold for 10 minutes.",
     )
     board.panel(
         "stat",
@@ -334,8 +337,14 @@ def debug(app_name: str = "app") -> dict[str, Any]:
     board.row("Log")
     board.panel(
         "timeseries",
-        "Lag per partition",
+        "Lag per partition (records)",
         [(f"sum by (group, topic, partition) ({LAG})", "{{group}} {{topic}}/{{partition}}")],
+    )
+    board.panel(
+        "timeseries",
+        "Lag per partition (age of the oldest unhandled record)",
+        [(f"max by (group, topic, partition) ({LAG_SECONDS})", "{{group}} {{topic}}/{{partition}}")],
+        unit="s",
     )
     board.panel(
         "timeseries",
