@@ -1,0 +1,42 @@
+"""Run relays declared on an App next to its consumers (``choreograph run``).
+
+Kept free of SQLAlchemy imports, so ``choreograph run`` can look for relays
+in any App without the outbox extra installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from choreograph.runtime.app import App
+
+
+@runtime_checkable
+class Companion(Protocol):
+    """Something that runs beside an App's consumers until ``stop`` is set (a relay)."""
+
+    async def run_beside(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set; failures inside are the companion's to retry."""
+        ...
+
+
+def companions_of(app: App) -> list[Companion]:
+    """Return the companions declared on ``app`` (``app.declare(Relay(engine, app))``)."""
+    return [item for item in app.declarations if isinstance(item, Companion)]
+
+
+@contextlib.asynccontextmanager
+async def companions_running(app: App) -> AsyncIterator[list[Companion]]:
+    """Run ``app``'s declared companions while the block runs; stop them (and wait) when it ends."""
+    stop = asyncio.Event()
+    companions = companions_of(app)
+    tasks = [asyncio.create_task(c.run_beside(stop), name=f"companion:{type(c).__name__}") for c in companions]
+    try:
+        yield companions
+    finally:
+        stop.set()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
