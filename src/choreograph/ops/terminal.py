@@ -65,7 +65,7 @@ def remember_broker(url: str | None) -> str | None:
 
 def broker_schemes() -> list[str]:
     """Every broker URL scheme choreograph can open (``memory://``, ``sqlite://``, ...), from the backend table."""
-    return [f"{scheme}://" for scheme in brokers._BACKENDS]  # the one registry of backends; not repeated here
+    return [f"{scheme}://" for scheme in brokers.backends()]  # the one registry of backends; not repeated here
 
 
 def schemes_text() -> str:

@@ -66,7 +66,7 @@ class KeyValueScenarios(ConformanceBase):
     """Scenarios K1-K7."""
 
     @contextlib.asynccontextmanager
-    async def key_value(self) -> AsyncIterator[tuple[Broker, KeyValueStore]]:
+    async def kv_store(self) -> AsyncIterator[tuple[Broker, KeyValueStore]]:
         """A fresh broker and a fresh namespace of it."""
         async with self.broker() as broker:
             store = provider(broker).key_value(fresh_namespace())
@@ -77,7 +77,7 @@ class KeyValueScenarios(ConformanceBase):
 
     @scenario("K1", "Key-value: get, put, delete and keys(prefix) as documented")
     async def test_k01_get_put_delete_keys(self) -> None:
-        async with self.key_value() as (_, kv):
+        async with self.kv_store() as (_, kv):
             assert await kv.get("missing") is None
             assert await kv.keys() == []
             for i, key in enumerate(ODD_KEYS):
@@ -99,7 +99,7 @@ class KeyValueScenarios(ConformanceBase):
 
     @scenario("K2", "Key-value: every write gives the key a larger revision, across delete and re-create")
     async def test_k02_revisions_grow(self) -> None:
-        async with self.key_value() as (_, kv):
+        async with self.kv_store() as (_, kv):
             seen = [await kv.put("k", str(i).encode()) for i in range(5)]
             assert seen == sorted(seen)
             assert len(set(seen)) == 5
@@ -114,7 +114,7 @@ class KeyValueScenarios(ConformanceBase):
 
     @scenario("K3", "Key-value: a compare-and-set that loses raises KeyConflict and writes nothing")
     async def test_k03_conflicts_write_nothing(self) -> None:
-        async with self.key_value() as (_, kv):
+        async with self.kv_store() as (_, kv):
             with pytest.raises(KeyConflict) as missing:
                 await kv.put("k", b"x", expect=1)
             assert (missing.value.expected, missing.value.actual) == (1, 0)
@@ -141,7 +141,7 @@ class KeyValueScenarios(ConformanceBase):
 
     @scenario("K4", "Key-value: values up to MAX_VALUE_BYTES round-trip unchanged; larger ones are refused")
     async def test_k04_value_sizes(self) -> None:
-        async with self.key_value() as (_, kv):
+        async with self.kv_store() as (_, kv):
             largest = bytes(range(256)) * (MAX_VALUE_BYTES // 256)
             assert len(largest) == MAX_VALUE_BYTES
             await kv.put("big", largest)
@@ -155,7 +155,7 @@ class KeyValueScenarios(ConformanceBase):
 
     @scenario("K5", "Key-value: invalid keys and namespaces are ConfigurationErrors")
     async def test_k05_bad_names(self) -> None:
-        async with self.key_value() as (broker, kv):
+        async with self.kv_store() as (broker, kv):
             for key in ("", "has space", "tab\t", "é", "x" * (MAX_KEY_LENGTH + 1), "new\nline"):
                 for attempt in (kv.get(key), kv.put(key, b"v"), kv.delete(key)):
                     with pytest.raises(ConfigurationError):
@@ -171,7 +171,7 @@ class KeyValueScenarios(ConformanceBase):
         weaker("cross_process", "both racers use stores of one broker instance"),
     )
     async def test_k06_racing_increments(self) -> None:
-        async with self.key_value() as (broker, kv):
+        async with self.kv_store() as (broker, kv):
             namespace = getattr(kv, "namespace", None)
             assert isinstance(namespace, str), "a store names its namespace (attribute `namespace`)"
             child = self.child_broker(broker) if self.capabilities.cross_process else None

@@ -1,10 +1,13 @@
 """Generate the capability matrix of the conformance suite from declared capabilities.
 
 ``python -m choreograph.testing.matrix > docs/conformance.md`` writes the page.
-Backends: the built-in ones that import (memory always; sqlite; nats and
-redis when their extras are installed), plus any ``name=module:attr`` given
-on the command line, where ``attr`` has a ``capabilities`` attribute (a
-broker class, or a conformance subclass).
+Backends: every one in the registry (:func:`choreograph.brokers.backends`: the
+built-in ones and installed ``choreograph.backends`` entry points, one column
+per class, named by its first scheme) whose module imports, plus any
+``name=module:attr`` given on the command line, where ``attr`` has a
+``capabilities`` attribute (a broker class, or a conformance subclass). Beside
+the declared capabilities, the page shows which backends provide the stores of
+:mod:`choreograph.core.kv` (``key_value``: the class is a KeyValueProvider).
 """
 
 from __future__ import annotations
@@ -12,41 +15,69 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from choreograph.brokers import backends
 from choreograph.core.broker import Capabilities
 from choreograph.testing.conformance import BrokerConformance
 from choreograph.testing.scenario import FULL, ScenarioInfo, scenarios
 
-BUILT_IN: Final = (
-    ("memory", "choreograph.brokers.memory:MemoryBroker"),
-    ("sqlite", "choreograph.brokers.sqlite:SqliteBroker"),
-    ("nats", "choreograph.brokers.nats:NatsBroker"),
-    ("redis", "choreograph.brokers.redis:RedisBroker"),
-)
-"""Backends shipped with choreograph, as (column name, ``module:attr``)."""
 
-SECTIONS: Final = {"A": "A. Transport", "B": "B. Recoverability and dead letters", "K": "K. Key-value stores"}
+def registered() -> list[tuple[str, str]]:
+    """(column name, ``module:attr``) of every registered backend class, once each (``rediss`` is ``redis``)."""
+    columns: dict[str, str] = {}
+    for scheme, target in backends().items():
+        columns.setdefault(target, scheme)
+    return [(scheme, target) for target, scheme in columns.items()]
+
+
+SECTIONS: Final = {
+    "A": "A. Transport",
+    "B": "B. Recoverability and dead letters",
+    "K": "K. Key-value stores",
+    "R": "R. Replay and group resets",
+}
 
 
 def load_capabilities(target: str) -> Capabilities | None:
-    """Return ``module:attr``'s ``capabilities``, or None if the module does not import."""
-    module, _, attrs = target.partition(":")
-    try:
-        found: Any = importlib.import_module(module)
-    except ImportError:
+    """Return ``module:attr``'s ``capabilities``, or None if it does not import or does not exist."""
+    found = _load(target)
+    if found is None:
         return None
-    for name in attrs.split("."):
-        found = getattr(found, name)
     capabilities = found.capabilities
     if not isinstance(capabilities, Capabilities):
         raise TypeError(f"{target}.capabilities is not a Capabilities value")
     return capabilities
 
 
-def render(backends: Sequence[tuple[str, Capabilities]], missing: Sequence[str] = ()) -> str:
-    """Return the Markdown page for ``backends`` (column name, declared capabilities)."""
+def provides_key_value(target: str) -> bool:
+    """Whether ``module:attr`` offers ``key_value(namespace)`` (the KeyValueProvider capability)."""
+    found = _load(target)
+    return found is not None and callable(getattr(found, "key_value", None))
+
+
+def _load(target: str) -> Any:
+    module, _, attrs = target.partition(":")
+    try:
+        found: Any = importlib.import_module(module)
+    except ImportError:
+        return None
+    for name in attrs.split("."):
+        found = getattr(found, name, None)  # a registration naming nothing: listed as not importable
+    return found
+
+
+def render(
+    backends: Sequence[tuple[str, Capabilities]],
+    missing: Sequence[str] = (),
+    stores: Mapping[str, bool] | None = None,
+) -> str:
+    """Return the Markdown page for ``backends`` (column name, declared capabilities).
+
+    ``stores``: column name -> whether the backend provides key-value stores
+    (a row of its own, after the capabilities; left out when not given).
+    """
     names = [name for name, _ in backends]
     lines = [
         "# Broker conformance matrix",
@@ -68,6 +99,8 @@ def render(backends: Sequence[tuple[str, Capabilities]], missing: Sequence[str] 
     ]
     for field in dataclasses.fields(Capabilities):
         lines.append(_row([f"`{field.name}`", *("yes" if getattr(c, field.name) else "no" for _, c in backends)]))
+    if stores is not None:
+        lines.append(_row(["`key_value` (stores)", *("yes" if stores.get(name) else "no" for name in names)]))
     notes: list[str] = []
     listed = scenarios(BrokerConformance)
     for section, title in SECTIONS.items():
@@ -96,20 +129,21 @@ def _row(cells: Sequence[str]) -> str:
 
 def main(argv: Sequence[str]) -> str:
     """Return the page for the built-in backends plus ``name=module:attr`` arguments."""
-    targets = list(BUILT_IN)
+    targets = registered()
     for arg in argv:
         name, sep, target = arg.partition("=")
         if not sep:
             raise SystemExit(f"expected name=module:attr, got {arg!r}")
         targets.append((name, target))
-    backends, missing = [], []
+    found, missing, stores = [], [], {}
     for name, target in targets:
         capabilities = load_capabilities(target)
         if capabilities is None:
             missing.append(name)
         else:
-            backends.append((name, capabilities))
-    return render(backends, missing)
+            found.append((name, capabilities))
+            stores[name] = provides_key_value(target)
+    return render(found, missing, stores)
 
 
 if __name__ == "__main__":
