@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from choreograph.core.envelope import Envelope
-from choreograph.core.errors import ConfigurationError
+from choreograph.core.errors import BrokerError, ConfigurationError
 from choreograph.security.canonical import SIGNATURE, rebuilt
 from choreograph.security.encryption import Encryption
 from choreograph.security.errors import SecurityError, SignatureError, UnauthorizedError
@@ -96,11 +96,15 @@ class Security:
         return out
 
     async def open(self, envelope: Envelope) -> Envelope:
-        """Return ``envelope`` verified and decrypted; raise SecurityError (only) if it must not be handled."""
+        """Return ``envelope`` verified and decrypted; raise SecurityError if it must not be handled.
+
+        Whatever the event holds, nothing else is raised but a BrokerError
+        from the key store (transient: the consumer reads the batch again).
+        """
         try:
             return await self._open(envelope)
-        except SecurityError:
-            raise
+        except (SecurityError, BrokerError):
+            raise  # a BrokerError (the key store's broker unreachable) is transient: the batch is fetched again
         except Exception as exc:  # a safety net: the checks are meant to leave nothing for it
             raise SignatureError(f"event could not be checked: {type(exc).__name__}: {str(exc)[:200]}") from exc
 

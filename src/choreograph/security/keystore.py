@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Protocol, runtime_checkable
+from typing import Final, Protocol, cast, runtime_checkable
 
 import orjson
 
@@ -115,11 +115,13 @@ class _Cached:
         return b64(nonce + self._master.encrypt(nonce, key, f"{self.name(subject)}/{version}".encode()))
 
     def unwrap(self, subject: str, version: int, text: str) -> bytes:
-        blob = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         try:
+            blob = base64.urlsafe_b64decode(str(text) + "=" * (-len(str(text)) % 4))
             return self._master.decrypt(blob[:12], blob[12:], f"{self.name(subject)}/{version}".encode())
         except InvalidTag:
             raise DecryptError(f"a data key of a subject cannot be unwrapped: wrong master key ({version=})") from None
+        except (binascii.Error, ValueError):
+            raise DecryptError(f"a data key record is damaged ({version=})") from None
 
     def cached(self, subject: str, version: int) -> DataKey | None:
         hit = self._cache.get((subject, version))
@@ -147,7 +149,10 @@ class _Cached:
 
 
 def _parse(doc_bytes: bytes) -> dict[str, object]:
-    doc = orjson.loads(doc_bytes)
+    try:
+        doc = orjson.loads(doc_bytes)
+    except orjson.JSONDecodeError:
+        raise DecryptError("a data key record is damaged") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("keys"), dict) or not isinstance(doc.get("current"), int):
         raise DecryptError("a data key record is damaged")
     return doc
@@ -174,11 +179,10 @@ class _DocumentStore(_Cached):
             doc, _ = await self._read(self.name(subject))
             if doc is not None:
                 version = int(doc["current"])  # type: ignore[call-overload]
-                keys = doc["keys"]
-                assert isinstance(keys, dict)
-                return self.remember(
-                    DataKey(subject, version, self.unwrap(subject, version, keys[str(version)])), current=True
-                )
+                wrapped = cast("dict[str, object]", doc["keys"]).get(str(version))  # _parse checked it is a dict
+                if not isinstance(wrapped, str):
+                    raise DecryptError("a data key record is damaged (no current key)")
+                return self.remember(DataKey(subject, version, self.unwrap(subject, version, wrapped)), current=True)
             key = os.urandom(32)
             if await self._write(self.name(subject), {"current": 1, "keys": {"1": self.wrap(subject, 1, key)}}, 0):
                 return self.remember(DataKey(subject, 1, key), current=True)
@@ -190,9 +194,7 @@ class _DocumentStore(_Cached):
         doc, _ = await self._read(self.name(subject))
         if doc is None:
             return None
-        keys = doc["keys"]
-        assert isinstance(keys, dict)
-        wrapped = keys.get(str(version))
+        wrapped = cast("dict[str, object]", doc["keys"]).get(str(version))  # _parse checked it is a dict
         if not isinstance(wrapped, str):
             return None
         return self.remember(DataKey(subject, version, self.unwrap(subject, version, wrapped)))

@@ -181,3 +181,29 @@ def test_the_file_store_keeps_no_subject_name_and_no_clear_key(tmp_path: Path) -
     assert key.key not in content and b"alice" not in content
     assert files[0].stat().st_mode & 0o077 == 0
     assert orjson.loads(content)["current"] == 1
+
+
+async def test_the_kv_key_store_shares_keys_and_forgets_them_for_every_process() -> None:
+    # Given two processes' key stores over one key-value namespace (the broker's, in production)
+    from choreograph.core.kv import MemoryKeyValue
+    from choreograph.security import DecryptError, KvKeyStore
+
+    kv = MemoryKeyValue("data_keys")
+    first, second = KvKeyStore(kv, b"m" * 32, cache_ttl=0.0), KvKeyStore(kv, b"m" * 32, cache_ttl=0.0)
+    writer, reader = Encryption.of(first, [CardCharged]), Encryption.of(second, [CardCharged])
+    from choreograph.core.envelope import Envelope
+
+    def event(n: int) -> Envelope:
+        data = {"order_id": str(n), "card": "4111", "amount_cents": n}
+        return Envelope(id=f"e-{n}", source="shop", type=CardCharged.event_type(), data=data, partitionkey="c-1")
+
+    sealed = await writer.encrypt(event(1))
+    # Then the other process reads it, and once the key is forgotten nobody does
+    assert (await reader.decrypt(sealed)).data["card"] == "4111"
+    assert await second.forget("c-1")
+    with pytest.raises(DecryptError, match="no data key"):
+        await writer.decrypt(sealed)
+    # And a wrong master key cannot unwrap the stored keys
+    await first.current("c-2")
+    with pytest.raises(DecryptError, match="wrong master key"):
+        await KvKeyStore(kv, b"x" * 32).current("c-2")
