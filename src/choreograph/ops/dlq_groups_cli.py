@@ -23,8 +23,9 @@ from choreograph.ops.dlq_common import (
 from choreograph.ops.session import opened_broker
 from choreograph.ops.terminal import BrokerOption, cell, emit_json, fail, fmt_time, out, run_async, scrub
 from choreograph.runtime.dead_letters import DeadLetterDesk
+from choreograph.runtime.parking import SequencedParking
 
-DLQ_ACTIONS = ("retry", "edit", "archive", "restore", "expire", "note", "purge", "delete", "settings")
+DLQ_ACTIONS = ("retry", "edit", "archive", "restore", "expire", "note", "unblock", "purge", "delete", "settings")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -242,5 +243,29 @@ def history(
                 str(failed[rec.id]) if rec.id in failed else "",
             )
         out.print(table)
+
+    main()
+
+
+@dlq.command()
+def unblock(
+    group: Annotated[str, typer.Argument(metavar="GROUP", help="The sequenced handler's group (service.handler).")],
+    key: Annotated[str, typer.Argument(metavar="KEY", help="The partition key to unblock.")],
+    actor: ActorOption = None,
+    broker: BrokerOption = None,
+) -> None:
+    """Unblock a key of a sequenced handler whose blocking dead letter was purged instead of retried; audited.
+
+    Its parked entries stay dead letters: retry them (`dlq retry --group FP`) to handle them.
+    """
+
+    @run_async
+    async def main() -> None:
+        async with opened_broker(broker) as target:
+            desk = DeadLetterDesk(target, actor=actor)
+            audit = desk.audit
+            done = await SequencedParking(target).unblock(group, key)
+            await audit.record("unblock", target=f"{group} key {key}", count=int(done), actor=actor)
+        out.print("unblocked" if done else "that key was not blocked")
 
     main()

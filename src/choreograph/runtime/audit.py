@@ -45,6 +45,7 @@ ACTIONS = frozenset(
         "restore",
         "expire",
         "note",
+        "unblock",
         "purge",
         "delete",
         "settings",
