@@ -22,8 +22,8 @@ import typer
 from typer.testing import CliRunner
 
 from choreograph.core.event import Event
+from choreograph.runtime.schema_store import close_schema_store, open_schema_store
 from choreograph.schema import SchemaRegistry, derive_schema
-from choreograph.schema.broker_store import close_schema_store, open_schema_store
 from choreograph.schema.derive import TYPE_KEY
 from choreograph.schema.errors import IncompatibleSchema, SchemaConflict
 from choreograph.schema.kv_store import KeyValueSchemaStore

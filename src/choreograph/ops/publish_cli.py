@@ -25,7 +25,7 @@ from choreograph.ops.loader import load_app
 from choreograph.ops.schema_cli import open_store
 from choreograph.ops.session import opened_broker
 from choreograph.ops.terminal import EXIT_USAGE, BrokerOption, err, fail, out, run_async, safe
-from choreograph.schema.broker_store import close_schema_store
+from choreograph.runtime.schema_store import close_schema_store
 from choreograph.schema.errors import SchemaViolation
 from choreograph.schema.registry import SchemaRegistry
 from choreograph.schema.validation import JsonSchemaValidator

@@ -7,7 +7,7 @@ compatibility mode against the registry.
 The registry lives in the broker's store (``--broker URL``, default
 ``$CHOREOGRAPH_BROKER`` or ``sqlite:///./choreograph.db``: the SQLite log's
 file, or the key-value store of a NATS, Redis or Kafka broker; see
-:mod:`choreograph.schema.broker_store`) or in a directory of reviewed files
+:mod:`choreograph.runtime.schema_store`) or in a directory of reviewed files
 (``--dir schemas/``).
 
 Exit codes: 0 ok; 1 incompatible (or a version conflict); 2 usage or input
@@ -29,8 +29,8 @@ from choreograph.core.errors import ChoreographError, ConfigurationError, Contra
 from choreograph.core.printable import printable
 from choreograph.ops.loader import load_topology
 from choreograph.ops.terminal import json_block, json_line, schemes_text
+from choreograph.runtime.schema_store import close_schema_store, open_schema_store
 from choreograph.schema.asyncapi import asyncapi_json
-from choreograph.schema.broker_store import close_schema_store, open_schema_store
 from choreograph.schema.catalog import render_catalog
 from choreograph.schema.compatibility import Compatibility, CompatibilityReport, diff_schemas
 from choreograph.schema.derive import derive_schema

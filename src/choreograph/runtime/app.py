@@ -37,8 +37,8 @@ from choreograph.runtime.middleware import (
     with_timeout,
 )
 from choreograph.runtime.options import CONSUMER_OPTIONS, check_owned
+from choreograph.runtime.schema_store import close_schema_store, default_schema_store
 from choreograph.runtime.service import HandlerSpec, Service
-from choreograph.schema.broker_store import close_schema_store, default_schema_store
 from choreograph.schema.errors import SchemaError
 from choreograph.schema.registry import SchemaRegistry
 from choreograph.schema.topology import HandlerInfo, Ownership, ServiceInfo, Topology

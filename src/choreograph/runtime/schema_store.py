@@ -1,4 +1,4 @@
-"""The schema store a broker keeps: chosen by what the backend can do, never by its URL's scheme.
+"""The schema store a broker keeps, chosen by what the backend can do, never by its URL's scheme.
 
 In order, for the broker at a URL:
 

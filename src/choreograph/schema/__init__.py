@@ -2,7 +2,7 @@
 
 - :func:`derive_schema` turns an Event class into a JSON Schema stamped with
   ``x-choreograph-type`` and ``x-choreograph-version``.
-- :class:`SchemaRegistry` keeps versions in a :class:`SchemaStore` (memory,
+- :class:`SchemaRegistry` keeps versions in a :class:`SchemaStore` (memory, a broker's key-value store,
   the embedded SQLite file, a directory of files, or your own backend) and
   checks new versions under a per-type :class:`Compatibility` mode.
 - :func:`validate_payload` / :class:`SchemaGuard` validate on publish and
@@ -37,9 +37,10 @@ from choreograph.schema.errors import (
     UnknownSchema,
     UpcastError,
 )
+from choreograph.schema.kv_store import KeyValueSchemaStore
 from choreograph.schema.registry import SchemaRegistry
 from choreograph.schema.rules import EXPLANATIONS, Rule
-from choreograph.schema.store import SchemaRecord, SchemaStore, Subject
+from choreograph.schema.store import CheckedSchemaStore, SchemaRecord, SchemaStore, Subject
 from choreograph.schema.stores import (
     DirectorySchemaStore,
     MemorySchemaStore,
@@ -62,6 +63,7 @@ __all__ = [
     "TYPE_KEY",
     "VERSION_KEY",
     "Change",
+    "CheckedSchemaStore",
     "Compatibility",
     "CompatibilityReport",
     "Direction",
@@ -71,6 +73,7 @@ __all__ = [
     "HandlerInfo",
     "IncompatibleSchema",
     "JsonSchemaValidator",
+    "KeyValueSchemaStore",
     "MemorySchemaStore",
     "Rule",
     "SchemaConflict",

@@ -12,8 +12,8 @@ import pytest
 from choreograph.brokers import open_broker
 from choreograph.core.broker import Broker
 from choreograph.core.kv import KeyValueProvider, MemoryKeyValue
+from choreograph.runtime.schema_store import close_schema_store, open_schema_store
 from choreograph.schema import Compatibility, IncompatibleSchema, SchemaConflict, SchemaRegistry, SchemaStoreError
-from choreograph.schema.broker_store import close_schema_store, open_schema_store
 from choreograph.schema.kv_store import (
     KeyValueSchemaStore,
     LoopThread,
