@@ -43,16 +43,16 @@ class BrokerSchemaStore(KeyValueSchemaStore):
         self._thread = LoopThread("choreograph-schemas")
         try:
             broker = self._thread.run(_open(url))
+            try:
+                kv = self._thread.run(_key_value(broker))
+            except BaseException:
+                self._thread.run(broker.close())
+                raise
         except BaseException:
             self._thread.close()
             raise
         self.broker = broker
-        super().__init__(
-            self._thread.run(_key_value(broker)),
-            self._thread.run,
-            on_close=broker.close,
-            where=redact_url(url),
-        )
+        super().__init__(kv, self._thread.run, on_close=broker.close, where=redact_url(url))
 
     def close(self) -> None:
         """Close the key-value store, the broker connection and the thread. Idempotent."""
