@@ -113,7 +113,7 @@ class TransactionalHandlers:
             return None
         engine, group, outbox = option.engine, spec.group, self._outbox
         claim = postgresql.insert(inbox) if engine.dialect.name == "postgresql" else sqlite.insert(inbox)
-        claim_row = claim.on_conflict_do_nothing()
+        claim_row = claim.on_conflict_do_nothing().returning(inbox.c.handled_at)
 
         def middleware(handler: Handler) -> Handler:
             async def transactional(envelope: Envelope, ctx: Context) -> None:
@@ -126,7 +126,7 @@ class TransactionalHandlers:
                     except SQLAlchemyError as exc:
                         _retry(ctx, exc)
                         return
-                    if not claimed.rowcount:  # type: ignore[attr-defined]
+                    if claimed.first() is None:  # the row was there: handled (and committed) before
                         ctx.outcome = Outcome.DUPLICATE
                         return
                     token = _current.set((ctx, session))

@@ -61,7 +61,10 @@ _HEADS = text(
     "WHERE o.lane = l.lane AND o.shipped_at IS NULL ORDER BY o.position LIMIT 1) AS head "
     "FROM choreograph_outbox_lane l) h WHERE head IS NOT NULL ORDER BY head LIMIT :n"
 )
-_LOCK = text("SELECT lane FROM choreograph_outbox_lane WHERE lane = ANY(:lanes) ORDER BY lane FOR UPDATE SKIP LOCKED")
+_LOCK = text(
+    "SELECT lane FROM choreograph_outbox_lane WHERE lane = ANY(:lanes) "
+    "ORDER BY array_position(CAST(:lanes AS integer[]), lane) LIMIT :n FOR UPDATE SKIP LOCKED"
+)
 
 
 class Pending(NamedTuple):
@@ -177,10 +180,11 @@ class Relay:
     async def _ship_lanes(self) -> int:
         cfg = self.config
         async with self._engine.begin() as conn:
-            heads = (await conn.execute(_HEADS, {"n": cfg.lanes_per_round})).scalars().all()
+            # Candidates beyond what one round takes: lanes another relay holds are skipped, not waited for.
+            heads = (await conn.execute(_HEADS, {"n": 4 * cfg.lanes_per_round})).scalars().all()
             if not heads:
                 return 0
-            claimed = (await conn.execute(_LOCK, {"lanes": list(heads)})).scalars().all()
+            claimed = (await conn.execute(_LOCK, {"lanes": list(heads), "n": cfg.lanes_per_round})).scalars().all()
             if not claimed:
                 return 0
             rows = _pending(

@@ -1,4 +1,4 @@
--- choreograph transactional outbox and inbox: SQLite (3.24+). Idempotent: safe to run again.
+-- choreograph transactional outbox and inbox: SQLite (3.35+: the inbox claim uses RETURNING). Idempotent: safe to run again.
 -- Keep in step with choreograph.outbox.tables (the SQLAlchemy metadata of the same tables).
 
 CREATE TABLE IF NOT EXISTS choreograph_outbox (
