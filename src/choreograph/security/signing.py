@@ -76,7 +76,7 @@ def keyed_id(secret: bytes, event_id: str) -> str:
     predicted from the public (incoming id, group, position).
     """
     digest = hmac.new(secret, event_id.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
-    ms = id_time_ms(event_id)
+    ms = _uuid7_ms(event_id)
     rand = int.from_bytes(digest[:10], "big")
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64 | 0b10 << 62
     value |= rand & 0x3FFF_FFFF_FFFF_FFFF
@@ -84,12 +84,24 @@ def keyed_id(secret: bytes, event_id: str) -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+def _uuid7_ms(event_id: str) -> int:
+    """The time part of a canonical lowercase UUIDv7 without parsing it as a UUID; :func:`id_time_ms` otherwise."""
+    if len(event_id) == 36 and event_id[14] == "7" and event_id[8] == event_id[13] == "-":
+        head = event_id[:8] + event_id[9:13]
+        if all(c in _HEX for c in head):
+            return int(head, 16)
+    return id_time_ms(event_id)
+
+
+_HEX: Final = frozenset("0123456789abcdef")
+
+
 class Verifier:
     """Checks signatures against a key ring. Safe to share within one event loop (not across threads)."""
 
     def __init__(self, ring: KeyRing) -> None:
         self.ring = ring
-        self._verified: OrderedDict[tuple[str, bytes, bytes], None] = OrderedDict()
+        self._verified: OrderedDict[tuple[str, bytes, str], None] = OrderedDict()
 
     def verify(self, envelope: Envelope) -> VerificationKey:
         """Return the key that signed ``envelope``; raise SignatureError if unsigned, unknown or not matching.
@@ -106,14 +118,16 @@ class Verifier:
         key = self.ring.verification_key(key_id)
         if key is None:
             raise SignatureError(f"event {envelope.id!r} is signed with unknown key {key_id[:80]!r}")
-        signature = unb64(signature_text, SIGNATURE)
-        if len(signature) != 64:
-            raise SignatureError(f"event {envelope.id!r}: an Ed25519 signature is 64 bytes, got {len(signature)}")
+        if not isinstance(signature_text, str):
+            raise SignatureError(f"event {envelope.id!r}: extension {SIGNATURE!r} is not base64url text")
         root = root_of(leaf(envelope), extensions.get(SIGNATURE_PROOF))
-        memo = (key.id, root, signature)
+        memo = (key.id, root, signature_text)  # only canonical texts are remembered: one text per signature
         if memo in self._verified:
             self._verified.move_to_end(memo)
             return key
+        signature = unb64(signature_text, SIGNATURE)
+        if len(signature) != 64:
+            raise SignatureError(f"event {envelope.id!r}: an Ed25519 signature is 64 bytes, got {len(signature)}")
         try:
             key.public.verify(signature, root_message(root))
         except InvalidSignature:

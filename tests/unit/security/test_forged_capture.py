@@ -15,6 +15,7 @@ from choreograph import Record, decode, encode
 from choreograph.core.envelope import Envelope
 from choreograph.core.ids import derived_id
 from choreograph.examples.shop.events import InventoryReserved, PaymentCaptured
+from choreograph.observe.metrics import install_metrics
 from choreograph.security import KeyRing, Security
 from choreograph.testing import TestApp
 from tests.unit.security.conftest import PaymentStep, payment_step
@@ -54,14 +55,17 @@ async def test_without_signatures_the_forged_capture_ships_the_order_and_the_rea
 async def test_with_signing_on_the_forged_capture_is_dead_lettered_and_the_real_one_is_handled(ring: KeyRing) -> None:
     # Given the payment step signing with each service's key
     step = payment_step(Security(keys=ring))
+    metrics = install_metrics(step.app)
     forged = await attack(step)
     # When the services run
     async with TestApp(step.app, raise_on_dead_letter=False) as t:
         await t.drain()
         letters = t.dead_letters
         captures = [decode(r.value) for r in await step.broker.read(PaymentCaptured.topic(), limit=10)]
-    # Then the forgery is dead-lettered with reason "signature" and the order ships on the real amount
+    # Then the forgery is dead-lettered with reason "signature", and counted, and the order ships on the real amount
     assert [(d.event_id, d.reason) for d in letters] == [(forged.id, "signature")]
+    group = step.app.services["shipping"].handlers[0].group
+    assert f'choreograph_dead_letters_total{{group="{group}",reason="signature"}} 1.0' in metrics.render().decode()
     assert step.shipped == [("o-1", 12_999)]
     # And the real capture's id is not the predictable one
     real = [env for env in captures if env.extensions.get("signature")]
