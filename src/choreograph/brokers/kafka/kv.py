@@ -135,10 +135,18 @@ class KafkaKeyValue:
         consumer = await self._reader()
         async with self._lock, translated(f"read {self.topic!r}"):
             end = through + 1 if through is not None else (await consumer.end_offsets([self._tp]))[self._tp]
-            while await consumer.position(self._tp) < end:
-                batch = await consumer.getmany(self._tp, timeout_ms=200, max_records=10_000)
-                for message in batch.get(self._tp, []):
-                    self._view.apply(message.offset, message.key.decode(), message.value, headers_of(message))
+            if await consumer.position(self._tp) >= end:
+                return
+            # Paused between catch-ups: an idle store sends no fetches, and a resumed one fetches at once
+            # instead of waiting for a long poll in flight to come back empty.
+            consumer.resume(self._tp)
+            try:
+                while await consumer.position(self._tp) < end:
+                    batch = await consumer.getmany(self._tp, timeout_ms=200, max_records=10_000)
+                    for message in batch.get(self._tp, []):
+                        self._view.apply(message.offset, message.key.decode(), message.value, headers_of(message))
+            finally:
+                consumer.pause(self._tp)
 
     async def _reader(self) -> AIOKafkaConsumer:
         self._broker.check_open()
@@ -154,6 +162,7 @@ class KafkaKeyValue:
                         await consumer.start()
                         consumer.assign([self._tp])
                         await consumer.seek_to_beginning(self._tp)
+                        consumer.pause(self._tp)
                     self._consumer = consumer
                     self._broker.key_value_opened(self)
         return self._consumer
