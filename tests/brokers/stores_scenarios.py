@@ -162,3 +162,44 @@ def assert_commands_read_the_broker(answers: dict[str, Any]) -> None:
     assert order["completed"] + order["failed"] == answers["orders"]
     (instance,) = answers["show"]["instances"]
     assert instance["status"] in {"completed", "failed"}
+
+
+def _sample_instances() -> list[Any]:
+    import math
+
+    from choreograph.observe.flows import Instance
+
+    found = []
+    for n, (cid, wake, done) in enumerate(
+        [
+            ("0190a1b2-0000-7000-8000-000000000001", None, 10.0),
+            ("0190a1b2-0000-7000-8000-000000000002", -math.inf, None),
+            ("id with spaces/and é", 5.0, None),  # stored under a hash
+            ("k" * 250, 50.0, None),  # too long for a key: hashed
+            ("plain-id", 5.0, 40.0),
+        ]
+    ):
+        instance = Instance("order", cid, notices={"final": n % 2 == 0})
+        instance.wake_at, instance.finished_at = wake, done
+        found.append(instance)
+    return found
+
+
+def flow_store_agrees_with_reference(url: str) -> None:
+    """The broker's KeyValueFlowStore answers load/fetch/due/forget as MemoryFlowStore does, on a fresh namespace."""
+    import asyncio
+
+    from choreograph.brokers import open_broker
+    from choreograph.core.kv import KeyValueProvider
+    from choreograph.observe.flows import MemoryFlowStore
+    from choreograph.observe.flows.kv_store import KeyValueFlowStore
+    from tests.unit.observe.test_kv_flow_store import _answers
+
+    async def on_broker() -> list[object]:
+        broker = open_broker(url)
+        assert isinstance(broker, KeyValueProvider)
+        store = KeyValueFlowStore(broker.key_value(f"flows_{uuid.uuid4().hex[:8]}"), on_close=broker.close)
+        return await _answers(store, _sample_instances(), ("order", 20.0, "0", 2))
+
+    expected = asyncio.run(_answers(MemoryFlowStore(), _sample_instances(), ("order", 20.0, "0", 2)))
+    assert asyncio.run(on_broker()) == expected

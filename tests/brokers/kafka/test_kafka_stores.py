@@ -10,6 +10,7 @@ import pytest
 from tests.brokers.stores_scenarios import (
     assert_commands_read_the_broker,
     assert_one_history,
+    flow_store_agrees_with_reference,
     schema_and_flows_commands,
     schema_race,
 )
@@ -41,3 +42,7 @@ def test_two_processes_registering_at_once_end_with_one_history(kafka_server: Ta
 
 def test_schema_and_flows_commands_read_the_broker(fresh_kafka: TansuServer) -> None:
     assert_commands_read_the_broker(schema_and_flows_commands(_url(fresh_kafka.bootstrap)))
+
+
+def test_flow_store_answers_as_the_reference_store(kafka_server: TansuServer) -> None:
+    flow_store_agrees_with_reference(_url(kafka_server.bootstrap))

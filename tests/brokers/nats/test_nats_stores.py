@@ -7,6 +7,7 @@ import uuid
 from tests.brokers.stores_scenarios import (
     assert_commands_read_the_broker,
     assert_one_history,
+    flow_store_agrees_with_reference,
     schema_and_flows_commands,
     schema_race,
 )
@@ -26,3 +27,7 @@ def test_two_processes_registering_at_once_end_with_one_history(nats_server: Nat
 
 def test_schema_and_flows_commands_read_the_broker(nats_server: NatsServer) -> None:
     assert_commands_read_the_broker(schema_and_flows_commands(_url(nats_server)))
+
+
+def test_flow_store_answers_as_the_reference_store(nats_server: NatsServer) -> None:
+    flow_store_agrees_with_reference(_url(nats_server))

@@ -22,7 +22,15 @@ from choreograph.schema.kv_store import (
     subject_key,
 )
 from choreograph.schema.store import Subject
-from tests.brokers.stores_scenarios import ItemV1, ItemV2, ItemV3, assert_one_history, schema_for, schema_race
+from tests.brokers.stores_scenarios import (
+    ItemV1,
+    ItemV2,
+    ItemV3,
+    assert_one_history,
+    flow_store_agrees_with_reference,
+    schema_for,
+    schema_race,
+)
 
 
 class InterleavedKeyValue(MemoryKeyValue):
@@ -195,3 +203,7 @@ def test_broker_store_is_chosen_by_capability(tmp_path: Path) -> None:
         open_schema_store(f"sqlite:///{tmp_path}/absent.db", must_exist=True)
     with pytest.raises(ConfigurationError, match="holds no schema registry"):
         open_schema_store("memory://")
+
+
+def test_flow_store_on_the_sqlite_key_value_store_answers_as_the_reference(tmp_path: Path) -> None:
+    flow_store_agrees_with_reference(f"sqlite:///{tmp_path}/flows.db")
