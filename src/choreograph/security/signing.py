@@ -8,7 +8,6 @@ the events of one batch cost one signature check between them.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -75,7 +74,7 @@ def keyed_id(secret: bytes, event_id: str) -> str:
     inboxes still drop the duplicate; without the secret the id cannot be
     predicted from the public (incoming id, group, position).
     """
-    digest = hmac.new(secret, event_id.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+    digest = hmac.digest(secret, event_id.encode("utf-8", "surrogatepass"), "sha256")
     ms = _uuid7_ms(event_id)
     rand = int.from_bytes(digest[:10], "big")
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64 | 0b10 << 62

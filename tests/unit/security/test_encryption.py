@@ -207,3 +207,16 @@ async def test_the_kv_key_store_shares_keys_and_forgets_them_for_every_process()
     await first.current("c-2")
     with pytest.raises(DecryptError, match="wrong master key"):
         await KvKeyStore(kv, b"x" * 32).current("c-2")
+
+
+async def test_the_sqlite_files_hold_only_ciphertext(tmp_path: Path) -> None:
+    # Given an app on the SQLite log encrypting card numbers
+    encryption = Encryption.of(MemoryKeyStore(), [CardCharged])
+    app = App("shop", broker=f"sqlite:///{tmp_path}/log.db", security=Security(encryption=encryption))
+    # When a charge is published and the app closed
+    await app.publish(CardCharged(order_id="o-1", card="4929000000006", amount_cents=5), key="c-9")
+    await app.close()
+    # Then no file of the database (log, WAL) holds the card number; the payload reads <encrypted>
+    stored = b"".join(path.read_bytes() for path in tmp_path.iterdir() if path.is_file())
+    assert b"4929000000006" not in stored
+    assert b'"card":"<encrypted>"' in stored
