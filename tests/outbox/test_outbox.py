@@ -141,3 +141,28 @@ async def test_cleanup_deletes_shipped_rows_past_retention_only(engine: AsyncEng
     # Then the pending event is still there, and depth reports it
     count, age = await relay.depth()
     assert count == 1 and age >= 0.0
+
+
+async def test_a_commit_in_another_process_wakes_a_postgresql_relay_by_notify(postgres_url: str) -> None:
+    # Given a relay that would poll only every 60 s, and a producer on a separate engine (no in-process wake-up)
+    relay_engine, producer_engine = create_async_engine(postgres_url), create_async_engine(postgres_url)
+    await install(relay_engine)
+    app = App("orders", broker=MemoryBroker())
+    relay = Relay(relay_engine, app, config=RelayConfig(poll_interval=60.0))
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        # (the round after LISTEN took effect has run: the relay now waits for a wake-up or its poll)
+        await wait_until(lambda: relay.listening and relay.rounds >= 2, timeout=10, what="relay listening")
+        # When the producer commits an event
+        async with AsyncSession(producer_engine) as session, session.begin():
+            staged = await Outbox(app).publish(session, Moved(key="a", n=1), key="a")
+        # Then the relay ships it long before its next poll: the commit's NOTIFY woke it
+        await wait_until(lambda: relay.shipped == 1, timeout=10, what="shipped after NOTIFY")
+        assert [env.id for env in await read_log(app.broker, TOPIC)] == [staged.id]
+    finally:
+        stop.set()
+        await running
+        await app.close()
+        await relay_engine.dispose()
+        await producer_engine.dispose()

@@ -142,6 +142,10 @@ class Relay:
         self._next_metrics = 0.0
         self.shipped = 0
         """Events this relay shipped (published and marked)."""
+        self.rounds = 0
+        """Rounds this relay finished (shipping something or nothing)."""
+        self.listening = False
+        """True while a PostgreSQL relay's LISTEN is in effect (commits elsewhere wake it)."""
 
     @property
     def broker(self) -> Broker:
@@ -173,6 +177,7 @@ class Relay:
         """
         shipped = await (self._ship_lanes() if self._dialect == "postgresql" else self._ship_leased())
         self.shipped += shipped
+        self.rounds += 1
         if self.metrics is not None:
             self.metrics.last_round.set(time.time())
         return shipped
@@ -343,6 +348,7 @@ class Relay:
                 listener.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
+                self.listening = False
             if self._dialect == "sqlite":
                 with contextlib.suppress(Exception):
                     await self._release_lease()
@@ -364,6 +370,7 @@ class Relay:
             try:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening = True
                     self._wakeup.set()  # anything committed before LISTEN took effect is found by this round
                     async for _ in conn.notifies():
                         self._wakeup.set()
