@@ -34,7 +34,7 @@ from choreograph.core.errors import ChoreographError, ConfigurationError, Decode
 from choreograph.core.fingerprint import FailureGroup, failure_groups, fingerprint
 from choreograph.core.ids import new_id
 from choreograph.core.kv import MAX_KEY_LENGTH, KeyValueProvider, KeyValueStore
-from choreograph.runtime.audit import AuditLog
+from choreograph.runtime.audit import AuditLog, default_actor
 
 NAMESPACE = "dead_letters"
 DEFAULT_RETENTION = 14 * 86400.0
@@ -320,7 +320,7 @@ class DeadLetterDesk:
             "new_event_id": edited.id,
             "original_event_id": original.id,
             "at": time.time(),
-            "actor": self.actor,
+            "actor": self.actor or default_actor(),
         }
         await self.meta().put(entry_key(_EDITED, letter.id), orjson.dumps(mark))
         await self.audit.record(
@@ -402,7 +402,9 @@ class DeadLetterDesk:
         if text is None:
             await meta.delete(_NOTE + group)
         else:
-            await meta.put(_NOTE + group, orjson.dumps({"text": text, "at": time.time(), "actor": self.actor}))
+            await meta.put(
+                _NOTE + group, orjson.dumps({"text": text, "at": time.time(), "actor": self.actor or default_actor()})
+            )
         await self.audit.record(
             "note", target=f"group {group}", count=1, actor=self.actor, details={"fingerprint": group, "text": text}
         )
