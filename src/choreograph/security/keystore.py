@@ -71,22 +71,34 @@ class DataKeyStore(Protocol):
 
 
 def master_key(*, path: str | Path | None = None, env: str | None = MASTER_KEY_ENV) -> bytes:
-    """Read a 32-byte master key from a file (raw or base64url text) or an environment variable."""
+    """Read a 32-byte master key: a file of exactly 32 bytes, or base64url text (file or environment variable).
+
+    Create one with ``head -c 32 /dev/urandom > master.key`` (mode 0600) or
+    :func:`new_master_key`. Errors never show the key.
+    """
     raw: bytes | None = None
+    where = "master key"
     if path is not None:
-        raw = Path(path).read_bytes().strip()
+        where = f"master key file {str(path)!r}"
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"{where} cannot be read: {type(exc).__name__}") from None
+        if len(raw) == 32:
+            return raw  # raw bytes: never strip them (a key may end in a whitespace byte)
     elif env is not None and os.environ.get(env):
-        raw = os.environ[env].strip().encode()
+        where = f"${env}"
+        raw = os.environ[env].encode("utf-8", "surrogateescape")
     if raw is None:
         raise ConfigurationError(f"no master key: give a key file or set ${env}")
-    if len(raw) != 32:
-        try:
-            raw = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
-        except (binascii.Error, ValueError):
-            raw = b""
-    if len(raw) != 32:
-        raise ConfigurationError("the master key must be 32 bytes (or their base64url text)")  # never echo it
-    return raw
+    text = raw.strip()
+    try:
+        key = base64.b64decode(text + b"=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ConfigurationError(f"{where} must be 32 bytes, or their base64url text")  # never echo it
+    return key
 
 
 def new_master_key() -> str:

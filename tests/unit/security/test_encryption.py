@@ -220,3 +220,23 @@ async def test_the_sqlite_files_hold_only_ciphertext(tmp_path: Path) -> None:
     stored = b"".join(path.read_bytes() for path in tmp_path.iterdir() if path.is_file())
     assert b"4929000000006" not in stored
     assert b'"card":"<encrypted>"' in stored
+
+
+def test_master_keys_from_a_raw_file_base64_text_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from choreograph.core.errors import ConfigurationError
+    from choreograph.security.keystore import master_key, new_master_key
+
+    raw = b"\n" + b"k" * 29 + b" \n"  # 32 raw bytes with whitespace at both ends: kept as they are
+    (tmp_path / "raw").write_bytes(raw)
+    assert master_key(path=tmp_path / "raw") == raw
+    text = new_master_key()
+    (tmp_path / "text").write_text(text + "\n")
+    assert len(master_key(path=tmp_path / "text")) == 32
+    monkeypatch.setenv("CHOREOGRAPH_MASTER_KEY", text)
+    assert master_key() == master_key(path=tmp_path / "text")
+    monkeypatch.setenv("CHOREOGRAPH_MASTER_KEY", "too-short-secret")
+    with pytest.raises(ConfigurationError) as refused:
+        master_key()
+    assert "too-short-secret" not in str(refused.value)
