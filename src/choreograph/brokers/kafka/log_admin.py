@@ -188,7 +188,8 @@ class LogAdmin:
             try:
                 consumer.assign(tps)
                 firsts = await self.start_offsets(consumer, tps, start)
-                end = await consumer.end_offsets(tps)
+                # checked by reading: Tansu's own answer can stop mid-batch, and a read on from there got nothing
+                end = await self.end_offsets(tps)
                 deadline = asyncio.get_running_loop().time() + self.config.request_timeout
                 for tp in tps:
                     consumer.seek(tp, firsts[tp])
