@@ -8,15 +8,17 @@ uniform: they name the option, the bad value, and what is accepted.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from choreograph.core.errors import ConfigurationError
 
 Parser = Callable[[str], Any]
+C = TypeVar("C")
 
 
 MAX_SECONDS: Final = 10.0**9
@@ -169,3 +171,29 @@ def sqlite_file_path(url: str) -> str:
     if not path or path == ":memory:":
         raise ConfigurationError(f"sqlite URL needs a file path (in-memory is not shared): {url!r}")
     return path
+
+
+def settings(
+    config_type: type[C], given: object, legacy: dict[str, Any], location: str, location_type: type | tuple[type, ...]
+) -> C:
+    """The config a broker's ``__init__(config=None, /, *, clock=None, client=None, **legacy)`` was given.
+
+    ``given`` is a ``config_type``, None (the defaults), or — the older
+    constructor, ``XBroker(location, config=...)`` — the location (a URL or
+    servers, of ``location_type``), which replaces the config's field
+    ``location``. ``legacy`` holds the keywords the older form took (only
+    ``config``); anything else is a TypeError, as for any unknown keyword.
+    """
+    config = legacy.pop("config", None)
+    if legacy:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(legacy))}")
+    if config is not None and not isinstance(config, config_type):
+        raise TypeError(f"config must be a {config_type.__name__}, got {type(config).__name__}")
+    if given is None or isinstance(given, config_type):
+        if given is not None and config is not None:
+            raise TypeError("the config is given twice")
+        return given if given is not None else (config or config_type())
+    if not isinstance(given, location_type):
+        raise TypeError(f"config must be a {config_type.__name__}, got {type(given).__name__}")
+    value = given if isinstance(given, str) else tuple(given)  # type: ignore[arg-type]
+    return dataclasses.replace(config or config_type(), **{location: value})  # type: ignore[type-var]

@@ -27,6 +27,7 @@ from choreograph.core.broker import Capabilities, Position, Record
 from choreograph.core.clock import Clock, SystemClock
 from choreograph.core.errors import BrokerClosed, BrokerError, BrokerUnavailable, ConfigurationError, UnknownTopic
 from choreograph.core.names import check_group, check_topic
+from choreograph.core.options import settings
 from choreograph.core.partitioning import RoundRobin
 
 from . import retention
@@ -64,11 +65,19 @@ class KafkaBroker(DeadLetterShelf, LogAdmin, KafkaKeyValues, GroupReset):
     )
 
     def __init__(
-        self, servers: Sequence[str] = ("localhost:9092",), *, config: KafkaConfig | None = None,
-        clock: Clock | None = None,
+        self, config: KafkaConfig | Sequence[str] | None = None, /, *, clock: Clock | None = None,
+        client: None = None, **legacy: KafkaConfig | None,
     ) -> None:  # fmt: skip
-        self.servers = list(servers)
-        self.config = config or KafkaConfig()
+        """A broker on the bootstrap servers ``config.servers``; connects on first use.
+
+        The shape every broker shares: ``XBroker(config=None, *, clock=None, client=None)``.
+        Kafka takes no ``client``: it makes its producer, consumers and admin client itself.
+        The older ``KafkaBroker(servers, config=...)`` still works.
+        """
+        if client is not None:
+            raise ConfigurationError("the kafka broker takes no client: it makes its producer, consumers and admin")
+        self.config = settings(KafkaConfig, config, legacy, "servers", (list, tuple))
+        self.servers = list(self.config.servers)
         self.capabilities = dataclasses.replace(KafkaBroker.capabilities, persistent=self.config.persistent)
         self.clock: Clock = clock or SystemClock()
         self._producer: AIOKafkaProducer | None = None
@@ -91,8 +100,7 @@ class KafkaBroker(DeadLetterShelf, LogAdmin, KafkaKeyValues, GroupReset):
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> KafkaBroker:
         """Build a broker from ``kafka://host:port[,host:port]?partitions=8&idempotent=true&...``."""
-        servers, config = parse_url(url)
-        return cls(servers, config=config, clock=clock)
+        return cls(parse_url(url)[1], clock=clock)
 
     # -- connections ------------------------------------------------------------
 

@@ -49,6 +49,11 @@ class KafkaConfig:
     retention: Annotated[float | None, Url(parse=parse_retention)] = DEFAULT_RETENTION
     """Seconds records are kept in topics this broker creates (their ``retention.ms``; default 7 days;
     ``None`` or ``0``: forever). Kafka deletes by age whether or not groups have read them."""
+    servers: Annotated[tuple[str, ...], Url(refuse="the servers are the URL's hosts: kafka://host:port,host:port")] = (
+        field(default=("localhost:9092",), compare=False)
+    )
+    """Bootstrap servers, ``host:port`` each (``parse_url`` sets them); two configs differing only here compare
+    equal."""
     persistent: bool = True
     """The cluster keeps acknowledged records across restarts. Set false for a memory-only broker
     (Tansu with ``memory://`` storage), so the declared capabilities stay honest."""
@@ -76,6 +81,13 @@ class KafkaConfig:
     """Environment variable holding the SASL password."""
 
     def __post_init__(self) -> None:
+        if (
+            isinstance(self.servers, str)
+            or not self.servers
+            or not all(isinstance(s, str) and ":" in s for s in self.servers)
+        ):
+            raise ConfigurationError(f"servers must be a non-empty list of host:port, got {self.servers!r}")
+        object.__setattr__(self, "servers", tuple(self.servers))  # frozen: set once, here
         require_positive_int("partitions", self.partitions, at_most=MAX_PARTITIONS)
         require_positive_int("replication_factor", self.replication_factor)
         if self.acks not in {"all", "1", "0"}:
@@ -172,4 +184,4 @@ def parse_url(url: str) -> tuple[list[str], KafkaConfig]:
     if parts.path not in ("", "/"):
         raise ConfigurationError(f"kafka URL takes no path, got {parts.path!r} in {redact_url(url)!r}")
     options = parse_options(_OPTIONS, parts.query)
-    return servers, KafkaConfig(**options)
+    return servers, KafkaConfig(servers=tuple(servers), **options)

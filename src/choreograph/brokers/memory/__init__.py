@@ -18,6 +18,7 @@ URL form: ``memory://`` or ``memory://?partitions=8``.
 
 from choreograph.brokers.memory._state import DEFAULT_PARTITIONS
 from choreograph.brokers.memory.broker import MemoryBroker
+from choreograph.brokers.memory.config import MemoryConfig
 from choreograph.brokers.memory.subscription import MemorySubscription
 
-__all__ = ["DEFAULT_PARTITIONS", "MemoryBroker", "MemorySubscription"]
+__all__ = ["DEFAULT_PARTITIONS", "MemoryBroker", "MemoryConfig", "MemorySubscription"]

@@ -18,6 +18,7 @@ from choreograph.brokers.memory._state import (
     _Stored,
     _Topic,
 )
+from choreograph.brokers.memory.config import MemoryConfig, parse_url
 from choreograph.brokers.memory.dead_letters import DeadLetterShelf
 from choreograph.brokers.memory.kv import KeyValueShelf
 from choreograph.brokers.memory.reset import GroupReset
@@ -41,17 +42,7 @@ from choreograph.core.errors import (
     UnknownTopic,
 )
 from choreograph.core.names import check_group, check_topic
-from choreograph.core.options import (
-    MAX_PARTITIONS,
-    Parser,
-    optional,
-    parse_query,
-    require_positive,
-    require_positive_int,
-    split_url,
-)
 from choreograph.core.partitioning import RoundRobin
-from choreograph.core.redaction import redact_url
 from choreograph.core.retention import LogSize, Retention
 
 
@@ -74,16 +65,28 @@ class MemoryBroker(DeadLetterShelf, KeyValueShelf, GroupReset):
 
     def __init__(
         self,
+        config: MemoryConfig | None = None,
         *,
-        partitions: int = DEFAULT_PARTITIONS,
         clock: Clock | None = None,
+        client: None = None,
+        partitions: int | None = None,
         dead_letter_retention: float | None = None,
     ) -> None:
-        require_positive_int("partitions", partitions, at_most=MAX_PARTITIONS)
-        if dead_letter_retention is not None:
-            require_positive("dead_letter_retention", dead_letter_retention)
-        self.partitions = partitions
-        self.dead_letter_retention = dead_letter_retention
+        """An empty broker.
+
+        The shape every broker shares: ``XBroker(config=None, *, clock=None, client=None)``; the
+        memory broker has no client. ``partitions`` and ``dead_letter_retention`` are short for
+        ``config=MemoryConfig(...)`` (the older form, kept).
+        """
+        if client is not None:
+            raise ConfigurationError("the memory broker takes no client")
+        if config is None:
+            config = MemoryConfig(partitions if partitions is not None else DEFAULT_PARTITIONS, dead_letter_retention)
+        elif partitions is not None or dead_letter_retention is not None:
+            raise ConfigurationError("give the settings in config or as keywords, not both")
+        self.config = config
+        self.partitions = config.partitions
+        self.dead_letter_retention = config.dead_letter_retention
         """Seconds a dead letter is kept after it was stored, whatever its status; then it is deleted."""
         self.clock: Clock = clock or SystemClock()
         self._topics: dict[str, _Topic] = {}
@@ -97,18 +100,7 @@ class MemoryBroker(DeadLetterShelf, KeyValueShelf, GroupReset):
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> MemoryBroker:
         """Build a broker from ``memory://`` or ``memory://?partitions=N&dead_letter_retention=SECONDS``."""
-        parts = split_url(url, "memory")
-        if parts.scheme != "memory" or parts.netloc or parts.path not in ("", "/"):
-            raise ConfigurationError(
-                f"not a memory broker URL: {redact_url(url)!r}; write memory:// or memory://?partitions=4"
-            )
-        parsers: dict[str, Parser] = {"partitions": int, "dead_letter_retention": optional(float)}
-        options = parse_query(parts.query, parsers, "memory")
-        return cls(
-            partitions=options.get("partitions", DEFAULT_PARTITIONS),
-            clock=clock,
-            dead_letter_retention=options.get("dead_letter_retention"),
-        )
+        return cls(parse_url(url), clock=clock)
 
     # -- Broker ---------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from choreograph.brokers.nats.reset import GroupReset
 from choreograph.brokers.nats.subscription import NatsSubscription
 from choreograph.brokers.nats.translation import translated
 from choreograph.core.broker import Capabilities, Position
+from choreograph.core.clock import Clock, SystemClock
 from choreograph.core.enums import StartKind
 from choreograph.core.errors import BrokerClosed, BrokerUnavailable, UnknownTopic
 from choreograph.core.names import check_group, check_topic
@@ -65,8 +66,20 @@ class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets, GroupRe
         fetch_while_settling=True,
     )
 
-    def __init__(self, config: NatsConfig | None = None) -> None:
+    def __init__(
+        self, config: NatsConfig | None = None, *, clock: Clock | None = None, client: Client | None = None
+    ) -> None:
+        """A broker on the servers ``config.servers``; connects on first use.
+
+        The shape every broker shares: ``XBroker(config=None, *, clock=None, client=None)``.
+        ``clock`` is kept as ``self.clock`` for callers; NATS itself stamps records and times
+        redeliveries on the server. ``client``: a connected ``nats.aio.client.Client`` to use
+        instead of connecting (the broker sets it to reconnect forever, and leaves it open on
+        :meth:`close`); the lease keepalive still connects to ``config.servers`` on its own.
+        """
         self.config = config or NatsConfig()
+        self.clock: Clock = clock or SystemClock()
+        self._client = client
         self.names = n.Names(self.config.prefix)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -88,9 +101,9 @@ class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets, GroupRe
         """Renews the partition leases of this broker's members off the event loop (see :mod:`.keepalive`)."""
 
     @classmethod
-    def from_url(cls, url: str) -> NatsBroker:
+    def from_url(cls, url: str, *, clock: Clock | None = None) -> NatsBroker:
         """Build a broker from ``nats://host:port[,host:port...][?option=value...]``. Does not connect."""
-        return cls(parse_url(url))
+        return cls(parse_url(url), clock=clock)
 
     # -- connection -----------------------------------------------------------
 
@@ -121,7 +134,7 @@ class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets, GroupRe
 
     async def _connect(self) -> None:
         config = self.config
-        nc = await connect(config)
+        nc = self._client if self._client is not None else await connect(config)
         nc.options["max_reconnect_attempts"] = -1  # from now on, ride out server restarts and failovers
         js = nc.jetstream(timeout=config.request_timeout)
         publisher = BatchPublisher(nc)
@@ -129,7 +142,8 @@ class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets, GroupRe
             await self._buckets(js)
             self._inbox_batches = await _inbox_batching(js, publisher, f"KV_{self.names.inbox_bucket}")
         except BaseException:
-            await nc.close()
+            if self._client is None:
+                await nc.close()
             raise
         self._nc, self._js = nc, js
         self._publisher = publisher
@@ -182,7 +196,8 @@ class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets, GroupRe
         if self._nc is not None:
             with contextlib.suppress(Exception):  # the server may be gone: closing is all that is left
                 await self._nc.flush(timeout=int(self.config.request_timeout))
-            await self._nc.close()
+            if self._client is None:  # a client handed in stays its owner's
+                await self._nc.close()
 
     # -- topics ---------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from choreograph.core.errors import (
     BrokerUnavailable,
 )
 from choreograph.core.names import check_group, check_topic
+from choreograph.core.options import settings
 from choreograph.core.retention import LogSize, Retention
 
 from . import records as rec
@@ -71,9 +72,18 @@ class RedisBroker(DeadLetterShelf, KeyValueHashes, GroupReset):
         fetch_while_settling=True,
     )
 
-    def __init__(self, url: str = "redis://localhost:6379/0", *, config: RedisConfig | None = None,
-                 clock: Clock | None = None) -> None:  # fmt: skip
-        self.session = RedisSession(url, config or RedisConfig(), clock or SystemClock())
+    def __init__(self, config: RedisConfig | str | None = None, /, *, clock: Clock | None = None,
+                 client: Any = None, **legacy: RedisConfig | None) -> None:  # fmt: skip
+        """A broker on the server ``config.url``; connects on first use.
+
+        The shape every broker shares: ``XBroker(config=None, *, clock=None, client=None)``.
+        ``client``: a ``redis.asyncio.Redis`` to use instead of one made from ``config.url``
+        (built with ``decode_responses=False``; the broker reads XREADGROUP replies raw on it,
+        and leaves it open on :meth:`close`). The older ``RedisBroker(url, config=...)`` still works.
+        """
+        config = settings(RedisConfig, config, legacy, "url", str)
+        url = config.url
+        self.session = RedisSession(url, config, clock or SystemClock(), client)
         """The client, keys, scripts and topic sizes this broker shares with its subscriptions."""
         session = self.session
         self.config = session.config
@@ -92,8 +102,7 @@ class RedisBroker(DeadLetterShelf, KeyValueHashes, GroupReset):
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> RedisBroker:
         """Build a broker from ``redis://host:port/db?partitions=8&lease_timeout=10&...``."""
-        client_url, config = parse_url(url)
-        return cls(client_url, config=config, clock=clock)
+        return cls(parse_url(url)[1], clock=clock)
 
     # -- Broker ---------------------------------------------------------------
 
@@ -149,8 +158,9 @@ class RedisBroker(DeadLetterShelf, KeyValueHashes, GroupReset):
         for subscription in list(self.session.subscriptions):
             with contextlib.suppress(BrokerError):
                 await subscription.close()
-        with contextlib.suppress(redis_errors.RedisError, OSError):
-            await self.client.aclose()
+        if self.session.owns_client:
+            with contextlib.suppress(redis_errors.RedisError, OSError):
+                await self.client.aclose()
 
     # -- LagReporter, TopicAdmin, LogReader -----------------------------------
 

@@ -80,8 +80,16 @@ class RedisConfig:
     """PEM file of the private key of ``tls_cert``."""
     tls_verify: Annotated[str, Url(normalize=str.lower)] = "required"
     """``required`` (CA and host name checked), ``optional`` (CA only) or ``none`` (nothing checked)."""
+    url: Annotated[str, Url(refuse="the server is the broker URL itself")] = field(
+        default="redis://localhost:6379/0", compare=False
+    )
+    """The server, ``redis[s]://[user:password@]host:port/db`` without options (``parse_url`` sets it).
+    It may hold credentials: its repr is redacted. Two configs differing only here compare equal."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url:
+            raise ConfigurationError("url must be a redis:// or rediss:// URL")
+        object.__setattr__(self, "url", _RedactedUrl(self.url))  # frozen: set once, here
         if (
             not isinstance(self.prefix, str)
             or not self.prefix
@@ -140,6 +148,15 @@ class RedisConfig:
         return self.heartbeat_interval if self.heartbeat_interval is not None else self.lease_timeout / 3
 
 
+class _RedactedUrl(str):
+    """A URL that shows its credentials as ``***`` when repr'd (a config's repr is logged)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(redact_url(str(self)))
+
+
 _OPTIONS: Final = url_options(RedisConfig, "redis", (("max_age", "retention"), ("max_length", "retention_max_records")))
 """The URL options: every field but the inline password, read by its type (see :mod:`choreograph.core.url_options`)."""
 _PARSERS: Final = {**_OPTIONS.readers, **{old: _OPTIONS.readers[new] for old, new in _OPTIONS.aliases.items()}}
@@ -173,7 +190,7 @@ def parse_url(url: str) -> tuple[str, RedisConfig]:
         raise ConfigurationError(f"the redis database in {redact_url(url)!r} must be a number, got {db!r}")
     options = parse_options(_OPTIONS, parts.query)
     client_url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-    config = RedisConfig(**options)
+    config = RedisConfig(url=client_url, **options)
     check_url_and_config(client_url, config)
     return client_url, config
 

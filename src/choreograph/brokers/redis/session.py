@@ -40,24 +40,30 @@ def _raw_reply(response: Any, **options: Any) -> Any:
 class RedisSession:
     """One broker's connection pool and the state its subscriptions read: open or closed, topics' partitions."""
 
-    def __init__(self, url: str, config: RedisConfig, clock: Clock) -> None:
+    def __init__(self, url: str, config: RedisConfig, clock: Clock, client: Any = None) -> None:
         self.url = url
         self.config = config
         self.clock = clock
         self.keys = Keys(config.prefix)
-        # typed as Any: redis-py's response types depend on decode_responses/RESP version at run time
-        options: dict[str, Any] = {}
-        packing = connection_class(url)
-        if packing is not None:
-            options["connection_class"] = packing
-        self.client: Any = aioredis.Redis.from_url(
-            url,
-            **options,
-            decode_responses=False,
-            socket_connect_timeout=config.connect_timeout,
-            health_check_interval=30,
-            **client_options(url, config),
-        )
+        self.owns_client = client is None
+        """Whether the broker made the client (and closes it): a client handed in stays its owner's."""
+        if client is None:
+            # typed as Any: redis-py's response types depend on decode_responses/RESP version at run time
+            options: dict[str, Any] = {}
+            packing = connection_class(url)
+            if packing is not None:
+                options["connection_class"] = packing
+            client = aioredis.Redis.from_url(
+                url,
+                **options,
+                decode_responses=False,
+                socket_connect_timeout=config.connect_timeout,
+                health_check_interval=30,
+                **client_options(url, config),
+            )
+        elif client.get_connection_kwargs().get("decode_responses"):
+            raise ConfigurationError("a redis client handed to the broker must have decode_responses=False")
+        self.client: Any = client
         # Read replies of XREADGROUP are parsed by the subscription itself (records.flat_entry_deliveries).
         self.client.set_response_callback("XREADGROUP", _raw_reply)
         self.heartbeat_script = self.client.register_script(scripts.HEARTBEAT)

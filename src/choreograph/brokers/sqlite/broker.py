@@ -21,7 +21,7 @@ from choreograph.core.broker import (
 )
 from choreograph.core.clock import Clock, SystemClock
 from choreograph.core.enums import DeadLetterStatus
-from choreograph.core.errors import BrokerClosed, BrokerUnavailable, StorageLost
+from choreograph.core.errors import BrokerClosed, BrokerUnavailable, ConfigurationError, StorageLost
 from choreograph.core.names import check_group, check_topic
 from choreograph.core.retention import LogSize, Retention
 
@@ -30,10 +30,10 @@ from .config import SqliteConfig, parse_url
 from .database import checkpoint
 from .kv import KeyValueNamespaces
 from .local_log import LocalLogFile
-from .reset import GroupReset
 from .maintenance import Maintenance
 from .notifier import Notifier
 from .reader import Reader
+from .reset import GroupReset
 from .store import Store
 from .subscription import SqliteSubscription
 from .writer import WriteBatch, Writer
@@ -70,9 +70,21 @@ class SqliteBroker(KeyValueNamespaces, GroupReset, LocalLogFile):
     )
 
     def __init__(
-        self, path: str | os.PathLike[str], config: SqliteConfig | None = None, *, clock: Clock | None = None
+        self,
+        path: str | os.PathLike[str],
+        config: SqliteConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        client: None = None,
     ) -> None:
-        """Open (creating if needed) the broker file at ``path``; starts the background threads."""
+        """Open (creating if needed) the broker file at ``path``; starts the background threads.
+
+        The other brokers take ``XBroker(config=None, *, clock=None, client=None)`` with the location
+        in the config; SQLite's location is the file, first, and its config holds only URL options
+        (every field of it is one). It takes no ``client``: its threads open their own connections.
+        """
+        if client is not None:
+            raise ConfigurationError("the sqlite broker takes no client: it opens its own connections to the file")
         self._path = os.fspath(path)
         self._config = config or SqliteConfig()
         writer = Writer(self._path, self._config, on_commit=self._committed)
