@@ -63,3 +63,17 @@ async def test_an_unreachable_cluster_is_broker_unavailable() -> None:
             await store.get("k")
     finally:
         await broker.close()
+
+
+async def test_a_closed_store_reads_the_topic_again_when_used(kafka_server: TansuServer) -> None:
+    broker = KafkaBroker.from_url(_url(kafka_server, f"__kv_{uuid.uuid4().hex[:8]}"))
+    try:
+        store = broker.key_value("notes")
+        revision = await store.put("k", b"v")
+        await store.close()
+        await store.close()
+        entry = await store.get("k")
+        assert entry is not None
+        assert (entry.value, entry.revision) == (b"v", revision)
+    finally:
+        await broker.close()

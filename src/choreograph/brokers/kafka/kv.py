@@ -52,7 +52,6 @@ class KafkaKeyValue:
         self._view = KeyValueView()
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
-        self._closed = False
 
     async def get(self, key: str) -> Entry | None:
         check_key(key)
@@ -81,9 +80,14 @@ class KafkaKeyValue:
         return sorted(k for k, s in self._view.keys.items() if s.value is not None and k.startswith(prefix))
 
     async def close(self) -> None:
-        """Stop this store's consumer; the broker stays open. Idempotent."""
-        self._closed = True
-        consumer, self._consumer = self._consumer, None
+        """Stop this store's consumer; the broker stays open. Idempotent.
+
+        Using the store again afterwards reads the topic again from its start,
+        as a new store would (so it behaves as the other backends' stores do).
+        """
+        async with self._lock:
+            consumer, self._consumer = self._consumer, None
+            self._view = KeyValueView()
         if consumer is not None:
             async with translated(f"close the reader of {self.topic!r}"):
                 await consumer.stop()
@@ -150,8 +154,6 @@ class KafkaKeyValue:
 
     async def _reader(self) -> AIOKafkaConsumer:
         self._broker.check_open()
-        if self._closed:
-            raise BrokerError(f"the key-value store {self.namespace!r} is closed")
         if self._consumer is None:
             async with self._lock:
                 if self._consumer is None:
