@@ -21,6 +21,7 @@ from rich.text import Text
 
 from choreograph.core import codec
 from choreograph.core.broker import Broker, Delivery, LagReporter, LogReader, Position, TopicAdmin
+from choreograph.core.enums import StartKind
 from choreograph.core.errors import ConfigurationError, DecodeError, UnknownTopic
 from choreograph.core.retention import PositionResolver
 from choreograph.ops.session import opened_broker
@@ -108,7 +109,7 @@ async def start_offsets(target: Broker, topic: str, position: Position) -> tuple
     """
     if isinstance(target, PositionResolver):
         return await target.resolve_position(topic, position), None
-    return {}, (position.time if position.kind == "time" else None)
+    return {}, (position.time if position.kind == StartKind.TIME else None)
 
 
 async def read_all(

@@ -23,6 +23,7 @@ from choreograph.core.broker import (
     TopicAdmin,
 )
 from choreograph.core.clock import FakeClock
+from choreograph.core.enums import DeadLetterStatus
 from choreograph.core.errors import BrokerError, NotFound, UnknownTopic
 from choreograph.core.ids import new_id
 from choreograph.testing.checker import check
@@ -131,7 +132,7 @@ class RecoveryScenarios(ConformanceBase):
                 store = _store(broker)
                 assert await store.dead_letter(letter.id) == letter
                 assert [d.id for d in await store.dead_letters(group=group)] == [letter.id]
-                assert await store.dead_letters(group=group, status="resubmitted") == []
+                assert await store.dead_letters(group=group, status=DeadLetterStatus.RESUBMITTED) == []
                 assert await store.dead_letters(group=group + "-other") == []
                 with pytest.raises(NotFound):
                     await store.dead_letter(new_id())
@@ -191,7 +192,7 @@ class RecoveryScenarios(ConformanceBase):
             assert again.headers[MESSAGE_ID_HEADER] == "m-0"
             assert (again.attempt, again.first_failure) == (1, None), "a resubmitted record starts at attempt 1"
             await consumer.process([again])
-            assert (await store.dead_letter(first.id)).status == "resubmitted"
+            assert (await store.dead_letter(first.id)).status == DeadLetterStatus.RESUBMITTED
             assert await store.resubmit(first.id) is False, "a second resubmit must do nothing"
 
             assert await store.resubmit(second.id, value=b"edited \xe2\x9c\x93") is True
@@ -242,7 +243,7 @@ class RecoveryScenarios(ConformanceBase):
             assert await store.resubmit(letters["m-1"].id) is True
             assert await store.purge([letters["m-2"].id]) == 1
             assert await store.resubmit(letters["m-2"].id) is False, "a purged dead letter was resubmitted"
-            assert (await store.dead_letter(letters["m-2"].id)).status == "purged"
+            assert (await store.dead_letter(letters["m-2"].id)).status == DeadLetterStatus.PURGED
             for mid in ("m-0", "m-1"):
                 rec.history.resubmitted(group, topic, mid)
             done = {"m-0", "m-1"}

@@ -15,6 +15,7 @@ from typing import Any, Final
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from choreograph.core.broker import Delivery, PartitionLag, Position, TopicInfo
+from choreograph.core.enums import StartKind
 from choreograph.core.errors import BrokerUnavailable
 from choreograph.core.retention import LogSize, Retention
 
@@ -53,11 +54,11 @@ class LogAdmin:
         """Return the first offset to read per partition for ``start``."""
         begin = await consumer.beginning_offsets(list(tps))
         end = await consumer.end_offsets(list(tps))
-        if start.kind == "earliest":
+        if start.kind == StartKind.EARLIEST:
             return dict(begin)
-        if start.kind == "latest":
+        if start.kind == StartKind.LATEST:
             return dict(end)
-        if start.kind == "offsets":
+        if start.kind == StartKind.OFFSETS:
             offsets = start.offsets or {}
             return {tp: min(max(begin[tp], offsets.get(tp.partition, 0)), end[tp]) for tp in tps}
         when = start.time if start.time is not None else 0.0
@@ -216,7 +217,7 @@ class LogAdmin:
     async def resolve_position(self, topic: str, start: Position) -> dict[int, int]:
         """Return partition -> first offset to read for ``start``."""
         tps = [TopicPartition(topic, p) for p in range(await self.partitions(topic, create=False))]
-        if start.kind == "latest":
+        if start.kind == StartKind.LATEST:
             async with translated(f"resolve a position in {topic!r}"):
                 return {tp.partition: offset for tp, offset in (await self.end_offsets(tps)).items()}
         consumer = AIOKafkaConsumer(**self.consumer_options())

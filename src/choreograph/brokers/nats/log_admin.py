@@ -17,6 +17,7 @@ from choreograph.brokers.nats.config import NatsConfig
 from choreograph.brokers.nats.native import translate as translate_headers
 from choreograph.brokers.nats.translation import translated
 from choreograph.core.broker import Delivery, PartitionLag, Position, TopicInfo
+from choreograph.core.enums import StartKind
 from choreograph.core.retention import LogSize, Retention
 
 _EARLIEST: Final = Position.earliest()
@@ -114,16 +115,16 @@ class LogAdmin:
         nc, stream, timeout = self.connection, self.names.stream(topic), self.config.request_timeout
         out: list[Delivery] = []
         for p in range(partitions):
-            if len(out) >= limit or start.kind == "latest":
+            if len(out) >= limit or start.kind == StartKind.LATEST:
                 break
             subject = self.names.partition_subject(topic, p)
             with translated("read"):
-                if start.kind == "time":
+                if start.kind == StartKind.TIME:
                     found = await direct.scan_from_time(
                         nc, stream, subject, start_time=start.time or 0.0, limit=limit - len(out), timeout=timeout
                     )
                 else:
-                    first = (start.offsets or {}).get(p, 1) if start.kind == "offsets" else 1
+                    first = (start.offsets or {}).get(p, 1) if start.kind == StartKind.OFFSETS else 1
                     found = await direct.scan(
                         nc, stream, subject, start_seq=first, limit=limit - len(out), timeout=timeout
                     )
