@@ -1,0 +1,129 @@
+"""``choreograph replay``: the dry run counts what the real run moves; JSON reports; filters; reset and group."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from choreograph import App, Event
+from choreograph.brokers.sqlite import SqliteBroker
+from choreograph.core.broker import Position, Settlement
+from choreograph.ops.cli import cli
+
+runner = CliRunner()
+
+
+class Paid(Event, type="replay.paid", topic="replay.payments"):
+    n: int
+
+
+class Refunded(Event, type="replay.refunded", topic="replay.payments"):
+    n: int
+
+
+def fill(url: str) -> dict[str, str]:
+    """Publish 30 Paid and 10 Refunded events (on one topic) over keys a-e; return n -> correlation id of Paid."""
+
+    async def main() -> dict[str, str]:
+        app = App("filler", broker=url)
+        correlations = {}
+        try:
+            for n in range(30):
+                sent = await app.publish(Paid(n=n), key="abcde"[n % 5])
+                correlations[str(n)] = sent.correlationid or ""
+            for n in range(10):
+                await app.publish(Refunded(n=n), key="a")
+        finally:
+            await app.close()
+        return correlations
+
+    return asyncio.run(main())
+
+
+def invoke(*args: str) -> dict[str, object]:
+    result = runner.invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/source.db"
+
+
+def test_copy_dry_run_counts_what_the_copy_copies(url: str, tmp_path: Path) -> None:
+    fill(url)
+    target = f"sqlite:///{tmp_path}/target.db"
+    args = ["replay", "copy", Paid.topic(), "--to-broker", target, "--key", "a", "--key", "b", "-b", url]
+    planned = invoke(*args, "--dry-run", "--type", "replay.paid")
+    assert planned["dry_run"] is True and planned["total"] == 12
+    assert sum(p["count"] for p in planned["partitions"]) == 12  # type: ignore[index, union-attr]
+    done = invoke(*args, "--type", "replay.paid", "--rate", "500")
+    assert done["copied"] == done["planned"] == 12 and done["resumed"] is False
+    assert "key-value namespace" in str(done["checkpoints"])  # SQLite keeps key-value namespaces
+
+    async def read_target() -> list[tuple[str | None, int]]:
+        broker = SqliteBroker.from_url(target)
+        try:
+            records = await broker.read(Paid.topic(), Position.earliest(), limit=100)
+            return [(d.key, json.loads(d.value)["data"]["n"]) for d in records]
+        finally:
+            await broker.close()
+
+    copied = asyncio.run(read_target())
+    assert sorted(n for _, n in copied) == [n for n in range(30) if n % 5 in (0, 1)]
+    for key in "ab":
+        per_key = [n for k, n in copied if k == key]
+        assert per_key == sorted(per_key)
+
+
+def test_copy_plain_progress_lines_and_correlation_filter(url: str) -> None:
+    correlations = fill(url)
+    args = ["replay", "copy", Paid.topic(), "--to-topic", "replay.copy", "-b", url]
+    result = runner.invoke(cli, [*args, "--correlation-id", correlations["7"]])
+    assert result.exit_code == 0, result.output
+    assert "1/1 records" in result.output  # not a terminal: plain progress lines
+    assert "copied 1 of 1 records" in result.output
+
+
+def test_copy_onto_itself_is_refused(url: str) -> None:
+    fill(url)
+    result = runner.invoke(cli, ["replay", "copy", Paid.topic(), "-b", url])
+    assert result.exit_code == 2
+    assert "onto itself" in result.output
+
+
+def test_reset_dry_run_moves_nothing_and_reset_moves(url: str) -> None:
+    fill(url)
+
+    async def consume_all() -> None:
+        broker = SqliteBroker.from_url(url)
+        try:
+            sub = await broker.subscribe(Paid.topic(), "billing")
+            while batch := await sub.fetch(100, 0.2):
+                await sub.settle(Settlement(acks=list(batch)))
+            await sub.close()
+        finally:
+            await broker.close()
+
+    asyncio.run(consume_all())
+    planned = invoke("replay", "reset", "billing", Paid.topic(), "--to", "earliest", "--dry-run", "-b", url)
+    assert planned["total"] == 40
+    assert sum(p["before"] for p in planned["partitions"]) == 40  # type: ignore[index, union-attr, misc]
+    still = invoke("replay", "reset", "billing", Paid.topic(), "--to", "latest", "--dry-run", "-b", url)
+    assert still["total"] == 0
+    moved = invoke("replay", "reset", "billing", Paid.topic(), "--to", "earliest", "-b", url)
+    assert {p["after"] for p in moved["partitions"]} == {0}  # type: ignore[union-attr, index]
+    assert sum(p["before"] for p in moved["partitions"]) == 40  # type: ignore[union-attr, index, misc]
+
+
+def test_group_starts_a_new_group_and_refuses_an_existing_one(url: str) -> None:
+    fill(url)
+    started = invoke("replay", "group", "audit-replay", Paid.topic(), "--from", "earliest", "-b", url)
+    assert all(p["before"] is None for p in started["partitions"])  # type: ignore[union-attr, index]
+    again = runner.invoke(cli, ["replay", "group", "audit-replay", Paid.topic(), "--from", "earliest", "-b", url])
+    assert again.exit_code == 2 and "replay reset" in again.output
