@@ -25,7 +25,7 @@ from typing import Annotated, Final
 import typer
 
 from choreograph.brokers import DEFAULT_URL, ENV_VAR
-from choreograph.core.errors import ChoreographError, ConfigurationError, ContractError
+from choreograph.core.errors import BrokerError, ChoreographError, ConfigurationError, ContractError
 from choreograph.core.printable import printable
 from choreograph.ops.loader import load_topology
 from choreograph.ops.terminal import json_block, json_line, schemes_text
@@ -113,6 +113,8 @@ def _registry(broker: str | None, directory: Path | None, *, must_exist: bool) -
         raise _fail(str(exc), EXIT_INCOMPATIBLE) from None
     except (ConfigurationError, ContractError, SchemaError) as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
+    except BrokerError as exc:  # the broker holding the registry cannot be read: an unreadable store
+        raise _fail(f"broker unavailable: {exc}", EXIT_USAGE) from None
     finally:
         if store is not None:
             close_schema_store(store)

@@ -17,7 +17,10 @@ is, while key-value stores are asynchronous: each call runs a coroutine on a
 :class:`LoopThread`, an event loop in a thread of its own that holds the
 broker connection the store uses. A call blocks its caller for the round
 trips it needs (one read and one write when nobody races), from any thread,
-including a thread that runs another event loop.
+including a thread that runs another event loop. A broker that cannot be
+reached raises its :class:`~choreograph.core.errors.BrokerError`, as the log
+does; an unreadable document or a history over the size limit raises
+:class:`~choreograph.schema.errors.SchemaStoreError`.
 
 Keys: ``t.<event type>`` (types up to 198 characters, the key limit), else
 ``h.<sha256 of the type>``; the document always names its type. A document
@@ -35,7 +38,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, TypeVar
 
-from choreograph.core.errors import ChoreographError, ConfigurationError
+from choreograph.core.errors import BrokerError, BrokerUnavailable, ChoreographError, ConfigurationError
 from choreograph.core.kv import MAX_KEY_LENGTH, Entry, KeyConflict, KeyValueStore
 from choreograph.schema.compatibility import Compatibility
 from choreograph.schema.errors import SchemaError, SchemaStoreError
@@ -174,9 +177,11 @@ class KeyValueSchemaStore:
     def _call(self, action: str, coro: Coroutine[Any, Any, T]) -> T:
         try:
             result: T = self._run(coro)
-        except SchemaError:  # refused by the check (IncompatibleSchema), a conflict, an unreadable document
+        except (SchemaError, BrokerError):  # refused by the check, a conflict, unreadable; the broker's own errors
             raise
-        except (ChoreographError, OSError) as exc:  # BrokerError, ConfigurationError (a value over the limit)
+        except OSError as exc:  # a client library's own connection error
+            raise BrokerUnavailable(f"schema store in {self.where}: cannot {action}: {exc}") from exc
+        except ChoreographError as exc:  # ConfigurationError: a history over the value size limit
             raise SchemaStoreError(f"schema store in {self.where}: cannot {action}: {exc}") from exc
         return result
 

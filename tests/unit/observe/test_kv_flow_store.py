@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from choreograph.core.kv import MAX_KEY_LENGTH, MemoryKeyValue
-from choreograph.observe.flows import FlowStore, Instance, MemoryFlowStore
+from choreograph.core.errors import BrokerUnavailable
+from choreograph.core.kv import MAX_KEY_LENGTH, Entry, MemoryKeyValue
+from choreograph.observe.flows import FlowStore, FlowStoreError, Instance, MemoryFlowStore
 from choreograph.observe.flows.kv_store import KeyValueFlowStore, instance_key
 
 FLOWS = st.sampled_from(["order", "pay.v2", "needs/hash", "x" * 80])
@@ -89,3 +91,28 @@ async def test_a_save_is_durable_for_another_store_on_the_same_namespace() -> No
     (loaded,) = await reader.fetch("order", ["c1"])
     assert loaded.notices == {"final": True}
     assert await reader.due("order", 1e9, limit=10) == []
+
+
+class UnreachableKeyValue(MemoryKeyValue):
+    """A real in-memory store whose reads fail the way a broker outage or a dropped socket does."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__("flows")
+        self.error = error
+
+    async def get(self, key: str) -> Entry | None:
+        raise self.error
+
+
+async def test_broker_outages_stay_broker_errors_so_the_observer_retries() -> None:
+    with pytest.raises(BrokerUnavailable, match="down"):
+        await KeyValueFlowStore(UnreachableKeyValue(BrokerUnavailable("down"))).fetch("order", ["c1"])
+    with pytest.raises(BrokerUnavailable, match="reset"):
+        await KeyValueFlowStore(UnreachableKeyValue(ConnectionResetError("reset"))).fetch("order", ["c1"])
+
+
+async def test_an_unreadable_document_is_a_store_error_naming_its_key() -> None:
+    kv = MemoryKeyValue("flows")
+    await kv.put(instance_key("order", "c1"), b"{not json")
+    with pytest.raises(FlowStoreError, match="f/order/c1"):
+        await KeyValueFlowStore(kv).fetch("order", ["c1"])

@@ -11,6 +11,10 @@ name outside ``[A-Za-z0-9._-]`` is replaced by its hash the same way), so
 
 Guarantees and what they cost (n = stored instances of the flow):
 
+* Errors: a broker that cannot be reached raises a
+  :class:`~choreograph.core.errors.BrokerError`, as the log does, so the
+  observer retries; an unreadable document raises
+  :class:`~choreograph.observe.flows.store.FlowStoreError`.
 * :meth:`~KeyValueFlowStore.save` writes each instance atomically and is
   durable once it returns, but it is **not one transaction across
   instances**: a crash in the middle leaves some instances saved and others
@@ -40,7 +44,7 @@ from typing import Final, TypeVar
 
 import orjson
 
-from choreograph.core.errors import ChoreographError
+from choreograph.core.errors import BrokerError, BrokerUnavailable, ChoreographError
 from choreograph.core.kv import MAX_KEY_LENGTH, KeyValueStore
 from choreograph.observe.flows.instance import Instance
 from choreograph.observe.flows.store import FlowStoreError
@@ -126,9 +130,11 @@ class KeyValueFlowStore:
             raise FlowStoreError("the observer state store is closed")
         try:
             return await work
-        except FlowStoreError:
-            raise
-        except (ChoreographError, OSError) as exc:
+        except (FlowStoreError, BrokerError):
+            raise  # a broker error stays one: the observer retries those (resubscribes, saves again)
+        except OSError as exc:  # a client library's own connection error: as transient as a BrokerError
+            raise BrokerUnavailable(f"cannot {action} observer state in {self.where}: {exc}") from exc
+        except ChoreographError as exc:
             raise FlowStoreError(f"cannot {action} observer state in {self.where}: {exc}") from exc
 
     @staticmethod
