@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import uuid
 from collections.abc import AsyncIterator
 
@@ -29,6 +30,9 @@ from choreograph.testing.scenario import ConformanceBase, not_applicable, scenar
 
 ODD_KEYS = ("a", "schema:shop.order_placed/v1", "flow.42", "A-Z_0.9", "~!#$%&'()*+,:;<=>?@[\\]^`{|}", "x" * 200)
 """Keys every backend must hold as given, whatever its native key alphabet."""
+
+MODEL_STEPS = 80
+"""Operations of the seeded random run in K8."""
 
 RACE_INCREMENTS = 12
 """Successful compare-and-set increments each of the two racers makes in K6."""
@@ -63,7 +67,7 @@ async def increment(store: KeyValueStore, key: str, times: int) -> int:
 
 
 class KeyValueScenarios(ConformanceBase):
-    """Scenarios K1-K7."""
+    """Scenarios K1-K8."""
 
     @contextlib.asynccontextmanager
     async def kv_store(self) -> AsyncIterator[tuple[Broker, KeyValueStore]]:
@@ -164,6 +168,39 @@ class KeyValueScenarios(ConformanceBase):
                 with pytest.raises(ConfigurationError):
                     provider(broker).key_value(namespace)
             assert await kv.keys() == []
+
+    @scenario("K8", "Key-value: a seeded random run of writes, deletes and reads agrees with a model")
+    async def test_k08_random_operations_agree_with_a_model(self) -> None:
+        rng = random.Random(8)
+        live: dict[str, tuple[bytes, int]] = {}
+        last: dict[str, int] = {}  # every key's highest revision so far: a new one must be higher
+        async with self.kv_store() as (_, kv):
+            for step in range(MODEL_STEPS):
+                key = rng.choice(("a", "b", "a/1", "a/2"))
+                current = live[key][1] if key in live else 0
+                expect = rng.choice((None, 0, current, current, current + 1, max(0, last.get(key, 0) - 1)))
+                wins = expect is None or expect == current
+                what = f"step {step}: {key!r} expect={expect} (current {current})"
+                if rng.random() < 0.7:
+                    value = f"{step}".encode() * rng.randint(0, 3)
+                    if wins:
+                        revision = await kv.put(key, value, expect=expect)
+                        assert revision > last.get(key, 0), f"{what}: revision {revision} did not grow"
+                        live[key], last[key] = (value, revision), revision
+                    else:
+                        with pytest.raises(KeyConflict) as lost:
+                            await kv.put(key, value, expect=expect)
+                        assert lost.value.actual == current, what
+                elif wins:
+                    assert await kv.delete(key, expect=expect) is (key in live), what
+                    live.pop(key, None)
+                else:
+                    with pytest.raises(KeyConflict):
+                        await kv.delete(key, expect=expect)
+                entry = await kv.get(key)
+                assert (None if entry is None else (entry.value, entry.revision)) == live.get(key), what
+                prefix = rng.choice(("", "a", "a/", "b", "c"))
+                assert await kv.keys(prefix) == sorted(k for k in live if k.startswith(prefix)), what
 
     @scenario(
         "K6",
