@@ -83,7 +83,7 @@ class LoopThread:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            raise SchemaStoreError(f"the schema store did not answer within {timeout:g} s") from None
+            raise BrokerUnavailable(f"the broker did not answer the schema store within {timeout:g} s") from None
 
     def close(self) -> None:
         """Stop the loop and join the thread. Idempotent."""
