@@ -40,6 +40,9 @@ choreograph_broker_up                         gauge      (1 if the last scrape r
 choreograph_replay_progress_ratio             gauge      replay
 choreograph_replay_processed_records          gauge      replay
 choreograph_replay_target_records             gauge      replay
+choreograph_replay_running                    gauge      replay, group (1 while it runs; the group
+                                                          it feeds, "" for a copy)
+choreograph_replay_duration_seconds           gauge      replay (seconds since it started)
 =============================================  =========  ===================================
 """
 
@@ -93,6 +96,8 @@ CONSUMER_CRASHES: Final = "choreograph_consumer_crashes"
 REPLAY_RATIO: Final = "choreograph_replay_progress_ratio"
 REPLAY_PROCESSED: Final = "choreograph_replay_processed_records"
 REPLAY_TARGET: Final = "choreograph_replay_target_records"
+REPLAY_RUNNING: Final = "choreograph_replay_running"
+REPLAY_DURATION: Final = "choreograph_replay_duration_seconds"
 
 OUTCOMES: Final = tuple(outcome.value for outcome in Outcome)
 
@@ -123,6 +128,46 @@ SCRAPE_TIMEOUT: Final = 5.0
 def _counter(name: str) -> str:
     """Counter names are registered without the ``_total`` suffix prometheus-client appends."""
     return name.removesuffix("_total")
+
+
+class ReplayGauges:
+    """The replay series (M9): running, progress and duration per replay name, in ``registry``.
+
+    Set by :class:`Metrics` for a replay run inside an App, and by ``choreograph replay`` in a
+    registry of its own (pushed to a Pushgateway with ``--pushgateway``).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.running = Gauge(REPLAY_RUNNING, "1 while a replay feeds the group.", ["replay", "group"], registry=r)
+        self._groups: dict[str, set[str]] = {}
+        self.ratio = Gauge(REPLAY_RATIO, "Share of a replay done (0 to 1).", ["replay"], registry=r)
+        self.processed = Gauge(REPLAY_PROCESSED, "Records a replay has processed.", ["replay"], registry=r)
+        self.target = Gauge(REPLAY_TARGET, "Records a replay will process in all.", ["replay"], registry=r)
+        self.duration = Gauge(REPLAY_DURATION, "Seconds since a replay started.", ["replay"], registry=r)
+
+    def progress(self, replay: str, processed: int, target: int, seconds: float = 0.0, *, group: str = "") -> None:
+        """Report that ``replay`` runs (feeding ``group``) and processed ``processed`` of ``target`` in ``seconds``."""
+        self.running.labels(replay, group).set(1)
+        self._groups.setdefault(replay, set()).add(group)
+        self.processed.labels(replay).set(processed)
+        self.target.labels(replay).set(target)
+        self.ratio.labels(replay).set(1.0 if target <= 0 else min(1.0, processed / target))
+        self.duration.labels(replay).set(seconds)
+
+    def stopped(self, replay: str) -> None:
+        """Set ``running`` to 0 for ``replay`` (what a Pushgateway keeps after the last push)."""
+        for group in self._groups.get(replay, ()):
+            self.running.labels(replay, group).set(0)
+
+    def finished(self, replay: str) -> None:
+        """Drop a finished replay's series (``running`` goes with them)."""
+        for group in self._groups.pop(replay, set()):
+            with contextlib.suppress(KeyError):
+                self.running.remove(replay, group)
+        for gauge in (self.processed, self.target, self.ratio, self.duration):
+            with contextlib.suppress(KeyError):
+                gauge.remove(replay)
 
 
 class Metrics:
@@ -199,9 +244,7 @@ class Metrics:
             ["group"],
             registry=r,
         )
-        self.replay_ratio = Gauge(REPLAY_RATIO, "Share of a replay done (0 to 1).", ["replay"], registry=r)
-        self.replay_processed = Gauge(REPLAY_PROCESSED, "Records a replay has processed.", ["replay"], registry=r)
-        self.replay_target = Gauge(REPLAY_TARGET, "Records a replay will process in all.", ["replay"], registry=r)
+        self.replay = ReplayGauges(r)
         self._latency_buckets = latency_buckets
 
     @property
@@ -268,17 +311,13 @@ class Metrics:
 
     # -- replay progress (set by the replay tool) --------------------------------
 
-    def replay_progress(self, replay: str, processed: int, target: int) -> None:
-        """Report that replay ``replay`` processed ``processed`` of ``target`` records."""
-        self.replay_processed.labels(replay).set(processed)
-        self.replay_target.labels(replay).set(target)
-        self.replay_ratio.labels(replay).set(1.0 if target <= 0 else min(1.0, processed / target))
+    def replay_progress(self, replay: str, processed: int, target: int, seconds: float = 0.0) -> None:
+        """Report that replay ``replay`` processed ``processed`` of ``target`` records in ``seconds`` so far."""
+        self.replay.progress(replay, processed, target, seconds)
 
     def replay_finished(self, replay: str) -> None:
         """Drop a finished replay's series."""
-        for gauge in (self.replay_processed, self.replay_target, self.replay_ratio):
-            with contextlib.suppress(KeyError):
-                gauge.remove(replay)
+        self.replay.finished(replay)
 
     # -- scrape ------------------------------------------------------------------
 

@@ -446,7 +446,7 @@ async def _run_copy(
 
             result = await copy_range(source, sink, job, total=total, checkpoints=checkpoints, progress=line)
     finally:
-        gauges.running.labels(job.name).set(0)
+        gauges.stopped(job.name)
         await asyncio.to_thread(push, True)
     return result
 
