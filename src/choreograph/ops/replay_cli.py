@@ -24,27 +24,25 @@ import asyncio
 import hashlib
 import json
 import os
-import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from prometheus_client import CollectorRegistry
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from choreograph.brokers import open_broker
 from choreograph.core.broker import Broker, Position
-from choreograph.core.errors import ConfigurationError
+from choreograph.core.errors import ChoreographError, ConfigurationError
 from choreograph.core.group_admin import GroupAdmin, PartitionReset
 from choreograph.core.names import check_group, check_topic
 from choreograph.core.redaction import redact_url
-from choreograph.observe.metrics import ReplayGauges
 from choreograph.ops.log_cli import require
+from choreograph.ops.replay_progress import ReplayProgress
 from choreograph.ops.session import opened_broker
-from choreograph.ops.terminal import EXIT_USAGE, BrokerOption, cell, emit_json, fail, fmt_time, out, plain, run_async
+from choreograph.ops.terminal import EXIT_USAGE, BrokerOption, emit_json, fail, fmt_time, out, plain, run_async
 from choreograph.runtime.replay import Checkpoints, CopyJob, CopyReport, checkpoints_for, copy_range
 from choreograph.runtime.replay_range import Bounds, Filter, Plan, check_rate, plan, resolve, with_end_offsets
 
@@ -55,11 +53,32 @@ replay_app = typer.Typer(
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the dry run or the final report as JSON.")]
+FollowOption = Annotated[
+    bool,
+    typer.Option("--follow", help="Then show the group's progress through the range (and its metrics) until done."),
+]
+TimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds --follow waits for the group to finish.")]
 DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Print per partition what would move and an estimate; move nothing.")
 ]
-PUSH_INTERVAL = 2.0
-"""Seconds between two pushes of the replay metrics to a Pushgateway."""
+FOLLOW_INTERVAL = 0.5
+"""Seconds between two reads of a followed group's positions."""
+PushOption = Annotated[
+    str | None, typer.Option("--pushgateway", metavar="URL", help="Push the replay metrics to this Pushgateway.")
+]
+
+
+class ReplayTimeout(ChoreographError):
+    """A followed group did not read its replayed range in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """``--follow``, ``--timeout`` and ``--pushgateway`` of ``reset`` and ``group``."""
+
+    on: bool
+    timeout: float
+    pushgateway: str | None
 
 
 def parse_position(text: str, option: str) -> Position:
@@ -159,6 +178,9 @@ def reset(
     group: Annotated[str, typer.Argument(help="Consumer group to move.")],
     topic: Annotated[str, typer.Argument(help="Topic whose positions move.")],
     to: Annotated[str, typer.Option("--to", help="earliest, latest, epoch seconds, ISO time, or 0:120,1:98.")],
+    follow: FollowOption = False,
+    timeout: TimeoutOption = 3600.0,
+    pushgateway: PushOption = None,
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
     broker: BrokerOption = None,
@@ -174,13 +196,18 @@ def reset(
     dropped; its inbox and dead letters are kept, so events it handled before
     are dropped as duplicates — replay into a new group to handle them again.
     """
-    _move_group(group, topic, to, dry_run=dry_run, as_json=as_json, url=broker, new=False)
+    _move_group(
+        group, topic, to, Follow(follow, timeout, pushgateway), dry_run=dry_run, as_json=as_json, url=broker, new=False
+    )
 
 
 def group_command(
     group: Annotated[str, typer.Argument(help="A consumer group that never read TOPIC.")],
     topic: Annotated[str, typer.Argument(help="Topic to replay.")],
     start: Annotated[str, typer.Option("--from", help="earliest, latest, epoch seconds, ISO time, or 0:120,1:98.")],
+    follow: FollowOption = False,
+    timeout: TimeoutOption = 3600.0,
+    pushgateway: PushOption = None,
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
     broker: BrokerOption = None,
@@ -190,10 +217,21 @@ def group_command(
     Refuses a group that has positions on TOPIC already (use ``replay reset``).
     The dry run prints what the group would read up to the log's end now.
     """
-    _move_group(group, topic, start, dry_run=dry_run, as_json=as_json, url=broker, new=True)
+    _move_group(
+        group,
+        topic,
+        start,
+        Follow(follow, timeout, pushgateway),
+        dry_run=dry_run,
+        as_json=as_json,
+        url=broker,
+        new=True,
+    )
 
 
-def _move_group(group: str, topic: str, to: str, *, dry_run: bool, as_json: bool, url: str | None, new: bool) -> None:
+def _move_group(
+    group: str, topic: str, to: str, follow: Follow, *, dry_run: bool, as_json: bool, url: str | None, new: bool
+) -> None:
     check_group(group), check_topic(topic)
     position = parse_position(to, "--from" if new else "--to")
 
@@ -214,13 +252,18 @@ def _move_group(group: str, topic: str, to: str, *, dry_run: bool, as_json: bool
                 return
             started = time.monotonic()
             moved = list(await admin.reset_group(topic, group, position))
-            doc = {
+            doc: dict[str, Any] = {
                 "dry_run": False,
                 "group": group,
                 "topic": topic,
                 "partitions": [{"partition": r.partition, "before": r.before, "after": r.after} for r in moved],
                 "seconds": round(time.monotonic() - started, 3),
             }
+            if follow.on:
+                name = f"{group}-{topic}"
+                async with ReplayProgress(name, group=group, as_json=as_json, pushgateway=follow.pushgateway) as shown:
+                    doc["read"] = await follow_group(admin, topic, group, bounds, shown, follow.timeout)
+                doc["seconds"] = round(time.monotonic() - started, 3)
         if as_json:
             emit_json(doc)
             return
@@ -287,9 +330,7 @@ def copy(
     checkpoint_dir: Annotated[
         Path | None, typer.Option("--checkpoint-dir", help="Where checkpoints go when the broker keeps no key-values.")
     ] = None,
-    pushgateway: Annotated[
-        str | None, typer.Option("--pushgateway", metavar="URL", help="Push the replay metrics to this Pushgateway.")
-    ] = None,
+    pushgateway: PushOption = None,
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
     broker: BrokerOption = None,
@@ -381,74 +422,33 @@ def _default_checkpoints() -> Path:
 
 
 async def _run_copy(
-    source: Broker,
-    sink: Broker,
-    job: CopyJob,
-    total: int,
-    checkpoints: Checkpoints,
-    as_json: bool,
-    pushgateway: str | None,
+    source: Broker, sink: Broker, job: CopyJob, total: int, checkpoints: Checkpoints, as_json: bool, push: str | None
 ) -> CopyReport:
-    registry = CollectorRegistry()
-    gauges = ReplayGauges(registry)
-    started = time.monotonic()
-    pushed = [0.0]
+    async with ReplayProgress(job.name, as_json=as_json, pushgateway=push) as progress:
+        return await copy_range(source, sink, job, total=total, checkpoints=checkpoints, progress=progress.tick)
 
-    def push(final: bool = False) -> None:
-        if pushgateway is None:
-            return
-        from prometheus_client import push_to_gateway
 
-        try:
-            push_to_gateway(pushgateway, job="choreograph_replay", registry=registry, timeout=2.0)
-        except OSError as exc:
-            if final:
-                plain(f"could not push replay metrics to {redact_url(pushgateway)}: {exc}")
+async def follow_group(
+    admin: GroupAdmin, topic: str, group: str, bounds: Bounds, progress: ReplayProgress, timeout: float
+) -> int:
+    """Poll ``group``'s positions until it passed ``bounds.end`` on every partition; return the records it read.
 
-    def report(done: int, all_: int) -> None:
-        gauges.progress(job.name, done, all_, time.monotonic() - started)
-        now = time.monotonic()
-        if now - pushed[0] >= PUSH_INTERVAL:
-            pushed[0] = now
-            asyncio.get_running_loop().run_in_executor(None, push)
-
-    interactive = sys.stdout.isatty() and not as_json
-    try:
-        if interactive:
-            columns = (
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeRemainingColumn(),
+    Raises ReplayTimeout after ``timeout`` seconds (the group's workers may be stopped).
+    """
+    total = sum(bounds.end[p] - bounds.first[p] for p in bounds.first)
+    deadline = time.monotonic() + timeout
+    while True:
+        positions = await admin.group_positions(topic, group)
+        done = sum(min(max(positions.get(p, bounds.first[p]), bounds.first[p]), bounds.end[p]) - bounds.first[p]
+                   for p in bounds.first)  # fmt: skip
+        progress.tick(done, total)
+        if done >= total:
+            return done
+        if time.monotonic() > deadline:
+            raise ReplayTimeout(
+                f"group {group!r} read {done} of {total} records in {timeout:g} s; are its workers running?"
             )
-            with Progress(*columns, console=out) as bar:
-                task = bar.add_task(cell(job.name).plain, total=total, rate="")
-
-                def tick(done: int, all_: int) -> None:
-                    report(done, all_)
-                    elapsed = max(1e-6, time.monotonic() - started)
-                    bar.update(task, completed=done, rate=f"{done / elapsed:.0f}/s")
-
-                result = await copy_range(source, sink, job, total=total, checkpoints=checkpoints, progress=tick)
-        else:
-            last = [0.0]
-
-            def line(done: int, all_: int) -> None:
-                report(done, all_)
-                now = time.monotonic()
-                if not as_json and (now - last[0] >= 1.0 or done >= all_):
-                    last[0] = now
-                    elapsed = max(1e-6, now - started)
-                    speed = done / elapsed
-                    eta = f"{(all_ - done) / speed:.0f} s" if speed > 0 else "-"
-                    plain(f"{job.name}: {done}/{all_} records, {speed:.0f}/s, eta {eta}")
-
-            result = await copy_range(source, sink, job, total=total, checkpoints=checkpoints, progress=line)
-    finally:
-        gauges.stopped(job.name)
-        await asyncio.to_thread(push, True)
-    return result
+        await asyncio.sleep(FOLLOW_INTERVAL)  # polling the committed positions: no event tells us they moved
 
 
 def register(cli: typer.Typer) -> None:

@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from choreograph import App, Event
+from choreograph.brokers.memory import MemoryBroker
 from choreograph.brokers.sqlite import SqliteBroker
-from choreograph.core.broker import Position, Settlement
+from choreograph.core.broker import Position, Record, Settlement
 from choreograph.ops.cli import cli
+from choreograph.ops.replay_cli import follow_group
+from choreograph.ops.replay_progress import ReplayProgress
+from choreograph.runtime.replay_range import resolve
 
 runner = CliRunner()
 
@@ -44,7 +49,7 @@ def fill(url: str) -> dict[str, str]:
     return asyncio.run(main())
 
 
-def invoke(*args: str) -> dict[str, object]:
+def invoke(*args: str) -> Any:
     result = runner.invoke(cli, [*args, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.output.strip().splitlines()[-1])
@@ -61,7 +66,7 @@ def test_copy_dry_run_counts_what_the_copy_copies(url: str, tmp_path: Path) -> N
     args = ["replay", "copy", Paid.topic(), "--to-broker", target, "--key", "a", "--key", "b", "-b", url]
     planned = invoke(*args, "--dry-run", "--type", "replay.paid")
     assert planned["dry_run"] is True and planned["total"] == 12
-    assert sum(p["count"] for p in planned["partitions"]) == 12  # type: ignore[index, union-attr]
+    assert sum(p["count"] for p in planned["partitions"]) == 12
     done = invoke(*args, "--type", "replay.paid", "--rate", "500")
     assert done["copied"] == done["planned"] == 12 and done["resumed"] is False
     assert "key-value namespace" in str(done["checkpoints"])  # SQLite keeps key-value namespaces
@@ -113,17 +118,49 @@ def test_reset_dry_run_moves_nothing_and_reset_moves(url: str) -> None:
     asyncio.run(consume_all())
     planned = invoke("replay", "reset", "billing", Paid.topic(), "--to", "earliest", "--dry-run", "-b", url)
     assert planned["total"] == 40
-    assert sum(p["before"] for p in planned["partitions"]) == 40  # type: ignore[index, union-attr, misc]
+    assert sum(p["before"] for p in planned["partitions"]) == 40
     still = invoke("replay", "reset", "billing", Paid.topic(), "--to", "latest", "--dry-run", "-b", url)
     assert still["total"] == 0
     moved = invoke("replay", "reset", "billing", Paid.topic(), "--to", "earliest", "-b", url)
-    assert {p["after"] for p in moved["partitions"]} == {0}  # type: ignore[union-attr, index]
-    assert sum(p["before"] for p in moved["partitions"]) == 40  # type: ignore[union-attr, index, misc]
+    assert {p["after"] for p in moved["partitions"]} == {0}
+    assert sum(p["before"] for p in moved["partitions"]) == 40
 
 
 def test_group_starts_a_new_group_and_refuses_an_existing_one(url: str) -> None:
     fill(url)
     started = invoke("replay", "group", "audit-replay", Paid.topic(), "--from", "earliest", "-b", url)
-    assert all(p["before"] is None for p in started["partitions"])  # type: ignore[union-attr, index]
+    assert all(p["before"] is None for p in started["partitions"])
     again = runner.invoke(cli, ["replay", "group", "audit-replay", Paid.topic(), "--from", "earliest", "-b", url])
     assert again.exit_code == 2 and "replay reset" in again.output
+
+
+def test_follow_without_workers_times_out_and_says_why(url: str) -> None:
+    fill(url)
+    args = ["replay", "group", "idle", Paid.topic(), "--from", "earliest", "--follow", "--timeout", "0.3", "-b", url]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1
+    assert "read 0 of 40 records" in result.output and "workers running" in result.output
+
+
+async def test_follow_reports_a_group_catching_up_with_its_metrics() -> None:
+    broker = MemoryBroker()
+    try:
+        await broker.publish("t", [Record(b"x", key=f"k{i % 4}") for i in range(50)])
+        bounds = await resolve(broker, "t", Position.earliest(), None)
+        await broker.reset_group("t", "g", Position.earliest())
+        member = await broker.subscribe("t", "g")
+
+        async def work() -> None:
+            while batch := await member.fetch(7, 0.1):
+                await member.settle(Settlement(acks=list(batch)))
+
+        async with ReplayProgress("g-t", group="g", as_json=True) as progress:
+            read, _ = await asyncio.gather(follow_group(broker, "t", "g", bounds, progress, 5.0), work())
+            sample = progress.registry.get_sample_value
+            assert sample("choreograph_replay_running", {"replay": "g-t", "group": "g"}) == 1
+        assert read == 50
+        assert sample("choreograph_replay_processed_records", {"replay": "g-t"}) == 50
+        assert sample("choreograph_replay_progress_ratio", {"replay": "g-t"}) == 1.0
+        assert sample("choreograph_replay_running", {"replay": "g-t", "group": "g"}) == 0  # set when it ended
+    finally:
+        await broker.close()
