@@ -313,6 +313,11 @@ class Relay:
             await self.cleanup()
         if self.metrics is not None and now >= self._next_metrics:
             self._next_metrics = now + self.config.metrics_interval
+            await self.report()
+
+    async def report(self) -> None:
+        """Read the outbox's depth and oldest age into the metrics now (the loop does it every ``metrics_interval``)."""
+        if self.metrics is not None:
             count, age = await self.depth()
             self.metrics.depth.set(count)
             self.metrics.oldest_age.set(age)
