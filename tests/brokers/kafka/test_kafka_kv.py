@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from choreograph.brokers.kafka import KafkaBroker
-from choreograph.brokers.kafka.kv_view import EXPECT_HEADER
+from choreograph.brokers.kafka.kv_view import COPY_OF_HEADER, EXPECT_HEADER
 from choreograph.core.errors import BrokerUnavailable
 from tests.brokers.processes import free_port
 
@@ -75,5 +75,27 @@ async def test_a_closed_store_reads_the_topic_again_when_used(kafka_server: Tans
         entry = await store.get("k")
         assert entry is not None
         assert (entry.value, entry.revision) == (b"v", revision)
+    finally:
+        await broker.close()
+
+
+async def test_a_lost_write_its_writer_left_unrepaired_is_repaired_by_a_later_reader(kafka_server: TansuServer) -> None:
+    broker = KafkaBroker.from_url(_url(kafka_server, f"__kv_{uuid.uuid4().hex[:8]}"))
+    try:
+        store = broker.key_value("notes")
+        first = await store.put("k", b"one")
+        # A writer appends a write that loses, then dies before appending its copy.
+        producer = await broker.producer()
+        stale = [(EXPECT_HEADER, str(first + 5).encode())]
+        await producer.send_and_wait(store.topic, b"lost", key=b"k", partition=0, headers=stale)
+        reader = broker.key_value("notes")
+        reader.repair_after = 0.0  # the writer is long gone
+        entry = await reader.get("k")
+        assert entry is not None
+        assert (entry.value, entry.revision) == (b"one", first)
+        *_, last = await broker.read(store.topic)
+        assert (last.key, last.value, last.headers[COPY_OF_HEADER]) == ("k", b"one", str(first))
+        await store.close()
+        assert await store.get("k") == entry  # read again from the start, the copy included
     finally:
         await broker.close()

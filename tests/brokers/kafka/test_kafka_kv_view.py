@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from choreograph.brokers.kafka.kv_view import EXPECT_HEADER, KeyValueView
+from choreograph.brokers.kafka.kv_view import COPY_OF_HEADER, EXPECT_HEADER, KeyValueView
 
 
 @dataclass(frozen=True)
@@ -145,3 +145,27 @@ def test_a_write_expecting_a_stale_revision_loses_and_changes_nothing() -> None:
     view.apply(3, "k", value, headers)
     assert view.settled("k")
     assert table(view) == {"k": (b"two", 2)}
+
+
+def test_a_loser_left_unrepaired_is_an_orphan_once_old_enough() -> None:
+    view = KeyValueView()
+    view.apply(0, "k", b"one", {}, at=100.0)
+    view.apply(1, "k", b"late", {EXPECT_HEADER: "7"}, at=105.0)  # lost; its writer never appended a copy
+    assert view.unsettled == {"k": 105.0}
+    assert view.orphans(written_before=104.0) == []
+    assert view.orphans(written_before=135.0) == ["k"]
+    value, headers = view.copy("k")
+    view.apply(2, "k", value, headers, at=136.0)
+    assert view.unsettled == {}
+    assert table(view) == {"k": (b"one", 1)}
+
+
+def test_a_record_with_headers_not_ours_changes_nothing() -> None:
+    view = KeyValueView()
+    view.apply(0, "k", b"one", {})
+    view.apply(1, "k", b"foreign", {EXPECT_HEADER: "one"})
+    view.apply(2, "k", b"foreign", {COPY_OF_HEADER: "x"})
+    assert table(view) == {"k": (b"one", 1)}
+    assert view.outcomes[1] == (False, 1)
+    view.apply(3, "new", b"first", {EXPECT_HEADER: "?"})  # a key's first record, unreadable: not applied
+    assert "new" not in table(view)

@@ -22,6 +22,7 @@ write: two catch-ups (a ListOffsets round trip each) and one produce.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -31,7 +32,7 @@ from choreograph.core.errors import BrokerError, BrokerUnavailable
 from choreograph.core.kv import Entry, KeyConflict, check_key, check_namespace, check_value
 
 from .config import KafkaConfig
-from .kv_view import EXPECT_HEADER, KeyValueView, headers_of
+from .kv_view import EXPECT_HEADER, ORPHAN_AGE, KeyValueView, headers_of
 from .translation import translated
 
 _TOPIC_EXISTS: Final = 36
@@ -53,22 +54,25 @@ class KafkaKeyValue:
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
 
+    repair_after: float = ORPHAN_AGE
+    """Seconds after which this store repairs a lost write its writer left unrepaired (see :mod:`.kv_view`)."""
+
     async def get(self, key: str) -> Entry | None:
         check_key(key)
-        await self._catch_up()
+        await self._fresh()
         state = self._view.live(key)
         return None if state is None or state.value is None else Entry(key, state.value, state.revision)
 
     async def put(self, key: str, value: bytes, *, expect: int | None = None) -> int:
         check_value(check_key(key), value)
-        await self._catch_up()
+        await self._fresh()
         self._refuse(key, expect)
         offset, _ = await self._write(key, bytes(value), expect)
         return offset + 1  # the revision a plain record that won gives its key (see .kv_view)
 
     async def delete(self, key: str, *, expect: int | None = None) -> bool:
         check_key(key)
-        await self._catch_up()
+        await self._fresh()
         self._refuse(key, expect)
         if self._view.revision(key) == 0:
             return False  # nothing to delete: no record needed
@@ -76,7 +80,7 @@ class KafkaKeyValue:
         return before != 0
 
     async def keys(self, prefix: str = "") -> list[str]:
-        await self._catch_up()
+        await self._fresh()
         return sorted(k for k, s in self._view.keys.items() if s.value is not None and k.startswith(prefix))
 
     async def close(self) -> None:
@@ -113,11 +117,14 @@ class KafkaKeyValue:
         await self._repair(key)
         raise KeyConflict(self.namespace, key, expect or 0, self._view.revision(key))
 
-    async def _repair(self, key: str) -> None:
-        """Append a copy of the key's current entry, and more until its last record states it (see :mod:`.kv_view`)."""
+    async def _repair(self, key: str, *, lost: bool = True) -> None:
+        """Append copies of the key's current entry until its last record states it (see :mod:`.kv_view`).
+
+        ``lost``: this process's write lost, so one copy goes out whatever the log says now.
+        """
         for attempt in range(_REPAIRS):
             await self._catch_up()
-            if attempt and self._view.settled(key):
+            if (attempt or not lost) and self._view.settled(key):
                 return
             value, headers = self._view.copy(key)
             await self._produce(key, value, headers)
@@ -148,9 +155,19 @@ class KafkaKeyValue:
                 while await consumer.position(self._tp) < end:
                     batch = await consumer.getmany(self._tp, timeout_ms=200, max_records=10_000)
                     for message in batch.get(self._tp, []):
-                        self._view.apply(message.offset, message.key.decode(), message.value, headers_of(message))
+                        key = _key_of(message)
+                        if key is not None:
+                            at = message.timestamp / 1000
+                            self._view.apply(message.offset, key, message.value, headers_of(message), at)
             finally:
                 consumer.pause(self._tp)
+
+    async def _fresh(self) -> None:
+        """Catch up, then repair what writers that are gone left unrepaired (see :mod:`.kv_view`)."""
+        await self._catch_up()
+        if self._view.unsettled:
+            for key in self._view.orphans(time.time() - self.repair_after):
+                await self._repair(key, lost=False)
 
     async def _reader(self) -> AIOKafkaConsumer:
         self._broker.check_open()
@@ -183,6 +200,14 @@ class KafkaKeyValue:
                     return
                 await asyncio.sleep(0.05)  # the new topic's metadata propagates
         raise BrokerUnavailable(f"kafka created topic {self.topic!r} but its metadata did not appear")
+
+
+def _key_of(message: Any) -> str | None:
+    """The record's key, or None for a record no store wrote (no key, or a key not UTF-8): it is skipped."""
+    try:
+        return None if message.key is None else str(message.key.decode())
+    except UnicodeDecodeError:
+        return None
 
 
 class KafkaKeyValues:

@@ -41,7 +41,9 @@ a repair — after a lost record and before the copy that settled it
 races). Kafka cleans whole segments only, older than ``min.compaction.lag.ms``
 (a day here), so that needs a segment to roll within the milliseconds of a
 repair. A writer killed between losing and appending its copy leaves the
-loser last until the next write of that key: a gap to know about.
+loser last; any store of the namespace that reads it more than
+:data:`ORPHAN_AGE` seconds later repairs it as the writer would have
+(:meth:`KeyValueView.orphans`), well inside ``min.compaction.lag.ms``.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ COPY_OF_HEADER: Final = "choreograph-kv-copy-of"
 SINCE_HEADER: Final = "choreograph-kv-since"
 THROUGH_HEADER: Final = "choreograph-kv-through"
 OUTCOMES_KEPT: Final = 4096
+ORPHAN_AGE: Final = 30.0
+"""Seconds after which a reader repairs a key whose last record still does not state it (its writer is gone)."""
 
 
 @dataclass(slots=True)
@@ -91,28 +95,41 @@ class KeyValueView:
         Kept for every record, not only this process's: a concurrent catch-up may
         apply a write before its writer knows the offset the write got.
         """
+        self.unsettled: dict[str, float] = {}
+        """Keys whose last record does not state their current state -> when that record was written."""
 
-    def apply(self, offset: int, key: str, value: bytes | None, headers: dict[str, str]) -> None:
-        """Apply one record (rules in the module); records must come in offset order."""
+    def apply(self, offset: int, key: str, value: bytes | None, headers: dict[str, str], at: float = 0.0) -> None:
+        """Apply one record (rules in the module), written at ``at``; records must come in offset order.
+
+        A record whose headers are not ours to read (another client's) changes nothing, like a write that lost.
+        """
         self.position = offset + 1
         state = self.keys.get(key)
         before = state.live_revision if state else 0
         copy_of = headers.get(COPY_OF_HEADER)
-        if copy_of is not None:
-            revision = int(copy_of)
-            set_by = int(headers.get(SINCE_HEADER, offset))
-            lost_through = int(headers.get(THROUGH_HEADER, -1))
-            applied = state is None or revision >= state.revision or set_by < state.set_by <= lost_through
-        else:
-            revision, set_by = offset + 1, offset
-            expect = headers.get(EXPECT_HEADER)
-            applied = state is None or expect is None or int(expect) == before
+        try:
+            if copy_of is not None:
+                revision = int(copy_of)
+                set_by = int(headers.get(SINCE_HEADER, offset))
+                lost_through = int(headers.get(THROUGH_HEADER, -1))
+                applied = state is None or revision >= state.revision or set_by < state.set_by <= lost_through
+            else:
+                revision, set_by = offset + 1, offset
+                expect = headers.get(EXPECT_HEADER)
+                expected = None if expect is None else int(expect)
+                applied = state is None or expected is None or expected == before
+        except ValueError:
+            copy_of, applied = None, False
         if applied:
             self.keys[key] = KeyState(value, revision, set_by, offset, True)
-        else:
-            assert state is not None
+            self.unsettled.pop(key, None)
+        elif state is not None:
             state.last = offset
             state.sound = copy_of is not None and int(copy_of) == state.revision and value == state.value
+            if state.sound:
+                self.unsettled.pop(key, None)
+            else:
+                self.unsettled[key] = at
         self.outcomes[offset] = (applied, before)
         if len(self.outcomes) > OUTCOMES_KEPT:
             self.outcomes.popitem(last=False)
@@ -126,6 +143,10 @@ class KeyValueView:
         """The key's live revision (0: absent)."""
         state = self.keys.get(key)
         return state.live_revision if state else 0
+
+    def orphans(self, written_before: float) -> list[str]:
+        """Keys whose unsound last record was written before ``written_before`` (its writer did not repair it)."""
+        return [key for key, at in self.unsettled.items() if at < written_before]
 
     def settled(self, key: str) -> bool:
         """Whether the key's last record states its current state (nothing to repair)."""
