@@ -33,8 +33,13 @@ record states the current entry (:meth:`KeyValueView.settled`); a reader that
 finds a loser as a key's first record applies it (rule 1), and the copy then
 replaces it (rule 3).
 
-What is guaranteed: every reader of the log applies the same rules to the
-same records, so all agree on every outcome. Compaction keeps the table
+A record with headers these rules cannot read (another client's) never
+applies.
+
+What is guaranteed: readers apply the same rules, so readers of the same
+records agree on every outcome (a writer always reads the uncompacted tail
+its record is in). A reader of a compacted log may judge an old record
+differently but ends with the same table: compaction keeps the table
 (values and revisions) as long as the cleaner's boundary does not fall inside
 a repair — after a lost record and before the copy that settled it
 (``tests/brokers/kafka/test_kafka_kv_view.py`` checks this property on random
