@@ -34,7 +34,7 @@ def test_stuck_orders_drill_breaks_alerts_follows_the_runbook_and_recovers(tmp_p
     text = result.stdout + result.stderr
     assert result.returncode == 0, text
     # Then it says which alert pages and where its runbook is
-    assert re.search(r"PAGE\s+ChoreographFlowsStuck\s+flow=order", text), text
+    assert re.search(r"PAGE\s+ChoreographFlowsStuck\s+flow=order, team=storefront.*-> team storefront", text), text
     assert "runbook: docs/runbooks/stuck-flows.md" in text
     assert re.search(r"TICKET\s+ChoreographDeadLettersOpen\s+group=shipping\.ship.*team=fulfilment", text), text
     broken = int(re.search(r"(\d+) dead-lettered, (\d+) orders stuck", text).group(1))  # type: ignore[union-attr]

@@ -1,8 +1,9 @@
 """Operational alerts: broker, dead letters, lag, flows, schema, crashes, replays.
 
 Each :class:`OperationalAlert` is one alert name with its severity and
-runbook; rules about consumer groups are emitted once per owner scope
-(:func:`~choreograph.observe.alerting.group_scopes`) so each copy carries its
+runbook; rules about consumer groups or flows are emitted once per owner
+scope (:func:`~choreograph.observe.alerting.group_scopes`,
+:func:`~choreograph.observe.alerting.flow_scopes`) so each copy carries its
 owner's labels. Metrics come from :mod:`choreograph.observe.metrics`, the flow
 collector (``choreograph_flow_instances``) and the replay tool
 (``choreograph_replay_running{group}``, 1 while a replay feeds the group).
@@ -14,7 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from choreograph.observe.alerting import INFO, PAGE, TICKET, AlertSettings, Scope, group_scopes, selector
+from choreograph.observe.alerting import (
+    INFO,
+    PAGE,
+    TICKET,
+    AlertSettings,
+    Scope,
+    flow_scopes,
+    group_scopes,
+    selector,
+)
 
 BROKER_UP: Final = "choreograph_broker_up"
 DEAD_LETTERS_OPEN: Final = "choreograph_dead_letters_open"
@@ -25,13 +35,20 @@ CONSUMER_CRASHES: Final = "choreograph_consumer_crashes"
 REPLAY_RUNNING: Final = "choreograph_replay_running"
 """Set by the replay tool: 1 while a replay or reset feeds ``group``, else 0 (agreed name)."""
 
+_STUCK: Final = 'state="stuck"'
+_OWED: Final = 'state=~"compensation_missing|compensation_failed"'
+
 CRASH_LOOP: Final = 3
 """Consumer restarts within 15 minutes that make a crash loop (one restart heals itself)."""
 
 
 @dataclass(frozen=True, slots=True)
 class OperationalAlert:
-    """One operational alert: ``expr`` builds its PromQL from a group matcher (empty: every group)."""
+    """One operational alert: ``expr`` builds its PromQL from a matcher (empty: everything).
+
+    ``scope`` says what the matcher selects and how the rule is split by owner:
+    ``group`` (consumer groups), ``flow`` (declared flows) or ``app`` (not split).
+    """
 
     name: str
     severity: str
@@ -39,7 +56,7 @@ class OperationalAlert:
     expr: Callable[[str, AlertSettings], str]
     summary: str
     description: Callable[[AlertSettings], str]
-    per_group: bool = True
+    scope: str = "group"
 
 
 def _lag(scope: str, s: AlertSettings) -> str:
@@ -59,7 +76,7 @@ OPERATIONAL_ALERTS: Final = (
             "Every worker's last scrape failed to reach the broker: nothing is consumed or published."
             " Run: choreograph topics (exit code 3 means unreachable)."
         ),
-        per_group=False,
+        scope="app",
     ),
     OperationalAlert(
         "ChoreographDeadLettersOpen",
@@ -86,26 +103,24 @@ OPERATIONAL_ALERTS: Final = (
         "ChoreographFlowsStuck",
         PAGE,
         "5m",
-        lambda scope, s: f'max by (flow) ({FLOW_INSTANCES}{{state="stuck"}}) > 0',
+        lambda scope, s: f"max by (flow) ({FLOW_INSTANCES}{selector(_STUCK, scope)}) > 0",
         "{{ $value }} {{ $labels.flow }} flows are stuck past their deadline",
         lambda s: (
             "Business processes started and did not finish in time: customers are waiting." + s.app_command("flows")
         ),
-        per_group=False,
+        scope="flow",
     ),
     OperationalAlert(
         "ChoreographCompensationMissing",
         PAGE,
         "5m",
-        lambda scope, s: (
-            f'max by (flow, state) ({FLOW_INSTANCES}{{state=~"compensation_missing|compensation_failed"}}) > 0'
-        ),
+        lambda scope, s: f"max by (flow, state) ({FLOW_INSTANCES}{selector(_OWED, scope)}) > 0",
         "{{ $value }} {{ $labels.flow }} flows owe a compensation ({{ $labels.state }})",
         lambda s: (
             "A step failed after an earlier one took effect, and its undo did not happen in time or"
             " was dead-lettered (stock held, money taken)." + s.app_command("flows")
         ),
-        per_group=False,
+        scope="flow",
     ),
     OperationalAlert(
         "ChoreographSchemaViolations",
@@ -141,11 +156,15 @@ OPERATIONAL_ALERTS: Final = (
 
 
 def operational_rules(settings: AlertSettings) -> list[dict[str, Any]]:
-    """Return the operational alerting rules, split by owner for per-group alerts."""
+    """Return the operational alerting rules, split by owner for per-group and per-flow alerts."""
     rules: list[dict[str, Any]] = []
-    everything = [Scope("", {})]
+    scopes = {
+        "group": group_scopes(settings.owners),
+        "flow": flow_scopes(settings.flow_owners),
+        "app": [Scope("", {})],
+    }
     for alert in OPERATIONAL_ALERTS:
-        for scope in group_scopes(settings.owners) if alert.per_group else everything:
+        for scope in scopes[alert.scope]:
             rules.append(
                 {
                     "alert": alert.name,

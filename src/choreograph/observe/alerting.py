@@ -8,18 +8,21 @@ Alerts about one consumer group are split by owner: for each distinct
 :class:`~choreograph.schema.topology.Ownership` one copy of the rule matches
 the groups of the services it owns (``group=~"payment\\..+"``) and carries its
 labels (``team``, ``oncall``, ``escalation``); one more copy matches the
-groups of unowned services and carries none. Alertmanager routes on
-``team`` (:mod:`choreograph.observe.alertmanager`).
+groups of unowned services and carries none. Alerts about a declared flow
+are split the same way by the flow's owner: the owner of the service that
+publishes its start event. Alertmanager routes on ``team``
+(:mod:`choreograph.observe.alertmanager`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from choreograph.schema.topology import Ownership
+from choreograph.observe.flows.flow import Flow
+from choreograph.schema.topology import Ownership, Topology
 
 DEFAULT_RUNBOOK_BASE: Final = "docs/runbooks"
 """Where runbooks are when no base URL is given: the repository path. Set ``runbook_base``
@@ -53,8 +56,9 @@ class AlertSettings:
 
     ``app_spec`` (``MODULE:APP``) is quoted in the commands the descriptions
     suggest; without it those commands are left out (the runbook has them).
-    ``owners`` maps service name -> ownership. ``lag_seconds``: alert when the
-    oldest unhandled record of a group is older than this.
+    ``owners`` maps service name -> ownership, ``flow_owners`` flow name ->
+    ownership (:func:`flow_owners`). ``lag_seconds``: alert when the oldest
+    unhandled record of a group is older than this.
     """
 
     app_name: str = "app"
@@ -62,6 +66,7 @@ class AlertSettings:
     owners: Mapping[str, Ownership] = field(default_factory=dict)
     runbook_base: str = DEFAULT_RUNBOOK_BASE
     lag_seconds: float = 60.0
+    flow_owners: Mapping[str, Ownership] = field(default_factory=dict)
 
     def runbook_url(self, alert: str) -> str:
         """The ``runbook_url`` annotation of ``alert``: ``<base>/<stem>.md``."""
@@ -116,6 +121,33 @@ def group_scopes(owners: Mapping[str, Ownership]) -> list[Scope]:
     rest = f'group!~"{_escape(_groups_of(list(owners)))}"' if owners else ""
     scopes.append(Scope(rest, {}))
     return scopes
+
+
+def flow_scopes(flow_owners: Mapping[str, Ownership]) -> list[Scope]:
+    """One scope per distinct owner of flows (``flow=~"a|b"``, its labels), then one for every other flow."""
+    by_owner: dict[Ownership, list[str]] = {}
+    for flow, ownership in flow_owners.items():
+        by_owner.setdefault(ownership, []).append(flow)
+    scopes = [
+        Scope(f'flow=~"{_escape("|".join(re.escape(f) for f in flows))}"', ownership.labels())
+        for ownership, flows in by_owner.items()
+    ]
+    rest = f'flow!~"{_escape("|".join(re.escape(f) for f in flow_owners))}"' if flow_owners else ""
+    scopes.append(Scope(rest, {}))
+    return scopes
+
+
+def flow_owners(flows: Iterable[Flow], topology: Topology) -> dict[str, Ownership]:
+    """Flow name -> the owner of the services publishing its start events, when that is one owner."""
+    owners = topology.owners()
+    out: dict[str, Ownership] = {}
+    for flow in flows:
+        found = {owners.get(service) for ref in flow.start for service in topology.publishers(ref.type)}
+        if len(found) == 1 and None not in found:
+            owner = found.pop()
+            assert owner is not None
+            out[flow.name] = owner
+    return out
 
 
 def owner_of_groups(owners: Mapping[str, Ownership], groups: Sequence[str]) -> Ownership | None:

@@ -183,9 +183,10 @@ def alert_settings(
     owners: Mapping[str, Ownership] | None = None,
     runbook_base: str = DEFAULT_RUNBOOK_BASE,
     lag_seconds: float = 60.0,
+    flow_owners: Mapping[str, Ownership] | None = None,
 ) -> AlertSettings:
     """Build :class:`AlertSettings` from keyword arguments (what the CLI passes)."""
-    return AlertSettings(app_name, app_spec, dict(owners or {}), runbook_base, lag_seconds)
+    return AlertSettings(app_name, app_spec, dict(owners or {}), runbook_base, lag_seconds, dict(flow_owners or {}))
 
 
 def rule_groups(slos: Sequence[SLO], *, settings: AlertSettings | None = None, **options: Any) -> dict[str, Any]:

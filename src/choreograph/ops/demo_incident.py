@@ -37,7 +37,7 @@ from choreograph.core.broker import Broker, DeadLetterStore, TopicAdmin
 from choreograph.core.errors import ChoreographError, ConfigurationError
 from choreograph.core.fingerprint import FailureGroup, failure_groups
 from choreograph.observe.alert_operations import OPERATIONAL_ALERTS
-from choreograph.observe.alerting import DEFAULT_RUNBOOK_BASE, PAGE, AlertSettings
+from choreograph.observe.alerting import DEFAULT_RUNBOOK_BASE, PAGE, AlertSettings, flow_owners
 from choreograph.observe.flows import FlowFigures, summarize
 from choreograph.ops.demo import APP_SPEC, DEMO_DB, DemoSettings
 from choreograph.ops.demo_workers import Workers
@@ -141,23 +141,28 @@ class Drill:
 
 def _print_alerts(app: App, figures: FlowFigures, groups: list[FailureGroup]) -> None:
     """Print the alerts whose conditions hold now, with the labels the generated rules give them."""
-    settings = AlertSettings(app.name, APP_SPEC, app.topology().owners(), DEFAULT_RUNBOOK_BASE)
+    from choreograph.examples.shop.flows import incident_flows
+
+    topology = app.topology()
+    owners = flow_owners(incident_flows, topology)
+    settings = AlertSettings(app.name, APP_SPEC, topology.owners(), DEFAULT_RUNBOOK_BASE, flow_owners=owners)
+    flow_labels = {"flow": "order", **(owners["order"].labels() if "order" in owners else {})}
     by_name = {alert.name: alert for alert in OPERATIONAL_ALERTS}
     firing: list[tuple[str, dict[str, str]]] = []
     if figures.stuck:
-        firing.append(("ChoreographFlowsStuck", {"flow": "order", "value": str(figures.stuck)}))
+        firing.append(("ChoreographFlowsStuck", flow_labels))
     if figures.compensation_missing or figures.compensation_failed:
-        firing.append(("ChoreographCompensationMissing", {"flow": "order"}))
+        firing.append(("ChoreographCompensationMissing", flow_labels))
     for group in groups:
         owner = settings.owners.get(group.group.split(".", 1)[0])
-        labels = {"group": group.group, "reason": group.reason, "value": str(group.count)}
+        labels = {"group": group.group, "reason": group.reason}
         firing.append(("ChoreographDeadLettersOpen", {**labels, **(owner.labels() if owner else {})}))
     out.print("\n[bold]Alerts that would fire[/] (conditions of `choreograph export prometheus-rules` met now;")
     out.print("Prometheus waits each rule's `for` before it fires):")
     for name, labels in firing:
         alert = by_name[name]
         style = "red" if alert.severity == PAGE else "yellow"
-        shown = ", ".join(f"{k}={safe(v)}" for k, v in labels.items() if k != "value")
+        shown = ", ".join(f"{k}={safe(v)}" for k, v in labels.items())
         route = f"team {safe(labels['team'])}" if "team" in labels else f"app {safe(app.name)} (no owning team)"
         out.print(f"  [{style}]{alert.severity.upper():6}[/] {name}  {shown}  -> {route}", soft_wrap=True)
         out.print(f"         runbook: {safe(settings.runbook_url(name))}", soft_wrap=True)

@@ -12,10 +12,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from choreograph.observe.alerting import DEFAULT_RUNBOOK_BASE
+from choreograph.observe.alerting import DEFAULT_RUNBOOK_BASE, flow_owners
 from choreograph.observe.alertmanager import alertmanager_yaml
 from choreograph.observe.alerts import alert_settings, prometheus_rules
 from choreograph.observe.dashboards import dashboards
+from choreograph.observe.flows.flow import Flow
 from choreograph.observe.slo import BURN_WINDOWS, LogSource, SLOReport, declared_slos, format_window, measure
 from choreograph.observe.trace_view import collect_trace, render_trace, trace_rows
 from choreograph.ops.loader import load_app
@@ -105,15 +106,18 @@ def export_prometheus_rules(
     """Write Prometheus recording rules, multi-window multi-burn-rate SLO alerts and operational alerts.
 
     Every alert links its runbook (runbook_url); alerts about a service carry
-    its owner's labels (team, oncall, escalation) for Alertmanager to route.
+    its owner's labels (team, oncall, escalation) for Alertmanager to route,
+    and alerts about a declared flow those of the owner of its start event.
     """
     app = load_app(app_spec)
+    topology = app.topology()
     settings = alert_settings(
         app_name=app.name,
         app_spec=app_spec,
-        owners=app.topology().owners(),
+        owners=topology.owners(),
         runbook_base=runbook_base_url,
         lag_seconds=lag_seconds,
+        flow_owners=flow_owners([d for d in app.declarations if isinstance(d, Flow)], topology),
     )
     _write(prometheus_rules(declared_slos(app.declarations), settings=settings), output)
 

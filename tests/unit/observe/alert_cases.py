@@ -19,6 +19,8 @@ APP = "shop"
 APP_SPEC = "shop.app:app"
 OWNERS = {"payment": Ownership("payments", "#payments-oncall", ("payments-lead", "cto"))}
 TEAM = {"team": "payments", "oncall": "#payments-oncall", "escalation": "payments-lead -> cto"}
+FLOW_OWNERS = {"order": Ownership("storefront", "#storefront-oncall")}  # the order flow's owner
+STOREFRONT = {"team": "storefront", "oncall": "#storefront-oncall"}
 PAID = "payment.capture"  # a group of the owned service
 NOTIFY = "notification.notify"  # a group of an unowned service
 
@@ -125,9 +127,15 @@ CASES = [
     ),
     AlertCase(
         "ChoreographFlowsStuck",
-        firing={'choreograph_flow_instances{flow="order",state="stuck"}': "4x10"},
+        firing={
+            'choreograph_flow_instances{flow="order",state="stuck"}': "4x10",
+            'choreograph_flow_instances{flow="signup",state="stuck"}': "1x10",
+        },
         at="6m",
-        expected=[Expected({"flow": "order", "app": APP, "severity": "page"}, "4")],
+        expected=[
+            Expected({"flow": "order", "app": APP, "severity": "page", **STOREFRONT}, "4"),
+            Expected({"flow": "signup", "app": APP, "severity": "page"}, "1"),  # an unowned flow: the app's route
+        ],
         quiet={
             'choreograph_flow_instances{flow="order",state="stuck"}': "0x10",
             'choreograph_flow_instances{flow="order",state="in_flight"}': "50x10",
@@ -138,7 +146,11 @@ CASES = [
         "ChoreographCompensationMissing",
         firing={'choreograph_flow_instances{flow="order",state="compensation_failed"}': "2x10"},
         at="6m",
-        expected=[Expected({"flow": "order", "state": "compensation_failed", "app": APP, "severity": "page"}, "2")],
+        expected=[
+            Expected(
+                {"flow": "order", "state": "compensation_failed", "app": APP, "severity": "page", **STOREFRONT}, "2"
+            )
+        ],
         quiet={
             'choreograph_flow_instances{flow="order",state="compensation_missing"}': "0x10",
             'choreograph_flow_instances{flow="order",state="compensated"}': "7x10",

@@ -12,14 +12,17 @@ from typing import Any
 
 import pytest
 
-from choreograph.observe.alerting import RUNBOOKS, AlertSettings
+from choreograph import App, Event
+from choreograph.observe.alerting import RUNBOOKS, AlertSettings, flow_owners
 from choreograph.observe.alertmanager import alertmanager_config, alertmanager_yaml
 from choreograph.observe.alerts import alert_names, prometheus_rules, rule_groups
+from choreograph.observe.flows import Flow
 from choreograph.observe.yaml_text import to_yaml
-from tests.unit.observe.alert_cases import APP, APP_SPEC, CASES, OWNERS, SLOS, AlertCase, expand
+from choreograph.schema.topology import Ownership
+from tests.unit.observe.alert_cases import APP, APP_SPEC, CASES, FLOW_OWNERS, OWNERS, SLOS, AlertCase, expand
 
 RUNBOOK_DIR = Path(__file__).parents[3] / "docs" / "runbooks"
-SETTINGS = AlertSettings(APP, APP_SPEC, OWNERS, "https://runbooks.example/choreograph", 60.0)
+SETTINGS = AlertSettings(APP, APP_SPEC, OWNERS, "https://runbooks.example/choreograph", 60.0, FLOW_OWNERS)
 
 
 def tool(name: str, package: str) -> str:
@@ -148,3 +151,21 @@ def test_alertmanager_config_routes_by_owner_and_passes_amtool(tmp_path: Path) -
             [amtool, "config", "routes", "test", "--config.file", str(path), *labels], capture_output=True, text=True
         )
         assert routed.stdout.strip() == receiver, (labels, routed.stdout, routed.stderr)
+
+
+class Placed(Event, type="owners.placed"):
+    order_id: str
+
+
+class Charged(Event, type="owners.charged"):
+    order_id: str
+
+
+def test_a_flow_is_owned_by_the_owner_of_its_start_events_publisher() -> None:
+    app = App("owners", broker="memory://")
+    app.service("storefront", owner="web", oncall="#web").publishes(Placed)
+    app.service("payment").publishes(Charged)  # unowned
+    orders = Flow("order", start=[Placed], success=[Charged])
+    charges = Flow("charge", start=[Charged], success=[Placed])
+    unknown = Flow("refund", start=["owners.refund"], success=[Charged])  # nobody here publishes its start
+    assert flow_owners([orders, charges, unknown], app.topology()) == {"order": Ownership("web", "#web")}
