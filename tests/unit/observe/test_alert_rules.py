@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from choreograph import App, Event
 from choreograph.observe.alerting import RUNBOOKS, AlertSettings, flow_owners
@@ -18,6 +20,7 @@ from choreograph.observe.alertmanager import alertmanager_config, alertmanager_y
 from choreograph.observe.alerts import alert_names, prometheus_rules, rule_groups
 from choreograph.observe.flows import Flow
 from choreograph.observe.yaml_text import to_yaml
+from choreograph.ops.observe_cli import register
 from choreograph.schema.topology import Ownership
 from tests.unit.observe.alert_cases import APP, APP_SPEC, CASES, FLOW_OWNERS, OWNERS, SLOS, AlertCase, expand
 
@@ -169,3 +172,24 @@ def test_a_flow_is_owned_by_the_owner_of_its_start_events_publisher() -> None:
     charges = Flow("charge", start=[Charged], success=[Placed])
     unknown = Flow("refund", start=["owners.refund"], success=[Charged])  # nobody here publishes its start
     assert flow_owners([orders, charges, unknown], app.topology()) == {"order": Ownership("web", "#web")}
+
+
+def test_export_commands_carry_the_shops_owners_and_runbook_base(tmp_path: Path) -> None:
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    rules, routes = tmp_path / "rules.yml", tmp_path / "am.yml"
+    shop = "choreograph.examples.shop.app:app"
+    args = ["export", "prometheus-rules", shop, "-o", str(rules), "--runbook-base-url", "https://wiki.example/rb/"]
+    result = runner.invoke(app, [*args, "--lag-seconds", "30"])
+    assert result.exit_code == 0, result.output
+    text = rules.read_text()
+    assert '"https://wiki.example/rb/stuck-flows.md"' in text and "> 30 unless" in text
+    assert 'team: "payments"' in text and 'team: "fulfilment"' in text and 'team: "storefront"' in text
+    assert f"choreograph flows {shop}" in text
+    result = runner.invoke(app, ["export", "alertmanager", shop, "-o", str(routes)])
+    assert result.exit_code == 0, result.output
+    names = {receiver["name"] for receiver in alertmanager_config("shop", {})["receivers"]}
+    assert names == {"null", "app-shop-page", "app-shop-ticket"}
+    for team in ("payments", "fulfilment", "storefront"):
+        assert f'"team-{team}-page"' in routes.read_text()
