@@ -249,6 +249,9 @@ class Capabilities:
 
     The runtime never reads past a settle that schedules retries.
     """
+    fenced_reset: bool = False
+    """A group reset (:mod:`choreograph.core.group_admin`) fences live members: a settle of what they fetched
+    before it applies nothing. Without it, stop a group's workers before resetting it."""
 
 
 @runtime_checkable

@@ -24,7 +24,6 @@ class TestKafkaConformance(BrokerConformance):
     capabilities = KafkaBroker.from_url(f"kafka://127.0.0.1:9092?{OPTIONS}").capabilities
     accepts_clock = True
     lease_timeout = SESSION_TIMEOUT
-    reset_while_members = False  # Tansu accepts an outside commit from a non-empty group: no fencing (kafka/reset.py)
     timeout = 30.0
 
     @pytest.fixture(autouse=True)

@@ -61,6 +61,7 @@ class MemoryBroker(DeadLetterShelf, KeyValueShelf, GroupReset):
         atomic_settle=True,
         cross_process=False,
         dead_letter_store=True,
+        fenced_reset=True,
     )
 
     def __init__(

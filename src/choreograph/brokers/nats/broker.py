@@ -62,6 +62,7 @@ class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets, GroupRe
         atomic_settle=False,
         cross_process=True,
         dead_letter_store=True,
+        fenced_reset=True,
         # A fetch only takes from buffers and the held set it adds to; a settle only removes from it.
         fetch_while_settling=True,
     )

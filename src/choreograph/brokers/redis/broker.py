@@ -67,6 +67,7 @@ class RedisBroker(DeadLetterShelf, KeyValueHashes, GroupReset):
         atomic_settle=True,
         cross_process=True,
         dead_letter_store=True,
+        fenced_reset=True,
         # A fetch adds to the held set and backlogs, a settle removes what it settled; a fetch that must
         # rebalance waits for the settle in flight (RedisSubscription.fetch).
         fetch_while_settling=True,

@@ -67,6 +67,7 @@ class SqliteBroker(KeyValueNamespaces, GroupReset, LocalLogFile):
         atomic_settle=True,
         cross_process=True,
         dead_letter_store=True,
+        fenced_reset=True,
     )
 
     def __init__(
