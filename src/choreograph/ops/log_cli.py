@@ -24,6 +24,7 @@ from choreograph.core.broker import Broker, Delivery, LagReporter, LogReader, Po
 from choreograph.core.enums import StartKind
 from choreograph.core.errors import ConfigurationError, DecodeError, UnknownTopic
 from choreograph.core.retention import PositionResolver
+from choreograph.observe.lag_age import lag_seconds
 from choreograph.ops.session import opened_broker
 from choreograph.ops.terminal import BrokerOption, cell, emit_json, fmt_time, one_line, out, plain, run_async
 
@@ -236,12 +237,18 @@ def lag(
     as_json: JsonOption = False,
     broker: BrokerOption = None,
 ) -> None:
-    """Show consumer lag (published minus committed) per group and topic (``--json``: one document per row)."""
+    """Show consumer lag (published minus committed) per group and topic (``--json``: one document per row).
+
+    ``oldest`` (``lag_seconds`` in JSON) is the age of the oldest record the
+    group has not handled: the record at its committed position, read from the
+    log (exact on SQLite, Redis and Kafka; an upper bound on NATS).
+    """
 
     @run_async
     async def main() -> None:
         async with opened_broker(broker) as target:
             rows = await require(target, LagReporter, "report lag").lag(group)
+            ages = await lag_seconds(target, rows, time.time()) if isinstance(target, LogReader) else {}
         if group and not rows:
             raise UnknownTopic(f"no consumer group {group!r} has committed anything")
         if per_partition:
@@ -253,6 +260,7 @@ def lag(
                     "end": row.end_offset,
                     "committed": row.committed,
                     "lag": row.lag,
+                    "lag_seconds": ages.get((row.group, row.topic, row.partition)),
                 }
                 for row in rows
             ]
@@ -263,15 +271,25 @@ def lag(
                 acc[0] += row.end_offset
                 acc[1] += row.committed
                 acc[2] += row.lag
+            oldest: dict[tuple[str, str], float] = {}
+            for (g, t, _), age in ages.items():
+                oldest[(g, t)] = max(age, oldest.get((g, t), 0.0))
             lines = [
-                {"group": g, "topic": t, "end": end, "committed": committed, "lag": lagged}
+                {
+                    "group": g,
+                    "topic": t,
+                    "end": end,
+                    "committed": committed,
+                    "lag": lagged,
+                    "lag_seconds": oldest.get((g, t)),
+                }
                 for (g, t), (end, committed, lagged) in sorted(totals.items())
             ]
         if as_json:
             for line in lines:
                 emit_json(line)
             return
-        table = Table("group", "topic", *(["partition"] if per_partition else []), "end", "committed", "lag")
+        table = Table("group", "topic", *(["partition"] if per_partition else []), "end", "committed", "lag", "oldest")
         for line in lines:
             lagged = line["lag"]
             table.add_row(
@@ -281,6 +299,7 @@ def lag(
                 str(line["end"]),
                 str(line["committed"]),
                 Text(str(lagged), style="red") if lagged and not per_partition else str(lagged),
+                "-" if line["lag_seconds"] is None else f"{line['lag_seconds']:.1f}s",
             )
         out.print(table)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,37 @@ async def test_the_scrape_exports_the_gauge() -> None:
     scrape = samples(await metrics.scrape())
     assert value(scrape, LAG_SECONDS, group=GROUP, topic="orders", partition="0") == pytest.approx(42.0)
     await app.close()
+
+
+def test_the_lag_command_shows_the_age_per_partition_and_per_group(tmp_path: Path) -> None:
+    import asyncio
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from choreograph.ops.log_cli import register
+
+    path = tmp_path / "cli.db"
+
+    async def prepare() -> float:
+        broker = SqliteBroker(path, SqliteConfig(partitions=2))
+        await broker.publish("orders", [Record(b"1", key="d"), Record(b"2", key="d")])  # both on partition 0
+        await ack_first(broker, "orders", 1)
+        [second] = [d for d in await broker.read("orders", Position.earliest()) if d.offset == 1]
+        await broker.close()
+        return second.timestamp
+
+    appended = asyncio.run(prepare())
+    cli = typer.Typer()
+    register(cli)
+    before = time.time()
+    result = CliRunner().invoke(cli, ["lag", "--partitions", "--json", "--broker", f"sqlite:///{path}"])
+    after = time.time()
+    assert result.exit_code == 0, result.output
+    rows = {row["partition"]: row for row in map(json.loads, result.output.splitlines())}
+    assert rows[1]["lag_seconds"] == 0.0  # caught up (nothing there)
+    # the age of the second record (the oldest unhandled), measured while the command ran
+    assert before - appended <= rows[0]["lag_seconds"] <= after - appended and rows[0]["lag"] == 1
+    table = CliRunner().invoke(cli, ["lag", "--broker", f"sqlite:///{path}"], env={"COLUMNS": "200"})
+    assert "oldest" in table.output and re.search(r"│ \d+\.\ds\s+│", table.output), table.output
