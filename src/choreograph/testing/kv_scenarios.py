@@ -70,10 +70,10 @@ class KeyValueScenarios(ConformanceBase):
     """Scenarios K1-K8."""
 
     @contextlib.asynccontextmanager
-    async def kv_store(self) -> AsyncIterator[tuple[Broker, KeyValueStore]]:
-        """A fresh broker and a fresh namespace of it."""
+    async def kv_store(self, namespace: str | None = None) -> AsyncIterator[tuple[Broker, KeyValueStore]]:
+        """A fresh broker and a store of ``namespace`` (default: a fresh one)."""
         async with self.broker() as broker:
-            store = provider(broker).key_value(fresh_namespace())
+            store = provider(broker).key_value(namespace or fresh_namespace())
             try:
                 yield broker, store
             finally:
@@ -208,9 +208,8 @@ class KeyValueScenarios(ConformanceBase):
         weaker("cross_process", "both racers use stores of one broker instance"),
     )
     async def test_k06_racing_increments(self) -> None:
-        async with self.kv_store() as (broker, kv):
-            namespace = getattr(kv, "namespace", None)
-            assert isinstance(namespace, str), "a store names its namespace (attribute `namespace`)"
+        namespace = fresh_namespace()
+        async with self.kv_store(namespace) as (broker, kv):
             child = self.child_broker(broker) if self.capabilities.cross_process else None
             other = broker if child is None else await open_broker(child.opener, child.url)
             try:
