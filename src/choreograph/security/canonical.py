@@ -26,7 +26,6 @@ The 0x00/0x01 prefixes keep a leaf from passing for an inner node.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 from collections.abc import Sequence
@@ -157,45 +156,53 @@ def tree(leaves: Sequence[bytes]) -> tuple[bytes, list[bytes]]:
 
 def encode_proof(path: bytes) -> str:
     """Return ``path`` as the text of :data:`SIGNATURE_PROOF`."""
-    return base64.urlsafe_b64encode(path).rstrip(b"=").decode("ascii")
+    return b64(path)
 
 
-def root_of(leaf_digest: bytes, proof: Any) -> bytes:
-    """Fold ``proof`` (the attribute's value, untrusted) from ``leaf_digest`` up to a root. Raises SignatureError."""
+def proof_steps(proof: Any) -> list[tuple[bool, bytes]]:
+    """Parse an untrusted :data:`SIGNATURE_PROOF` into (sibling on the right?, sibling) per level; SignatureError."""
     if proof is None:
-        return leaf_digest
+        return []
     path = _b64(proof, SIGNATURE_PROOF)
     step = 1 + _DIGEST_SIZE
     if not path or len(path) % step or len(path) // step > MAX_PROOF_LEVELS:
         raise SignatureError(f"extension {SIGNATURE_PROOF!r} is not a Merkle path")
-    node = leaf_digest
-    sha = hashlib.sha256
+    steps = []
     for at in range(0, len(path), step):
-        side, sibling = path[at : at + 1], path[at + 1 : at + step]
-        if side == b"R":
-            node = sha(_NODE + node + sibling).digest()
-        elif side == b"L":
-            node = sha(_NODE + sibling + node).digest()
-        else:
+        side = path[at]
+        if side not in (0x52, 0x4C):  # "R", "L"
             raise SignatureError(f"extension {SIGNATURE_PROOF!r} is not a Merkle path")
-    return node
+        steps.append((side == 0x52, path[at + 1 : at + step]))
+    return steps
+
+
+def parent(node: bytes, sibling_on_right: bool, sibling: bytes) -> bytes:
+    """The inner node above ``node`` and its sibling."""
+    return hashlib.sha256(_NODE + node + sibling if sibling_on_right else _NODE + sibling + node).digest()
 
 
 def b64(raw: bytes) -> str:
     """Base64url without padding (the form of every binary attribute)."""
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
+
+
+_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 
 
 def _b64(value: Any, name: str) -> bytes:
     if not isinstance(value, str) or not value.isascii() or len(value) > 8192:
         raise SignatureError(f"extension {name!r} is not base64url text")
     try:
-        raw = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
+        # Lenient C decoding (it skips characters outside the alphabet), made strict by the check below.
+        raw = binascii.a2b_base64(value.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(value) % 4))
     except (binascii.Error, ValueError) as exc:
         raise SignatureError(f"extension {name!r} is not base64url text") from exc
     if b64(raw) != value:  # one text per value: no padding, no stray bits, nothing skipped
         raise SignatureError(f"extension {name!r} is not canonical base64url text")
     return raw
+
+
+_FROM_URLSAFE: Final = bytes.maketrans(b"-_+/", b"+/-_")  # +/ become -_: outside the alphabet, they fail the check
 
 
 def unb64(value: Any, name: str) -> bytes:

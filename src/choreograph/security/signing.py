@@ -2,8 +2,9 @@
 
 A publisher signs what it sends in one go (one Ed25519 signature per batch,
 see :mod:`choreograph.security.canonical`); a verifier checks the event's
-Merkle path against the signed root and remembers the roots it verified, so
-the events of one batch cost one signature check between them.
+Merkle path against the signed root and remembers the tree nodes it verified,
+so the events of one batch cost one signature check between them and each
+walks its path only up to a node already verified (two hashes on average).
 """
 
 from __future__ import annotations
@@ -25,17 +26,18 @@ from choreograph.security.canonical import (
     b64,
     encode_proof,
     leaf,
+    parent,
+    proof_steps,
     rebuilt,
     root_message,
-    root_of,
     tree,
     unb64,
 )
 from choreograph.security.errors import SignatureError
 from choreograph.security.keyring import KeyRing, VerificationKey
 
-VERIFIED_ROOTS: Final = 4096
-"""How many verified (key, root, signature) triples a verifier remembers (least recently used go first)."""
+VERIFIED_NODES: Final = 65_536
+"""How many verified Merkle nodes (with their key and signature) a verifier remembers, least recently used first."""
 
 
 def sign(ring: KeyRing, envelopes: Sequence[Envelope]) -> list[Envelope]:
@@ -100,7 +102,7 @@ class Verifier:
 
     def __init__(self, ring: KeyRing) -> None:
         self.ring = ring
-        self._verified: OrderedDict[tuple[str, bytes, str], None] = OrderedDict()
+        self._verified: OrderedDict[tuple[str, bytes], str] = OrderedDict()
 
     def verify(self, envelope: Envelope) -> VerificationKey:
         """Return the key that signed ``envelope``; raise SignatureError if unsigned, unknown or not matching.
@@ -119,22 +121,36 @@ class Verifier:
             raise SignatureError(f"event {envelope.id!r} is signed with unknown key {key_id[:80]!r}")
         if not isinstance(signature_text, str):
             raise SignatureError(f"event {envelope.id!r}: extension {SIGNATURE!r} is not base64url text")
-        root = root_of(leaf(envelope), extensions.get(SIGNATURE_PROOF))
-        memo = (key.id, root, signature_text)  # only canonical texts are remembered: one text per signature
-        if memo in self._verified:
-            self._verified.move_to_end(memo)
-            return key
+        verified = self._verified
+        node = leaf(envelope)
+        nodes = [node]
+        for right, sibling in proof_steps(extensions.get(SIGNATURE_PROOF)):
+            # A node on a path already checked under this key and signature is authentic, and so is every
+            # node that hashes up to it: the rest of the path need not be walked, nor the signature checked.
+            if verified.get((key.id, node)) == signature_text:
+                return self._remember(key, nodes, signature_text)
+            node = parent(node, right, sibling)
+            nodes.append(node)
+        if verified.get((key.id, node)) == signature_text:
+            return self._remember(key, nodes, signature_text)
         signature = unb64(signature_text, SIGNATURE)
         if len(signature) != 64:
             raise SignatureError(f"event {envelope.id!r}: an Ed25519 signature is 64 bytes, got {len(signature)}")
         try:
-            key.public.verify(signature, root_message(root))
+            key.public.verify(signature, root_message(nodes[-1]))
         except InvalidSignature:
             raise SignatureError(
                 f"event {envelope.type} {envelope.id!r}: the signature of key {key.id!r} does not match "
                 "(altered, or signed by another key)"
             ) from None
-        self._verified[memo] = None
-        if len(self._verified) > VERIFIED_ROOTS:
-            self._verified.popitem(last=False)
+        return self._remember(key, nodes, signature_text)
+
+    def _remember(self, key: VerificationKey, nodes: list[bytes], signature_text: str) -> VerificationKey:
+        """Remember ``nodes`` (a path found authentic) as verified under ``key``; return ``key``."""
+        verified = self._verified
+        for node in nodes:
+            verified[(key.id, node)] = signature_text
+            verified.move_to_end((key.id, node))
+        while len(verified) > VERIFIED_NODES:
+            verified.popitem(last=False)
         return key
