@@ -39,10 +39,12 @@ from choreograph.core.errors import ChoreographError, ConfigurationError
 from choreograph.core.group_admin import GroupAdmin, PartitionReset
 from choreograph.core.names import check_group, check_topic
 from choreograph.core.redaction import redact_url
+from choreograph.ops.dlq_common import ActorOption
 from choreograph.ops.log_cli import require
 from choreograph.ops.replay_progress import ReplayProgress
 from choreograph.ops.session import opened_broker
 from choreograph.ops.terminal import EXIT_USAGE, BrokerOption, emit_json, fail, fmt_time, out, plain, run_async
+from choreograph.runtime.audit import AuditLog
 from choreograph.runtime.replay import Checkpoints, CopyJob, CopyReport, checkpoints_for, copy_range
 from choreograph.runtime.replay_range import Bounds, Filter, Plan, check_rate, plan, resolve, with_end_offsets
 
@@ -74,11 +76,12 @@ class ReplayTimeout(ChoreographError):
 
 @dataclass(frozen=True, slots=True)
 class Follow:
-    """``--follow``, ``--timeout`` and ``--pushgateway`` of ``reset`` and ``group``."""
+    """``--follow``, ``--timeout``, ``--pushgateway`` and ``--actor`` of ``reset`` and ``group``."""
 
     on: bool
     timeout: float
     pushgateway: str | None
+    actor: str | None = None
 
 
 def parse_position(text: str, option: str) -> Position:
@@ -181,6 +184,7 @@ def reset(
     follow: FollowOption = False,
     timeout: TimeoutOption = 3600.0,
     pushgateway: PushOption = None,
+    actor: ActorOption = None,
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
     broker: BrokerOption = None,
@@ -197,7 +201,7 @@ def reset(
     are dropped as duplicates — replay into a new group to handle them again.
     """
     _move_group(
-        group, topic, to, Follow(follow, timeout, pushgateway), dry_run=dry_run, as_json=as_json, url=broker, new=False
+        group, topic, to, Follow(follow, timeout, pushgateway, actor), dry_run=dry_run, as_json=as_json, url=broker
     )
 
 
@@ -208,6 +212,7 @@ def group_command(
     follow: FollowOption = False,
     timeout: TimeoutOption = 3600.0,
     pushgateway: PushOption = None,
+    actor: ActorOption = None,
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
     broker: BrokerOption = None,
@@ -221,7 +226,7 @@ def group_command(
         group,
         topic,
         start,
-        Follow(follow, timeout, pushgateway),
+        Follow(follow, timeout, pushgateway, actor),
         dry_run=dry_run,
         as_json=as_json,
         url=broker,
@@ -230,7 +235,7 @@ def group_command(
 
 
 def _move_group(
-    group: str, topic: str, to: str, follow: Follow, *, dry_run: bool, as_json: bool, url: str | None, new: bool
+    group: str, topic: str, to: str, follow: Follow, *, dry_run: bool, as_json: bool, url: str | None, new: bool = False
 ) -> None:
     check_group(group), check_topic(topic)
     position = parse_position(to, "--from" if new else "--to")
@@ -250,8 +255,16 @@ def _move_group(
                 resets = [PartitionReset(topic, group, p, existing.get(p), bounds.first[p]) for p in bounds.first]
                 _show_plan(found, speed, None, as_json, group=group, resets=resets)
                 return
+            audit = AuditLog.of(target)  # refused before anything moves if the trail cannot be kept
             started = time.monotonic()
             moved = list(await admin.reset_group(topic, group, position))
+            await audit.record(
+                "replay" if new else "reset",
+                target=f"group {group} on {topic}",
+                count=sum(bounds.end[p] - bounds.first[p] for p in bounds.first),
+                actor=follow.actor,
+                details={"to": to, "partitions": {str(r.partition): [r.before, r.after] for r in moved}},
+            )
             doc: dict[str, Any] = {
                 "dry_run": False,
                 "group": group,
@@ -331,6 +344,7 @@ def copy(
         Path | None, typer.Option("--checkpoint-dir", help="Where checkpoints go when the broker keeps no key-values.")
     ] = None,
     pushgateway: PushOption = None,
+    actor: ActorOption = None,
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
     broker: BrokerOption = None,
@@ -387,6 +401,7 @@ def copy(
             if dry_run:
                 _show_plan(found, speed, rate, as_json, target=target_shown)
                 return
+            audit = AuditLog.of(source)  # refused before anything moves if the trail cannot be kept
             checkpoints = checkpoints_for(source, checkpoint_dir or _default_checkpoints())
             if restart:
                 await checkpoints.clear(replay_name)
@@ -399,6 +414,13 @@ def copy(
                     report = await _run_copy(source, sink, job, found.total, checkpoints, as_json, pushgateway)
                 finally:
                     await sink.close()
+            await audit.record(
+                "copy",
+                target=f"{topic} to {target_shown}",
+                count=report.copied,
+                actor=actor,
+                details={"name": replay_name, "from": start, "until": until, "offsets": offsets, **accept.describe()},
+            )
         doc = {"dry_run": False, "planned": found.total, **report.to_doc(), "target": target_shown}
         if as_json:
             emit_json(doc)

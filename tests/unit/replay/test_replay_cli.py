@@ -164,3 +164,17 @@ async def test_follow_reports_a_group_catching_up_with_its_metrics() -> None:
         assert sample("choreograph_replay_running", {"replay": "g-t", "group": "g"}) == 0  # set when it ended
     finally:
         await broker.close()
+
+
+def test_reset_and_copy_are_in_the_audit_trail(url: str) -> None:
+    fill(url)
+    invoke("replay", "group", "audited", Paid.topic(), "--from", "earliest", "--actor", "oncall-ann", "-b", url)
+    invoke(
+        "replay", "copy", Paid.topic(), "--to-topic", "replay.audit", "--key", "c", "--actor", "oncall-bob", "-b", url
+    )
+    result = runner.invoke(cli, ["audit", "--json", "-b", url])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.output.strip().splitlines()]
+    done = {(r["action"], r["actor"], r["count"]) for r in records}
+    assert ("replay", "oncall-ann", 40) in done
+    assert ("copy", "oncall-bob", 6) in done
