@@ -48,7 +48,7 @@ from choreograph.schema.stores import (
     sqlite_path_from_url,
     sync_stores,
 )
-from choreograph.schema.topology import HandlerInfo, ServiceInfo, Topology
+from choreograph.schema.topology import HandlerInfo, Ownership, ServiceInfo, Topology
 from choreograph.schema.upcast import Upcasters
 from choreograph.schema.validation import (
     JsonSchemaValidator,
@@ -75,6 +75,7 @@ __all__ = [
     "JsonSchemaValidator",
     "KeyValueSchemaStore",
     "MemorySchemaStore",
+    "Ownership",
     "Rule",
     "SchemaConflict",
     "SchemaError",
