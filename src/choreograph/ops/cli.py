@@ -24,6 +24,7 @@ from choreograph.ops import (
     log_cli,
     observe_cli,
     publish_cli,
+    relay_cli,
     replay_cli,
     run_cli,
     schema_cli,
@@ -42,6 +43,7 @@ COMMAND_GROUPS: Final[tuple[Callable[[typer.Typer], None], ...]] = (
     schema_cli.register,  # schema ..., catalog, asyncapi
     log_cli.register,  # tail, topics, lag
     replay_cli.register,  # replay reset/group/copy
+    relay_cli.register,  # relay, outbox install/status
     flows_cli.register,  # flows, flow show, observe
     backup_cli.register,  # backup, restore
     observe_cli.register,  # slo, trace, export ...
