@@ -36,6 +36,11 @@ _GROUP_READS = ("+xreadgroup", "+xack", "+xclaim", "+xautoclaim", "+xgroup", "+x
 key; each command inside a script is checked again, so a script cannot XADD there either."""
 
 
+_CONNECTION_COMMANDS = ("+info", "+client|setname", "+client|getname", "+client|id",
+                        "+script|load", "+script|exists")  # fmt: skip
+"""What the client needs of the commands ``-@admin -@dangerous`` take away (never CLIENT KILL, SCRIPT FLUSH)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TopicRights:
     """One service's rights, expanded to concrete topics."""
@@ -138,7 +143,7 @@ def redis_acl(
         rules = [r.service, "reset", "on"]
         if passwords and r.service in passwords:
             rules.append(f">{passwords[r.service]}")
-        rules += ["+@all", "-@admin", "-@dangerous", "+info", "+client", "+script", "resetchannels"]
+        rules += ["+@all", "-@admin", "-@dangerous", *_CONNECTION_COMMANDS, "resetchannels"]
         rules += [f"~{prefix}:topics", f"~{prefix}:{{dead-letters}}:*"]
         for topic in r.publish:
             rules.append(f"~{prefix}:{{{topic}}}:p*")
