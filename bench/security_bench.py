@@ -89,7 +89,7 @@ async def run(app: App, count: int, batch_size: int = 500) -> float:
     return elapsed
 
 
-async def main(count: int, rounds: int = 5) -> list[dict[str, object]]:
+async def main(count: int, rounds: int = 7) -> list[dict[str, object]]:
     modes = ("plain", "signing", "encryption")
     apps = {mode: build_app(mode) for mode in modes}
     best = dict.fromkeys(modes, float("inf"))
