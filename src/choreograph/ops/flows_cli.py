@@ -34,6 +34,7 @@ from choreograph.observe.flows import (
     Quantiles,
     replay,
 )
+from choreograph.observe.flows.metrics import serve_flow_metrics
 from choreograph.observe.flows.settings import stored_state
 from choreograph.ops.loader import load_object
 from choreograph.ops.session import opened_app
@@ -308,12 +309,20 @@ def observe(
     app_spec: AppArgument,
     broker: BrokerOption = None,
     flows_spec: FlowsOption = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(metavar="PORT", help="Serve the flow figures at /metrics (choreograph_flow_instances)."),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(metavar="HOST", help="Interface for --metrics-port (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
 ) -> None:
     """Run the workflow observer until SIGINT/SIGTERM (groups ``observer.<flow>``).
 
     It keeps its state with the broker (the SQLite log file; the key-value store
     of NATS, Redis or Kafka) and publishes choreograph.flow.stuck / completed /
-    compensation_missing events.
+    compensation_missing events. With --metrics-port it serves its figures for
+    Prometheus: the stuck-flow and missing-compensation alerts read them.
     """
 
     @run_async
@@ -322,6 +331,11 @@ def observe(
             flows = load_flows(app_spec, app, flows_spec)
             await app.broker.ping()
             observer = Observer(app, flows)
+            server = (
+                None
+                if metrics_port is None
+                else await serve_flow_metrics(observer.figures, metrics_port, host=metrics_host)
+            )
             loop = asyncio.get_running_loop()
             task = asyncio.create_task(observer.run())
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -329,7 +343,14 @@ def observe(
                     loop.add_signal_handler(sig, observer.request_stop)
             names = safe(", ".join(f.name for f in flows))
             out.print(f"[bold]choreograph[/] observing {names} on {shown_url(app.broker_url)}")
-            await task
+            if server is not None:
+                out.print(f"flow metrics at http://{safe(metrics_host)}:{server.sockets[0].getsockname()[1]}/metrics")
+            try:
+                await task
+            finally:
+                if server is not None:
+                    server.close()
+                    await server.wait_closed()
 
     main()
 

@@ -4,7 +4,10 @@ A collector reads :meth:`Observer.figures` at scrape time, so the numbers are
 never stale and nothing is counted twice across restarts::
 
     registry = CollectorRegistry()
-    register_flow_metrics(observer, registry)
+    register_flow_metrics(observer.figures, registry)
+
+or serve them on their own port (``choreograph observe --metrics-port 9465``)
+with :func:`serve_flow_metrics`.
 
 Metric names: ``choreograph_flow_instances{flow, state}`` (gauge; state is
 started, completed, failed, compensated, compensation_missing,
@@ -14,6 +17,7 @@ and ``choreograph_flow_finality_seconds{flow, quantile}``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -69,3 +73,31 @@ def register_flow_metrics(figures: Callable[[], Mapping[str, FlowFigures]], regi
     collector = FlowCollector(figures)
     (registry or REGISTRY).register(collector)
     return collector
+
+
+async def serve_flow_metrics(
+    figures: Callable[[], Mapping[str, FlowFigures]], port: int, *, host: str = "127.0.0.1"
+) -> asyncio.Server:
+    """Serve the flow figures at ``http://host:port/metrics`` (loopback unless ``host`` says otherwise).
+
+    ``choreograph observe --metrics-port`` uses it, so Prometheus can scrape
+    ``choreograph_flow_instances`` — what the stuck-flow and missing-compensation
+    alerts read. Runs on the current event loop; close the returned server.
+    """
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+    from choreograph.observe.http_endpoint import TEXT, answer
+
+    registry = CollectorRegistry()
+    register_flow_metrics(figures, registry)
+
+    async def route(path: str) -> tuple[int, str, bytes]:
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(registry)
+        return 404, TEXT, b"try /metrics\n"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await answer(reader, writer, route, timeout=10.0)
+
+    return await asyncio.start_server(handle, host, port)
