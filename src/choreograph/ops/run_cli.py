@@ -26,6 +26,7 @@ from choreograph.ops.config_file import ENV_PREFIX, ConfigOption
 from choreograph.ops.loader import EXAMPLE
 from choreograph.ops.session import opened_app
 from choreograph.ops.terminal import BrokerOption, out, run_async, safe, shown_url
+from choreograph.outbox.companion import companions_running
 
 DEFAULT_METRICS_HOST = "127.0.0.1"
 """The metrics server listens on loopback unless ``--metrics-host`` widens it."""
@@ -141,7 +142,8 @@ def run(
                     out.print(safe(retention))
 
             try:
-                await app.run(service or None, stop_timeout=stop_timeout, fail_fast=fail_fast, on_ready=announce)
+                async with companions_running(app):  # relays declared with app.declare(Relay(engine, app))
+                    await app.run(service or None, stop_timeout=stop_timeout, fail_fast=fail_fast, on_ready=announce)
             finally:
                 if server is not None:
                     await server.close()

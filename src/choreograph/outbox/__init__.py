@@ -11,24 +11,41 @@
 - :func:`install` creates the tables from the shipped SQL; :data:`metadata`
   describes them for Alembic.
 
-Needs the ``outbox`` extra: ``pip install 'choreograph[outbox]'``.
+Needs the ``outbox`` extra: ``pip install 'choreograph[outbox]'``. The names
+are imported on first use, so ``choreograph.outbox.companion`` (what
+``choreograph run`` reads) works without it.
 """
 
 from __future__ import annotations
 
-try:
-    import sqlalchemy  # noqa: F401 - checked here for a clear install hint
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "choreograph.outbox needs SQLAlchemy: pip install 'choreograph[outbox]' "
-        "(SQLAlchemy 2, psycopg 3 for PostgreSQL, aiosqlite for SQLite)"
-    ) from exc
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from choreograph.outbox.inbox import Transactional, TransactionalHandlers, db_session
-from choreograph.outbox.metrics import RelayMetrics
-from choreograph.outbox.relay import Relay, RelayConfig
-from choreograph.outbox.tables import LANES, install, install_sync, lane_of, metadata, migration_sql
-from choreograph.outbox.writer import Outbox
+if TYPE_CHECKING:
+    from choreograph.outbox.database import async_url, open_engine
+    from choreograph.outbox.inbox import Transactional, TransactionalHandlers, db_session
+    from choreograph.outbox.metrics import RelayMetrics
+    from choreograph.outbox.relay import Relay, RelayConfig
+    from choreograph.outbox.tables import LANES, install, install_sync, lane_of, metadata, migration_sql
+    from choreograph.outbox.writer import Outbox
+
+_HOMES = {
+    "async_url": "database",
+    "open_engine": "database",
+    "Transactional": "inbox",
+    "TransactionalHandlers": "inbox",
+    "db_session": "inbox",
+    "RelayMetrics": "metrics",
+    "Relay": "relay",
+    "RelayConfig": "relay",
+    "LANES": "tables",
+    "install": "tables",
+    "install_sync": "tables",
+    "lane_of": "tables",
+    "metadata": "tables",
+    "migration_sql": "tables",
+    "Outbox": "writer",
+}
 
 __all__ = [
     "LANES",
@@ -38,10 +55,27 @@ __all__ = [
     "RelayMetrics",
     "Transactional",
     "TransactionalHandlers",
+    "async_url",
     "db_session",
     "install",
     "install_sync",
     "lane_of",
     "metadata",
     "migration_sql",
+    "open_engine",
 ]
+
+_HINT = "choreograph.outbox needs its extra: pip install 'choreograph[outbox]' (SQLAlchemy 2, psycopg 3, aiosqlite)"
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'choreograph.outbox' has no attribute {name!r}")
+    try:
+        module = importlib.import_module(f"choreograph.outbox.{home}")
+    except ImportError as exc:
+        if exc.name in ("sqlalchemy", "greenlet"):
+            raise ImportError(_HINT) from exc
+        raise
+    return getattr(module, name)

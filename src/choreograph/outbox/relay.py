@@ -47,7 +47,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from choreograph.core.broker import Broker, Record
-from choreograph.core.errors import ConfigurationError
+from choreograph.core.errors import BrokerError, ConfigurationError
 from choreograph.outbox.metrics import RelayMetrics
 from choreograph.outbox.tables import CHANNEL, inbox, lease, outbox
 from choreograph.runtime.app import App
@@ -340,6 +340,12 @@ class Relay:
                 try:
                     shipped = await self.ship_once()
                     await self._housekeeping()
+                except BrokerError as exc:  # the broker is down or closing: nothing was marked, the round comes back
+                    logger.warning("relay %s: broker unavailable (%s); retrying", self.name, exc)
+                    if self.metrics is not None:
+                        self.metrics.errors.inc()
+                    await _wait_any(stop, None, self.config.error_delay)
+                    continue
                 except Exception:
                     logger.exception("relay %s: shipping round failed; retrying", self.name)
                     if self.metrics is not None:
