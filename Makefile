@@ -49,6 +49,13 @@ test-tools:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null) \
 	      || echo "could not install redis-server"; \
 	  else echo "redis-server not found and cannot be installed here"; fi; }
+	@# the outbox tests start a PostgreSQL server (initdb in a temporary directory)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing PostgreSQL (Debian package postgresql)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null) \
+	      || echo "could not install postgresql"; \
+	  else echo "PostgreSQL not found and cannot be installed here"; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
