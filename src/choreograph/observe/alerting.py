@@ -142,11 +142,11 @@ def flow_owners(flows: Iterable[Flow], topology: Topology) -> dict[str, Ownershi
     owners = topology.owners()
     out: dict[str, Ownership] = {}
     for flow in flows:
-        found = {owners.get(service) for ref in flow.start for service in topology.publishers(ref.type)}
-        if len(found) == 1 and None not in found:
-            owner = found.pop()
-            assert owner is not None
-            out[flow.name] = owner
+        publishers = [service for ref in flow.start for service in topology.publishers(ref.type)]
+        found = {owners[service] for service in publishers if service in owners}
+        # Every publisher owned, all by one team: otherwise the flow has no single owner to page.
+        if len(found) == 1 and all(service in owners for service in publishers):
+            out[flow.name] = found.pop()
     return out
 
 
