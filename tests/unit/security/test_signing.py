@@ -193,3 +193,14 @@ def test_no_private_material_in_repr(ring: KeyRing) -> None:
 def test_signing_for_a_source_without_a_key_is_a_configuration_error(ring: KeyRing) -> None:
     with pytest.raises(ConfigurationError, match="keys generate inventory"):
         sign(ring, [envelope(source="inventory")])
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 13, 17, 64])
+def test_every_event_of_a_batch_of_any_size_verifies_alone_and_in_turn(ring: KeyRing, size: int) -> None:
+    signed = [decode(encode(e)) for e in sign(ring, [envelope(n) for n in range(size)])]
+    shared = Verifier(ring)
+    for event in reversed(signed):  # a verifier that has seen the rest of the batch takes the shortcut
+        assert Verifier(ring).verify(event).owner == shared.verify(event).owner == "payment"
+    # and an altered event of a verified batch is still caught by the verifier that remembers the batch
+    with pytest.raises(SignatureError):
+        shared.verify(signed[-1].replace(data={"order_id": "x"}))
