@@ -419,3 +419,41 @@ class DeadLetterCounter(Protocol):
         only); where it cannot, it holds at most one page of entries at a time.
         """
         ...
+
+
+PARK_DELAY = 300.0
+"""Seconds a parked record (its dead letter could not be stored) waits before it is delivered again."""
+
+
+@runtime_checkable
+class ParkReporter(Protocol):
+    """A broker that parks a record whose dead letter it cannot store, instead of failing the settle.
+
+    Parked: not acknowledged (so never lost) and handed back after
+    :data:`PARK_DELAY`, while the rest of its partition moves on; the backend
+    logs each one at error level. Exported as ``choreograph_dead_letters_parked_total``.
+    """
+
+    def parked_counts(self) -> dict[tuple[str, str], int]:
+        """Return how many records this broker instance parked since it opened, per (topic, group)."""
+        ...
+
+
+class ParkLedger:
+    """What a broker parked, per (topic, group): a broker keeps one and answers ``parked_counts`` from it."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def add(self, topic: str, group: str, count: int = 1) -> None:
+        """Count ``count`` records of ``group`` on ``topic`` parked."""
+        self._counts[(topic, group)] = self._counts.get((topic, group), 0) + count
+
+    @property
+    def total(self) -> int:
+        """Records parked in all."""
+        return sum(self._counts.values())
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """A copy of the counts per (topic, group)."""
+        return dict(self._counts)

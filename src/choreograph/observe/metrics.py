@@ -32,6 +32,8 @@ choreograph_consumer_lag_records              gauge      group, topic, partition
 choreograph_consumer_lag_seconds              gauge      group, topic, partition (age of the
                                                           oldest record not yet handled)
 choreograph_dead_letters_open                 gauge      group, reason
+choreograph_dead_letters_parked_total         counter    group (records whose dead letter could not be
+                                                          stored, parked: kept, delivered again later)
 choreograph_log_records                       gauge      topic (records retained in the log)
 choreograph_log_bytes                         gauge      topic (where the backend can tell: NATS
                                                           stream bytes, Redis MEMORY USAGE)
@@ -59,7 +61,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from choreograph.core.broker import DeadLetterCounter, LagReporter, LogReader, Settlement
+from choreograph.core.broker import DeadLetterCounter, LagReporter, LogReader, ParkReporter, Settlement
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import BrokerError
 from choreograph.core.ids import id_time_ms
@@ -86,6 +88,7 @@ RATE_LIMIT_WAIT: Final = "choreograph_rate_limit_wait_seconds_total"
 LAG: Final = "choreograph_consumer_lag_records"
 LAG_SECONDS: Final = "choreograph_consumer_lag_seconds"
 DEAD_LETTERS_OPEN: Final = "choreograph_dead_letters_open"
+DEAD_LETTERS_PARKED: Final = "choreograph_dead_letters_parked_total"
 LOG_RECORDS: Final = "choreograph_log_records"
 LOG_BYTES: Final = "choreograph_log_bytes"
 LOG_STORE_BYTES: Final = "choreograph_log_store_bytes"
@@ -244,6 +247,13 @@ class Metrics:
             ["group"],
             registry=r,
         )
+        self.dead_letters_parked = Counter(
+            _counter(DEAD_LETTERS_PARKED),
+            "Records whose dead letter the broker could not store, parked instead (kept, delivered again later).",
+            ["group"],
+            registry=r,
+        )
+        self._parked_seen: dict[str, int] = {}
         self.replay = ReplayGauges(r)
         self._latency_buckets = latency_buckets
 
@@ -334,6 +344,8 @@ class Metrics:
         for group, stats in self.app.stats().items():
             self.consumer_crashes.labels(group).set(stats.crashes)
         broker = self.app.broker
+        if isinstance(broker, ParkReporter):
+            self._count_parked(broker)
         try:
             async with asyncio.timeout(SCRAPE_TIMEOUT):
                 rows = await broker.lag() if isinstance(broker, LagReporter) else None
@@ -369,6 +381,17 @@ class Metrics:
                 by_group[(group, reason)] += count
             for (group, reason), count in by_group.items():
                 self.dead_letters_open.labels(group, reason).set(count)
+
+    def _count_parked(self, broker: ParkReporter) -> None:
+        """Add what the broker parked since the last scrape to the counter (the broker counts since it opened)."""
+        by_group: Tally[str] = Tally()
+        for (_, group), count in broker.parked_counts().items():
+            by_group[group] += count
+        for group, count in by_group.items():
+            new = count - self._parked_seen.get(group, 0)
+            if new > 0:
+                self.dead_letters_parked.labels(group).inc(new)
+                self._parked_seen[group] = count
 
     def _set_log_size(self, size: LogSize, backend: str) -> None:
         self.log_records.clear()

@@ -38,6 +38,7 @@ from typing import ClassVar
 
 import pytest
 
+from choreograph.testing.fault_scenarios import FaultScenarios
 from choreograph.testing.hostile_scenarios import HostileScenarios
 from choreograph.testing.kv_scenarios import KeyValueScenarios
 from choreograph.testing.recovery_scenarios import RecoveryScenarios
@@ -58,7 +59,7 @@ STRESSED: tuple[str, ...] = (
 
 
 class BrokerConformance(
-    TransportScenarios, HostileScenarios, RecoveryScenarios, KeyValueScenarios, ReplayScenarios
+    TransportScenarios, HostileScenarios, RecoveryScenarios, KeyValueScenarios, ReplayScenarios, FaultScenarios
 ):
     """Subclass with ``capabilities`` and ``make_broker``; name the subclass ``Test...``."""
 

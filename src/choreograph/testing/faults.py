@@ -18,7 +18,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -188,6 +188,20 @@ class ChildProcess:
             while not self.ready:
                 if not await self._read_line():
                     raise RuntimeError(f"child exited before its kill point:\n{await self._stderr()}")
+
+    async def follow(self, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+        """Read the child's events into the history until ``condition()`` holds; raise if it exits first."""
+        async with asyncio.timeout(timeout):
+            while not condition():
+                if not await self._read_line():
+                    raise RuntimeError(f"child exited early:\n{await self._stderr()}")
+
+    async def exited(self, timeout: float = 20.0) -> int:
+        """Read the child's events until it exits by itself (within ``timeout`` s); return its exit status."""
+        async with asyncio.timeout(timeout):
+            while await self._read_line():
+                pass
+            return await self.proc.wait()
 
     async def kill(self) -> int:
         """``kill -9`` the child, keep every event it wrote before dying, and return its exit status."""

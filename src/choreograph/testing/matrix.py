@@ -37,6 +37,7 @@ SECTIONS: Final = {
     "B": "B. Recoverability and dead letters",
     "K": "K. Key-value stores",
     "R": "R. Replay and group resets",
+    "F": "F. Faults",
 }
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from choreograph.brokers.sqlite import SqliteBroker
@@ -36,6 +39,45 @@ class TestSqliteConformance(BrokerConformance):
     def child_broker(self, broker: Broker) -> ChildBroker:
         assert isinstance(broker, SqliteBroker)
         return ChildBroker(url=f"sqlite:///{broker.path}?lease_timeout=1.0")
+
+    # -- fault hooks (section F) --
+
+    can_lose_store = True
+
+    @contextlib.asynccontextmanager
+    async def _failing_writes(self, broker: SqliteBroker) -> AsyncIterator[None]:
+        """Another connection holds the write lock: every write waits out busy_timeout, then fails "locked"."""
+        blocker = sqlite3.connect(broker.path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+
+    def failing_writes(self, broker: Broker) -> AbstractAsyncContextManager[None]:
+        assert isinstance(broker, SqliteBroker)
+        return self._failing_writes(broker)
+
+    @contextlib.asynccontextmanager
+    async def _refusing_dead_letters(self, broker: SqliteBroker) -> AsyncIterator[None]:
+        """SQLite's length limit (a string, a blob, a row), lowered on the writer's connection so a dead letter
+        of a small record is over it, as a record near the real limit (1e9 bytes) would make its dead letter."""
+        writer = broker._store.writer  # the one connection that writes: the limit is per connection
+        before = await writer.run(lambda batch: batch.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 300))
+        try:
+            yield
+        finally:
+            await writer.run(lambda batch: batch.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, before))
+
+    def refusing_dead_letters(self, broker: Broker) -> AbstractAsyncContextManager[None]:
+        assert isinstance(broker, SqliteBroker)
+        return self._refusing_dead_letters(broker)
+
+    async def lose_store(self, broker: Broker) -> None:
+        assert isinstance(broker, SqliteBroker)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{broker.path}{suffix}").unlink(missing_ok=True)
 
     async def inject_raw(self, broker: Broker, topic: str, key: str, marker: str) -> list[str]:
         """Rows another program writes into the file: key or headers not UTF-8, a blob key, headers not an object."""

@@ -35,7 +35,7 @@ from choreograph.brokers.nats.publishing import Publishing, Send
 from choreograph.brokers.nats.reset import GroupReset
 from choreograph.brokers.nats.subscription import NatsSubscription
 from choreograph.brokers.nats.translation import translated
-from choreograph.core.broker import Capabilities, Position
+from choreograph.core.broker import Capabilities, ParkLedger, Position
 from choreograph.core.clock import Clock, SystemClock
 from choreograph.core.enums import StartKind
 from choreograph.core.errors import BrokerClosed, BrokerUnavailable, UnknownTopic
@@ -93,7 +93,7 @@ class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets, GroupRe
         self._subscriptions: set[NatsSubscription] = set()
         self._round_robin = RoundRobin()
         self._dlq: DeadLetterBucket | None = None
-        self.dead_letters_parked = 0
+        self.parked = ParkLedger()
         """Records parked because their dead letter could not be stored (see NatsSubscription.settle)."""
         self._publisher: BatchPublisher | None = None
         self._inbox_batches: tuple[Send, int] | None = None
@@ -291,6 +291,15 @@ class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets, GroupRe
     def forget(self, subscription: object) -> None:
         """Drop a closed subscription (it calls this from its ``close``)."""
         self._subscriptions.discard(subscription)
+
+    @property
+    def dead_letters_parked(self) -> int:
+        """Records parked in all because their dead letter could not be stored (see :meth:`parked_counts`)."""
+        return self.parked.total
+
+    def parked_counts(self) -> dict[tuple[str, str], int]:
+        """Records parked since this broker opened, per (topic, group): see ``core.broker.ParkReporter``."""
+        return self.parked.counts()
 
 
 async def _inbox_batching(js: JetStreamContext, publisher: BatchPublisher, stream: str) -> tuple[Send, int] | None:

@@ -19,7 +19,7 @@ from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.config import NatsConfig
 from choreograph.brokers.nats.keepalive import Keepalive
 from choreograph.brokers.nats.publisher import Message
-from choreograph.core.broker import Record
+from choreograph.core.broker import ParkLedger, Record
 
 
 class BrokerLink(Protocol):
@@ -28,7 +28,7 @@ class BrokerLink(Protocol):
     names: n.Names
     config: NatsConfig
     keepalive: Keepalive
-    dead_letters_parked: int
+    parked: ParkLedger
     """Records whose dead letter could not be stored, parked for a later delivery (see :mod:`.settling`)."""
 
     @property

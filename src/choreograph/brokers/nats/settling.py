@@ -187,7 +187,7 @@ class Settling:
         One that cannot be written for good — too big even so, or refused by
         the bucket (its limits) — is parked instead of failing the settle:
         added to ``parked``, to be nak'ed for ``PARK_DELAY`` rather than acked,
-        logged and counted (``NatsBroker.dead_letters_parked``), so the rest of
+        logged and counted (``NatsBroker.parked_counts``), so the rest of
         the partition moves on. An unreachable server still fails the settle.
         """
         bucket, limit = self._names.dlq_bucket, self._nc.max_payload
@@ -201,7 +201,7 @@ class Settling:
                 if isinstance(exc, BrokerClosed) or (isinstance(exc, BrokerUnavailable) and not _refused(exc)):
                     raise
                 parked.add((delivery.partition, delivery.offset))
-                self._broker.dead_letters_parked += 1
+                self._broker.parked.add(self.topic, self.group)
                 logger.error(
                     "parked %s[%d]@%d of group %r for %.0f s: its dead letter (%s, %d bytes) cannot be stored: %s",
                     delivery.topic, delivery.partition, delivery.offset, self.group, PARK_DELAY, letter.reason,

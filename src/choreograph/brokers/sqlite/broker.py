@@ -117,6 +117,11 @@ class SqliteBroker(KeyValueNamespaces, GroupReset, LocalLogFile):
         """The broker file."""
         return self._path
 
+    def parked_counts(self) -> dict[tuple[str, str], int]:
+        """Records parked since this broker opened, per (topic, group): their dead letter was over the
+        database's length limit (see ``dead_letters.store_or_park``; ``core.broker.ParkReporter``)."""
+        return self._store.parked.counts()
+
     @property
     def config(self) -> SqliteConfig:
         """The settings this broker was opened with."""

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from choreograph.core.broker import DeadLetter, Delivery
+from choreograph.core.broker import PARK_DELAY, DeadLetter, Delivery
 from choreograph.core.errors import NotFound
 from choreograph.core.headers import DEAD_LETTER_ID_HEADER
 
@@ -83,6 +83,39 @@ def store(conn: sqlite3.Connection, letters: Iterable[DeadLetter], stored_at: fl
             for dl in letters
         ],
     )
+
+
+_REFUSED_FOR_GOOD = frozenset({"SQLITE_TOOBIG"})
+"""Errors of a dead-letter insert that trying again cannot mend: the row is over the database's length limit."""
+
+
+def store_or_park(
+    conn: sqlite3.Connection, group: str, letters: Sequence[tuple[Delivery, DeadLetter]], now: float
+) -> list[tuple[Delivery, DeadLetter, str]]:
+    """Store each dead letter; park the record of one the database refuses for good; return those parked.
+
+    A dead letter is bigger than its record (it adds the error, the stack,
+    the ids), so a record near SQLite's length limit can be accepted and its
+    dead letter not. Such a record is *parked* rather than failing the whole
+    settle: a retry row due in ``PARK_DELAY`` seconds keeps it (never acked
+    into nothing) while the rest of its partition moves on. Any other error
+    (a full disk, a lock) fails the settle as before: it may pass next time.
+    """
+    parked: list[tuple[Delivery, DeadLetter, str]] = []
+    for delivery, letter in letters:
+        conn.execute("SAVEPOINT dead_letter")
+        try:
+            store(conn, [letter], now)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK TO dead_letter")
+            conn.execute("RELEASE dead_letter")
+            if getattr(exc, "sqlite_errorname", "") not in _REFUSED_FOR_GOOD:
+                raise
+            conn.execute(UPSERT_RETRY, retry_row(group, delivery, now + PARK_DELAY, now))
+            parked.append((delivery, letter, str(exc)))
+        else:
+            conn.execute("RELEASE dead_letter")
+    return parked
 
 
 def _from_row(row: Sequence[Any]) -> DeadLetter:

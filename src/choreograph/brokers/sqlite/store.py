@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from choreograph.core.broker import ParkLedger
 from choreograph.core.clock import Clock
 
 from .config import SqliteConfig
@@ -22,3 +23,5 @@ class Store:
     writer: Writer
     reader: Reader
     notifier: Notifier
+    parked: ParkLedger = field(default_factory=ParkLedger)
+    """Records whose dead letter could not be stored, parked (see ``dead_letters.store_or_park``)."""

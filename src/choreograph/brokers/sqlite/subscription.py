@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from choreograph.core.broker import Delivery, Record, Settlement
-from choreograph.core.errors import BrokerClosed, LeaseLost
+from choreograph.core.broker import PARK_DELAY, DeadLetter, Delivery, Record, Settlement
+from choreograph.core.errors import BrokerClosed, LeaseLost, StorageLost
 
 from . import dead_letters, leases, log, reset
 from .reader import Reader
@@ -20,6 +21,8 @@ from .writer import WriteBatch
 MIN_BACKOFF = 0.001
 MAX_BACKOFF = 0.05
 _SEEN_CHUNK = 500
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -146,10 +149,13 @@ class SqliteSubscription:
         process's writer to commit (no polling) while checking
         ``PRAGMA data_version`` for other processes' commits with a backoff
         from 1 ms doubling to 50 ms. Due retries come first, then log records
-        per partition in offset order. Raises BrokerClosed if closed.
+        per partition in offset order. Raises BrokerClosed if closed, and StorageLost once a write of
+        this process (a heartbeat, at the latest) found the file deleted, replaced or truncated: an idle
+        worker on lost storage stops too, rather than waiting for records that can never come.
         """
         self._check_open()
         store = self._store
+        self._check_storage()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
         limit = max(1, max_records)
@@ -165,6 +171,7 @@ class SqliteSubscription:
                     if remaining <= 0 or self._closed:
                         return []
                     await asyncio.wait({waiter}, timeout=min(delay, remaining))
+                    self._check_storage()
                     if waiter.done() or (next_due is not None and store.clock.now() >= next_due):
                         break
                     if await store.reader.run(Reader.data_version, "fetch") != version:
@@ -326,7 +333,9 @@ class SqliteSubscription:
                     [dead_letters.retry_row(group, d, now + max(0.0, delay), now) for d, delay in settlement.retries],
                 )
             if settlement.dead_letters:
-                dead_letters.store(conn, (letter for _, letter in settlement.dead_letters), now)
+                parked = dead_letters.store_or_park(conn, group, settlement.dead_letters, now)
+                if parked:
+                    batch.after_commit(lambda: self._parked(parked))
             for output_topic, records in outputs.items():
                 log.append(batch, output_topic, records, store.config.partitions, now)
             if settlement.inbox:
@@ -341,6 +350,16 @@ class SqliteSubscription:
         except BaseException:
             self._rewind(touched)
             raise
+
+    def _parked(self, parked: list[tuple[Delivery, DeadLetter, str]]) -> None:
+        """Count and log records parked by a settle that committed (writer thread)."""
+        self._store.parked.add(self.topic, self.group, len(parked))
+        for delivery, letter, error in parked:
+            logger.error(
+                "parked %s[%d]@%d of group %r for %.0f s: its dead letter (%s, %d bytes) cannot be stored: %s",
+                delivery.topic, delivery.partition, delivery.offset, self.group, PARK_DELAY, letter.reason,
+                len(letter.value), error,
+            )  # fmt: skip
 
     def _settled(
         self, settled: dict[int, set[int]], commits: dict[int, int], from_retries: set[tuple[int, int]]
@@ -428,6 +447,11 @@ class SqliteSubscription:
     def closed(self) -> bool:
         """True once the member left."""
         return self._closed
+
+    def _check_storage(self) -> None:
+        lost = self._store.writer.lost
+        if lost is not None:
+            raise StorageLost(str(lost))
 
     def _check_open(self) -> None:
         if self._closed:
