@@ -100,3 +100,14 @@ def test_genuine_events_always_open_to_what_was_sealed(data: Any, etype: str) ->
     result = opened(decode(encode(env)))
     assert isinstance(result, Envelope), result
     assert result.data == decode(encode(Envelope(id="i", source="s", type="t", data=payload))).data
+
+
+@settings(max_examples=200, deadline=None)
+@given(signing=st.text(max_size=120), verify=st.text(max_size=120))
+def test_key_variables_load_or_raise_only_configuration_errors(signing: str, verify: str) -> None:
+    from choreograph.core.errors import ConfigurationError
+
+    try:
+        KeyRing.from_env({"CHOREOGRAPH_SIGNING_KEYS": signing, "CHOREOGRAPH_VERIFY_KEYS": verify})
+    except ConfigurationError as exc:
+        assert signing[:40] not in str(exc) or len(signing) < 8
