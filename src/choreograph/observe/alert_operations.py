@@ -34,6 +34,11 @@ SCHEMA_ERRORS: Final = "choreograph_schema_validation_errors_total"
 CONSUMER_CRASHES: Final = "choreograph_consumer_crashes"
 REPLAY_RUNNING: Final = "choreograph_replay_running"
 """Set by the replay tool: 1 while a replay or reset feeds ``group``, else 0 (agreed name)."""
+OUTBOX_AGE: Final = "choreograph_outbox_oldest_age_seconds"
+RELAY_ROUND: Final = "choreograph_outbox_relay_last_round_timestamp_seconds"
+"""Both set by an outbox relay (choreograph.outbox.metrics): per relay instance."""
+RELAY_STUCK: Final = 300.0
+"""Seconds an event may wait in an outbox, or a relay go without finishing a round, before it is stuck."""
 
 _STUCK: Final = 'state="stuck"'
 _OWED: Final = 'state=~"compensation_missing|compensation_failed"'
@@ -151,6 +156,22 @@ OPERATIONAL_ALERTS: Final = (
         lambda scope, s: f"max by (group) ({REPLAY_RUNNING}{selector(scope)}) == 1",
         "A replay is feeding group {{ $labels.group }}",
         lambda s: "Informational: lag alerts of this group are inhibited while it runs.",
+    ),
+    OperationalAlert(
+        "ChoreographOutboxRelayStuck",
+        PAGE,
+        "5m",
+        lambda scope, s: (
+            f"max by (instance) ({OUTBOX_AGE}) > {RELAY_STUCK:g}"
+            f" or max by (instance) (time() - {RELAY_ROUND}) > {RELAY_STUCK:g}"
+        ),
+        "The outbox relay {{ $labels.instance }} is stuck",
+        lambda s: (
+            f"Committed events have waited in a service's outbox for over {RELAY_STUCK:g}s, or the relay has not"
+            " finished a round for as long: downstream services do not see them."
+            " Run: choreograph outbox status --db URL"
+        ),
+        scope="app",
     ),
 )
 

@@ -46,6 +46,7 @@ RUNBOOKS: Final = {
     "ChoreographSchemaViolations": "schema-violations",
     "ChoreographConsumerCrashLoop": "consumer-crash",
     "ChoreographReplayRunning": "replay-running",
+    "ChoreographOutboxRelayStuck": "relay-stuck",
 }
 """Alert name -> runbook file stem under ``docs/runbooks/`` (one runbook per generated alert)."""
 

@@ -183,6 +183,20 @@ CASES = [
         quiet={f'choreograph_replay_running{{group="{PAID}",replay="r1"}}': "0x5"},
         why_quiet="the replay finished",
     ),
+    AlertCase(
+        "ChoreographOutboxRelayStuck",
+        firing={  # the relay's rounds stopped at t=0 while the oldest event ages
+            'choreograph_outbox_relay_last_round_timestamp_seconds{instance="r1"}': "0x15",
+            'choreograph_outbox_oldest_age_seconds{instance="r1"}': "0+60x15",
+        },
+        at="12m",
+        expected=[Expected({"app": APP, "severity": "page", "instance": "r1"})],
+        quiet={
+            'choreograph_outbox_relay_last_round_timestamp_seconds{instance="r1"}': "0+60x15",
+            'choreograph_outbox_oldest_age_seconds{instance="r1"}': "0x15",
+        },
+        why_quiet="the relay finishes rounds and nothing waits",
+    ),
 ]
 
 _TEMPLATE = re.compile(r"\{\{\s*(\$labels\.(\w+)|\$value(\s*\|\s*humanizeDuration)?)\s*\}\}")
