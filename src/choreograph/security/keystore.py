@@ -31,7 +31,7 @@ from typing import Final, Protocol, cast, runtime_checkable
 import orjson
 
 from choreograph.core.errors import ConfigurationError
-from choreograph.core.kv import KeyConflict, KeyValueStore
+from choreograph.core.kv import KeyConflict, KeyValueProvider, KeyValueStore
 from choreograph.security._crypto import AESGCM, InvalidTag
 from choreograph.security.canonical import b64
 from choreograph.security.errors import DecryptError
@@ -297,6 +297,17 @@ class KvKeyStore(_DocumentStore):
     def __init__(self, kv: KeyValueStore, master: bytes, *, cache_ttl: float = DEFAULT_CACHE_TTL) -> None:
         super().__init__(master, cache_ttl)
         self._kv = kv
+
+    @classmethod
+    def for_broker(
+        cls, broker: object, master: bytes, *, namespace: str = "data_keys", cache_ttl: float = DEFAULT_CACHE_TTL
+    ) -> KvKeyStore:
+        """The store in ``broker``'s key-value namespace; ConfigurationError if the backend keeps none."""
+        if not isinstance(broker, KeyValueProvider):
+            raise ConfigurationError(
+                f"{type(broker).__name__} keeps no key-value store; use a FileKeyStore, or a backend that does"
+            )
+        return cls(broker.key_value(namespace), master, cache_ttl=cache_ttl)
 
     async def _read(self, name: str) -> tuple[dict[str, object] | None, int]:
         entry = await self._kv.get(name)

@@ -240,3 +240,36 @@ def test_master_keys_from_a_raw_file_base64_text_or_the_environment(
     with pytest.raises(ConfigurationError) as refused:
         master_key()
     assert "too-short-secret" not in str(refused.value)
+
+
+async def test_data_keys_in_the_brokers_key_value_store_are_shared_by_every_process(tmp_path: Path) -> None:
+    # Given two broker handles on one SQLite log (two processes), each with a key store in the broker
+    from choreograph.brokers import open_broker
+    from choreograph.core.envelope import Envelope
+    from choreograph.security import DecryptError, KvKeyStore
+
+    url = f"sqlite:///{tmp_path}/log.db"
+    first, second = open_broker(url), open_broker(url)
+    try:
+        writer = Encryption.of(KvKeyStore.for_broker(first, b"m" * 32, cache_ttl=0.0), [CardCharged])
+        reader = Encryption.of(KvKeyStore.for_broker(second, b"m" * 32, cache_ttl=0.0), [CardCharged])
+        data = {"order_id": "o", "card": "4111", "amount_cents": 1}
+        sealed = await writer.encrypt(
+            Envelope(id="e-1", source="shop", type=CardCharged.event_type(), data=data, partitionkey="c-1")
+        )
+        # Then the other process decrypts with the shared key, and after one forgets it neither can
+        assert (await reader.decrypt(sealed)).data == data
+        assert await reader.store.forget("c-1")
+        with pytest.raises(DecryptError):
+            await writer.decrypt(sealed)
+    finally:
+        await first.close()
+        await second.close()
+
+
+def test_a_broker_without_key_value_store_is_named() -> None:
+    from choreograph.core.errors import ConfigurationError
+    from choreograph.security import KvKeyStore
+
+    with pytest.raises(ConfigurationError, match="keeps no key-value store"):
+        KvKeyStore.for_broker(object(), b"m" * 32)
