@@ -1,0 +1,18 @@
+"""A group reset while its App worker is blocked mid-batch, on a real redis-server (see tests/unit/replay)."""
+
+from __future__ import annotations
+
+import uuid
+
+from choreograph.brokers.redis import RedisBroker
+from tests.unit.replay.test_reset_running_worker import reset_while_blocked
+
+from .server import RedisServer
+
+
+async def test_reset_fences_the_running_worker(redis_server: RedisServer) -> None:
+    broker = RedisBroker.from_url(f"{redis_server.url}?prefix=r{uuid.uuid4().hex[:8]}&poll_interval=0.05")
+    try:
+        await reset_while_blocked(broker)
+    finally:
+        await broker.close()
