@@ -84,7 +84,12 @@ class Transactional(HandlerOption):
 
 
 def db_session(ctx: Context) -> AsyncSession:
-    """Return the session of the transaction ``ctx``'s handling runs in (a ``Transactional`` handler only)."""
+    """Return the session of the transaction ``ctx``'s handling runs in (a ``Transactional`` handler only).
+
+    Write through it; do not commit or roll it back yourself: the middleware
+    commits it with the inbox row and the outputs, or rolls it back if the
+    attempt fails (raise to fail it).
+    """
     current = _current.get()
     if current is None or current[0] is not ctx:
         raise ConfigurationError(
