@@ -74,9 +74,12 @@ def test_observe_serves_its_figures_with_metrics_port(tmp_path: Path) -> None:
             found = re.search(r"flow metrics at http://127\.0\.0\.1:(\d+)/metrics", line)
             port = int(found.group(1)) if found else None
         assert port is not None, "".join(seen)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-            text = response.read().decode()
-        assert instances(text)[("order", "stuck")] == 0
+        # The observer's trackers exist once it has loaded its state: until then a scrape has no flow yet.
+        scraped: dict[tuple[str, str], float] = {}
+        while ("order", "stuck") not in scraped and time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                scraped = instances(response.read().decode())
+        assert scraped[("order", "stuck")] == 0
     finally:
         process.terminate()
         process.wait(timeout=30)
