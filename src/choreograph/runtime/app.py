@@ -37,6 +37,7 @@ from choreograph.runtime.middleware import (
     with_timeout,
 )
 from choreograph.runtime.options import CONSUMER_OPTIONS, check_owned
+from choreograph.runtime.publishing import Publishing, PublishPolicy
 from choreograph.runtime.schema_store import close_schema_store, default_schema_store
 from choreograph.runtime.service import HandlerSpec, Service
 from choreograph.schema.errors import SchemaError
@@ -67,6 +68,10 @@ class App:
     to CI (``choreograph schema register``). Payloads are validated on publish
     and on consume; a consumed event of an older version is upcast through
     ``app.upcasters``, one that fails validation is dead-lettered ("schema").
+
+    Publishing: ``publishing`` bounds every publish call (default: a 30 s
+    deadline, no throttle); past it the call raises ``PublishTimeout`` naming
+    the broker. See :mod:`choreograph.runtime.publishing`.
     """
 
     def __init__(
@@ -79,6 +84,7 @@ class App:
         schemas: SchemaRegistry | None = None,
         register_schemas: bool = True,
         security: Security | None = None,
+        publishing: PublishPolicy | None = None,
     ) -> None:
         self.name = name
         self._broker_arg = broker
@@ -97,6 +103,8 @@ class App:
         self._register_schemas = register_schemas
         self.security = security
         """Signing, access policy and encryption (``choreograph.security``); None: all off."""
+        self.publishing = Publishing(publishing or PublishPolicy(), self._broker_name)
+        """The publish deadline and throttle (``choreograph.runtime.publishing``)."""
         self._guard: SchemaGuard | None = None
         self._admitted: set[type[Event]] = set()
         self.upcasters = Upcasters()
@@ -192,6 +200,10 @@ class App:
             else ("<instance>" if self._broker_arg is not None else resolve_url(None))
         )
 
+    def _broker_name(self) -> str:
+        """The broker as an error message names it: its URL, or the class of an instance passed in."""
+        return type(self._broker_arg).__name__ if self.broker_url == "<instance>" else self.broker_url
+
     def configure_broker(self, broker: str | Broker) -> None:
         """Replace the broker (a URL or instance) before first use, e.g. from ``--broker``."""
         if self._broker is not None and self._broker is not broker:
@@ -252,8 +264,9 @@ class App:
         Durable (per the broker's setting) when it returns. ``key`` is the
         partition key: events with the same key are handled in order.
         """
-        envelope = await self._envelope(event, source=source or self.name, key=key, subject=subject)
-        return (await self._publish_chain()(event.topic(), [envelope]))[0]
+        async with self.publishing.bound(event.topic()):
+            envelope = await self._envelope(event, source=source or self.name, key=key, subject=subject)
+            return (await self._publish_chain()(event.topic(), [envelope]))[0]
 
     async def _envelope(self, event: Event, *, source: str, key: str | None, subject: str | None = None) -> Envelope:
         guard = self.schema_guard
@@ -264,12 +277,15 @@ class App:
 
     async def publish_envelope(self, topic: str, envelope: Envelope) -> Envelope:
         """Publish a ready-made envelope (its ids and causality are kept); return it as sent."""
-        return (await self._publish_chain()(topic, [envelope]))[0]
+        async with self.publishing.bound(topic):
+            return (await self._publish_chain()(topic, [envelope]))[0]
 
     async def _send(self, topic: str, envelopes: list[Envelope]) -> list[Envelope]:
         if self.security is not None:  # encrypt, then sign: innermost, after every publisher middleware
             envelopes = await self.security.seal(envelopes)
-        await self.broker.publish(topic, [Record(codec.encode(env), env.partitionkey) for env in envelopes])
+        await self.publishing.send(
+            self.broker, topic, [Record(codec.encode(env), env.partitionkey) for env in envelopes]
+        )
         return envelopes
 
     def _publish_chain(self) -> Publisher:
@@ -286,8 +302,9 @@ class App:
             by_topic.setdefault(event.topic(), []).append(envelope)
         publish = self._publish_chain()
         sent: list[Envelope] = []
-        for topic, envelopes in by_topic.items():
-            sent.extend(await publish(topic, envelopes))
+        for topic, envelopes in by_topic.items():  # each topic's batch has a deadline of its own
+            async with self.publishing.bound(topic):
+                sent.extend(await publish(topic, envelopes))
         return sent
 
     # -- running -----------------------------------------------------------
