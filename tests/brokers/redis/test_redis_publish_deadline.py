@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.brokers.publish_deadline import publish_after_stop
 from tests.brokers.processes import skip_or_fail
+from tests.brokers.publish_deadline import publish_after_stop
 
 from .server import RedisServer, find_redis_server
 
