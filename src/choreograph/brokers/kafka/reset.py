@@ -6,9 +6,9 @@ commit from outside the group (generation -1, as ``kafka-consumer-groups
 would go on committing its own positions over the reset. The reset commits
 every partition in one request and lets the coordinator decide. When it
 refuses (unknown member, illegal generation, rebalance in progress), the reset
-joins the group as a member itself and commits as one — possible only if the
-coordinator hands it every partition of the topic within two session timeouts,
-that is when no other member is alive (Tansu, the test suite's server, keeps
+joins the group as a member itself and commits as one — only if the
+coordinator's first assignment (within two session timeouts) hands it every
+partition of the topic, that is when no other member is alive (Tansu, the test suite's server, keeps
 members that left on its books, and only this path works there). Otherwise it
 leaves and raises :class:`~choreograph.core.group_admin.GroupActive` —
 nothing moved; stop the group's workers (or wait for their session to time
@@ -114,7 +114,7 @@ class GroupReset:
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 2 * config.session_timeout
-            while member.assignment() != tps and loop.time() < deadline:
+            while not member.assignment() and loop.time() < deadline:
                 await member.getmany(timeout_ms=100, max_records=1)  # drives the join; what it reads is dropped
             if member.assignment() != tps:
                 raise GroupActive(
