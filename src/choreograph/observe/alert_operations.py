@@ -1,4 +1,4 @@
-"""Operational alerts: broker, dead letters, lag, flows, schema, crashes, replays.
+"""Operational alerts: broker, dead letters, lag, flows, schema, crashes, parking, signatures, replays.
 
 Each :class:`OperationalAlert` is one alert name with its severity and
 runbook; rules about consumer groups or flows are emitted once per owner
@@ -32,6 +32,8 @@ LAG_SECONDS: Final = "choreograph_consumer_lag_seconds"
 FLOW_INSTANCES: Final = "choreograph_flow_instances"
 SCHEMA_ERRORS: Final = "choreograph_schema_validation_errors_total"
 CONSUMER_CRASHES: Final = "choreograph_consumer_crashes"
+DEAD_LETTERED: Final = "choreograph_dead_letters_total"
+DEAD_LETTERS_PARKED: Final = "choreograph_dead_letters_parked_total"
 REPLAY_RUNNING: Final = "choreograph_replay_running"
 """Set by the replay tool: 1 while a replay or reset feeds ``group``, else 0 (agreed name)."""
 OUTBOX_AGE: Final = "choreograph_outbox_oldest_age_seconds"
@@ -40,6 +42,7 @@ RELAY_ROUND: Final = "choreograph_outbox_relay_last_round_timestamp_seconds"
 RELAY_STUCK: Final = 300.0
 """Seconds an event may wait in an outbox, or a relay go without finishing a round, before it is stuck."""
 
+_SECURITY: Final = 'reason=~"signature|unauthorized"'
 _STUCK: Final = 'state="stuck"'
 _OWED: Final = 'state=~"compensation_missing|compensation_failed"'
 
@@ -147,6 +150,30 @@ OPERATIONAL_ALERTS: Final = (
         lambda s: (
             f"The runtime restarted this group's consumer {CRASH_LOOP} or more times in 15 minutes"
             " (not a handler error: the consumer loop itself failed). Check the workers' logs."
+        ),
+    ),
+    OperationalAlert(
+        "ChoreographDeadLettersParked",
+        TICKET,
+        "10m",
+        lambda scope, s: f"sum by (group) (increase({DEAD_LETTERS_PARKED}{selector(scope)}[15m])) > 0",
+        "Group {{ $labels.group }} cannot store its dead letters: records are parked",
+        lambda s: (
+            "The broker could not store dead letters of this group (too large, or the store fails), so the"
+            " records are kept and handed back later instead: nothing is lost, but they fail again and again."
+            " Check the workers' logs. Run: choreograph dlq groups"
+        ),
+    ),
+    OperationalAlert(
+        "ChoreographSignatureFailures",
+        PAGE,
+        "0m",
+        lambda scope, s: f"sum by (group, reason) (increase({DEAD_LETTERED}{selector(_SECURITY, scope)}[15m])) > 0",
+        "Group {{ $labels.group }} refused events that fail verification ({{ $labels.reason }})",
+        lambda s: (
+            "Events arrived unsigned, wrongly signed, altered, or signed by a key not allowed to publish them;"
+            " they were dead-lettered, never handled. A forged or tampered event, or a key rotation gone wrong."
+            " Run: choreograph dlq list --group {{ $labels.group }}"
         ),
     ),
     OperationalAlert(

@@ -45,6 +45,8 @@ RUNBOOKS: Final = {
     "ChoreographCompensationMissing": "missing-compensation",
     "ChoreographSchemaViolations": "schema-violations",
     "ChoreographConsumerCrashLoop": "consumer-crash",
+    "ChoreographDeadLettersParked": "dead-letters-parked",
+    "ChoreographSignatureFailures": "signature-failures",
     "ChoreographReplayRunning": "replay-running",
     "ChoreographOutboxRelayStuck": "relay-stuck",
 }

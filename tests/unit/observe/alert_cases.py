@@ -176,6 +176,29 @@ CASES = [
         why_quiet="one restart heals itself",
     ),
     AlertCase(
+        "ChoreographDeadLettersParked",
+        firing={f'choreograph_dead_letters_parked_total{{group="{PAID}",instance="w1"}}': "0+1x20"},
+        at="15m",
+        expected=[Expected({"group": PAID, "app": APP, "severity": "ticket", **TEAM})],
+        quiet={f'choreograph_dead_letters_parked_total{{group="{PAID}",instance="w1"}}': "4x40"},
+        quiet_at="30m",
+        why_quiet="nothing parked in the last 15 minutes",
+    ),
+    AlertCase(
+        "ChoreographSignatureFailures",
+        firing={
+            f'choreograph_dead_letters_total{{group="{PAID}",reason="signature"}}': "0 0 1 1 1 1",
+            f'choreograph_dead_letters_total{{group="{NOTIFY}",reason="unauthorized"}}': "0 0 0 2 2 2",
+        },
+        at="5m",
+        expected=[
+            Expected({"group": PAID, "reason": "signature", "app": APP, "severity": "page", **TEAM}),
+            Expected({"group": NOTIFY, "reason": "unauthorized", "app": APP, "severity": "page"}),
+        ],
+        quiet={f'choreograph_dead_letters_total{{group="{PAID}",reason="error"}}': "0 1 2 3 4 5"},
+        why_quiet="ordinary handler errors are not a security event",
+    ),
+    AlertCase(
         "ChoreographReplayRunning",
         firing={f'choreograph_replay_running{{group="{PAID}",replay="r1"}}': "1x5"},
         at="3m",
