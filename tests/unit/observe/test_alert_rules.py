@@ -193,3 +193,23 @@ def test_export_commands_carry_the_shops_owners_and_runbook_base(tmp_path: Path)
     assert names == {"null", "app-shop-page", "app-shop-ticket"}
     for team in ("payments", "fulfilment", "storefront"):
         assert f'"team-{team}-page"' in routes.read_text()
+
+
+def test_rules_read_only_metrics_that_something_exports() -> None:
+    # Given every series the App's metrics, the flow collector and an outbox relay can export
+    from choreograph.observe.flows.metrics import FlowCollector
+    from choreograph.observe.metrics import Metrics, sample_names
+    from choreograph.outbox.metrics import RelayMetrics
+
+    app = App("shop", broker="memory://")
+    app.declare(*SLOS)
+    exported = sample_names(Metrics(app).family_names())
+    exported |= {family.name for family in FlowCollector(dict).collect()}
+    exported |= sample_names({family.name: family.type for family in RelayMetrics().registry.collect()})
+    recorded = {r["record"] for g in rules_data()["groups"] for r in g["rules"] if "record" in r}
+    # Then each rule names only those series and the rules recorded alongside
+    for group in rules_data()["groups"]:
+        for rule in group["rules"]:
+            names = set(re.findall(r"\bchoreograph_[a-z0-9_]+", rule["expr"]))
+            assert names <= exported, (rule.get("alert") or rule.get("record"), names - exported)
+            assert set(re.findall(r"\bchoreograph:[a-z0-9_:]+", rule["expr"])) <= recorded
