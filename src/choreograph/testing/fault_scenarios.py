@@ -105,7 +105,7 @@ class FaultScenarios(ConformanceBase):
                 assert held, "nothing delivered"
                 # When its close fails (the backend refuses its writes meanwhile)
                 async with failing:
-                    with contextlib.suppress(BrokerError):
+                    with pytest.raises(BrokerError):  # else the hook injected nothing
                         await doomed.sub.close()
                 # Then it is forgotten here: it hands out nothing more
                 with pytest.raises(BrokerError):
@@ -239,7 +239,9 @@ class FaultScenarios(ConformanceBase):
                 assert isinstance(broker, DeadLetterStore)
                 (letter,) = await broker.dead_letters(group=group)
                 assert letter.value == big.value, "the dead letter does not hold the record's bytes"
-                assert letter.stack == stack
+                # a backend may keep only the stack's end (the innermost frames) beside a value in chunks
+                assert letter.stack, "the dead letter lost the stack"
+                assert stack.endswith(letter.stack), "the dead letter's stack is not the handler's"
         check(rec.history, group=group, topic=topic).assert_ok(self.forbid(ordered=True, exact=True))
 
     # -- F5 -----------------------------------------------------------------------
@@ -280,14 +282,18 @@ class FaultScenarios(ConformanceBase):
                     Settlement(acks=rest, dead_letters=[(poison, dead_letter_for(poison, group))])
                 )
             # Then the settle went through, the record is parked (counted, not stored, not delivered now)
-            assert broker.parked_counts().get((topic, group)) == 1
-            assert await broker.dead_letters(group=group) == []
+            parked = broker.parked_counts().get((topic, group))
+            assert parked == 1, f"{parked} record(s) parked, not 1"
+            stored = await broker.dead_letters(group=group)
+            assert stored == [], f"{len(stored)} dead letter(s) stored although the backend refused them"
             assert not await consumer.fetch(0.2), "a parked record was delivered again at once"
             if clock is not None:
                 # And it is kept: delivered again once its park delay passed
                 clock.advance(400.0)
                 (again,) = await consumer.fetch(self.timeout)
-                assert message_id(again.headers, again.value) == message_id(poison.headers, poison.value)
+                assert message_id(again.headers, again.value) == message_id(poison.headers, poison.value), (
+                    "another record came back than the parked one"
+                )
                 await consumer.process([again])
             await consumer.sub.close()
         check(rec.history, group=group, topic=topic).assert_ok(self.forbid())

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+
 import pytest
+from nats.js import api
 
 from choreograph.brokers.nats import NatsBroker
 from choreograph.brokers.nats import naming as n
@@ -39,6 +45,32 @@ class TestNatsConformance(BrokerConformance):
 
     def child_broker(self, broker: Broker) -> ChildBroker:
         return ChildBroker(opener="choreograph.brokers.nats:NatsBroker.from_url", url=self.url)
+
+    # -- fault hooks (section F) --
+
+    can_restart_server = True
+
+    async def restart_server(self) -> None:
+        await asyncio.to_thread(self.server.restart)  # same ports and storage
+
+    @contextlib.asynccontextmanager
+    async def _refusing_dead_letters(self, broker: NatsBroker) -> AsyncIterator[None]:
+        """The dead-letter bucket is full: its stream takes no more bytes (max_bytes, discard new)."""
+        js = broker.jetstream
+        stream = f"KV_{broker.names.dlq_bucket}"
+        config = (await js.stream_info(stream)).config
+        before = (config.max_bytes, config.discard)
+        config.max_bytes, config.discard = 1, api.DiscardPolicy.NEW
+        await js.update_stream(config)
+        try:
+            yield
+        finally:
+            config.max_bytes, config.discard = before
+            await js.update_stream(config)
+
+    def refusing_dead_letters(self, broker: Broker) -> AbstractAsyncContextManager[None]:
+        assert isinstance(broker, NatsBroker)
+        return self._refusing_dead_letters(broker)
 
     hostile_oversize = None  # the server refuses a record over 1 MB: the consumer's limit is never reached
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 
@@ -41,6 +45,42 @@ class TestRedisConformance(BrokerConformance):
     def child_broker(self, broker: Broker) -> ChildBroker:
         assert isinstance(broker, RedisBroker)
         return ChildBroker(url=self._url(broker.config.prefix), opener="choreograph.brokers.redis:RedisBroker.from_url")
+
+    # -- fault hooks (section F) --
+
+    can_restart_server = True
+
+    async def restart_server(self) -> None:
+        await asyncio.to_thread(self.server.restart)  # kill -9 and start again on the same data
+
+    @contextlib.asynccontextmanager
+    async def _failing_writes(self, broker: RedisBroker) -> AsyncIterator[None]:
+        """The server refuses every write of its user, as a replica would after a failover (ACL -@write)."""
+        client = broker.client
+        await client.execute_command("ACL", "SETUSER", "default", "-@write")
+        try:
+            yield
+        finally:
+            await client.execute_command("ACL", "SETUSER", "default", "+@all")
+
+    def failing_writes(self, broker: Broker) -> AbstractAsyncContextManager[None]:
+        assert isinstance(broker, RedisBroker)
+        return self._failing_writes(broker)
+
+    @contextlib.asynccontextmanager
+    async def _refusing_dead_letters(self, broker: RedisBroker) -> AsyncIterator[None]:
+        """The server's user may read the dead-letter keys but not write them (an ACL on key patterns)."""
+        client, prefix = broker.client, broker.config.prefix
+        allowed = [f"~{prefix}:{{conformance.*", f"~{prefix}:topics", f"%R~{prefix}:{{dead-letters}}:*"]
+        await client.execute_command("ACL", "SETUSER", "default", "resetkeys", *allowed)
+        try:
+            yield
+        finally:
+            await client.execute_command("ACL", "SETUSER", "default", "resetkeys", "~*")
+
+    def refusing_dead_letters(self, broker: Broker) -> AbstractAsyncContextManager[None]:
+        assert isinstance(broker, RedisBroker)
+        return self._refusing_dead_letters(broker)
 
     async def inject_raw(self, broker: Broker, topic: str, key: str, marker: str) -> list[str]:
         """Entries another client adds with its own ids (XADD *): a key and headers not UTF-8, a foreign layout."""

@@ -244,6 +244,11 @@ class RedisBroker(DeadLetterShelf, KeyValueHashes, GroupReset):
         """Drop a closed subscription."""
         self.session.forget(subscription)
 
+    def parked_counts(self) -> dict[tuple[str, str], int]:
+        """Records parked since this broker opened, per (topic, group): the server refused their dead
+        letters (see ``settling.Settler.write``; ``core.broker.ParkReporter``)."""
+        return self.session.parked.counts()
+
     async def partitions(self, topic: str) -> int:
         """Return the partition count of ``topic``, registering it with the configured count if new."""
         return await self.session.partitions(topic)

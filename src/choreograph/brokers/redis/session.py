@@ -13,7 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from choreograph.core.broker import Position, Record
+from choreograph.core.broker import ParkLedger, Position, Record
 from choreograph.core.clock import Clock
 from choreograph.core.enums import StartKind
 from choreograph.core.errors import BrokerClosed, ConfigurationError, UnknownTopic
@@ -74,6 +74,8 @@ class RedisSession:
         """Renews the leases of this broker's members off the event loop (see :mod:`.leases`)."""
         self.subscriptions: set[Any] = set()
         """Open subscriptions, closed with the broker."""
+        self.parked = ParkLedger()
+        """Records whose dead letter the server refused, parked (see ``settling.Settler.write``)."""
         self.closed = False
         self._partitions: dict[str, int] = {}
         self._round_robin = RoundRobin()

@@ -10,14 +10,15 @@ member that lost one of them has nothing applied (see :mod:`.leases`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Final
 
 from redis import exceptions as redis_errors
 
-from choreograph.core.broker import Delivery, Record, Settlement
-from choreograph.core.errors import LeaseLost
+from choreograph.core.broker import PARK_DELAY, Delivery, Record, Settlement
+from choreograph.core.errors import BrokerError, LeaseLost
 
 from . import records as rec
 from . import scripts
@@ -25,6 +26,17 @@ from .keys import entry_id
 from .leases import LeaseState
 from .session import RedisSession, due_ms
 from .translation import translated
+
+logger = logging.getLogger("choreograph.brokers.redis")
+
+_REFUSALS: Final = ("noperm", "no permissions", "execabort")
+"""Replies of a transaction the server discarded whole because a command was not allowed (an ACL on keys)."""
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a failed settle was refused whole by the server's rules, not lost to an outage."""
+    cause = exc.__cause__
+    return isinstance(cause, redis_errors.ResponseError) and any(word in str(cause).lower() for word in _REFUSALS)
 
 
 class Settler:
@@ -46,7 +58,43 @@ class Settler:
 
         Raises LeaseLost if the fence refused it (the member then holds
         nothing: see :meth:`LeaseState.lose`), BrokerError if Redis failed.
+
+        A settlement whose dead letters the server refuses for good (a user
+        not allowed to write the dead-letter keys: the transaction is
+        discarded whole) is written again with those records *parked*: kept
+        as retries due in ``PARK_DELAY`` seconds instead of acknowledged,
+        counted (``RedisBroker.parked_counts``) and logged, so the rest of
+        the settlement applies and the partition moves on. If that fails
+        too, the first error is raised.
         """
+        try:
+            await self._write(settlement, deliveries)
+        except LeaseLost:
+            raise
+        except BrokerError as exc:
+            if not settlement.dead_letters or not _refused(exc):
+                raise
+            parked = Settlement(
+                acks=list(settlement.acks),
+                retries=[*settlement.retries, *((d, PARK_DELAY) for d, _ in settlement.dead_letters)],
+                outputs=list(settlement.outputs),
+                inbox=list(settlement.inbox),
+            )
+            try:
+                await self._write(parked, deliveries)
+            except LeaseLost:
+                raise
+            except BrokerError:
+                raise exc from None
+            self._broker.parked.add(self._topic, self._group, len(settlement.dead_letters))
+            for delivery, letter in settlement.dead_letters:
+                logger.error(
+                    "parked %s[%d]@%d of group %r for %.0f s: its dead letter (%s, %d bytes) cannot be stored: %s",
+                    delivery.topic, delivery.partition, delivery.offset, self._group, PARK_DELAY, letter.reason,
+                    len(letter.value), exc,
+                )  # fmt: skip
+
+    async def _write(self, settlement: Settlement, deliveries: Sequence[Delivery]) -> None:
         broker, g = self._broker, self._gkeys
         now = broker.clock.now()
         by_topic: dict[str, list[Record]] = {}
@@ -99,7 +147,9 @@ class Settler:
     def _schedule_arguments(self, settlement: Settlement, now: float) -> list[Any]:
         """Arguments of the SCHEDULE script after its text: dead letters and retries (see scripts.SCHEDULE)."""
         g = self._gkeys
-        script_keys = [self._keys.dead_letter_index]
+        # KEYS[1] is the dead-letter index, untouched without dead letters: then any key of the group stands in
+        # (a settle that parks must not need the dead-letter keys the server refused: see write)
+        script_keys = [self._keys.dead_letter_index if settlement.dead_letters else g.leases]
         args: list[Any] = [repr(now), len(settlement.dead_letters)]
         for _, letter in settlement.dead_letters:
             script_keys.append(self._keys.dead_letter(letter.id))
