@@ -10,7 +10,8 @@ with no such field, its whole payload. On the wire:
   without the key;
 - extension ``encdata`` holds the ciphertext (base64url of a 12-byte nonce
   and AES-GCM output) of the JSON of the encrypted values, and ``enckey`` the
-  version of the data key used. The key's subject is the envelope's
+  version of the data key used, as ``v<n>`` (never a bare number: binary-mode
+  headers read a JSON-looking value back as JSON). The key's subject is the envelope's
   ``subject``, else its partition key, else ``""``.
 
 The AES-GCM associated data binds the ciphertext to the event (id, source,
@@ -97,7 +98,7 @@ class Encryption:
         key = await self.store.current(subject)
         nonce = os.urandom(12)
         sealed = _cipher(key.key).encrypt(nonce, orjson.dumps(secret), _aad(envelope, subject, key.version))
-        extensions = {**envelope.extensions, ENCRYPTED_DATA: b64(nonce + sealed), ENCRYPTION_KEY: str(key.version)}
+        extensions = {**envelope.extensions, ENCRYPTED_DATA: b64(nonce + sealed), ENCRYPTION_KEY: f"v{key.version}"}
         return rebuilt(envelope, extensions, data=shown)
 
     async def decrypt(self, envelope: Envelope) -> Envelope:
@@ -112,10 +113,11 @@ class Encryption:
         version_text = extensions.get(ENCRYPTION_KEY)
         if not (
             isinstance(version_text, str)
-            and version_text.isascii()
-            and version_text.isdigit()
-            and len(version_text) <= 10
-            and 0 < int(version_text) <= _MAX_VERSION
+            and version_text[:1] == "v"
+            and version_text[1:].isascii()
+            and version_text[1:].isdigit()
+            and len(version_text) <= 11
+            and 0 < int(version_text[1:]) <= _MAX_VERSION
         ):
             raise DecryptError(f"event {envelope.id!r}: extension {ENCRYPTION_KEY!r} is not a key version")
         try:
@@ -124,7 +126,7 @@ class Encryption:
             raise DecryptError(str(exc)) from None
         if len(blob) < 12 + 16:
             raise DecryptError(f"event {envelope.id!r}: extension {ENCRYPTED_DATA!r} is too short")
-        version, subject = int(version_text), subject_of(envelope)
+        version, subject = int(version_text[1:]), subject_of(envelope)
         key = await self.store.get(subject, version)
         if key is None:
             raise DecryptError(

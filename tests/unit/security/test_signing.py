@@ -204,3 +204,17 @@ def test_every_event_of_a_batch_of_any_size_verifies_alone_and_in_turn(ring: Key
     # and an altered event of a verified batch is still caught by the verifier that remembers the batch
     with pytest.raises(SignatureError):
         shared.verify(signed[-1].replace(data={"order_id": "x"}))
+
+
+async def test_a_sealed_event_survives_binary_mode(ring: KeyRing) -> None:
+    # Given an event signed and encrypted, sent in CloudEvents binary mode (attributes as headers)
+    from choreograph.core.codec import from_binary, to_binary
+    from choreograph.security import Encryption, MemoryKeyStore, Security
+
+    security = Security(keys=ring, encryption=Encryption(MemoryKeyStore(), {"shop.payment.captured": ("lines",)}))
+    for batch in ([envelope(1)], [envelope(1), envelope(2), envelope(3)]):
+        for original, sealed in zip(batch, await security.seal(batch), strict=True):
+            headers, body = to_binary(sealed)
+            # Then it opens to the original on the other side
+            opened = await security.open(from_binary(headers, body))
+            assert opened.data == original.data
