@@ -87,7 +87,7 @@ async def handle(spec: dict[str, Any]) -> None:
         return watched
 
     app.use(after_commit)
-    app.use(TransactionalHandlers())
+    app.use(TransactionalHandlers(Outbox(app)))
 
     @app.service("payments").on(Moved, options=[Transactional(engine)], concurrency=1, dedupe=spec["dedupe"])
     async def charge(event: Moved, ctx: Context) -> None:

@@ -45,16 +45,14 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from sqlalchemy import insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from choreograph.core.envelope import Envelope
-from choreograph.core.errors import ConfigurationError, EncodeError
+from choreograph.core.errors import BrokerError, ConfigurationError, EncodeError
 from choreograph.outbox.tables import inbox
-from choreograph.outbox.tables import outbox as outbox_table
-from choreograph.outbox.writer import Outbox, outbox_rows
+from choreograph.outbox.writer import Outbox
 from choreograph.runtime.context import Context, Outcome
 from choreograph.runtime.middleware import Handler, Middleware
 from choreograph.runtime.options import HandlerOption
@@ -102,14 +100,14 @@ def db_session(ctx: Context) -> AsyncSession:
 class TransactionalHandlers:
     """The middleware that owns :class:`Transactional` (an OptionsMiddleware).
 
-    ``outbox`` is told about commits that staged outputs, so a relay in this
-    process ships them at once (``outbox.on_commit(relay.wake)``); without
-    one, outputs wait for the relay's next poll or NOTIFY.
+    Handlers' outputs are staged through ``outbox``: sealed by its App's
+    security (signed, encrypted, keyed ids) as the consumer would seal them,
+    and a relay in this process is woken at commit (``outbox.on_commit(relay.wake)``).
     """
 
     owns = (Transactional,)
 
-    def __init__(self, outbox: Outbox | None = None) -> None:
+    def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
 
     def for_handler(self, spec: HandlerSpec) -> Middleware | None:
@@ -142,18 +140,14 @@ class TransactionalHandlers:
                     if ctx.outcome is not Outcome.SUCCESS:
                         return  # the session closes without commit: the attempt's effects roll back
                     try:
-                        staged = list(ctx.outputs)
-                        if outbox is not None:
-                            await outbox.stage(session, staged)
-                        elif staged:
-                            await session.execute(insert(outbox_table), outbox_rows(staged))
+                        await outbox.stage(session, list(ctx.outputs), derived=True)  # sealed as the consumer would
                         await session.commit()
                     except EncodeError as exc:  # an output that can never be sent: as the consumer does, dead letter
                         ctx.outputs.clear()
                         ctx.error, ctx.reason, ctx.outcome = exc, "error", Outcome.DEAD_LETTER
                         ctx.stack = "".join(traceback.format_exception(exc))
                         return
-                    except SQLAlchemyError as exc:
+                    except (SQLAlchemyError, BrokerError) as exc:  # the database, or a key store, failed: retry
                         _retry(ctx, exc)
                         return
                     ctx.outputs.clear()  # staged in the outbox: the relay ships them, the consumer only acks

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from choreograph.core import codec
 from choreograph.core.envelope import Envelope
+from choreograph.core.errors import ConfigurationError
 from choreograph.core.event import Event
 from choreograph.outbox.tables import lane_of, outbox
 from choreograph.runtime.app import App
@@ -86,34 +87,55 @@ class Outbox:
     async def publish(
         self, session: AsyncSession, event: Event, *, key: str | None = None, subject: str | None = None
     ) -> Envelope:
-        """Stage ``event`` in ``session``'s transaction; return its envelope (with its final id).
+        """Stage ``event`` in ``session``'s transaction; return its envelope as it will be sent (final id).
 
         Does not commit: the event is shipped once the caller's transaction
-        commits, and never if it rolls back.
+        commits, and never if it rolls back. With ``App(security=...)`` the
+        envelope is sealed (encrypted, signed) here, as ``App.publish`` would.
         """
         if type(event) not in self._admitted:
             await asyncio.to_thread(self._app.schema_guard.admit, type(event))
             self._admitted.add(type(event))
         envelope = self.envelope(event, key=key, subject=subject)
-        await self.stage(session, [(event.topic(), envelope)])
-        return envelope
+        return (await self.stage(session, [(event.topic(), envelope)]))[0]
 
     def publish_sync(
         self, session: Session, event: Event, *, key: str | None = None, subject: str | None = None
     ) -> Envelope:
-        """Stage ``event`` in a synchronous ``session``'s transaction; return its envelope. Does not commit."""
+        """Stage ``event`` in a synchronous ``session``'s transaction; return its envelope. Does not commit.
+
+        Raises ConfigurationError when the App signs or encrypts events (sealing is async: use an AsyncSession).
+        """
         envelope = self.envelope(event, key=key, subject=subject)
         self.stage_sync(session, [(event.topic(), envelope)])
         return envelope
 
-    async def stage(self, session: AsyncSession, staged: Sequence[tuple[str, Envelope]]) -> None:
-        """Insert ready envelopes (ids and causality kept) into the outbox in ``session``'s transaction."""
-        if staged:
-            await session.execute(insert(outbox), outbox_rows(staged))
+    async def stage(
+        self, session: AsyncSession, staged: Sequence[tuple[str, Envelope]], *, derived: bool = False
+    ) -> list[Envelope]:
+        """Insert ready envelopes (ids and causality kept) into the outbox in ``session``'s transaction.
+
+        Returns them as they will be sent: sealed by the App's security if it
+        has one (``derived``: handler outputs, whose ids are keyed when
+        signing is on — see ``Security.seal``).
+        """
+        envelopes = [envelope for _, envelope in staged]
+        security = self._app.security
+        if security is not None and envelopes:
+            envelopes = await security.seal(envelopes, derived=derived)
+        if envelopes:
+            rows = outbox_rows([(topic, envelope) for (topic, _), envelope in zip(staged, envelopes, strict=True)])
+            await session.execute(insert(outbox), rows)
             self._wake_after_commit(session.sync_session)
+        return envelopes
 
     def stage_sync(self, session: Session, staged: Sequence[tuple[str, Envelope]]) -> None:
         """Insert ready envelopes into the outbox in a synchronous ``session``'s transaction."""
+        if self._app.security is not None:
+            raise ConfigurationError(
+                "this App signs or encrypts its events, which the outbox does asynchronously: "
+                "stage them with an AsyncSession (Outbox.publish)"
+            )
         if staged:
             session.execute(insert(outbox), outbox_rows(staged))
             self._wake_after_commit(session)
