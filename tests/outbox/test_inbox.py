@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from choreograph import App, ConfigurationError, Context, RetryPolicy
@@ -13,6 +14,7 @@ from choreograph.brokers.memory import MemoryBroker
 from choreograph.outbox import Outbox, Relay, Transactional, TransactionalHandlers, db_session, install
 from choreograph.outbox.tables import inbox, outbox
 from choreograph.testing import TestApp
+from tests.conftest import wait_until
 
 from .model import Charged, Moved, business, ledger, read_log
 
@@ -120,3 +122,55 @@ async def test_a_transactional_handler_without_its_middleware_is_refused_at_star
     with pytest.raises(ConfigurationError, match="TransactionalHandlers"):
         app.check_options()
     await engine.dispose()
+
+
+async def test_two_workers_handling_one_event_at_once_on_postgresql_apply_it_once(postgres_url: str) -> None:
+    # Given two workers (apps on their own brokers) with the same transactional handler on one PostgreSQL database
+    engine = create_async_engine(postgres_url)
+    await install(engine)
+    async with engine.begin() as conn:
+        await conn.run_sync(business.create_all)
+    release = asyncio.Event()
+
+    def worker() -> App:
+        app = App("shop")
+        app.use(TransactionalHandlers(Outbox(app)))
+
+        @app.service("payments").on(Moved, options=[Transactional(engine)], dedupe=False)
+        async def charge(event: Moved, ctx: Context) -> None:
+            await db_session(ctx).execute(insert(ledger).values(event_id=ctx.envelope.id, amount=event.n))
+            await release.wait()
+
+        return app
+
+    first, second = worker(), worker()
+    try:
+        async with TestApp(first) as one, TestApp(second) as two:
+            # When the same event reaches both while the first is still inside its transaction
+            sent = await one.publish(Moved(key="o1", n=1), key="o1")
+            await wait_until(lambda: ledger_pending(engine), timeout=10, what="the first worker inside the handler")
+            await second.publish_envelope(Moved.topic(), sent)
+            await wait_until(lambda: lock_waits(engine), timeout=10, what="the second worker waiting on the inbox row")
+            release.set()
+            await one.drain()
+            await two.drain()
+        # Then the second waited for the first's inbox row and saw a duplicate: one effect
+        assert await ledger_rows(engine) == [sent.id]
+        assert first.stats()["payments.charge"].handled == 1
+        assert second.stats()["payments.charge"].duplicates == 1
+    finally:
+        await engine.dispose()
+
+
+async def ledger_pending(engine: AsyncEngine) -> bool:
+    """True once a transaction holds an uncommitted inbox row (the row lock of an insert in progress)."""
+    async with engine.connect() as conn:
+        query = (
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()"
+        )
+        return int((await conn.execute(text(query))).scalar_one()) >= 1
+
+
+async def lock_waits(engine: AsyncEngine) -> bool:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted"))).scalar_one()) >= 1
