@@ -149,6 +149,7 @@ class Relay:
 
     @property
     def broker(self) -> Broker:
+        """The broker rounds publish to (an App's is opened on first use)."""
         target = self._target
         return target.broker if isinstance(target, App) else target
 
