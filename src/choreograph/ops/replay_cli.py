@@ -34,8 +34,8 @@ import typer
 from rich.table import Table
 
 from choreograph.brokers import open_broker
-from choreograph.core.broker import Broker, Position
-from choreograph.core.errors import ChoreographError, ConfigurationError
+from choreograph.core.broker import Broker, Position, TopicAdmin
+from choreograph.core.errors import ChoreographError, ConfigurationError, UnknownTopic
 from choreograph.core.group_admin import GroupAdmin, PartitionReset
 from choreograph.core.names import check_group, check_topic
 from choreograph.core.redaction import redact_url
@@ -68,6 +68,17 @@ FOLLOW_INTERVAL = 0.5
 PushOption = Annotated[
     str | None, typer.Option("--pushgateway", metavar="URL", help="Push the replay metrics to this Pushgateway.")
 ]
+
+
+MAX_NAME = 120
+"""Longest replay name: it is a key-value key and a file name."""
+
+
+def check_replay_name(name: str) -> str:
+    """Refuse a ``--name`` that is no safe key and file name (1-120 of letters, digits, ``.``, ``_``, ``-``)."""
+    if not (0 < len(name) <= MAX_NAME) or not all(c.isascii() and (c.isalnum() or c in "._-") for c in name):
+        raise ConfigurationError(f"--name {name[:40]!r}: use 1-{MAX_NAME} letters, digits, '.', '_' or '-'")
+    return name
 
 
 class ReplayTimeout(ChoreographError):
@@ -381,12 +392,14 @@ def copy(
         "filter": accept.describe(),
     }
     fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
-    replay_name = name or f"{topic}-to-{target_topic}-{fingerprint[:10]}"
+    replay_name = check_replay_name(name) if name else f"{topic}-to-{target_topic}-{fingerprint[:10]}"[-MAX_NAME:]
     target_shown = f"{redact_url(to_broker) + ' ' if to_broker else ''}{target_topic}"
 
     @run_async
     async def main() -> None:
         async with opened_broker(broker) as source:
+            if topic not in {info.name for info in await require(source, TopicAdmin, "list topics").topics()}:
+                raise UnknownTopic(f"unknown topic {topic!r}")
             bounds = await resolve(source, topic, position, end_time)
             if ranges is not None:
                 first, end = ranges

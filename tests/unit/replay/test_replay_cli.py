@@ -178,3 +178,11 @@ def test_reset_and_copy_are_in_the_audit_trail(url: str) -> None:
     done = {(r["action"], r["actor"], r["count"]) for r in records}
     assert ("replay", "oncall-ann", 40) in done
     assert ("copy", "oncall-bob", 6) in done
+
+
+def test_copy_refuses_an_unsafe_name_and_an_unknown_topic(url: str) -> None:
+    fill(url)
+    unsafe = runner.invoke(cli, ["replay", "copy", Paid.topic(), "--to-topic", "x", "--name", "../../etc", "-b", url])
+    assert unsafe.exit_code == 2 and "--name" in unsafe.output
+    unknown = runner.invoke(cli, ["replay", "copy", "no.such.topic", "--to-topic", "x", "-b", url])
+    assert unknown.exit_code == 1 and "unknown topic" in unknown.output
