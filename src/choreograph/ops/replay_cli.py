@@ -26,7 +26,6 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,13 +33,21 @@ import typer
 from rich.table import Table
 
 from choreograph.brokers import open_broker
-from choreograph.core.broker import Broker, Position, TopicAdmin
+from choreograph.core.broker import Broker, TopicAdmin
 from choreograph.core.errors import ChoreographError, ConfigurationError, UnknownTopic
 from choreograph.core.group_admin import GroupAdmin, PartitionReset
 from choreograph.core.names import check_group, check_topic
 from choreograph.core.redaction import redact_url
 from choreograph.ops.dlq_common import ActorOption
 from choreograph.ops.log_cli import require
+from choreograph.ops.replay_args import (
+    MAX_NAME,
+    check_replay_name,
+    parse_offset_ranges,
+    parse_position,
+    parse_time,
+    usage_errors,
+)
 from choreograph.ops.replay_progress import ReplayProgress
 from choreograph.ops.session import opened_broker
 from choreograph.ops.terminal import EXIT_USAGE, BrokerOption, emit_json, fail, fmt_time, out, plain, run_async
@@ -70,17 +77,6 @@ PushOption = Annotated[
 ]
 
 
-MAX_NAME = 120
-"""Longest replay name: it is a key-value key and a file name."""
-
-
-def check_replay_name(name: str) -> str:
-    """Refuse a ``--name`` that is no safe key and file name (1-120 of letters, digits, ``.``, ``_``, ``-``)."""
-    if not (0 < len(name) <= MAX_NAME) or not all(c.isascii() and (c.isalnum() or c in "._-") for c in name):
-        raise ConfigurationError(f"--name {name[:40]!r}: use 1-{MAX_NAME} letters, digits, '.', '_' or '-'")
-    return name
-
-
 class ReplayTimeout(ChoreographError):
     """A followed group did not read its replayed range in time."""
 
@@ -93,51 +89,6 @@ class Follow:
     timeout: float
     pushgateway: str | None
     actor: str | None = None
-
-
-def parse_position(text: str, option: str) -> Position:
-    """Parse ``earliest``, ``latest``, epoch seconds, an ISO time, or ``P:OFFSET,P:OFFSET`` offsets."""
-    if text in ("earliest", "latest"):
-        return Position.earliest() if text == "earliest" else Position.latest()
-    if ":" in text and all(part.partition(":")[0].strip().isdigit() for part in text.split(",")):
-        try:
-            return Position.at_offsets({int(p): int(o) for p, o in (part.split(":") for part in text.split(","))})
-        except ValueError:
-            pass
-    when = parse_time(text, option)
-    return Position.at_time(when)
-
-
-def parse_time(text: str, option: str) -> float:
-    """Parse epoch seconds or an ISO time (``2026-11-26T10:00:00``, local time unless it says otherwise)."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise ConfigurationError(
-            f"{option} {text!r}: use earliest, latest, epoch seconds, an ISO time like 2026-11-26T10:00:00"
-            + (" or offsets like 0:120,1:98" if option in ("--to", "--from") else "")
-        ) from None
-
-
-def parse_offset_ranges(text: str) -> tuple[dict[int, int], dict[int, int]]:
-    """Parse ``--offsets 0:10-20,1:5-``: per partition a first offset and, if given, an end (exclusive)."""
-    first: dict[int, int] = {}
-    end: dict[int, int] = {}
-    for part in text.split(","):
-        partition, _, span = part.strip().partition(":")
-        low, dash, high = span.partition("-")
-        if not (partition.isdigit() and low.isdigit() and dash and (not high or high.isdigit())):
-            raise ConfigurationError(
-                f"--offsets {text!r}: write PARTITION:FIRST-END pairs like 0:10-20,1:5- (END exclusive)"
-            )
-        first[int(partition)] = int(low)
-        if high:
-            end[int(partition)] = int(high)
-    return first, end
 
 
 def _plan_table(title: str, found: Plan, resets: list[PartitionReset] | None = None) -> Table:
@@ -248,8 +199,9 @@ def group_command(
 def _move_group(
     group: str, topic: str, to: str, follow: Follow, *, dry_run: bool, as_json: bool, url: str | None, new: bool = False
 ) -> None:
-    check_group(group), check_topic(topic)
-    position = parse_position(to, "--from" if new else "--to")
+    with usage_errors():
+        check_group(group), check_topic(topic)
+        position = parse_position(to, "--from" if new else "--to")
 
     @run_async
     async def main() -> None:
@@ -372,28 +324,29 @@ def copy(
     --checkpoint-dir (default ~/.local/state/choreograph/replay); the report
     says which.
     """
-    target_topic = to_topic or topic
-    check_topic(topic), check_topic(target_topic)
-    check_rate(rate)
-    if to_broker is None and target_topic == topic:
-        raise _usage("copying TOPIC onto itself on the same broker: give --to-topic or --to-broker")
-    position = parse_position(start, "--from")
-    end_time = None if until is None else parse_time(until, "--until")
-    ranges = parse_offset_ranges(offsets) if offsets else None
-    accept = Filter(frozenset(types or ()), frozenset(keys or ()), correlation_id)
-    request = {
-        "broker": broker or os.environ.get("CHOREOGRAPH_BROKER", ""),
-        "topic": topic,
-        "to_broker": to_broker,
-        "to_topic": target_topic,
-        "from": start,
-        "until": until,
-        "offsets": offsets,
-        "filter": accept.describe(),
-    }
-    fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
-    replay_name = check_replay_name(name) if name else f"{topic}-to-{target_topic}-{fingerprint[:10]}"[-MAX_NAME:]
-    target_shown = f"{redact_url(to_broker) + ' ' if to_broker else ''}{target_topic}"
+    with usage_errors():
+        target_topic = to_topic or topic
+        check_topic(topic), check_topic(target_topic)
+        check_rate(rate)
+        if to_broker is None and target_topic == topic:
+            raise _usage("copying TOPIC onto itself on the same broker: give --to-topic or --to-broker")
+        position = parse_position(start, "--from")
+        end_time = None if until is None else parse_time(until, "--until")
+        ranges = parse_offset_ranges(offsets) if offsets else None
+        accept = Filter(frozenset(types or ()), frozenset(keys or ()), correlation_id)
+        request = {
+            "broker": broker or os.environ.get("CHOREOGRAPH_BROKER", ""),
+            "topic": topic,
+            "to_broker": to_broker,
+            "to_topic": target_topic,
+            "from": start,
+            "until": until,
+            "offsets": offsets,
+            "filter": accept.describe(),
+        }
+        fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+        replay_name = check_replay_name(name) if name else f"{topic}-to-{target_topic}-{fingerprint[:10]}"[-MAX_NAME:]
+        target_shown = f"{redact_url(to_broker) + ' ' if to_broker else ''}{target_topic}"
 
     @run_async
     async def main() -> None:
