@@ -42,6 +42,7 @@ from choreograph.examples.shop.events import (
     PaymentDeclined,
 )
 from choreograph.examples.shop.flows import order_flow
+from choreograph.examples.shop.ledger import PaymentLedger
 from choreograph.observe.slo import SLO
 
 
@@ -103,6 +104,7 @@ app.declare(
     SLO.latency("order-decided", event_types=order_ends, threshold=2.0, target=0.99),
     SLO.completion("orders-finish", start="shop.order.placed", ends=order_ends, within=30.0, target=0.995),
 )
+ledger = PaymentLedger(app)  # SHOP_PAYMENT_LEDGER=sqlite:///ledger.db: payments booked with the transactional outbox
 
 
 @inventory.on(OrderPlaced, retry=demo_retry)
@@ -123,11 +125,12 @@ async def release_stock(event: PaymentDeclined, ctx: Context) -> InventoryReleas
     return InventoryReleased(order_id=event.order_id)
 
 
-@payment.on(InventoryReserved, retry=demo_retry)
+@payment.on(InventoryReserved, retry=demo_retry, options=ledger.options)
 async def capture_payment(event: InventoryReserved, ctx: Context) -> PaymentCaptured | PaymentDeclined:
     _flaky(ctx, "capture")
     if _share("decline", event.order_id) < _rate("SHOP_DECLINE_RATE", 0.15):
         return PaymentDeclined(order_id=event.order_id, reason="card declined")
+    await ledger.book(ctx, event.order_id, event.total_cents)
     return PaymentCaptured(order_id=event.order_id, amount_cents=event.total_cents)
 
 
