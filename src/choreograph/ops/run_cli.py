@@ -142,7 +142,8 @@ def run(
                     out.print(safe(retention))
 
             try:
-                async with companions_running(app):  # relays declared with app.declare(Relay(engine, app))
+                # relays declared with app.declare(Relay(engine, app)), their metrics beside the App's
+                async with companions_running(app, registry=install_metrics(app).registry):
                     await app.run(service or None, stop_timeout=stop_timeout, fail_fast=fail_fast, on_ready=announce)
             finally:
                 if server is not None:

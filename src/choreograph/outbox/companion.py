@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from choreograph.runtime.app import App
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 
 @runtime_checkable
@@ -28,11 +31,28 @@ def companions_of(app: App) -> list[Companion]:
     return [item for item in app.declarations if isinstance(item, Companion)]
 
 
+@runtime_checkable
+class Instrumented(Protocol):
+    """A companion that can export its metrics into a registry it is given."""
+
+    def instrument(self, registry: CollectorRegistry) -> None:
+        """Export metrics into ``registry`` (unless it already exports them elsewhere)."""
+        ...
+
+
 @contextlib.asynccontextmanager
-async def companions_running(app: App) -> AsyncIterator[list[Companion]]:
-    """Run ``app``'s declared companions while the block runs; stop them (and wait) when it ends."""
+async def companions_running(app: App, *, registry: CollectorRegistry | None = None) -> AsyncIterator[list[Companion]]:
+    """Run ``app``'s declared companions while the block runs; stop them (and wait) when it ends.
+
+    With ``registry`` (the App's metrics registry), companions that can export
+    metrics do so there, so one ``/metrics`` serves both.
+    """
     stop = asyncio.Event()
     companions = companions_of(app)
+    if registry is not None:
+        for companion in companions:
+            if isinstance(companion, Instrumented):
+                companion.instrument(registry)
     tasks = [asyncio.create_task(c.run_beside(stop), name=f"companion:{type(c).__name__}") for c in companions]
     try:
         yield companions

@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -146,6 +147,16 @@ class Relay:
         """Rounds this relay finished (shipping something or nothing)."""
         self.listening = False
         """True while a PostgreSQL relay's LISTEN is in effect (commits elsewhere wake it)."""
+
+    def instrument(self, registry: CollectorRegistry) -> None:
+        """Export this relay's metrics into ``registry`` (the App's, under ``choreograph run``), if it has none yet."""
+        if self.metrics is None:
+            try:
+                self.metrics = RelayMetrics(registry)
+            except ValueError:  # another relay of this App exports there already (the series carry no labels)
+                logger.warning(
+                    "relay %s: a relay already exports outbox metrics here; this one exports none", self.name
+                )
 
     @property
     def broker(self) -> Broker:

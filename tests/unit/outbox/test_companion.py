@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from choreograph import App
@@ -25,7 +26,8 @@ async def test_a_declared_relay_ships_while_the_app_runs(tmp_path: Path) -> None
     app.declare(relay)
     assert companions_of(app) == [relay]
     try:
-        async with companions_running(app):
+        registry = CollectorRegistry()
+        async with companions_running(app, registry=registry):
             await wait_until(lambda: relay.rounds >= 1, what="first round")
             # When a unit of work commits
             async with AsyncSession(engine) as session, session.begin():
@@ -33,6 +35,7 @@ async def test_a_declared_relay_ships_while_the_app_runs(tmp_path: Path) -> None
             # Then the relay, woken by the commit (its poll is a minute away), ships it
             await wait_until(lambda: relay.shipped == 1, timeout=10, what="shipped")
         assert [env.id for env in await read_log(app.broker, Moved.topic())] == [staged.id]
+        assert registry.get_sample_value("choreograph_outbox_shipped_total") == 1  # in the App's registry
     finally:
         await app.close()
         await engine.dispose()
