@@ -77,6 +77,7 @@ class Consumer:
         self._listeners = tuple(listeners)
         self._admit = admit
         self._security = security
+        self._derive_id = security.output_ids(spec.service) if security is not None else None
         self._stopping = asyncio.Event()
         self.breaker = BreakerState(spec.breaker) if spec.breaker else None
         self.stats = HandlerStats()
@@ -357,7 +358,14 @@ class Consumer:
     async def _run_lane(self, lane: list[tuple[Delivery, Envelope]], seen: set[str], contexts: list[Context]) -> None:
         pipeline = self._pipeline
         for delivery, envelope in lane:
-            ctx = Context(envelope=envelope, delivery=delivery, handler=self.spec, seen=seen, admit=self._admit)
+            ctx = Context(
+                envelope=envelope,
+                delivery=delivery,
+                handler=self.spec,
+                seen=seen,
+                admit=self._admit,
+                derive_id=self._derive_id,
+            )
             await pipeline(envelope, ctx)
             contexts.append(ctx)
 
@@ -369,6 +377,7 @@ class Consumer:
         done = [ctx for ctx in contexts if ctx.outcome is Outcome.SUCCESS and ctx.outputs]
         if not done:
             return
+        # derived=True: ids the Context keyed already (Security.output_ids) are kept, any other is keyed here
         sealed = iter(await security.seal([out for ctx in done for _, out in ctx.outputs], derived=True))
         for ctx in done:
             ctx.outputs[:] = [(topic, next(sealed)) for topic, _ in ctx.outputs]

@@ -56,6 +56,8 @@ class Context:
     admit: Callable[[Event], dict[str, Any]] | None = None
     """Checks an outgoing event against the schema registry and returns its payload."""
     tracestate: str | None = None
+    derive_id: Callable[[str], str] | None = None
+    """Maps each output's public derived id to the id sent (keyed when signing is on; set by the consumer)."""
 
     @property
     def attempt(self) -> int:
@@ -94,6 +96,8 @@ class Context:
         """
         position = len(self.outputs)
         eid = derived_id(self.envelope.id, self.handler.group, position)
+        if self.derive_id is not None:  # the id returned here is the id sent (keyed: not predictable)
+            eid = self.derive_id(eid)
         envelope = Envelope(
             id=eid,
             source=self.handler.service,

@@ -14,8 +14,10 @@ encrypted).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import BrokerError, ConfigurationError
@@ -27,6 +29,9 @@ from choreograph.security.policy import AccessPolicy
 from choreograph.security.signing import Verifier, keyed_id, sign
 
 logger = logging.getLogger("choreograph.security")
+
+KEYED_REMEMBERED: Final = 65_536
+"""How many output ids keyed by :meth:`Security.output_ids` a Security remembers, so sealing does not key them twice."""
 
 
 @dataclass
@@ -49,6 +54,7 @@ class Security:
     policy: AccessPolicy | None = None
     encryption: Encryption | None = None
     _verifier: Verifier | None = field(default=None, init=False, repr=False)
+    _keyed: OrderedDict[str, None] = field(default_factory=OrderedDict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.accept_unsigned = frozenset(self.accept_unsigned)
@@ -74,12 +80,38 @@ class Security:
                 if not self.policy.may_consume(service, topic):
                     raise ConfigurationError(f"the access policy does not let service {service!r} consume {topic!r}")
 
+    def output_ids(self, service: str) -> Callable[[str], str] | None:
+        """The function that keys ``service``'s derived output ids, or None when its ids stay public.
+
+        With signing on and a signing key for ``service``, it maps a public
+        derived id to an HMAC of it under the service's secret (see
+        :func:`~choreograph.security.signing.keyed_id`): the consumer gives it
+        to each handler's Context, so the id ``ctx.publish`` returns is the id
+        sent. Ids it made are remembered (the last :data:`KEYED_REMEMBERED`),
+        so a later ``seal(derived=True)`` does not key them a second time.
+        """
+        keys = self.keys
+        key = keys.signing_key(service) if keys is not None else None
+        if key is None:
+            return None
+        secret, remembered = key.id_secret(), self._keyed
+
+        def derive(public_id: str) -> str:
+            event_id = keyed_id(secret, public_id)
+            remembered[event_id] = None
+            if len(remembered) > KEYED_REMEMBERED:
+                remembered.popitem(last=False)
+            return event_id
+
+        return derive
+
     async def seal(self, envelopes: Sequence[Envelope], *, derived: bool = False) -> list[Envelope]:
         """Return ``envelopes`` ready to encode: ids keyed (``derived``), payloads encrypted, batch signed.
 
         ``derived``: the envelopes are handler outputs whose ids were derived
         from public values; with signing on they are replaced by an HMAC under
-        the source's key (deterministic, so a re-run emits the same ids).
+        the source's key (deterministic, so a re-run emits the same ids). Ids
+        already keyed by :meth:`output_ids` are kept as they are.
         Raises ConfigurationError for a source without a signing key.
         """
         out = list(envelopes)
@@ -87,7 +119,7 @@ class Security:
         if derived and keys is not None:
             for i, envelope in enumerate(out):
                 key = keys.signing_key(envelope.source)
-                if key is not None:
+                if key is not None and envelope.id not in self._keyed:
                     out[i] = rebuilt(envelope, envelope.extensions, event_id=keyed_id(key.id_secret(), envelope.id))
         if self.encryption is not None:
             out = [await self.encryption.encrypt(envelope) for envelope in out]
