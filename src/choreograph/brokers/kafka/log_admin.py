@@ -191,6 +191,10 @@ class LogAdmin:
                 firsts = await self.start_offsets(consumer, tps, start)
                 # checked by reading: Tansu's own answer can stop mid-batch, and a read on from there got nothing
                 end = await self.end_offsets(tps)
+                named = (start.offsets or {}) if start.kind == "offsets" else {}
+                for tp in tps:  # an offset at or past the end (``DONE`` markers) stays there, not at Tansu's answer
+                    if tp.partition in named:
+                        firsts[tp] = min(max(firsts[tp], named[tp.partition]), end[tp])
                 deadline = asyncio.get_running_loop().time() + self.config.request_timeout
                 for tp in tps:
                     consumer.seek(tp, firsts[tp])
