@@ -210,6 +210,12 @@ def translate(exc: sqlite3.Error, path: str, action: str) -> BrokerError:
     """Return the choreograph error for a sqlite3 error raised while doing ``action``."""
     message = f"SQLite broker {path!r}: {action} failed: {exc}"
     code = getattr(exc, "sqlite_errorname", "")
+    if code == "SQLITE_FULL":
+        message = (
+            f"SQLite broker {path!r}: {action} failed: the disk is full, or the file reached its size limit "
+            f"({exc}); nothing of this write was kept, what was acknowledged before is intact, and writes "
+            "go through again once there is space"
+        )
     if isinstance(exc, sqlite3.OperationalError) and (
         "unable to open" in str(exc) or code in {"SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL"}
     ):

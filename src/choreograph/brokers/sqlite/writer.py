@@ -109,6 +109,14 @@ class WriteBatch:
                 log.exception("sqlite broker: after-commit hook failed")
 
 
+class _BatchRolledBack(Exception):
+    """A job's error after which SQLite had rolled back the whole transaction: every job fails with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 @dataclass(slots=True)
 class _Job(Generic[T]):
     work: Callable[[WriteBatch], T]
@@ -199,20 +207,24 @@ class Writer:
                 try:
                     result = job.work(batch)
                 except Exception as exc:
+                    error = translate(exc, self._path, "write") if isinstance(exc, sqlite3.Error) else exc
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back itself (a full disk, an I/O error): no job
+                        # of the batch holds, and each fails with this cause (not "no such savepoint")
+                        raise _BatchRolledBack(error) from exc
                     # undo only this job; the rest of the batch still commits
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     batch.restore(point)
-                    error = translate(exc, self._path, "write") if isinstance(exc, sqlite3.Error) else exc
                     outcomes.append((False, error))
                 else:
                     conn.execute("RELEASE job")
                     outcomes.append((True, result))
             batch.flush()
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, _BatchRolledBack) as exc:
             self._rollback()
-            failure = translate(exc, self._path, "commit")
+            failure = exc.error if isinstance(exc, _BatchRolledBack) else translate(exc, self._path, "commit")
             for job in live:
                 job.future.set_exception(failure)
             return
