@@ -79,6 +79,10 @@ class Transactional(HandlerOption):
             raise ConfigurationError(
                 f"Transactional takes an sqlalchemy AsyncEngine (create_async_engine(url)), got {self.engine!r}"
             )
+        if self.engine.dialect.name not in ("postgresql", "sqlite"):
+            raise ConfigurationError(
+                f"Transactional handlers keep their inbox in PostgreSQL or SQLite, not {self.engine.dialect.name!r}"
+            )
 
 
 def db_session(ctx: Context) -> AsyncSession:
