@@ -23,8 +23,10 @@ from choreograph.core.errors import ConfigurationError, MissingExtraError
 from choreograph.core.ids import new_id
 from choreograph.ops.loader import load_app
 from choreograph.ops.schema_cli import open_store
+from choreograph.ops.sealing import KeysOption, operator_security
 from choreograph.ops.session import opened_broker
 from choreograph.ops.terminal import EXIT_USAGE, BrokerOption, err, fail, out, run_async, safe
+from choreograph.runtime.app import App
 from choreograph.runtime.schema_store import close_schema_store
 from choreograph.schema.errors import SchemaViolation
 from choreograph.schema.registry import SchemaRegistry
@@ -80,9 +82,8 @@ def validate_against_registry(broker: str | None, event_type: str, version: int,
         raise ConfigurationError(f"data does not match the registered schema of {exc}") from None
 
 
-def _validate_against_app(app_spec: str, event_type: str, payload: dict[str, Any]) -> str:
+def _validate_against_app(app: App, app_spec: str, event_type: str, payload: dict[str, Any]) -> str:
     """Validate ``payload`` with the App's model for ``event_type``; return the model's topic."""
-    app = load_app(app_spec)
     models = {spec.event.event_type(): spec.event for spec in app.handlers}
     if event_type not in models:
         raise ConfigurationError(f"{app_spec} handles no event of type {event_type!r}")
@@ -110,6 +111,7 @@ def publish(
             help="Validate the data with this App's event model (default: the registry's schema, if any).",
         ),
     ] = None,
+    keys: KeysOption = None,
     broker: BrokerOption = None,
 ) -> None:
     """Publish one event (a new correlation) and print its id.
@@ -118,6 +120,12 @@ def publish(
     schema registered for TYPE and --version (exit 2 naming each failing
     field). With no schema registered, a warning on stderr says the event goes
     out unvalidated.
+
+    The event is signed with SOURCE's key when one is configured (--keys DIR,
+    $CHOREOGRAPH_KEYS_DIR, $CHOREOGRAPH_SIGNING_KEYS, or the --app's key
+    ring) and encrypted per the --app's encryption. When the App signs its
+    events, or --keys is given, and no key signs for SOURCE, nothing is sent
+    (exit 2): consumers would dead-letter it.
     """
     try:
         payload = orjson.loads(data)
@@ -129,10 +137,12 @@ def publish(
     @run_async
     async def main() -> None:
         resolved_topic = topic or event_type
-        if app_spec:
-            resolved_topic = topic or _validate_against_app(app_spec, event_type, payload)
+        app = load_app(app_spec) if app_spec else None
+        if app is not None and app_spec:
+            resolved_topic = topic or _validate_against_app(app, app_spec, event_type, payload)
         else:
             validate_against_registry(broker, event_type, version, payload)
+        security = operator_security(app.security if app is not None else None, keys, source, "the event")
         eid = new_id()
         envelope = Envelope(
             id=eid,
@@ -144,6 +154,8 @@ def publish(
             partitionkey=key,
             schemaversion=version,
         )
+        if security is not None:
+            envelope = (await security.seal([envelope]))[0]
         async with opened_broker(broker) as target:
             await target.publish(resolved_topic, [Record(codec.encode(envelope), key)])
         out.print(eid)
