@@ -34,6 +34,7 @@ from choreograph.observe.flows import (
     Quantiles,
     replay,
 )
+from choreograph.observe.flows.events import OBSERVER_SOURCE
 from choreograph.observe.flows.metrics import serve_flow_metrics
 from choreograph.observe.flows.settings import stored_state
 from choreograph.ops.loader import load_object
@@ -316,6 +317,10 @@ def observe(
     metrics_host: Annotated[
         str, typer.Option(metavar="HOST", help="Interface for --metrics-port (0.0.0.0: every interface).")
     ] = "127.0.0.1",
+    source: Annotated[
+        str,
+        typer.Option(metavar="SERVICE", help="Source of the notices (signed with its key when the App signs)."),
+    ] = OBSERVER_SOURCE,
 ) -> None:
     """Run the workflow observer until SIGINT/SIGTERM (groups ``observer.<flow>``).
 
@@ -330,7 +335,7 @@ def observe(
         async with opened_app(app_spec, broker) as app:
             flows = load_flows(app_spec, app, flows_spec)
             await app.broker.ping()
-            observer = Observer(app, flows)
+            observer = Observer(app, flows, source=source)
             server = (
                 None
                 if metrics_port is None

@@ -72,7 +72,13 @@ class Observer:
     """Watches ``flows`` on ``app``'s broker; see the module docstring for guarantees.
 
     ``store`` keeps instance state across restarts (default: :func:`default_store`);
-    ``clock`` judges deadlines (default: the app's clock).
+    ``clock`` judges deadlines (default: the app's clock); ``source`` is the
+    notices' CloudEvents source. With ``App(security=...)`` the notices are
+    sealed as the app seals its events (ids keyed, encrypted, signed): when
+    the app signs, ``source`` must be a service name with a signing key (the
+    default ``choreograph.observer`` cannot own one), e.g.
+    ``Observer(app, flows, source="flow-observer")`` after
+    ``choreograph keys generate flow-observer``.
     """
 
     def __init__(
@@ -83,9 +89,11 @@ class Observer:
         store: FlowStore | None = None,
         clock: Clock | None = None,
         config: ObserverConfig | None = None,
+        source: str = OBSERVER_SOURCE,
     ) -> None:
         check_flows(flows)
         self.app = app
+        self.source = source
         self.flows = tuple(flows)
         self._store = store
         self.clock = clock or app.clock
@@ -121,6 +129,14 @@ class Observer:
         """Load stored state, publish notices owed from a previous run, and start reading. Returns at once."""
         if self._tasks:
             raise ConfigurationError("observer already started")
+        security = self.app.security
+        if security is not None and security.keys is not None and security.keys.signing_key(self.source) is None:
+            # Unsigned notices would be dead-lettered (reason signature) by every consumer: refuse to start.
+            raise ConfigurationError(
+                f"the app signs its events but the flow observer's notices (source {self.source!r}) have no "
+                "signing key; run it under a service name with a key: Observer(app, flows, source='flow-observer') "
+                "after: choreograph keys generate flow-observer"
+            )
         self._stopping.clear()
         self.failure = None
         for flow in self.flows:
@@ -391,15 +407,21 @@ class Observer:
         async with self._commit_lock:
             owed: dict[str, list[Record]] = {}
             sent: list[tuple[FlowTracker, Instance, str]] = []
+            envelopes: list[Envelope] = []
             now = self.clock.now()
             for tracker in self.trackers.values():
                 for instance, key in tracker.pending_notices():
                     event = tracker.notice(instance, key, now)
-                    envelope = self._envelope(tracker.flow, instance.correlation_id, key, event)
-                    owed.setdefault(_TOPICS[envelope.type], []).append(
-                        Record(codec.encode(envelope), envelope.partitionkey)
-                    )
+                    envelopes.append(self._envelope(tracker.flow, instance.correlation_id, key, event))
                     sent.append((tracker, instance, key))
+            if self.app.security is not None and envelopes:
+                # Derived ids are keyed like handler outputs (a forged notice cannot predict them); still
+                # deterministic, so a notice published again after a crash keeps its id (until a key rotation).
+                envelopes = await self.app.security.seal(envelopes, derived=True)
+            for envelope in envelopes:
+                owed.setdefault(_TOPICS[envelope.type], []).append(
+                    Record(codec.encode(envelope), envelope.partitionkey)
+                )
             for topic, records in owed.items():
                 await self.broker.publish(topic, records)
             for tracker, instance, key in sent:
@@ -415,7 +437,7 @@ class Observer:
     def _envelope(self, flow: Flow, correlation_id: str, key: str, event: Event) -> Envelope:
         return Envelope(
             id=derived_id(correlation_id, f"{flow.group}:{key}", 0),
-            source=OBSERVER_SOURCE,
+            source=self.source,
             type=event.event_type(),
             data=event.model_dump(mode="json"),
             time=now_rfc3339(),
