@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -40,6 +40,7 @@ from choreograph.core.event import Event
 from choreograph.runtime.app import App
 from choreograph.runtime.middleware import Publisher
 from choreograph.runtime.service import HandlerSpec
+from choreograph.security.errors import SecurityError
 
 E = TypeVar("E", bound=Event)
 
@@ -95,18 +96,30 @@ def _shown(value: bytes) -> str:
 
 
 class _Recorder:
-    """Settle listener and publisher middleware of one TestApp: records what happened and wakes drain."""
+    """Settle listener and publisher middleware of one TestApp: records what happened and wakes drain.
 
-    def __init__(self) -> None:
+    ``envelopes`` are as sent (sealed when the app has ``security=``);
+    ``opened`` holds, by index into them, the decrypted form of encrypted
+    ones: at once for ``app.publish``, when drain returns for handler outputs
+    (a settle listener cannot await the key store).
+    """
+
+    def __init__(self, decrypt: Callable[[Envelope], Awaitable[Envelope]] | None = None) -> None:
         self.active = False
         self.changed = asyncio.Event()
         self.envelopes: list[tuple[str, Envelope]] = []
         self.dead_letters: list[DeadLetter] = []
+        self.opened: dict[int, Envelope] = {}
+        self._decrypt = decrypt
+        self._sealed: list[int] = []
 
     def settled(self, spec: HandlerSpec, settlement: Settlement, seconds: float) -> None:
         if not self.active:  # a listener stays on its app; a finished TestApp ignores later settles
             return
+        start = len(self.envelopes)
         self.envelopes.extend((topic, codec.decode(record.value)) for topic, record in settlement.outputs)
+        if self._decrypt is not None:
+            self._sealed.extend(range(start, len(self.envelopes)))
         self.dead_letters.extend(letter for _, letter in settlement.dead_letters)
         self.changed.set()
 
@@ -114,10 +127,28 @@ class _Recorder:
         async def recorded(topic: str, envelopes: list[Envelope]) -> list[Envelope]:
             sent = await publish(topic, envelopes)
             if self.active:
+                start = len(self.envelopes)
                 self.envelopes.extend((topic, envelope) for envelope in sent)
+                if self._decrypt is not None:
+                    self._sealed.extend(range(start, len(self.envelopes)))
+                    await self.open_sealed()
             return sent
 
         return recorded
+
+    async def open_sealed(self) -> None:
+        """Decrypt what was recorded sealed since the last call; what does not decrypt stays as sent."""
+        decrypt, pending, self._sealed = self._decrypt, self._sealed, []
+        if decrypt is None:
+            return
+        for index in pending:
+            envelope = self.envelopes[index][1]
+            try:
+                opened = await decrypt(envelope)
+            except SecurityError:  # a forgotten data key, say: the test sees "<encrypted>", as a consumer would
+                continue
+            if opened is not envelope:
+                self.opened[index] = opened
 
 
 class TestApp:
@@ -167,7 +198,8 @@ class TestApp:
         self._drain_timeout = drain_timeout
         self._stop_timeout = stop_timeout
         self._specs: list[HandlerSpec] = []
-        self._recorder = _Recorder()
+        encryption = app.security.encryption if app.security is not None else None
+        self._recorder = _Recorder(encryption.decrypt if encryption is not None else None)
         self._reported = 0
         self._broker: MemoryBroker | None = None
         self._clock: FakeClock | None = None
@@ -281,6 +313,7 @@ class TestApp:
             self._raise_dead_letter()
             due = [at for spec in self._specs if (at := broker.ready_at(spec.topic, spec.group)) is not None]
             if not due:
+                await recorder.open_sealed()  # handler outputs encrypted by the app's security, for published()
                 return
             earliest, now = min(due), broker.clock.now()
             if earliest > now and self._clock is not None:
@@ -324,12 +357,24 @@ class TestApp:
 
         Counts what :meth:`publish` and ``app.publish`` sent and what handlers
         emitted (once their batch settled); each is parsed into ``event_type``.
+        With ``App(security=...)`` encrypting payloads, each is decrypted with
+        the app's key store (handler outputs once :meth:`drain` returned); one
+        whose data key is gone cannot be parsed (pydantic's ValidationError),
+        as a consumer could not read it; :meth:`envelopes` lists it as sent.
         """
         name = event_type.event_type()
-        return [event_type.model_validate(env.data) for _, env in self._recorder.envelopes if env.type == name]
+        opened = self._recorder.opened
+        return [
+            event_type.model_validate(opened.get(index, env).data)
+            for index, (_, env) in enumerate(self._recorder.envelopes)
+            if env.type == name
+        ]
 
     def envelopes(self, topic: str | None = None) -> list[Envelope]:
-        """Return the envelopes published on ``topic`` (every topic if None) while running here, in commit order."""
+        """Return the envelopes published on ``topic`` (every topic if None) while running here, in commit order.
+
+        They are as sent: signed and encrypted when the app has ``security=`` (see :meth:`published`).
+        """
         return [env for where, env in self._recorder.envelopes if topic is None or where == topic]
 
     @property
