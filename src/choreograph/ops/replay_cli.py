@@ -124,8 +124,9 @@ def _plan_doc(found: Plan, estimate: float | None, **extra: Any) -> dict[str, An
 def _estimate_line(found: Plan, estimate: float | None, rate: float | None) -> str:
     if estimate is None:
         return f"{found.total} records; no estimate (nothing to read)"
-    how = f"at --rate {rate:g}/s" if rate else "at the read speed this dry run measured"
-    return f"{found.total} records; estimated {estimate:.1f} s {how}"
+    if rate:
+        return f"{found.total} records; estimated {estimate:.2f} s at --rate {rate:g}/s"
+    return f"{found.total} records; at least {estimate:.2f} s (the read speed this dry run measured; writes add to it)"
 
 
 async def _timed_plan(broker: Broker, topic: str, bounds: Bounds, accept: Filter) -> tuple[Plan, float | None]:
