@@ -103,7 +103,33 @@ def connect_error(
         refused = refusal(candidate, config)
         if refused is not None:
             return refused
+    certificate = _certificate_missing(reported, config)
+    if certificate is not None:
+        return certificate
     return translate(exc, f"connect to {redact_text(', '.join(config.servers))}")
+
+
+def _certificate_missing(reported: Sequence[BaseException] | None, config: NatsConfig) -> ConfigurationError | None:
+    """The refusal of a TLS 1.3 server that wants a client certificate we did not send, when its alert was lost.
+
+    Under TLS 1.3 the server checks the client certificate after the
+    handshake completed on the client's side; it sends its "certificate
+    required" alert and closes. When the client's first write (CONNECT)
+    meets the closed socket first, the kernel answers with a reset that
+    discards the unread alert: nats-py then reports only "connection reset"
+    or "broken pipe", never the alert (about one connect in 40 here). So:
+    TLS on, no ``tls_cert`` configured, and every attempt ended that way, is
+    that refusal, as Redis reports it (``brokers/redis/connection.py``).
+    """
+    if not config.uses_tls or config.tls_cert is not None or not reported:
+        return None
+    if not all(isinstance(error, (ConnectionResetError, BrokenPipeError)) for error in reported):
+        return None
+    return ConfigurationError(
+        f"TLS handshake with {redact_text(', '.join(config.servers))} failed: the server requires a client "
+        "certificate (mutual TLS); set tls_cert and tls_key (it closed every connection right after the handshake, "
+        "as a server that requires a certificate we did not send does)"
+    )
 
 
 def refusal(exc: BaseException, config: NatsConfig) -> ConfigurationError | None:
