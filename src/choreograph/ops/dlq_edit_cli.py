@@ -7,6 +7,13 @@ recorded in the audit trail. The edited payload is validated against the
 event's schema before anything is sent: the App's model with ``--app``, else
 the schema registered for the event's type and version; with neither, the edit
 is refused.
+
+A signed or encrypted dead letter is sealed again (see :mod:`.sealing`): the
+copy is signed with the operator's key for its source (``--keys DIR``) and
+encrypted with the ``--app``'s key store, which also decrypts the payload for
+editing. Without the key it needs, the edit is refused naming the fix: an
+unsigned copy would be dead-lettered again (reason ``signature``), and one
+with a stale ciphertext would bring the old values back.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import os
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,10 +30,13 @@ import orjson
 import typer
 
 from choreograph.core import codec
+from choreograph.core.broker import DeadLetter
+from choreograph.core.envelope import Envelope
 from choreograph.core.errors import ConfigurationError, DecodeError, MissingExtraError
 from choreograph.ops.dlq_common import ActorOption, dlq
 from choreograph.ops.loader import load_app
 from choreograph.ops.publish_cli import registered_schema
+from choreograph.ops.sealing import KeysOption, operator_security
 from choreograph.ops.session import opened_broker
 from choreograph.ops.terminal import EXIT_FAILED, BrokerOption, fail, out, run_async, safe
 from choreograph.runtime.dead_letters import DeadLetterDesk, EditingDisabled
@@ -140,6 +150,60 @@ def validator(broker: str | None, app_spec: str | None) -> Callable[[str, int, A
     return check
 
 
+async def _unsealed_payload(
+    original: Envelope, letter: DeadLetter, app_spec: str | None, keys: Path | None, source: str | None
+) -> tuple[Any, Callable[[Envelope], Awaitable[Envelope]] | None]:
+    """The payload to edit (decrypted) and how to seal the copy; ConfigurationError when a key is missing."""
+    letter_id = letter.id
+    # The attribute names of choreograph.security (signature, encdata), read without needing its extra.
+    signed = original.extensions.get("signature") is not None
+    encrypted = original.extensions.get("encdata") is not None
+    app_security = load_app(app_spec).security if app_spec is not None else None
+    signer = source or original.source
+    security = operator_security(app_security, keys, signer, "the edited copy")
+    if security is not None and security.signing and letter.reason in ("signature", "unauthorized"):
+        raise ConfigurationError(
+            f"dead letter {letter_id} was refused by the signature check (reason {letter.reason!r}): signing an "
+            "edited copy would vouch for an event nobody verified; publish a new event instead "
+            "(choreograph publish --keys DIR); nothing was sent"
+        )
+    if signed and (security is None or not security.signing):
+        raise ConfigurationError(
+            f"dead letter {letter_id} holds a signed event: its edited copy must be signed too, or consumers "
+            f"dead-letter it again (reason 'signature'); pass --keys DIR holding a signing key for {signer!r} "
+            "(or --source SERVICE, a service whose key you hold and which the access policy lets publish "
+            f"{original.type}); nothing was sent"
+        )
+    data = original.data
+    if encrypted:
+        encryption = app_security.encryption if app_security is not None else None
+        if encryption is None:
+            raise ConfigurationError(
+                f"dead letter {letter_id} holds an encrypted payload: pass --app MODULE:APP whose "
+                "App(security=...) has the data-key store, to decrypt it for editing and encrypt the copy; "
+                "nothing was sent"
+            )
+        from choreograph.security.errors import SecurityError
+
+        try:
+            data = (await encryption.decrypt(original)).data
+        except SecurityError as exc:
+            raise ConfigurationError(f"dead letter {letter_id} cannot be decrypted: {exc}; nothing was sent") from None
+    if security is None and source is None:
+        return data, None
+
+    async def seal(envelope: Envelope) -> Envelope:
+        if source is not None:
+            envelope = envelope.replace(source=source)
+        if security is None:
+            return envelope
+        from choreograph.security.guard import unsealed
+
+        return (await security.seal([unsealed(envelope)]))[0]
+
+    return data, seal
+
+
 @dlq.command()
 def edit(
     dead_letter_id: Annotated[str, typer.Argument(metavar="ID")],
@@ -155,6 +219,11 @@ def edit(
         typer.Option("--app", metavar="MODULE:APP", help="Validate with this App's event model (default: registry)."),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking.")] = False,
+    keys: KeysOption = None,
+    source: Annotated[
+        str | None,
+        typer.Option(metavar="SERVICE", help="Send the copy as SERVICE, signed with its key (default: its source)."),
+    ] = None,
     actor: ActorOption = None,
     broker: BrokerOption = None,
 ) -> None:
@@ -165,6 +234,11 @@ def edit(
     gets a new id, the original event as its cause and the same correlation;
     the original entry is marked edited and cannot be retried again.
     Editing must be turned on first: `choreograph dlq settings --editing on`.
+
+    A signed event's copy is signed again with SOURCE's key from --keys DIR
+    (or $CHOREOGRAPH_KEYS_DIR, $CHOREOGRAPH_SIGNING_KEYS, the --app's ring);
+    an encrypted one is decrypted and encrypted again with the --app's key
+    store. Without them the edit is refused and nothing is sent.
     """
     if set_ and patch is not None:
         raise fail("give --set or --patch, not both", 2)
@@ -177,9 +251,10 @@ def edit(
                 raise EditingDisabled()
             letter = await desk.letters.dead_letter(dead_letter_id)
             try:
-                before = codec.decode(letter.value).data
+                original = codec.decode(letter.value)
             except DecodeError as exc:
                 raise ConfigurationError(f"dead letter {dead_letter_id} holds no readable event: {exc}") from None
+            before, seal = await _unsealed_payload(original, letter, app_spec, keys, source)
             after = orjson.loads(orjson.dumps(before))  # a deep copy to change
             if patch is not None:
                 try:
@@ -198,7 +273,7 @@ def edit(
             out.print(f"changed: {safe(', '.join(changes))}")
             if not yes and not typer.confirm("Send the edited event?"):
                 raise typer.Exit(EXIT_FAILED)
-            result = await desk.edit(letter, after, validate=validator(broker, app_spec))
+            result = await desk.edit(letter, after, validate=validator(broker, app_spec), seal=seal)
         out.print(
             f"sent event {safe(result.new_event_id)} (caused by {safe(result.original_event_id)}); "
             f"dead letter {safe(result.dead_letter_id)} marked edited"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
@@ -29,7 +29,7 @@ import orjson
 
 from choreograph.core import codec
 from choreograph.core.broker import DeadLetter, DeadLetterStore
-from choreograph.core.envelope import now_rfc3339
+from choreograph.core.envelope import Envelope, now_rfc3339
 from choreograph.core.errors import ChoreographError, ConfigurationError, DecodeError
 from choreograph.core.fingerprint import FailureGroup, failure_groups, fingerprint
 from choreograph.core.ids import new_id
@@ -281,8 +281,19 @@ class DeadLetterDesk:
                 )
         return report
 
-    async def edit(self, letter: DeadLetter, data: Any, *, validate: Callable[[str, int, Any], None]) -> EditResult:
+    async def edit(
+        self,
+        letter: DeadLetter,
+        data: Any,
+        *,
+        validate: Callable[[str, int, Any], None],
+        seal: Callable[[Envelope], Awaitable[Envelope]] | None = None,
+    ) -> EditResult:
         """Send an edited copy of ``letter``'s event to its group and mark the original edited; audited.
+
+        ``seal`` turns the copy into what is sent (signed and encrypted again
+        with the operator's keys: the original's signature cannot cover the
+        edited data); nothing is sent if it raises.
 
         ``validate(event_type, version, data)`` must raise (any exception) if
         ``data`` breaks the event's schema: nothing is sent then. The copy has
@@ -312,6 +323,8 @@ class DeadLetterDesk:
             causationid=original.id,
             correlationid=original.correlationid or original.id,
         )
+        if seal is not None:
+            edited = await seal(edited)
         if not await self.letters.resubmit(letter.id, codec.encode(edited)):
             raise ChoreographError(f"dead letter {letter.id} was retried or purged meanwhile; nothing was sent")
         result = EditResult(letter.id, original.id, edited.id)

@@ -21,8 +21,8 @@ from typing import Final
 
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import BrokerError, ConfigurationError
-from choreograph.security.canonical import SIGNATURE, rebuilt
-from choreograph.security.encryption import Encryption
+from choreograph.security.canonical import SIGNATURE, SIGNATURE_KEY, SIGNATURE_PROOF, rebuilt
+from choreograph.security.encryption import ENCRYPTED_DATA, ENCRYPTION_KEY, Encryption
 from choreograph.security.errors import SecurityError, SignatureError, UnauthorizedError
 from choreograph.security.keyring import KeyRing
 from choreograph.security.policy import AccessPolicy
@@ -30,8 +30,30 @@ from choreograph.security.signing import Verifier, keyed_id, sign
 
 logger = logging.getLogger("choreograph.security")
 
+SEAL_EXTENSIONS: Final = frozenset({SIGNATURE, SIGNATURE_KEY, SIGNATURE_PROOF, ENCRYPTED_DATA, ENCRYPTION_KEY})
+"""The extensions sealing adds: an edited copy drops them before it is sealed again."""
+
 KEYED_REMEMBERED: Final = 65_536
 """How many output ids keyed by :meth:`Security.output_ids` a Security remembers, so sealing does not key them twice."""
+
+
+def is_sealed(envelope: Envelope) -> tuple[bool, bool]:
+    """Whether ``envelope`` is (signed, encrypted)."""
+    extensions = envelope.extensions
+    return extensions.get(SIGNATURE) is not None, extensions.get(ENCRYPTED_DATA) is not None
+
+
+def unsealed(envelope: Envelope) -> Envelope:
+    """``envelope`` without its signature and ciphertext attributes, as if never sealed.
+
+    For a copy whose ``data`` was changed (an edited dead letter): a stale
+    ``encdata`` would otherwise bring the old values back on decryption, and
+    a stale signature cannot verify. ``data`` is left as it is: decrypt first.
+    """
+    extensions = envelope.extensions
+    if not SEAL_EXTENSIONS.intersection(extensions):
+        return envelope
+    return rebuilt(envelope, {k: v for k, v in extensions.items() if k not in SEAL_EXTENSIONS})
 
 
 @dataclass
