@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from choreograph.core.broker import Capabilities, Position, Record
+from choreograph.core.broker import Capabilities, ParkLedger, Position, Record
 from choreograph.core.clock import Clock, SystemClock
 from choreograph.core.errors import BrokerClosed, BrokerError, BrokerUnavailable, ConfigurationError, UnknownTopic
 from choreograph.core.names import check_group, check_topic
@@ -90,6 +90,8 @@ class KafkaBroker(DeadLetterShelf, LogAdmin, KafkaKeyValues, GroupReset):
         self._start_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
         self._resubmit_lock = asyncio.Lock()
+        self.parked = ParkLedger()
+        """Records whose dead letter could not be written, parked (see ``KafkaSubscription.settle``)."""
         self._sending = 0
         self._drained = asyncio.Event()
         self._drained.set()
@@ -297,6 +299,10 @@ class KafkaBroker(DeadLetterShelf, LogAdmin, KafkaKeyValues, GroupReset):
         """Raise BrokerClosed after :meth:`close`."""
         if self._closed:
             raise BrokerClosed("the kafka broker is closed")
+
+    def parked_counts(self) -> dict[tuple[str, str], int]:
+        """Records parked since this broker opened, per (topic, group): see ``core.broker.ParkReporter``."""
+        return self.parked.counts()
 
     def forget(self, subscription: object) -> None:
         """Drop a closed subscription."""

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from choreograph.core.broker import DeadLetter, Position, Record
+from choreograph.core.broker import DeadLetter, ParkLedger, Position, Record
 from choreograph.core.clock import Clock
 
 from .config import KafkaConfig
@@ -24,6 +24,8 @@ class BrokerLink(Protocol):
 
     config: KafkaConfig
     clock: Clock
+    parked: ParkLedger
+    """Records whose dead letter could not be written, parked (see ``KafkaSubscription.settle``)."""
 
     def consumer_options(self) -> dict[str, Any]:
         """Keyword arguments every consumer of this broker is built with."""

@@ -31,13 +31,13 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.structs import OffsetAndMetadata
 
-from choreograph.core.broker import Delivery, Position, Record, Settlement
+from choreograph.core.broker import PARK_DELAY, Delivery, Position, Record, Settlement
 from choreograph.core.enums import StartKind
 from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError
 
@@ -48,6 +48,9 @@ if TYPE_CHECKING:
     from .state import StateTable
 
 logger = logging.getLogger("choreograph.brokers.kafka")
+
+_REFUSED: Final = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordTooLargeError)
+"""What a write of dead letters meets when they are over a size limit: trying again cannot help (see settle)."""
 
 _REBALANCE_GRACE = 0.5
 """Seconds a fetch may overrun its timeout while the group rebalances, before it returns empty-handed."""
@@ -301,7 +304,11 @@ class KafkaSubscription:
         """Write outputs, dead letters, retry state and inbox keys, then commit; raise BrokerError if a write fails.
 
         Not atomic: outputs and dead letters are acknowledged by Kafka before
-        the offsets are committed, so a crash in between redelivers.
+        the offsets are committed, so a crash in between redelivers. Dead
+        letters over a size limit (an entry the producer refuses) are parked:
+        their records are kept as retries due in ``PARK_DELAY`` seconds,
+        counted (``KafkaBroker.parked_counts``) and logged, and the rest of the
+        settle applies.
         """
         if self._closed:
             raise BrokerClosed(f"this subscription to {self.topic!r} is closed")
@@ -315,28 +322,44 @@ class KafkaSubscription:
         rows: list[tuple[str, bytes | None]] = await self._broker.store_dead_letters(
             [dl for _, dl in settlement.dead_letters]
         )
+        letter_rows = len(rows)
         prefix = f"retry|{self.group}|{self.topic}|"
         for delivery in [*settlement.acks, *(d for d, _ in settlement.dead_letters)]:
             item = self._held[(delivery.partition, delivery.offset)]
             if item.stored:
                 rows.append((f"{prefix}{delivery.partition}|{item.offset}", None))
-        for delivery, delay in settlement.retries:
-            item = self._held[(delivery.partition, delivery.offset)]
-            first = delivery.first_failure if delivery.first_failure is not None else now
-            doc = {"attempt": delivery.attempt, "first": first, "due": now + delay}
-            rows.append((f"{prefix}{delivery.partition}|{item.offset}", json.dumps(doc).encode()))
+        rows += [self._retry_row(prefix, delivery, delay, now) for delivery, delay in settlement.retries]
         assert self._state is not None
+        parked = False
         async with translated(f"settle a batch of {self.group!r}"):
-            await self._state.write(rows, group=self.group, inbox=settlement.inbox)
+            try:
+                await self._state.write(rows, group=self.group, inbox=settlement.inbox)
+            except kafka_errors.KafkaError as exc:
+                if not settlement.dead_letters or not isinstance(exc, _REFUSED):
+                    raise
+                # The dead letters cannot be written (over the producer's or the topic's size limit): park
+                # their records as retries due in PARK_DELAY instead, so the rest of the settle applies.
+                parks = [self._retry_row(prefix, d, PARK_DELAY, now) for d, _ in settlement.dead_letters]
+                await self._state.write(rows[letter_rows:] + parks, group=self.group, inbox=settlement.inbox)
+                parked = True
+                self._broker.parked.add(self.topic, self.group, len(parks))
+                for delivery, letter in settlement.dead_letters:
+                    logger.error(
+                        "parked %s[%d]@%d of group %r for %.0f s: its dead letter (%s, %d bytes) cannot be "
+                        "stored: %r", delivery.topic, delivery.partition, delivery.offset, self.group, PARK_DELAY,
+                        letter.reason, len(letter.value), exc,
+                    )  # fmt: skip
             await self._state.expire_if_due()
+        finished = [*settlement.acks, *(() if parked else (d for d, _ in settlement.dead_letters))]
+        retried = [*settlement.retries, *(((d, PARK_DELAY) for d, _ in settlement.dead_letters) if parked else ())]
         touched = set()
-        for delivery in [*settlement.acks, *(d for d, _ in settlement.dead_letters)]:
+        for delivery in finished:
             done = self._held.pop((delivery.partition, delivery.offset))
             part = self._parts.get(delivery.partition)
             if part is not None:
                 part.items.pop(done.offset, None)
             touched.add(delivery.partition)
-        for delivery, delay in settlement.retries:
+        for delivery, delay in retried:
             item = self._held.pop((delivery.partition, delivery.offset))
             item.held = False
             item.due = now + delay
@@ -346,6 +369,13 @@ class KafkaSubscription:
             self._idle.set()
         if not self._revoking:
             await self._commit(sorted(touched))
+
+    def _retry_row(self, prefix: str, delivery: Delivery, delay: float, now: float) -> tuple[str, bytes | None]:
+        """The state row that brings ``delivery`` back in ``delay`` seconds."""
+        item = self._held[(delivery.partition, delivery.offset)]
+        first = delivery.first_failure if delivery.first_failure is not None else now
+        doc = {"attempt": delivery.attempt, "first": first, "due": now + delay}
+        return f"{prefix}{delivery.partition}|{item.offset}", json.dumps(doc).encode()
 
     async def _commit(self, partitions: list[int]) -> None:
         offsets = {}
