@@ -6,10 +6,12 @@ from these exports, refuses the publish itself. One user per service:
 
 - **NATS** (:func:`nats_authorization`): an ``authorization { users: [...] }``
   block for ``nats-server.conf``; each user may publish only to the subjects
-  of its topics (``<prefix>.<topic>.>``) and is denied the consumer API of
-  the streams of topics it may not consume, and stream purge and delete.
-  Publishing the JetStream and KV API otherwise stays open (stream and bucket
-  creation, acks, state): restrict it further per deployment if needed.
+  of its topics (``<prefix>.<topic>.>``), and of the JetStream API only what
+  a service's broker calls: create and update the streams of its topics (any
+  stream's info: configuration and counts); the consumer API, direct and
+  message reads and acks of the streams it consumes; the same on the KV buckets a service uses (inbox,
+  leases, dead letters, and the key-value namespaces of
+  :data:`SERVICE_NAMESPACES`). Stream purge and delete are denied everywhere.
 - **Redis** (:func:`redis_acl`): ``ACL SETUSER`` rules (Redis 7: selectors):
   read-write on the partition streams of the topics it publishes, read and
   consumer-group commands only on those it consumes, its groups' state keys,
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from choreograph.security.policy import AccessPolicy
 
@@ -88,35 +91,72 @@ def _quoted(items: Iterable[str]) -> str:
 def nats_authorization(
     rights: Iterable[TopicRights],
     *,
-    all_topics: Iterable[str],
+    all_topics: Iterable[str] = (),
     prefix: str = "choreo",
     passwords: Mapping[str, str] | None = None,
+    namespaces: Iterable[str] | None = None,
 ) -> str:
-    """Return an ``authorization`` block for nats-server (see the module); ``all_topics``: every topic of the app."""
-    users = nats_users(rights, all_topics=all_topics, prefix=prefix, passwords=passwords)
+    """Return an ``authorization`` block for nats-server (see the module and :func:`nats_users`)."""
+    users = nats_users(
+        rights,
+        all_topics=all_topics,
+        prefix=prefix,
+        passwords=passwords,
+        namespaces=SERVICE_NAMESPACES if namespaces is None else namespaces,
+    )
     return "authorization {\n  users: [\n" + "\n".join(users) + "\n  ]\n}\n"
+
+
+SERVICE_NAMESPACES: Final = ("schemas", "parking", "data_keys")
+"""Key-value namespaces a service's process uses: the schema registry, parked-record markers, the data keys
+(encryption's ``KvKeyStore``). Operators' namespaces (dead-letter marks, audit, replay, flows) are not given."""
+
+
+def _js_read(stream: str) -> list[str]:
+    """Reading a stream as a consumer: its consumer API (create, info, next, delete), acks, direct and message gets."""
+    api = "$JS.API"
+    return [f"{api}.CONSUMER.*.{stream}", f"{api}.CONSUMER.*.{stream}.>", f"{api}.CONSUMER.*.*.{stream}.>",
+            f"$JS.ACK.{stream}.>", f"{api}.DIRECT.GET.{stream}", f"{api}.DIRECT.GET.{stream}.>",
+            f"{api}.STREAM.MSG.GET.{stream}"]  # fmt: skip
+
+
+def _js_own(stream: str) -> list[str]:
+    """Creating a stream if missing and turning on its batch settings (its info is open to all: see nats_users)."""
+    return [f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.UPDATE.{stream}"]
 
 
 def nats_users(
     rights: Iterable[TopicRights],
     *,
-    all_topics: Iterable[str],
+    all_topics: Iterable[str] = (),
     prefix: str = "choreo",
     passwords: Mapping[str, str] | None = None,
+    namespaces: Iterable[str] = SERVICE_NAMESPACES,
 ) -> list[str]:
-    """Return the user entries of :func:`nats_authorization`, one per service, to merge into an existing block."""
-    every = sorted(set(all_topics))
+    """Return the user entries of :func:`nats_authorization`, one per service, to merge into an existing block.
+
+    ``namespaces``: the key-value namespaces every service may use (bucket
+    ``<prefix>_kv_<name>``). ``all_topics`` is no longer needed (each user's
+    rights are an allow list); it is accepted for callers that pass it.
+    """
+    del all_topics
+    buckets = [f"{prefix}_{name}" for name in ("inbox", "leases", "dlq")]
+    buckets += [f"{prefix}_kv_{name}" for name in namespaces]
     users = []
     for r in rights:
         publish = [f"{prefix}.{_nats_token(t)}.>" for t in r.publish]
-        publish += ["$JS.API.>", "$JS.ACK.>", "$KV.>", "_INBOX.>"]
-        deny = []
-        for topic in every:
-            stream = f"{prefix.upper()}_{_nats_token(topic)}"
-            deny += [f"$JS.API.STREAM.PURGE.{stream}", f"$JS.API.STREAM.DELETE.{stream}"]
-            if topic not in r.consume:
-                deny += [f"$JS.API.CONSUMER.*.{stream}", f"$JS.API.CONSUMER.*.{stream}.>",
-                         f"$JS.API.CONSUMER.*.*.{stream}.>"]  # fmt: skip
+        # Account limits (asked on connect) and any stream's info (configuration and counts, never messages): a
+        # publish to a topic outside the rights then fails at the publish itself, refused and logged by the server.
+        publish += ["$JS.API.INFO", "$JS.API.STREAM.INFO.*"]
+        streams = {t: f"{prefix.upper()}_{_nats_token(t)}" for t in sorted({*r.publish, *r.consume})}
+        for topic, stream in streams.items():
+            publish += _js_own(stream)
+            if topic in r.consume:
+                publish += _js_read(stream)
+        for bucket in buckets:  # shared bookkeeping: keys are per group, the buckets are not
+            publish += [f"$KV.{bucket}.>", *_js_own(f"KV_{bucket}"), *_js_read(f"KV_{bucket}")]
+        publish += ["$JS.FC.>", "_INBOX.>"]  # flow control of KV watchers; replies
+        deny = ["$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.DELETE.>"]
         if passwords and r.service in passwords:
             password = f'"{passwords[r.service]}"'
         else:  # nats-server reads $NAME from its environment

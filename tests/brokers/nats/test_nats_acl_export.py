@@ -84,3 +84,91 @@ def test_the_block_reads_passwords_from_the_environment_unless_given() -> None:
     text = nats_authorization(topic_rights(POLICY, TOPICS), all_topics=TOPICS.values())
     assert "password: $PAYMENT_PASSWORD" in text
     assert '"choreo.shop_payment_captured.>"' in text and "choreo.shop_order_shipped.>" not in text
+
+
+async def test_a_service_cannot_delete_purge_or_read_a_stream_outside_its_rights(acl_server: NatsServer) -> None:
+    import nats
+    from nats.js.errors import NotFoundError
+
+    admin = broker(acl_server, "admin", "admin-pw")
+    raw = await nats.connect(f"nats://payment:s3cret@127.0.0.1:{acl_server.port}")
+    try:
+        await admin.publish("shop.order.shipped", [Record(b"kept", key="o-2")])
+        js = raw.jetstream(timeout=1.0)
+        stream = "CHOREO_shop_order_shipped"
+        # When payment tries to delete or purge another service's stream, or to read it through a consumer
+        # (the server drops a denied API request: the client only times out)
+        for attempt in (
+            js.delete_stream(stream),
+            js.purge_stream(stream),
+            js.delete_stream("CHOREO_shop_payment_captured"),  # its own stream: deleting is denied too
+            js.add_consumer(stream, durable_name="peek"),
+            js.get_msg(stream, 1),
+        ):
+            with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
+                await attempt
+        # nor a key-value bucket of the operators' (the audit trail), nor the JetStream API at large
+        with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
+            await js.create_key_value(bucket="choreo_kv_audit")
+        # Then the server logged each as a violation, and the stream and its records are intact
+        log = acl_server.log.read_text()
+        denied = [
+            f"$JS.API.STREAM.DELETE.{stream}",
+            f"$JS.API.STREAM.PURGE.{stream}",
+            "$JS.API.STREAM.DELETE.CHOREO_shop_payment_captured",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.peek",
+            f"$JS.API.STREAM.MSG.GET.{stream}",
+            "$JS.API.STREAM.CREATE.KV_choreo_kv_audit",
+        ]
+        for subject in denied:
+            assert f'"$G/user:payment" - Publish Violation - Subject "{subject}"' in log, subject
+        assert b"kept" in [d.value for d in await admin.read("shop.order.shipped", limit=10)]
+        operator = await nats.connect(f"nats://admin:admin-pw@127.0.0.1:{acl_server.port}")
+        try:
+            with pytest.raises(NotFoundError):
+                await operator.jetstream().consumer_info(stream, "peek")
+        finally:
+            await operator.close()
+    finally:
+        await raw.close()
+        await admin.close()
+
+
+async def test_a_service_app_runs_whole_under_its_exported_permissions(acl_server: NatsServer) -> None:
+    from choreograph import App, Context, Event, Reject
+    from choreograph.runtime.retry import RetryPolicy
+    from tests.conftest import wait_until
+
+    class Reserved(Event, type="shop.inventory.reserved"):
+        order_id: str
+
+    class Captured(Event, type="shop.payment.captured"):
+        order_id: str
+
+    # Given the payment service as an App connected with its exported user: dedupe, a handler output, a dead letter
+    url = f"nats://payment:s3cret@127.0.0.1:{acl_server.port}?publish_timeout=2"
+    app = App("shop", broker=url)
+    handled: list[str] = []
+
+    @app.service("payment").on(Reserved, retry=RetryPolicy(immediate=0, delayed=0))
+    async def capture(event: Reserved, ctx: Context) -> Captured:
+        if event.order_id == "bad":
+            raise Reject("refused")
+        handled.append(event.order_id)
+        return Captured(order_id=event.order_id)
+
+    admin = App("shop", broker=f"nats://admin:admin-pw@127.0.0.1:{acl_server.port}")
+    before = acl_server.log.read_text().count('"$G/user:payment" - Publish Violation')
+    # When inventory's events arrive (one twice) and payment runs
+    await app.start()
+    try:
+        first = await admin.publish(Reserved(order_id="good"), key="good")
+        await admin.publish_envelope(Reserved.topic(), first)  # a duplicate: dropped by the inbox
+        await admin.publish(Reserved(order_id="bad"), key="bad")
+        await wait_until(lambda: app.stats()["payment.capture"].dead_letters == 1 and handled == ["good"], 30, "both")
+    finally:
+        await app.close()
+        await admin.close()
+    # Then it handled, published and dead-lettered without a single refused request
+    assert handled == ["good"]
+    assert acl_server.log.read_text().count('"$G/user:payment" - Publish Violation') == before
