@@ -14,9 +14,12 @@ encrypted).
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 from choreograph.core.envelope import Envelope
@@ -67,7 +70,14 @@ class Security:
     - ``require_signatures``: False accepts unsigned events from anyone (a
       migration setting: signed ones are still checked);
     - ``policy``: who may publish which types and consume which topics;
-    - ``encryption``: which payloads are encrypted, with which key store.
+    - ``encryption``: which payloads are encrypted, with which key store;
+    - ``max_age``: seconds; a consumed event whose ``time`` is older than that
+      (or more than ``max_age`` ahead, or missing) is refused (reason
+      ``signature``) — a replay guard beyond the inbox window. It also
+      refuses legitimate old events: a consumer lagging more than
+      ``max_age``, delayed retries and ``dlq retry`` after it, the replay
+      tool. None (default): no freshness check. ``clock`` gives the time
+      (seconds since the epoch) it is judged against.
     """
 
     keys: KeyRing | None = None
@@ -75,11 +85,15 @@ class Security:
     accept_unsigned: frozenset[str] = frozenset()
     policy: AccessPolicy | None = None
     encryption: Encryption | None = None
+    max_age: float | None = None
+    clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
     _verifier: Verifier | None = field(default=None, init=False, repr=False)
     _keyed: OrderedDict[str, None] = field(default_factory=OrderedDict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.accept_unsigned = frozenset(self.accept_unsigned)
+        if self.max_age is not None and not (math.isfinite(self.max_age) and self.max_age > 0):
+            raise ConfigurationError(f"max_age must be a positive number of seconds, not {self.max_age!r}")
         if self.keys is not None:
             self._verifier = Verifier(self.keys)
         elif self.policy is not None:
@@ -162,6 +176,27 @@ class Security:
         except Exception as exc:  # a safety net: the checks are meant to leave nothing for it
             raise SignatureError(f"event could not be checked: {type(exc).__name__}: {str(exc)[:200]}") from exc
 
+    def _check_fresh(self, envelope: Envelope, max_age: float) -> None:
+        """Raise SignatureError unless ``envelope.time`` is within ``max_age`` seconds of the clock (either side)."""
+        stamp = envelope.time
+        at: float | None = None
+        if isinstance(stamp, str) and len(stamp) <= 64:
+            try:
+                moment = datetime.fromisoformat(stamp)
+                at = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()  # no zone: read as UTC
+            except (ValueError, OverflowError, OSError):
+                at = None
+        if at is None:
+            raise SignatureError(f"event {envelope.id!r} carries no readable time; max_age needs one")
+        age = self.clock() - at
+        if age > max_age:
+            raise SignatureError(
+                f"event {envelope.id!r} is {age:.0f}s old, over max_age {max_age:g}s (a replay, or a consumer "
+                "that lagged behind: see Security.max_age)"
+            )
+        if age < -max_age:
+            raise SignatureError(f"event {envelope.id!r} is dated {-age:.0f}s in the future, over max_age {max_age:g}s")
+
     async def _open(self, envelope: Envelope) -> Envelope:
         verifier = self._verifier
         if verifier is not None:
@@ -176,6 +211,8 @@ class Security:
                     raise UnauthorizedError(f"service {key.owner!r} may not publish {envelope.type!r}")
             elif self.policy is not None and not self.policy.may_publish(envelope.source, envelope.type):
                 raise UnauthorizedError(f"service {envelope.source!r} may not publish {envelope.type!r}")
+        if self.max_age is not None:
+            self._check_fresh(envelope, self.max_age)
         if self.encryption is not None:
             envelope = await self.encryption.decrypt(envelope)
         return envelope
