@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from choreograph import App, Context, decode
 from choreograph.brokers.memory import MemoryBroker
 from choreograph.core.clock import FakeClock
 from choreograph.core.envelope import Envelope
 from choreograph.core.ids import derived_id
 from choreograph.examples.shop.events import InventoryReserved, PaymentCaptured
-from choreograph.security import KeyRing, Security
+from choreograph.security import KeyRing, Security, new_key
 from choreograph.security.signing import keyed_id
 from choreograph.testing import TestApp
 from tests.unit.security.conftest import FAST
@@ -78,3 +82,39 @@ async def test_sealing_twice_as_derived_does_not_key_an_id_the_context_keyed(rin
     assert sealed[0].id == envelope.id
     other = Envelope(id=derived_id("parent", "g", 1), source="payment", type="t", data={})
     assert (await security.seal([other], derived=True))[0].id != other.id
+
+
+async def test_a_transactional_handlers_output_ships_with_the_id_ctx_publish_returned(tmp_path: Path) -> None:
+    pytest.importorskip("aiosqlite")
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from choreograph.outbox import Outbox, Relay, Transactional, TransactionalHandlers, db_session, install
+    from tests.outbox.model import Charged, Moved, read_log
+
+    # Given a signing app whose handler stages its output through the outbox, keeping what ctx.publish returned
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/service.db")
+    await install(engine)
+    ring = KeyRing([new_key("shop"), new_key("payments")])
+    app = App("shop", security=Security(keys=ring))
+    app.use(TransactionalHandlers(Outbox(app)))
+    returned: list[str] = []
+
+    @app.service("payments").on(Moved, options=[Transactional(engine)], concurrency=1)
+    async def charge(event: Moved, ctx: Context) -> None:
+        db_session(ctx)
+        returned.append(ctx.publish(Charged(key=event.key, n=event.n)).id)
+
+    try:
+        async with TestApp(app) as test:
+            # When an event is handled and the relay ships the output
+            await test.app.publish(Moved(key="a", n=1), key="a")
+            await test.drain()
+            assert await Relay(engine, test.broker).ship_once() == 1
+            [charged] = await read_log(test.broker, Charged.topic())
+        # Then the shipped id is the one the handler saw, keyed once (not keyed again at staging)
+        key = ring.signing_key("payments")
+        assert key is not None and charged.causationid is not None
+        group = app.services["payments"].handlers[0].group
+        assert returned == [charged.id] == [keyed_id(key.id_secret(), derived_id(charged.causationid, group, 0))]
+    finally:
+        await engine.dispose()
