@@ -49,6 +49,7 @@ from choreograph.ops.replay_args import (
     usage_errors,
 )
 from choreograph.ops.replay_progress import ReplayProgress
+from choreograph.ops.replay_run_cli import run_command
 from choreograph.ops.session import opened_broker
 from choreograph.ops.terminal import EXIT_USAGE, BrokerOption, emit_json, fail, fmt_time, out, plain, run_async
 from choreograph.runtime.audit import AuditLog
@@ -445,4 +446,5 @@ def register(cli: typer.Typer) -> None:
     replay_app.command("reset")(reset)
     replay_app.command("group")(group_command)
     replay_app.command("copy")(copy)
+    replay_app.command("run")(run_command)
     cli.add_typer(replay_app, name="replay")

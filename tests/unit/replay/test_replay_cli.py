@@ -186,3 +186,32 @@ def test_copy_refuses_an_unsafe_name_and_an_unknown_topic(url: str) -> None:
     assert unsafe.exit_code == 2 and "--name" in unsafe.output
     unknown = runner.invoke(cli, ["replay", "copy", "no.such.topic", "--to-topic", "x", "-b", url])
     assert unknown.exit_code == 1 and "unknown topic" in unknown.output
+
+
+def test_run_replays_a_range_through_a_handler_as_a_new_group(url: str) -> None:
+    from tests.unit.replay.handler_app import Billed, Shipped
+
+    async def publish() -> None:
+        app = App("shop", broker=url)
+        try:
+            for n in range(12):
+                await app.publish(Shipped(n=n), key=f"k{n % 4}")
+        finally:
+            await app.close()
+
+    asyncio.run(publish())
+    spec = "tests.unit.replay.handler_app:app"
+    args = ["replay", "run", spec, "billing.bill", "--group", "billing.rebuild", "--from", "earliest", "-b", url]
+    assert invoke(*args, "--dry-run")["total"] == 12
+    assert invoke(*args)["replayed"] == 12
+
+    async def outputs() -> int:
+        broker = SqliteBroker.from_url(url)
+        try:
+            return len(await broker.read(Billed.topic(), Position.earliest(), limit=100))
+        finally:
+            await broker.close()
+
+    assert asyncio.run(outputs()) == 12
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 2 and "has positions" in again.output
