@@ -46,6 +46,8 @@ choreograph_replay_running                    gauge      replay, group (1 while 
                                                           it feeds, "" for a copy)
 choreograph_replay_duration_seconds           gauge      replay (seconds since it started)
 =============================================  =========  ===================================
+
+Publish latency per topic and the broker's health figures: :mod:`choreograph.observe.broker_health`.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from choreograph.core.envelope import Envelope
 from choreograph.core.errors import BrokerError
 from choreograph.core.ids import id_time_ms
 from choreograph.core.retention import LogSize, LogSizeReporter, RetentionReporter
+from choreograph.observe.broker_health import BrokerMetrics
 from choreograph.observe.http_endpoint import TEXT, answer
 from choreograph.observe.lag_age import lag_seconds
 from choreograph.observe.slo import LATENCY, declared_slos
@@ -105,24 +108,8 @@ REPLAY_DURATION: Final = "choreograph_replay_duration_seconds"
 OUTCOMES: Final = tuple(outcome.value for outcome in Outcome)
 
 DURATION_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-LATENCY_BUCKETS: Final = (
-    0.01,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    120.0,
-    300.0,
-    600.0,
-    1800.0,
-    3600.0,
-)
+_MINUTES: Final = (60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+LATENCY_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, *_MINUTES)
 
 SCRAPE_TIMEOUT: Final = 5.0
 """Seconds a scrape waits for the broker (lag, dead letters) before reporting it down."""
@@ -255,6 +242,8 @@ class Metrics:
         )
         self._parked_seen: dict[str, int] = {}
         self.replay = ReplayGauges(r)
+        self.broker_metrics = BrokerMetrics(r)
+        """Publish latency per topic and the broker's health figures."""
         self._latency_buckets = latency_buckets
 
     @property
@@ -344,6 +333,7 @@ class Metrics:
         for group, stats in self.app.stats().items():
             self.consumer_crashes.labels(group).set(stats.crashes)
         broker = self.app.broker
+        await self.broker_metrics.refresh(broker)
         if isinstance(broker, ParkReporter):
             self._count_parked(broker)
         try:
@@ -441,6 +431,7 @@ def install_metrics(app: App, *, registry: CollectorRegistry | None = None) -> M
     metrics = Metrics(app, registry=registry)
     app.use(metrics.middleware)
     app.use_publisher(metrics.publisher)
+    app.use_publisher(metrics.broker_metrics.publisher)
     app.add_listener(metrics)
     _installed[app] = metrics
     return metrics

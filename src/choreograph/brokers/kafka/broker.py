@@ -33,6 +33,7 @@ from choreograph.core.partitioning import RoundRobin
 from . import retention
 from .config import KafkaConfig, parse_url
 from .dead_letters import DeadLetterShelf
+from .health import KafkaHealth
 from .kv import KafkaKeyValues
 from .log_admin import LogAdmin
 from .reset import GroupReset
@@ -47,7 +48,7 @@ _EARLIEST: Final = Position.earliest()
 _TOPIC_EXISTS: Final = 36
 
 
-class KafkaBroker(DeadLetterShelf, LogAdmin, KafkaKeyValues, GroupReset):
+class KafkaBroker(DeadLetterShelf, LogAdmin, KafkaKeyValues, GroupReset, KafkaHealth):
     """Apache Kafka (or a Kafka-protocol broker) as a choreograph broker.
 
     Safe to use concurrently from one event loop. Connects lazily on first use.

@@ -27,6 +27,7 @@ from choreograph.brokers.nats.config import NatsConfig, parse_url
 from choreograph.brokers.nats.connect import connect
 from choreograph.brokers.nats.dead_letter_store import DeadLetterShelf
 from choreograph.brokers.nats.dead_letters import DeadLetterBucket
+from choreograph.brokers.nats.health import NatsHealth
 from choreograph.brokers.nats.keepalive import Keepalive
 from choreograph.brokers.nats.kv import KeyValueBuckets
 from choreograph.brokers.nats.log_admin import LogAdmin
@@ -47,7 +48,7 @@ _STREAM_IN_USE: Final = 10058
 
 
 # Publishing comes before DeadLetterShelf: its send_acked must win over the shelf's placeholder.
-class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets, GroupReset):
+class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets, GroupReset, NatsHealth):
     """A broker on NATS JetStream. Connects on first use; safe to share between tasks of one event loop."""
 
     capabilities = Capabilities(

@@ -111,6 +111,9 @@ class NatsConfig:
     """Seconds to wait for a server when connecting."""
     request_timeout: float = 5.0
     """Seconds to wait for one JetStream API reply."""
+    monitor_url: str | None = None
+    """The server's HTTP monitoring endpoint (``http://host:8222``, nats-server ``-m 8222``); when set, metrics
+    scrapes read its ``/varz`` and ``/jsz`` (server connections, memory, CPU, slow consumers, JetStream usage)."""
 
     def __post_init__(self) -> None:
         if not self.servers or not all(isinstance(s, str) and s for s in self.servers):
@@ -147,6 +150,8 @@ class NatsConfig:
         ):
             require_positive(name, getattr(self, name))
         require_positive_int("prefetch", self.prefetch)
+        if self.monitor_url is not None and not self.monitor_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"monitor_url must be an http:// or https:// URL, got {self.monitor_url!r}")
         if self.ack_wait < 1.0:
             raise ConfigurationError(f"ack_wait must be at least 1 second, got {self.ack_wait}")
 

@@ -39,6 +39,7 @@ from . import records as rec
 from . import retention, scripts
 from .config import RedisConfig, parse_url
 from .dead_letters import DeadLetterShelf
+from .health import RedisHealth
 from .keys import entry_id, last_delivered_before, offset_of
 from .kv import KeyValueHashes
 from .reset import GroupReset
@@ -51,7 +52,7 @@ from .translation import translated as translated  # settling and subscription i
 _EARLIEST: Final = Position.earliest()
 
 
-class RedisBroker(DeadLetterShelf, KeyValueHashes, GroupReset):
+class RedisBroker(DeadLetterShelf, KeyValueHashes, GroupReset, RedisHealth):
     """Redis Streams as a choreograph broker (redis-py asyncio, standalone Redis >= 6.2).
 
     Safe to use concurrently from one event loop. Every method translates

@@ -28,6 +28,7 @@ from choreograph.core.retention import LogSize, Retention
 from . import dead_letters, log, retention
 from .config import SqliteConfig, parse_url
 from .database import checkpoint
+from .health import SqliteHealth
 from .kv import KeyValueNamespaces
 from .local_log import LocalLogFile
 from .maintenance import Maintenance
@@ -41,7 +42,7 @@ from .writer import WriteBatch, Writer
 _EARLIEST = Position.earliest()
 
 
-class SqliteBroker(KeyValueNamespaces, GroupReset, LocalLogFile):
+class SqliteBroker(KeyValueNamespaces, GroupReset, LocalLogFile, SqliteHealth):
     """A :class:`~choreograph.core.broker.Broker` on one SQLite file in WAL mode.
 
     Implements Broker, LagReporter, TopicAdmin, LogReader, DeadLetterStore, RetentionReporter,
