@@ -54,7 +54,17 @@ from choreograph.ops.session import opened_broker
 from choreograph.ops.terminal import EXIT_USAGE, BrokerOption, emit_json, fail, fmt_time, out, plain, run_async
 from choreograph.runtime.audit import AuditLog
 from choreograph.runtime.replay import Checkpoints, CopyJob, CopyReport, checkpoints_for, copy_range
-from choreograph.runtime.replay_range import Bounds, Filter, Plan, check_rate, plan, resolve, with_end_offsets
+from choreograph.runtime.replay_range import (
+    Bounds,
+    Filter,
+    Plan,
+    check_rate,
+    plan,
+    record_offsets,
+    records_before,
+    resolve,
+    with_end_offsets,
+)
 
 replay_app = typer.Typer(
     name="replay",
@@ -240,7 +250,7 @@ def _move_group(
             if follow.on:
                 name = f"{group}-{topic}"
                 async with ReplayProgress(name, group=group, as_json=as_json, pushgateway=follow.pushgateway) as shown:
-                    doc["read"] = await follow_group(admin, topic, group, bounds, shown, follow.timeout)
+                    doc["read"] = await follow_group(target, topic, group, bounds, shown, follow.timeout)
                 doc["seconds"] = round(time.monotonic() - started, 3)
         if as_json:
             emit_json(doc)
@@ -419,18 +429,18 @@ async def _run_copy(
 
 
 async def follow_group(
-    admin: GroupAdmin, topic: str, group: str, bounds: Bounds, progress: ReplayProgress, timeout: float
+    broker: Broker, topic: str, group: str, bounds: Bounds, progress: ReplayProgress, timeout: float
 ) -> int:
     """Poll ``group``'s positions until it passed ``bounds.end`` on every partition; return the records it read.
 
     Raises ReplayTimeout after ``timeout`` seconds (the group's workers may be stopped).
     """
-    total = sum(bounds.end[p] - bounds.first[p] for p in bounds.first)
+    admin = require(broker, GroupAdmin, "read group positions")
+    offsets = await record_offsets(broker, topic, bounds)
+    total = sum(map(len, offsets.values()))
     deadline = time.monotonic() + timeout
     while True:
-        positions = await admin.group_positions(topic, group)
-        done = sum(min(max(positions.get(p, bounds.first[p]), bounds.first[p]), bounds.end[p]) - bounds.first[p]
-                   for p in bounds.first)  # fmt: skip
+        done = records_before(offsets, await admin.group_positions(topic, group))
         progress.tick(done, total)
         if done >= total:
             return done

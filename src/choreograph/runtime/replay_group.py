@@ -25,7 +25,7 @@ from choreograph.core.broker import Broker, Capabilities, Delivery, Position, Re
 from choreograph.core.errors import ConfigurationError
 from choreograph.core.group_admin import GroupAdmin
 from choreograph.runtime.app import App
-from choreograph.runtime.replay_range import Bounds
+from choreograph.runtime.replay_range import Bounds, record_offsets, records_before
 
 _EARLIEST = Position.earliest()
 FOLLOW_INTERVAL = 0.2
@@ -123,16 +123,17 @@ async def replay_handler(
         raise ConfigurationError(f"this broker ({type(inner).__name__}) cannot start a group at a position")
     if await inner.group_positions(spec.topic, group):
         raise ConfigurationError(f"group {group!r} has positions on {spec.topic!r} already; name a new group")
+    offsets = await record_offsets(inner, spec.topic, bounds)
+    total = sum(map(len, offsets.values()))
     await inner.reset_group(spec.topic, group, Position.at_offsets(dict(bounds.first)))
     app.configure_broker(BoundedBroker(inner, spec.topic, spec.group, group, bounds.end))
     consumer = app.pipeline_for(spec)
-    total = sum(bounds.end[p] - bounds.first[p] for p in bounds.first)
     running = asyncio.create_task(consumer.run(), name=f"replay:{group}")
     try:
         async with asyncio.timeout(timeout):
             while True:
                 positions = await inner.group_positions(spec.topic, group)
-                done = sum(min(max(positions.get(p, f), f), bounds.end[p]) - f for p, f in bounds.first.items())
+                done = records_before(offsets, positions)
                 if progress is not None:
                     progress(done, total)
                 if done >= total or running.done():

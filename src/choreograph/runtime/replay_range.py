@@ -9,8 +9,9 @@ and Kafka; stream sequences on NATS) — only ever compared within a partition.
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from choreograph.core import codec
@@ -174,6 +175,29 @@ async def plan(broker: Broker, topic: str, bounds: Bounds, accept: Filter) -> Pl
                     part.last_time = delivery.timestamp
         out.partitions.append(part)
     return out
+
+
+async def record_offsets(broker: Broker, topic: str, bounds: Bounds) -> dict[int, list[int]]:
+    """Read the range and return the offset of every record in it, per partition, ascending.
+
+    Progress is counted in records, not offset differences: NATS offsets are
+    stream sequences shared by the partitions, so they are not dense.
+    """
+    if not isinstance(broker, LogReader):
+        raise ConfigurationError(f"this broker ({type(broker).__name__}) cannot read its log; replay needs LogReader")
+    out: dict[int, list[int]] = {}
+    for p in sorted(bounds.first):
+        out[p] = [
+            d.offset
+            async for page in read_range(broker, topic, p, bounds.first[p], bounds.end[p], len(bounds.first))
+            for d in page
+        ]
+    return out
+
+
+def records_before(offsets: Mapping[int, Sequence[int]], positions: Mapping[int, int]) -> int:
+    """How many of ``offsets`` (per partition, ascending) lie before each partition's position (0 if none)."""
+    return sum(bisect.bisect_left(found, positions.get(p, 0)) for p, found in offsets.items())
 
 
 def check_rate(rate: float | None) -> float | None:

@@ -34,3 +34,14 @@ async def test_a_reset_while_a_member_lives_is_refused_and_moves_nothing(kafka_s
         await member.close()
     finally:
         await broker.close()
+
+
+async def test_a_range_replays_through_a_handler_as_a_new_group(kafka_server: TansuServer) -> None:
+    from tests.unit.replay.test_replay_handler import replay_through_handler
+
+    url = f"kafka://{kafka_server.bootstrap}?{OPTIONS}&state_topic=__state_{uuid.uuid4().hex[:8]}"
+    broker = KafkaBroker.from_url(url)
+    try:
+        await replay_through_handler(broker, timeout=30.0)
+    finally:
+        await broker.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from choreograph.brokers.redis import RedisBroker
+from tests.unit.replay.test_replay_handler import replay_through_handler
 from tests.unit.replay.test_reset_running_worker import reset_while_blocked
 
 from .server import RedisServer
@@ -14,5 +15,13 @@ async def test_reset_fences_the_running_worker(redis_server: RedisServer) -> Non
     broker = RedisBroker.from_url(f"{redis_server.url}?prefix=r{uuid.uuid4().hex[:8]}&poll_interval=0.05")
     try:
         await reset_while_blocked(broker)
+    finally:
+        await broker.close()
+
+
+async def test_a_range_replays_through_a_handler_as_a_new_group(redis_server: RedisServer) -> None:
+    broker = RedisBroker.from_url(f"{redis_server.url}?prefix=r{uuid.uuid4().hex[:8]}&poll_interval=0.05")
+    try:
+        await replay_through_handler(broker)
     finally:
         await broker.close()
