@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 
@@ -54,6 +57,24 @@ class TestKafkaConformance(BrokerConformance):
         return ChildBroker(
             url=self._url(broker.config.state_topic), opener="choreograph.brokers.kafka:KafkaBroker.from_url"
         )
+
+    # -- fault hooks (section F) --
+
+    @contextlib.asynccontextmanager
+    async def _refusing_dead_letters(self, broker: KafkaBroker) -> AsyncIterator[None]:
+        """The producer's request limit lowered so a dead letter's entry is over it and a retry row is not,
+        as an entry quoting a large payload is over the real 1 MB (aiokafka checks it before sending)."""
+        producer = await broker.producer()
+        before = producer._max_request_size
+        producer._max_request_size = 400
+        try:
+            yield
+        finally:
+            producer._max_request_size = before
+
+    def refusing_dead_letters(self, broker: Broker) -> AbstractAsyncContextManager[None]:
+        assert isinstance(broker, KafkaBroker)
+        return self._refusing_dead_letters(broker)
 
     # A known gap on Tansu, kept visible rather than hidden (see docs/backends/kafka.md, "Known gaps").
     @pytest.mark.skip(
