@@ -49,6 +49,26 @@ PUBLISH_FAILURES: Final = "choreograph_publish_failures_total"
 HEALTH_UP: Final = "choreograph_broker_health_up"
 PREFIX: Final = "choreograph_broker_"
 
+WATCHED: Final = {
+    "redis_memory_used_bytes": (),
+    "redis_memory_max_bytes": (),
+    "redis_connected_clients": (),
+    "redis_evicted_keys": (),
+    "nats_jetstream_memory_bytes": (),
+    "nats_jetstream_storage_bytes": (),
+    "nats_jetstream_storage_max_bytes": (),
+    "nats_server_connections": ("server",),
+    "nats_server_slow_consumers": ("server",),
+    "sqlite_file_bytes": (),
+    "sqlite_wal_bytes": (),
+    "sqlite_wal_frames": (),
+    "sqlite_wal_checkpointed_frames": (),
+    "kafka_brokers": (),
+    "kafka_partitions_without_leader": ("topic",),
+    "kafka_partitions_under_replicated": ("topic",),
+}
+"""Figures the dashboards and alert rules read, and their label names: registered (without samples until a
+backend reports them) so every query names a known series. The backends own the full lists (brokers/*/health.py)."""
 PUBLISH_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 HEALTH_TIMEOUT: Final = 5.0
 """Seconds a scrape waits for the broker's health figures."""
@@ -63,11 +83,16 @@ class HealthFigures(Collector):
         self.up: bool | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        """Yield ``choreograph_broker_health_up`` and one family per figure name."""
-        if self.up is None:
-            return
-        yield GaugeMetricFamily(HEALTH_UP, "1 if the broker answered the last health read.", value=float(self.up))
-        yield from families(self.samples or [])
+        """Yield ``choreograph_broker_health_up`` and one family per figure name (watched ones even if empty)."""
+        if self.up is not None:
+            yield GaugeMetricFamily(HEALTH_UP, "1 if the broker answered the last health read.", value=float(self.up))
+        reported = set()
+        for family in families(self.samples or []):
+            reported.add(family.name)
+            yield family
+        for name, labels in WATCHED.items():
+            if PREFIX + name not in reported:
+                yield GaugeMetricFamily(PREFIX + name, "Not reported by this broker.", labels=list(labels))
 
 
 def families(samples: Iterable[HealthSample]) -> Iterator[GaugeMetricFamily]:

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from choreograph.observe.alerts import BURN_ALERTS, OBJECTIVE, recorded_name
+from choreograph.observe.broker_health import PREFIX as BROKER_FIGURE
+from choreograph.observe.broker_health import PUBLISH_DURATION, PUBLISH_FAILURES
 from choreograph.observe.metrics import (
     BROKER_UP,
     DEAD_LETTERED,
@@ -360,7 +362,68 @@ def debug(app_name: str = "app") -> dict[str, Any]:
         width=24,
         height=6,
     )
+    _broker_panels(board)
     return board.model()
+
+
+def _broker_panels(board: _Board) -> None:
+    """Publish latency (the broker's overload signal) and the broker's own figures, per backend."""
+    board.row("Broker")
+    rate = f"sum by (le, topic) (rate({PUBLISH_DURATION}_bucket[5m]))"
+    board.panel(
+        "timeseries",
+        "Publish latency p50 / p99 by topic",
+        [(f"histogram_quantile(0.5, {rate})", "p50 {{topic}}"), (f"histogram_quantile(0.99, {rate})", "p99 {{topic}}")],
+        unit="s",
+    )
+    board.panel(
+        "timeseries",
+        "Failed publishes per second by topic and reason",
+        [(f"sum by (topic, reason) (rate({PUBLISH_FAILURES}[5m]))", "{{topic}} {{reason}}")],
+        unit="ops",
+    )
+    b = BROKER_FIGURE
+    board.panel(
+        "timeseries",
+        "Broker memory and storage",
+        [
+            (f"max({b}redis_memory_used_bytes)", "redis used"),
+            (f"max({b}redis_memory_max_bytes) > 0", "redis maxmemory"),
+            (f"max({b}nats_jetstream_memory_bytes)", "jetstream memory"),
+            (f"max({b}nats_jetstream_storage_bytes)", "jetstream storage"),
+            (f"max({b}nats_jetstream_storage_max_bytes)", "jetstream storage limit"),
+            (f"max({b}sqlite_file_bytes)", "sqlite file"),
+            (f"max({b}sqlite_wal_bytes)", "sqlite WAL"),
+        ],
+        unit="bytes",
+    )
+    board.panel(
+        "timeseries",
+        "Clients, slow consumers, evictions",
+        [
+            (f"max({b}redis_connected_clients)", "redis clients"),
+            (f"max by (server) ({b}nats_server_connections)", "nats connections {{server}}"),
+            (f"max by (server) (increase({b}nats_server_slow_consumers[5m]))", "nats slow consumers {{server}}"),
+            (f"max(increase({b}redis_evicted_keys[5m]))", "redis evicted keys"),
+        ],
+    )
+    board.panel(
+        "timeseries",
+        "SQLite WAL: frames and frames checkpointed",
+        [(f"max({b}sqlite_wal_frames)", "frames"), (f"max({b}sqlite_wal_checkpointed_frames)", "checkpointed")],
+    )
+    board.panel(
+        "timeseries",
+        "Kafka: brokers, partitions without a leader, under-replicated",
+        [
+            (f"max({b}kafka_brokers)", "brokers"),
+            (f"sum by (topic) (max by (topic) ({b}kafka_partitions_without_leader)) > 0", "leaderless {{topic}}"),
+            (
+                f"sum by (topic) (max by (topic) ({b}kafka_partitions_under_replicated)) > 0",
+                "under-replicated {{topic}}",
+            ),
+        ],
+    )
 
 
 def dashboards(slos: Sequence[SLO], app_name: str = "app") -> dict[str, dict[str, Any]]:
