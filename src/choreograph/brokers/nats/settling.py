@@ -40,13 +40,11 @@ from choreograph.brokers.nats.link import BrokerLink
 from choreograph.brokers.nats.publisher import Message, frame, send_frames
 from choreograph.brokers.nats.pulling import _Held, _Partition
 from choreograph.brokers.nats.translation import translate, translated
-from choreograph.core.broker import DeadLetter, Delivery, Settlement
+from choreograph.core.broker import PARK_DELAY, DeadLetter, Delivery, Settlement
 from choreograph.core.errors import BrokerClosed, BrokerError, BrokerUnavailable, LeaseLost
 
 logger = logging.getLogger("choreograph.brokers.nats")
 
-PARK_DELAY: Final = 300.0
-"""Seconds a record whose dead letter cannot be stored waits before it is delivered again."""
 _ACK: Final = b"+ACK"
 
 
