@@ -197,7 +197,29 @@ class Security:
         if age < -max_age:
             raise SignatureError(f"event {envelope.id!r} is dated {-age:.0f}s in the future, over max_age {max_age:g}s")
 
+    def verify(self, envelope: Envelope) -> None:
+        """Raise SecurityError unless ``envelope``'s signature and signer's rights pass, as :meth:`open` checks them.
+
+        For readers that use the attributes and not the payload (the flow
+        observer): nothing is decrypted and the freshness window is not
+        applied (an observer legitimately reads old events). Raises nothing else.
+        """
+        try:
+            self._verify(envelope)
+        except SecurityError:
+            raise
+        except Exception as exc:  # the same safety net as open()
+            raise SignatureError(f"event could not be checked: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
     async def _open(self, envelope: Envelope) -> Envelope:
+        self._verify(envelope)
+        if self.max_age is not None:
+            self._check_fresh(envelope, self.max_age)
+        if self.encryption is not None:
+            envelope = await self.encryption.decrypt(envelope)
+        return envelope
+
+    def _verify(self, envelope: Envelope) -> None:
         verifier = self._verifier
         if verifier is not None:
             signed = envelope.extensions.get(SIGNATURE) is not None
@@ -211,8 +233,3 @@ class Security:
                     raise UnauthorizedError(f"service {key.owner!r} may not publish {envelope.type!r}")
             elif self.policy is not None and not self.policy.may_publish(envelope.source, envelope.type):
                 raise UnauthorizedError(f"service {envelope.source!r} may not publish {envelope.type!r}")
-        if self.max_age is not None:
-            self._check_fresh(envelope, self.max_age)
-        if self.encryption is not None:
-            envelope = await self.encryption.decrypt(envelope)
-        return envelope

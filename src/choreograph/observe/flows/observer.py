@@ -62,10 +62,13 @@ from choreograph.observe.flows.settings import ObserverConfig, ObserverStats, de
 from choreograph.observe.flows.store import FlowStore
 from choreograph.observe.flows.tracker import FlowTracker
 from choreograph.runtime.app import App
+from choreograph.security.errors import SecurityError
 
 logger = logging.getLogger("choreograph.observer")
 
 _TOPICS = {cls.event_type(): cls.topic() for cls in (FlowStuck, FlowCompleted, FlowCompensationMissing)}
+_UNVERIFIED = frozenset({"signature", "unauthorized"})
+"""Dead-letter reasons of events that failed the signature check: not applied to any instance."""
 
 
 class Observer:
@@ -251,12 +254,20 @@ class Observer:
             applied, duplicates = tracker.applied, tracker.duplicates
             read: list[tuple[Envelope, float | None]] = []
             newest = -math.inf
+            security = self.app.security if self.app.security is not None and self.app.security.signing else None
             for delivery in batch:
                 try:
                     envelope = codec.decode(delivery.value)
                 except DecodeError:
                     stats.undecodable += 1
                     continue
+                if security is not None:
+                    try:  # a forged event must not move an instance on (consumers dead-letter it, unhandled)
+                        security.verify(envelope)
+                    except SecurityError as exc:
+                        stats.refused += 1
+                        logger.warning("observer %s: ignored an event on %s: %s", flow.name, topic, exc)
+                        continue
                 log_time = delivery.timestamp or None
                 read.append((envelope, log_time))
                 newest = max(newest, parse_time(envelope.time) or log_time or now)
@@ -360,6 +371,8 @@ class Observer:
         changed = 0
         fresh = [e for e in entries if e.id not in self._dead_letters_applied]
         for entry in fresh:
+            if entry.id not in self._dead_letters and entry.reason in _UNVERIFIED:
+                self._dead_letters[entry.id] = None  # a forgery's dead letter says nothing of a real instance
             if entry.id not in self._dead_letters:
                 try:
                     envelope = codec.decode(entry.value)

@@ -102,5 +102,7 @@ class ObserverStats:
     applied: int = 0
     duplicates: int = 0
     undecodable: int = 0
+    refused: int = 0
+    """Events ignored because they failed the App's signature check (forged, tampered, unauthorized)."""
     notices_published: int = 0
     commits: int = 0
