@@ -39,6 +39,11 @@ REPLAY_RUNNING: Final = "choreograph_replay_running"
 OUTBOX_AGE: Final = "choreograph_outbox_oldest_age_seconds"
 RELAY_ROUND: Final = "choreograph_outbox_relay_last_round_timestamp_seconds"
 """Both set by an outbox relay (choreograph.outbox.metrics): per relay instance."""
+PUBLISH_BUCKETS: Final = "choreograph_publish_duration_seconds_bucket"
+BROKER_FIGURE: Final = "choreograph_broker_"
+"""Publish latency and the broker's own figures (choreograph.observe.broker_health)."""
+PUBLISH_SLOW: Final = 1.0
+"""Seconds at p99 above which publishes are slow: the broker is overloaded before consumers lag."""
 RELAY_STUCK: Final = 300.0
 """Seconds an event may wait in an outbox, or a relay go without finishing a round, before it is stuck."""
 
@@ -73,6 +78,15 @@ def _lag(scope: str, s: AlertSettings) -> str:
     return f"max by (group, topic) ({LAG_SECONDS}{selector(scope)}) > {s.lag_seconds:g} unless on (group) ({replaying})"
 
 
+def _degraded(scope: str, s: AlertSettings) -> str:
+    b = BROKER_FIGURE
+    return (
+        f"max by (topic) ({b}kafka_partitions_without_leader) > 0"
+        f" or max(increase({b}redis_evicted_keys[15m])) > 0"
+        f" or max({b}nats_jetstream_storage_bytes / {b}nats_jetstream_storage_max_bytes) > 0.9"
+    )
+
+
 OPERATIONAL_ALERTS: Final = (
     OperationalAlert(
         "ChoreographBrokerDown",
@@ -83,6 +97,33 @@ OPERATIONAL_ALERTS: Final = (
         lambda s: (
             "Every worker's last scrape failed to reach the broker: nothing is consumed or published."
             " Run: choreograph topics (exit code 3 means unreachable)."
+        ),
+        scope="app",
+    ),
+    OperationalAlert(
+        "ChoreographPublishSlow",
+        TICKET,
+        "10m",
+        lambda scope, s: (
+            f"histogram_quantile(0.99, sum by (le, topic) (rate({PUBLISH_BUCKETS}[5m]))) > {PUBLISH_SLOW:g}"
+        ),
+        "Publishes to {{ $labels.topic }} are slow",
+        lambda s: (
+            f"Publishes to this topic took more than {PUBLISH_SLOW:g}s at p99 for 10 minutes: the broker is"
+            " overloaded or far away; consumers will lag next. Run: choreograph topics"
+        ),
+        scope="app",
+    ),
+    OperationalAlert(
+        "ChoreographBrokerDegraded",
+        PAGE,
+        "5m",
+        _degraded,
+        "The broker is degraded",
+        lambda s: (
+            "Kafka partitions have no leader (nothing can be written to them), Redis evicts keys (log records"
+            " or state are being lost: set maxmemory-policy noeviction), or JetStream storage is over 90% of its"
+            " limit. See the broker panels of the debug dashboard."
         ),
         scope="app",
     ),

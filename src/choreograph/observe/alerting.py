@@ -49,6 +49,8 @@ RUNBOOKS: Final = {
     "ChoreographSignatureFailures": "signature-failures",
     "ChoreographReplayRunning": "replay-running",
     "ChoreographOutboxRelayStuck": "relay-stuck",
+    "ChoreographPublishSlow": "broker-degraded",
+    "ChoreographBrokerDegraded": "broker-degraded",
 }
 """Alert name -> runbook file stem under ``docs/runbooks/`` (one runbook per generated alert)."""
 

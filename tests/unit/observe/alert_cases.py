@@ -98,6 +98,33 @@ CASES = [
         why_quiet="one worker still reaches the broker",
     ),
     AlertCase(
+        "ChoreographPublishSlow",
+        firing={  # every publish to shop.orders takes 1 to 2.5 s
+            f'choreograph_publish_duration_seconds_bucket{{topic="shop.orders",le="{le}"}}': f"0+{n}x30"
+            for le, n in (("0.1", 0), ("1", 0), ("2.5", 100), ("+Inf", 100))
+        },
+        at="20m",
+        expected=[Expected({"app": APP, "severity": "ticket", "topic": "shop.orders"})],
+        quiet={
+            f'choreograph_publish_duration_seconds_bucket{{topic="shop.orders",le="{le}"}}': f"0+{n}x30"
+            for le, n in (("0.1", 100), ("1", 100), ("2.5", 100), ("+Inf", 100))
+        },
+        why_quiet="publishes take under 0.1 s",
+    ),
+    AlertCase(
+        "ChoreographBrokerDegraded",
+        firing={'choreograph_broker_kafka_partitions_without_leader{instance="w1",topic="shop.orders"}': "0 1x10"},
+        at="8m",
+        expected=[Expected({"app": APP, "severity": "page", "topic": "shop.orders"})],
+        quiet={
+            'choreograph_broker_kafka_partitions_without_leader{instance="w1",topic="shop.orders"}': "0x10",
+            'choreograph_broker_redis_evicted_keys{instance="w1"}': "0x20",
+            'choreograph_broker_nats_jetstream_storage_bytes{instance="w1"}': "500x10",
+            'choreograph_broker_nats_jetstream_storage_max_bytes{instance="w1"}': "1000x10",
+        },
+        why_quiet="every partition has a leader, nothing evicted, JetStream storage half full",
+    ),
+    AlertCase(
         "ChoreographDeadLettersOpen",
         firing={
             f'choreograph_dead_letters_open{{group="{PAID}",reason="error"}}': "3x20",
