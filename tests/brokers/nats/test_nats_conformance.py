@@ -56,21 +56,24 @@ class TestNatsConformance(BrokerConformance):
     @contextlib.asynccontextmanager
     async def _refusing_dead_letters(self, broker: NatsBroker) -> AsyncIterator[None]:
         """The dead-letter bucket is full: its stream takes no more bytes (max_bytes, discard new)."""
-        js = broker.jetstream
-        stream = f"KV_{broker.names.dlq_bucket}"
-        config = (await js.stream_info(stream)).config
-        before = (config.max_bytes, config.discard)
-        config.max_bytes, config.discard = 1, api.DiscardPolicy.NEW
-        await js.update_stream(config)
-        try:
+        async with _full(broker, f"KV_{broker.names.dlq_bucket}"):
             yield
-        finally:
-            config.max_bytes, config.discard = before
-            await js.update_stream(config)
 
     def refusing_dead_letters(self, broker: Broker) -> AbstractAsyncContextManager[None]:
         assert isinstance(broker, NatsBroker)
         return self._refusing_dead_letters(broker)
+
+    close_raises = False  # a failed leave is logged ("left group ... uncleanly"): the leases expire by themselves
+
+    @contextlib.asynccontextmanager
+    async def _failing_writes(self, broker: NatsBroker) -> AsyncIterator[None]:
+        """The lease bucket is full: its stream takes no more bytes, so releasing a lease (a delete marker) fails."""
+        async with _full(broker, f"KV_{broker.names.lease_bucket}"):
+            yield
+
+    def failing_writes(self, broker: Broker) -> AbstractAsyncContextManager[None]:
+        assert isinstance(broker, NatsBroker)
+        return self._failing_writes(broker)
 
     hostile_oversize = None  # the server refuses a record over 1 MB: the consumer's limit is never reached
 
@@ -87,3 +90,18 @@ class TestNatsConformance(BrokerConformance):
         for value, headers in forged.items():
             await broker.jetstream.publish(subject, value.encode(), headers=headers)
         return [f"bytes:{value}" for value in forged]
+
+
+@contextlib.asynccontextmanager
+async def _full(broker: NatsBroker, stream: str) -> AsyncIterator[None]:
+    """``stream`` takes no more bytes (max_bytes 1, discard new) inside the block."""
+    js = broker.jetstream
+    config = (await js.stream_info(stream)).config
+    before = (config.max_bytes, config.discard)
+    config.max_bytes, config.discard = 1, api.DiscardPolicy.NEW
+    await js.update_stream(config)
+    try:
+        yield
+    finally:
+        config.max_bytes, config.discard = before
+        await js.update_stream(config)
