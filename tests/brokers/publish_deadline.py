@@ -35,6 +35,7 @@ async def publish_after_stop(url: str, stop: Callable[[], None]) -> tuple[float,
         with contextlib.suppress(Exception):  # closing against a dead server may fail: not what is tested
             async with asyncio.timeout(5):
                 await app.close()
+    print(f"\n{url.split(':', 1)[0]}: the publish after the stop failed in {elapsed:.2f} s: {raised.value}")  # for -s
     assert elapsed < DEADLINE + MARGIN, f"the failing publish took {elapsed:.2f} s"
     assert "deadline.beat" in str(raised.value)
     return elapsed, raised.value

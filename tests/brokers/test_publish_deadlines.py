@@ -62,6 +62,7 @@ async def _publish_fails_in_time(url: str) -> str:
         with contextlib.suppress(Exception):  # closing a broker that never connected may fail too: not tested here
             async with asyncio.timeout(5):
                 await app.close()
+    print(f"\n{url.split(':', 1)[0]}: failed in {elapsed:.2f} s: {raised.value}")  # shown with -s
     assert elapsed < DEADLINE + MARGIN, f"took {elapsed:.2f} s"
     message = str(raised.value)
     assert "deadline.ping" in message
