@@ -20,7 +20,7 @@ from nats.js.client import JetStreamContext
 from choreograph.brokers.nats import naming as n
 from choreograph.brokers.nats.config import NatsConfig
 from choreograph.brokers.nats.publisher import FAST_LIMIT, BatchPublisher, Message
-from choreograph.brokers.nats.translation import translate
+from choreograph.brokers.nats.translation import STORAGE_LIMITS, translate
 from choreograph.core.broker import Record
 from choreograph.core.errors import BrokerClosed, BrokerUnavailable
 from choreograph.core.names import check_topic
@@ -175,5 +175,7 @@ def _retryable(exc: BaseException) -> bool:
     ):
         return False
     if isinstance(exc, nats.js.errors.APIError):
+        if exc.err_code in STORAGE_LIMITS:
+            return False  # refused by the stream's limits, sent as a 503: sending again cannot help
         return exc.code == 503 or isinstance(exc, nats.js.errors.ServiceUnavailableError)
     return isinstance(exc, nats.errors.Error | TimeoutError | OSError)

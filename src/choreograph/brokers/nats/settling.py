@@ -39,7 +39,7 @@ from choreograph.brokers.nats.leases import Leases
 from choreograph.brokers.nats.link import BrokerLink
 from choreograph.brokers.nats.publisher import Message, frame, send_frames
 from choreograph.brokers.nats.pulling import _Held, _Partition
-from choreograph.brokers.nats.translation import translate, translated
+from choreograph.brokers.nats.translation import STORAGE_LIMITS, translate, translated
 from choreograph.core.broker import PARK_DELAY, DeadLetter, Delivery, Settlement
 from choreograph.core.errors import BrokerClosed, BrokerError, BrokerUnavailable, LeaseLost
 
@@ -233,12 +233,7 @@ class Settling:
         return {by_subject[s] for s, stored in found.items() if not stored.deleted and s in by_subject}
 
 
-_STORAGE_LIMITS: Final = frozenset({10047, 10077, 10078, 10079})
-"""JetStream error codes of a write the server refused for good: insufficient resources, bytes, messages
-(per subject) over the stream's limits. Sent with status 503 but not an outage: retrying does not help."""
-
-
 def _refused(exc: BaseException) -> bool:
     """Whether a failed write was refused by the server's limits rather than lost to an outage."""
     cause = exc.__cause__
-    return isinstance(cause, nats.js.errors.APIError) and cause.err_code in _STORAGE_LIMITS
+    return isinstance(cause, nats.js.errors.APIError) and cause.err_code in STORAGE_LIMITS

@@ -88,6 +88,11 @@ def translated(action: str) -> Iterator[None]:
         raise translate(exc, action) from exc
 
 
+STORAGE_LIMITS: Final = frozenset({10047, 10077, 10078, 10079})
+"""JetStream error codes of a write the server refused for good: insufficient resources, bytes, messages
+(per subject) over the stream's limits. Sent with status 503 but not an outage: retrying does not help."""
+
+
 def connect_error(
     exc: BaseException, config: NatsConfig, reported: Sequence[BaseException] | None = ()
 ) -> ChoreographError:
