@@ -11,6 +11,7 @@ from rich.text import Text
 
 from choreograph.core.fingerprint import FailureGroup, is_fingerprint
 from choreograph.core.printable import printable
+from choreograph.ops.audit_cli import record_cells, record_doc
 from choreograph.ops.dlq_common import (
     ActorOption,
     GroupOption,
@@ -203,7 +204,7 @@ def history(
     group: Annotated[
         str | None, typer.Option("--group", "-g", metavar="FP", help="Only actions on this failure group.")
     ] = None,
-    limit: Annotated[int, typer.Option(help="Most actions to show.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="Most actions to show (the most recent).")] = 50,
     as_json: JsonOption = False,
     broker: BrokerOption = None,
 ) -> None:
@@ -230,18 +231,11 @@ def history(
                     failed[rec.id] = await desk.failed_again((str(i) for i in rec.details["ids"]), letters=everything)
         if as_json:
             for rec in records:
-                emit_json({**rec.to_doc(), "failed_again_since": failed.get(rec.id)})
+                emit_json({**record_doc(rec), "failed_again_since": failed.get(rec.id)})
             return
         table = Table("when", "who", "action", "what", "count", "failed again", title="Dead-letter history")
         for rec in records:
-            table.add_row(
-                fmt_time(rec.at),
-                cell(rec.actor),
-                cell(rec.action),
-                cell(scrub(rec.target)),
-                str(rec.count),
-                str(failed[rec.id]) if rec.id in failed else "",
-            )
+            table.add_row(*record_cells(rec), str(failed[rec.id]) if rec.id in failed else "")
         out.print(table)
 
     main()

@@ -163,8 +163,13 @@ class AuditLog:
     async def records(
         self, *, action: str | None = None, since: float | None = None, limit: int = 100
     ) -> list[AuditRecord]:
-        """The most recent ``limit`` records (oldest of them first), optionally of one action or since a time."""
+        """The most recent ``limit`` records (oldest of them first), optionally of one action or since a time.
+
+        ``limit`` below one gives no records.
+        """
         found: list[AuditRecord] = []
+        if limit < 1:
+            return found
         for key in reversed(await self.store.keys(_PREFIX)):
             entry = await self.store.get(key)
             if entry is None:
