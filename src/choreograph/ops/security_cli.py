@@ -18,7 +18,7 @@ from rich.table import Table
 from choreograph.core.errors import ConfigurationError
 from choreograph.ops.loader import load_app
 from choreograph.ops.observe_cli import export_app
-from choreograph.ops.terminal import EXIT_USAGE, cell, emit_json, fail, out, safe
+from choreograph.ops.terminal import EXIT_FAILED, EXIT_USAGE, cell, emit_json, fail, out, safe
 
 if TYPE_CHECKING:
     from choreograph.security.keyring import KeyRing
@@ -45,6 +45,14 @@ def _ring(directory: Path, *, create: bool = False) -> KeyRing:
         raise fail(str(exc), EXIT_USAGE) from None
 
 
+def _save(ring: KeyRing, directory: Path) -> None:
+    """Write the ring to ``directory``; a directory that cannot be written is a failure (exit 1), not a traceback."""
+    try:
+        ring.save(directory)
+    except OSError as exc:
+        raise fail(f"cannot write keys to {directory}: {exc.strerror or exc}", EXIT_FAILED) from None
+
+
 @keys_app.command("generate")
 def generate(service: ServiceArgument, directory: DirOption = Path("keys")) -> None:
     """Create the first signing key of SERVICE (refused if it has one: use rotate)."""
@@ -55,7 +63,7 @@ def generate(service: ServiceArgument, directory: DirOption = Path("keys")) -> N
         key = ring.rotate(service)
     except ConfigurationError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
-    ring.save(directory)
+    _save(ring, directory)
     out.print(f"created key {safe(key.id)} for {safe(service)} in {safe(directory)}")
 
 
@@ -67,7 +75,7 @@ def rotate(service: ServiceArgument, directory: DirOption = Path("keys")) -> Non
     if old is None:
         raise fail(f"service {service!r} has no signing key; use: choreograph keys generate {service}", EXIT_USAGE)
     key = ring.rotate(service)
-    ring.save(directory)
+    _save(ring, directory)
     out.print(f"{safe(service)} now signs with {safe(key.id)}; {safe(old.id)} is kept for verification only")
 
 

@@ -56,3 +56,16 @@ def test_export_acl_for_the_shop(tmp_path: Path) -> None:
     kafka = runner.invoke(cli, ["export", "acl", shop, "--format", "kafka", "--policy", str(policy)])
     assert kafka.exit_code == 0, kafka.output
     assert kafka.stdout.count("kafka-acls.sh") == 1 and "User:payment" in kafka.stdout
+
+
+def test_a_key_directory_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    # Given a --dir under a regular file (no directory can be made there)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    for command, code in ((["generate", "payment"], 1), (["rotate", "payment"], 2)):
+        # When a key is generated or rotated into it
+        result = runner.invoke(cli, ["keys", *command, "--dir", str(blocker / "keys")])
+        # Then the command fails with a message naming the directory (rotate: there are no keys), no traceback
+        assert result.exit_code == code, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        assert "keys" in result.output
