@@ -17,7 +17,7 @@ publishes its start event. Alertmanager routes on ``team``
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -114,32 +114,37 @@ def _groups_of(services: Sequence[str]) -> str:
     return "|".join(re.escape(s) + r"\..+" for s in services)
 
 
-def group_scopes(owners: Mapping[str, Ownership]) -> list[Scope]:
-    """One scope per distinct owner (its services' groups, its labels), then one for every other group."""
+def _flows_of(flows: Sequence[str]) -> str:
+    """A regex matching exactly the flow names ``flows``."""
+    return "|".join(re.escape(f) for f in flows)
+
+
+def _owner_scopes(label: str, owners: Mapping[str, Ownership], pattern: Callable[[Sequence[str]], str]) -> list[Scope]:
+    """One scope per distinct owner (``label=~`` the pattern of its names, its labels), then one for the rest.
+
+    ``owners`` maps a name (a service, a flow) to its owner; ``pattern`` makes
+    the regex matching some names' series. The last scope matches every series
+    of no owned name (no matcher at all when nothing is owned).
+    """
     by_owner: dict[Ownership, list[str]] = {}
-    for service, ownership in owners.items():
-        by_owner.setdefault(ownership, []).append(service)
+    for name, ownership in owners.items():
+        by_owner.setdefault(ownership, []).append(name)
     scopes = [
-        Scope(f'group=~"{_escape(_groups_of(services))}"', ownership.labels())
-        for ownership, services in by_owner.items()
+        Scope(f'{label}=~"{_escape(pattern(names))}"', ownership.labels()) for ownership, names in by_owner.items()
     ]
-    rest = f'group!~"{_escape(_groups_of(list(owners)))}"' if owners else ""
+    rest = f'{label}!~"{_escape(pattern(list(owners)))}"' if owners else ""
     scopes.append(Scope(rest, {}))
     return scopes
+
+
+def group_scopes(owners: Mapping[str, Ownership]) -> list[Scope]:
+    """One scope per distinct owner (its services' groups, its labels), then one for every other group."""
+    return _owner_scopes("group", owners, _groups_of)
 
 
 def flow_scopes(flow_owners: Mapping[str, Ownership]) -> list[Scope]:
     """One scope per distinct owner of flows (``flow=~"a|b"``, its labels), then one for every other flow."""
-    by_owner: dict[Ownership, list[str]] = {}
-    for flow, ownership in flow_owners.items():
-        by_owner.setdefault(ownership, []).append(flow)
-    scopes = [
-        Scope(f'flow=~"{_escape("|".join(re.escape(f) for f in flows))}"', ownership.labels())
-        for ownership, flows in by_owner.items()
-    ]
-    rest = f'flow!~"{_escape("|".join(re.escape(f) for f in flow_owners))}"' if flow_owners else ""
-    scopes.append(Scope(rest, {}))
-    return scopes
+    return _owner_scopes("flow", flow_owners, _flows_of)
 
 
 def flow_owners(flows: Iterable[Flow], topology: Topology) -> dict[str, Ownership]:
