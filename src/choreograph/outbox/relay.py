@@ -41,11 +41,12 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
 
 from choreograph.core.broker import Broker, Record
 from choreograph.core.errors import BrokerError, ConfigurationError
@@ -78,7 +79,16 @@ class Pending(NamedTuple):
     created_at: float
 
 
-def _pending(rows: Sequence[Any]) -> list[Pending]:
+async def _pending(conn: AsyncConnection, limit: int, *where: ColumnElement[bool]) -> list[Pending]:
+    """The first ``limit`` unshipped rows (also matching ``where``), in position order."""
+    rows = (
+        await conn.execute(
+            select(outbox.c.position, outbox.c.topic, outbox.c.partition_key, outbox.c.payload, outbox.c.created_at)
+            .where(outbox.c.shipped_at.is_(None), *where)
+            .order_by(outbox.c.position)
+            .limit(limit)
+        )
+    ).all()
     return [Pending(row[0], row[1], row[2], bytes(row[3]), row[4]) for row in rows]
 
 
@@ -204,22 +214,7 @@ class Relay:
             claimed = (await conn.execute(_LOCK, {"lanes": list(heads), "n": cfg.lanes_per_round})).scalars().all()
             if not claimed:
                 return 0
-            rows = _pending(
-                (
-                    await conn.execute(
-                        select(
-                            outbox.c.position,
-                            outbox.c.topic,
-                            outbox.c.partition_key,
-                            outbox.c.payload,
-                            outbox.c.created_at,
-                        )
-                        .where(outbox.c.lane.in_(claimed), outbox.c.shipped_at.is_(None))
-                        .order_by(outbox.c.position)
-                        .limit(cfg.batch_size)
-                    )
-                ).all()
-            )
+            rows = await _pending(conn, cfg.batch_size, outbox.c.lane.in_(claimed))
             await self._publish(rows)
             await self._mark(conn, rows)
         return len(rows)
@@ -229,22 +224,7 @@ class Relay:
         if not await self._hold_lease():
             return 0
         async with self._engine.connect() as conn:
-            rows = _pending(
-                (
-                    await conn.execute(
-                        select(
-                            outbox.c.position,
-                            outbox.c.topic,
-                            outbox.c.partition_key,
-                            outbox.c.payload,
-                            outbox.c.created_at,
-                        )
-                        .where(outbox.c.shipped_at.is_(None))
-                        .order_by(outbox.c.position)
-                        .limit(cfg.batch_size)
-                    )
-                ).all()
-            )
+            rows = await _pending(conn, cfg.batch_size)
             await conn.rollback()  # a read: end it before the (slow) publish, so producers are not held
         if not rows:
             return 0
