@@ -1,8 +1,9 @@
-"""Checking broker options and parsing them from a URL's query string.
+"""Checking broker options: the range checks configs run, splitting a broker URL, the constructor's config.
 
 Every backend takes its settings as a frozen config dataclass and accepts the
-same settings as ``?name=value`` in its URL. These helpers make the errors
-uniform: they name the option, the bad value, and what is accepted.
+same settings as ``?name=value`` in its URL (read by the field types:
+:mod:`choreograph.core.url_options`). These helpers make the errors uniform:
+they name the option, the bad value, and what is accepted.
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
-from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from choreograph.core.errors import ConfigurationError
 
-Parser = Callable[[str], Any]
 C = TypeVar("C")
 
 
@@ -76,53 +75,6 @@ def require_lease(lease_timeout: float, heartbeat_interval: float | None) -> Non
                 f"heartbeat_interval ({heartbeat_interval}) must be shorter than "
                 f"lease_timeout ({lease_timeout}), or leases expire between heartbeats"
             )
-
-
-def optional(convert: Parser) -> Parser:
-    """Wrap ``convert`` so that ``""``, ``none`` and ``null`` parse as None."""
-
-    def parse(text: str) -> Any:
-        return None if text.lower() in {"", "none", "null"} else convert(text)
-
-    return parse
-
-
-def boolean(text: str) -> bool:
-    """Parse 1/true/yes/on and 0/false/no/off; raise ValueError otherwise."""
-    lowered = text.lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"not a boolean: {text!r}")
-
-
-def parse_query(query: str, parsers: Mapping[str, Parser], backend: str) -> dict[str, Any]:
-    """Parse ``name=value&...`` with one parser per known option name.
-
-    Raises ConfigurationError naming an unknown option (and listing the known
-    ones), an option given twice, or a value its parser refuses — never
-    another exception, whatever the text.
-    """
-    options: dict[str, Any] = {}
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False, errors="strict")
-    except (ValueError, UnicodeError) as exc:
-        raise ConfigurationError(f"the {backend} broker URL's query string is malformed: {exc}") from None
-    for name, text in pairs:
-        parser = parsers.get(name)
-        if parser is None:
-            known = ", ".join(sorted(parsers))
-            raise ConfigurationError(f"unknown {backend} broker option {name[:60]!r} in URL; known options: {known}")
-        if name in options:
-            raise ConfigurationError(f"{backend} broker option {name} is given twice in the URL; give it once")
-        try:
-            options[name] = parser(text)
-        except (ValueError, TypeError, ArithmeticError) as exc:
-            raise ConfigurationError(
-                f"{backend} broker option {name}={text[:60]!r} is invalid: {str(exc)[:200]}"
-            ) from None
-    return options
 
 
 def split_url(url: str, backend: str) -> SplitResult:

@@ -4,6 +4,8 @@ Every backend takes one setting, ``retention`` (seconds, or ``7d``/``12h``/
 ``30m``/``45s`` in a URL; ``0``, ``none`` or ``forever`` keeps records
 forever), with the same default, :data:`DEFAULT_RETENTION` (7 days). Older
 option names (``max_age``, ``retention_max_age``) stay accepted as aliases.
+A cap on records per partition is ``retention_max_records`` wherever a backend
+has one (SQLite; Redis, where ``max_length`` is its old name).
 What a backend does with it differs, and :class:`Retention` says so: SQLite
 never trims what a consumer group has not committed; Redis, NATS and Kafka
 delete by age whatever the groups have read.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from choreograph.core.broker import Position
 from choreograph.core.errors import ConfigurationError
@@ -57,15 +59,6 @@ def check_retention(name: str, value: object) -> float | None:
     if value < 0 or value > MAX_SECONDS:
         raise ConfigurationError(f"{name} must be between 0 (keep forever) and {MAX_SECONDS:g} seconds, got {value!r}")
     return None if value == 0 else float(value)
-
-
-def take_alias(options: dict[str, Any], old: str, backend: str, new: str = "retention") -> None:
-    """Move a deprecated URL option ``old`` to ``new`` in parsed ``options``; refuse both at once."""
-    if old not in options:
-        return
-    if new in options:
-        raise ConfigurationError(f"{backend} broker options {old} and {new} are the same setting; give only {new}")
-    options[new] = options.pop(old)
 
 
 def describe_seconds(seconds: float) -> str:
