@@ -113,6 +113,8 @@ class Publishing:
         try:
             async with asyncio.timeout(deadline) as scope:
                 yield
+        except PublishFailed:  # a nested publish's own verdict (a PublishTimeout is a TimeoutError too)
+            raise
         except TimeoutError as exc:
             if not scope.expired():
                 raise self._failed(topic, started, exc) from exc  # the client's own timeout, before ours
@@ -126,8 +128,6 @@ class Publishing:
                 broker=broker,
                 deadline=deadline,
             ) from exc
-        except PublishFailed:
-            raise
         except (BrokerUnavailable, OSError) as exc:
             raise self._failed(topic, started, exc) from exc
         finally:
