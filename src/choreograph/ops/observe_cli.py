@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -17,7 +17,15 @@ from choreograph.observe.alertmanager import alertmanager_yaml
 from choreograph.observe.alerts import alert_settings, prometheus_rules
 from choreograph.observe.dashboards import dashboards
 from choreograph.observe.flows.flow import Flow
-from choreograph.observe.slo import BURN_WINDOWS, LogSource, SLOReport, declared_slos, format_window, measure
+from choreograph.observe.slo import (
+    BURN_WINDOWS,
+    LogSource,
+    SLOReport,
+    WindowSLI,
+    declared_slos,
+    format_window,
+    measure,
+)
 from choreograph.observe.trace_view import collect_trace, render_trace, trace_rows
 from choreograph.ops.loader import load_app
 from choreograph.ops.session import opened_app, opened_broker
@@ -70,7 +78,36 @@ def _report_table(report: SLOReport) -> Table:
     return table
 
 
-def slo(app_spec: AppArgument, broker: BrokerOption = None) -> None:
+def _report_doc(report: SLOReport) -> dict[str, Any]:
+    """An SLO's figures as ``slo --json`` prints them (ratios as fractions; None where nothing was valid)."""
+    slo = report.slo
+
+    def window(row: WindowSLI) -> dict[str, Any]:
+        return {
+            "window_seconds": row.window,
+            "valid": row.valid,
+            "bad": row.bad,
+            "sli": row.ratio,
+            "burn_rate": row.burn_rate(slo),
+        }
+
+    return {
+        "name": slo.name,
+        "kind": slo.kind,
+        "target": slo.target,
+        "window_seconds": slo.window,
+        "sli": report.compliance.ratio,
+        "budget_remaining": report.budget_remaining,
+        "windows": [window(row) for row in (*report.windows, report.compliance)],
+        "basis": report.basis,
+    }
+
+
+def slo(
+    app_spec: AppArgument,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document per SLO (for scripts).")] = False,
+    broker: BrokerOption = None,
+) -> None:
     """Print each declared SLO's SLI, error budget left and burn rate per window, from the broker's data.
 
     Settled outcomes are not stored, so success rates are records consumed
@@ -84,11 +121,16 @@ def slo(app_spec: AppArgument, broker: BrokerOption = None) -> None:
         async with opened_app(app_spec, broker) as app:
             slos = declared_slos(app.declarations)
             if not slos:
-                out.print(f"{safe(app_spec)} declares no SLO; add app.declare(SLO.success_rate(...)) and friends")
+                if not as_json:  # an empty listing: no documents
+                    out.print(f"{safe(app_spec)} declares no SLO; add app.declare(SLO.success_rate(...)) and friends")
                 return
             source = LogSource(app.broker, horizon=max(max(s.window for s in slos), *BURN_WINDOWS))
             for objective in slos:
-                out.print(_report_table(await measure(objective, source)))
+                report = await measure(objective, source)
+                if as_json:
+                    emit_json(_report_doc(report))
+                else:
+                    out.print(_report_table(report))
 
     main()
 

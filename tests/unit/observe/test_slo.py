@@ -291,3 +291,16 @@ def test_slo_command_prints_every_slo_even_without_data(app_module: str) -> None
     assert result.exit_code == 0, result.output
     assert "handling" in result.output and "fast" in result.output
     assert "burn rate" in result.output
+
+
+def test_slo_command_lists_every_slo_as_json(app_module: str) -> None:
+    # Given an app declaring two SLOs and a broker without data
+    result = CliRunner().invoke(cli(), ["slo", app_module, "--json"])
+    assert result.exit_code == 0, result.output
+    # Then each SLO is one JSON document: its target, window, SLI (none yet) and every window's figures
+    docs = [json.loads(line) for line in result.output.splitlines()]
+    assert [d["name"] for d in docs] == ["handling", "fast"]
+    handling = docs[0]
+    assert handling["kind"] == "success_rate" and handling["target"] == 0.999
+    assert handling["sli"] is None and handling["budget_remaining"] is None
+    assert handling["windows"] and all(w["valid"] == 0 and w["burn_rate"] is None for w in handling["windows"])
