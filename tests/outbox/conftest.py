@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from choreograph.outbox import install
 from tests.brokers.processes import skip_or_fail
 
+from .model import business
 from .postgres import PostgresServer, find_postgres_bin
 
 _names = itertools.count()
@@ -52,3 +55,14 @@ def db_url(request: pytest.FixtureRequest) -> str:
     """A fresh database of each dialect: a PostgreSQL one, then a SQLite file."""
     name = "postgres_url" if request.param == "postgresql" else "sqlite_url"
     return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    """``db_url``'s database with the outbox tables installed and the test model's business tables."""
+    engine = create_async_engine(db_url)
+    await install(engine)
+    async with engine.begin() as conn:
+        await conn.run_sync(business.create_all)
+    yield engine
+    await engine.dispose()

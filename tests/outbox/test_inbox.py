@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import func, insert, select, text
@@ -17,16 +16,6 @@ from choreograph.testing import TestApp
 from tests.conftest import wait_until
 
 from .model import Charged, Moved, business, ledger, read_log
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(db_url)
-    await install(engine)
-    async with engine.begin() as conn:
-        await conn.run_sync(business.create_all)
-    yield engine
-    await engine.dispose()
 
 
 def payments_app(engine: AsyncEngine, *, fail_first: bool = False, dedupe: bool = True) -> App:

@@ -8,36 +8,25 @@ import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreograph import App, Context
 from choreograph.brokers import open_broker
-from choreograph.outbox import Relay, install
+from choreograph.outbox import Relay
 from tests.conftest import wait_until
 
-from .model import Charged, Moved, business, ledger, read_log
+from .model import Charged, Moved, ledger, read_log
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("CHOREOGRAPH_OUTBOX_KILLS", "3"))
 """Killed runs of the handler per database (bounded here; raise it for a longer run)."""
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(db_url)
-    await install(engine)
-    async with engine.begin() as conn:
-        await conn.run_sync(business.create_all)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -18,19 +18,9 @@ from choreograph.outbox.tables import outbox as outbox_table
 from choreograph.runtime.app import App
 from tests.conftest import wait_until
 
-from .model import Moved, business, first_copies_in_order, ledger, read_log
+from .model import Moved, first_copies_in_order, ledger, read_log
 
 TOPIC = Moved.topic()
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(db_url)
-    await install(engine)
-    async with engine.begin() as conn:
-        await conn.run_sync(business.create_all)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
