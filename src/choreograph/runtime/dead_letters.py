@@ -35,6 +35,7 @@ from choreograph.core.fingerprint import FailureGroup, failure_groups, fingerpri
 from choreograph.core.ids import new_id
 from choreograph.core.kv import MAX_KEY_LENGTH, KeyValueProvider, KeyValueStore
 from choreograph.runtime.audit import AuditLog, default_actor
+from choreograph.runtime.replay_range import check_rate
 
 NAMESPACE = "dead_letters"
 DEFAULT_RETENTION = 14 * 86400.0
@@ -240,8 +241,7 @@ class DeadLetterDesk:
         twice. ``on_progress(done, total)`` is called after each entry; ``target``
         (what was asked for) and ``group`` (a failure group's fingerprint) go into the audit record.
         """
-        if rate is not None and rate <= 0:
-            raise ConfigurationError("--rate must be a positive number of events per second")
+        check_rate(rate)
         audit = self.audit
         marks = await self.archived()
         report = RetryReport()
