@@ -70,7 +70,7 @@ class KeyValueCheckpoints:
     async def load(self, name: str) -> dict[str, Any] | None:
         """Return the stored checkpoint, or None."""
         entry = await self._store.get(name)
-        return None if entry is None else dict(json.loads(entry.value))
+        return None if entry is None else _parse(name, entry.value)
 
     async def save(self, name: str, doc: dict[str, Any]) -> None:
         """Write the checkpoint (unconditionally: one replay of a name runs at a time)."""
@@ -94,9 +94,10 @@ class FileCheckpoints:
     async def load(self, name: str) -> dict[str, Any] | None:
         """Return the stored checkpoint, or None."""
         try:
-            return dict(json.loads(self._path(name).read_text()))
+            raw = self._path(name).read_bytes()
         except FileNotFoundError:
             return None
+        return _parse(name, raw)
 
     async def save(self, name: str, doc: dict[str, Any]) -> None:
         """Write the checkpoint atomically (a crash leaves the old one or the new one)."""
@@ -108,6 +109,21 @@ class FileCheckpoints:
     async def clear(self, name: str) -> None:
         """Delete the checkpoint file."""
         self._path(name).unlink(missing_ok=True)
+
+
+def _unreadable(name: str) -> ConfigurationError:
+    return ConfigurationError(f"the checkpoint of replay {name!r} cannot be read; start over with --restart")
+
+
+def _parse(name: str, raw: bytes) -> dict[str, Any]:
+    """A stored checkpoint as a dict; ConfigurationError (naming ``--restart``) if it is not a JSON object."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise _unreadable(name) from None
+    if not isinstance(doc, dict):
+        raise _unreadable(name)
+    return doc
 
 
 def checkpoints_for(broker: Broker, directory: str | os.PathLike[str]) -> Checkpoints:
@@ -200,10 +216,13 @@ async def copy_range(
     bounds, cursors = job.bounds, dict(job.bounds.first)
     saved = await checkpoints.load(job.name)
     if saved is not None and saved.get("fingerprint") == job.fingerprint:
-        bounds = Bounds.from_doc(saved["bounds"])
-        cursors = {int(p): int(o) for p, o in saved["next"].items()}
-        report.copied = int(saved.get("copied", 0))
-        report.per_partition = {int(p): int(n) for p, n in saved.get("per_partition", {}).items()}
+        try:
+            bounds = Bounds.from_doc(saved["bounds"])
+            cursors = {int(p): int(o) for p, o in saved["next"].items()}
+            report.copied = int(saved.get("copied", 0))
+            report.per_partition = {int(p): int(n) for p, n in saved.get("per_partition", {}).items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise _unreadable(job.name) from None
         report.resumed = True
     started = time.monotonic()
     pacer = Pacer(job.rate)
