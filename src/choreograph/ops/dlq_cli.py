@@ -115,7 +115,9 @@ def list_(
 
 @dlq.command()
 def show(
-    dead_letter_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
+    dead_letter_id: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="The dead letter's id (from `dlq list`); or give --group.")
+    ] = None,
     group: Annotated[
         str | None, typer.Option("--group", "-g", metavar="FP", help="Show this failure group's sample entry.")
     ] = None,

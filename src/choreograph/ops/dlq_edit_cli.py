@@ -206,7 +206,9 @@ async def _unsealed_payload(
 
 @dlq.command()
 def edit(
-    dead_letter_id: Annotated[str, typer.Argument(metavar="ID")],
+    dead_letter_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The dead letter to edit (its id, from `dlq list`).")
+    ],
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", metavar="PATH=VALUE", help="Change one field (VALUE as JSON, else text); repeatable."),

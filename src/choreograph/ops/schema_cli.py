@@ -168,7 +168,7 @@ def show(
 
 @schema_app.command()
 def mode(
-    event_type: Annotated[str, typer.Argument(metavar="TYPE")],
+    event_type: Annotated[str, typer.Argument(metavar="TYPE", help="Event type, e.g. shop.order.placed")],
     new_mode: Annotated[
         str | None,
         typer.Argument(metavar="[MODE]", help="BACKWARD, FORWARD, FULL (each optionally _TRANSITIVE) or NONE."),
@@ -255,7 +255,7 @@ def check(
 
 @schema_app.command()
 def diff(
-    event_type: Annotated[str, typer.Argument(metavar="TYPE")],
+    event_type: Annotated[str, typer.Argument(metavar="TYPE", help="Event type, e.g. shop.order.placed")],
     old: Annotated[
         int | None, typer.Argument(metavar="[OLD]", help="Old version (default: the one before NEW).")
     ] = None,
