@@ -21,8 +21,14 @@ class Beat(Event, type="deadline.beat", version=1):
     n: int
 
 
-async def publish_after_stop(url: str, stop: Callable[[], None]) -> tuple[float, PublishFailed]:
-    """Publish once, ``stop()`` the server, publish again: return how long the failing publish took and its error."""
+async def publish_after_stop(
+    url: str, stop: Callable[[], None], restart: Callable[[], None] | None = None
+) -> tuple[float, PublishFailed]:
+    """Publish once, ``stop()`` the server, publish again: return how long the failing publish took and its error.
+
+    ``restart`` (if given) brings the server back before the App closes, for a client that cannot close
+    cleanly against a dead server within seconds (aiokafka waits out its request timeout).
+    """
     app = App("deadline", broker=url, publishing=PublishPolicy(deadline=DEADLINE))
     try:
         await app.publish(Beat(n=0))  # connected, the class admitted: what remains is the broker's write
@@ -32,6 +38,8 @@ async def publish_after_stop(url: str, stop: Callable[[], None]) -> tuple[float,
             await app.publish(Beat(n=1))
         elapsed = time.monotonic() - started
     finally:
+        if restart is not None:
+            restart()
         with contextlib.suppress(Exception):  # closing against a dead server may fail: not what is tested
             async with asyncio.timeout(5):
                 await app.close()

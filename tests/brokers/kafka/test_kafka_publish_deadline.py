@@ -20,7 +20,7 @@ async def test_a_publish_after_the_broker_stopped_fails_in_time_naming_it(tmp_pa
     server.start()
     try:
         url = f"kafka://{server.bootstrap}?idempotent=false&persistent=false&state_topic=s-{uuid.uuid4().hex[:8]}"
-        _, error = await publish_after_stop(url, server.stop)
+        _, error = await publish_after_stop(url, server.stop, server.start)
     finally:
         server.stop()
     assert f"kafka://{server.bootstrap}" in str(error)

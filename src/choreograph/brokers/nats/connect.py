@@ -56,6 +56,10 @@ async def connect(config: NatsConfig) -> Client:
     bound = (2 * config.connect_timeout + 0.25) * 2 * len(config.servers)
     try:
         await _bounded(nc.connect(**options), seen.refused, bound)
+    except asyncio.CancelledError:  # a caller's deadline (App publishing): leave no half-open socket behind
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), config.connect_timeout)
+        raise
     except Exception as exc:
         with contextlib.suppress(Exception):
             await nc.close()
