@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from choreograph.core.redaction import redact_url
 from choreograph.observe.metrics import ReplayGauges
-from choreograph.ops.terminal import cell, out, plain
+from choreograph.ops.terminal import cell, err, out, plain, safe, scrub
 
 PUSH_INTERVAL: Final = 2.0
 """Seconds between two pushes of the replay metrics to a Pushgateway."""
@@ -89,5 +89,6 @@ class ReplayProgress:
         try:
             push_to_gateway(self.pushgateway, job="choreograph_replay", registry=self.registry, timeout=2.0)
         except OSError as exc:
-            if final:
-                plain(f"could not push the replay metrics to {redact_url(self.pushgateway)}: {exc}")
+            if final:  # on stderr: with --json, stdout holds only the report
+                message = f"could not push the replay metrics to {redact_url(self.pushgateway)}: {exc}"
+                err.print(f"[yellow]warning:[/] {safe(scrub(message))}", soft_wrap=True)
