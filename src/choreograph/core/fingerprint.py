@@ -41,7 +41,7 @@ _LIBRARY = re.compile(
     r"(^|/)(site-packages|dist-packages)/"
     r"|(^|/)lib/(pypy|python)3(\.\d+)?/"
     r"|^<frozen "
-    r"|(^|/)choreograph/(core|runtime|brokers|schema|observe|ops|testing|security)/"
+    r"|(^|/)choreograph/(core|runtime|brokers|schema|observe|outbox|ops|testing|security)/"
     r"|(^|/)choreograph/__(init|main)__\.py$"
 )
 

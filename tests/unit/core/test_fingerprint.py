@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import replace
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -107,3 +108,29 @@ def test_tracebacks_of_arbitrary_frames_never_raise(frames: list[str], header: b
     stack = ("Traceback (most recent call last):\n" if header else "") + "".join(frames)
     result = user_frame(stack)
     assert result is None or ":" in result
+
+
+def test_the_outbox_layer_is_choreograph_not_user_code() -> None:
+    # Given a database error raised under a transactional handler, from choreograph's outbox middleware
+    stack = (
+        'Traceback (most recent call last):\n  File "/w/shop/ledger.py", line 3, in record\n'
+        '  File "/w/.venv/lib/python3.12/site-packages/choreograph/outbox/inbox.py", line 9, in transactional\n'
+        '  File "/w/.venv/lib/python3.12/site-packages/sqlalchemy/engine/base.py", line 9, in execute\n'
+        "OperationalError: database is locked\n"
+    )
+    source_tree = stack.replace("/w/.venv/lib/python3.12/site-packages/choreograph/", "/w/src/choreograph/")
+    # Then the frame that counts is the user's, installed or from a source tree
+    assert user_frame(stack) == "shop/ledger.py:record"
+    assert user_frame(source_tree) == "shop/ledger.py:record"
+
+
+def test_every_package_of_choreograph_but_its_examples_is_skipped() -> None:
+    import choreograph
+
+    root = Path(choreograph.__file__).parent
+    for package in sorted(p.name for p in root.iterdir() if (p / "__init__.py").exists() and p.name != "examples"):
+        stack = (
+            'Traceback (most recent call last):\n  File "/w/shop/app.py", line 3, in pay\n'
+            f'  File "/w/src/choreograph/{package}/x.py", line 9, in inner\nValueError: x\n'
+        )
+        assert user_frame(stack) == "shop/app.py:pay", package
