@@ -213,6 +213,8 @@ def history(
     For each retry, "failed again" counts the retried entries that have since
     come back as dead letters (a retry of them failed).
     """
+    if group is not None and not is_fingerprint(group):
+        raise fail(f"--group {group!r} is not a fingerprint (16 hex digits, see `dlq groups`)", 2)
 
     @run_async
     async def main() -> None:

@@ -72,3 +72,11 @@ def test_history_hides_credentials_like_audit(url: str, json_flag: list[str]) ->
     result = runner.invoke(cli, ["dlq", "history", *json_flag, "--broker", url])
     assert result.exit_code == 0 and "retry" in result.output, result.output
     assert "hunter2" not in result.output, result.output
+
+
+def test_history_refuses_a_group_that_is_not_a_fingerprint(url: str) -> None:
+    # A typo would otherwise match no record and show an empty history
+    result = runner.invoke(cli, ["dlq", "history", "--group", "0123456789abcdeg", "--broker", url])
+    assert result.exit_code == 2 and "fingerprint" in result.output, result.output
+    result = runner.invoke(cli, ["dlq", "history", "--group", "0123456789abcdef", "--json", "--broker", url])
+    assert result.exit_code == 0 and [json.loads(line)["count"] for line in result.output.splitlines()] == [3]
