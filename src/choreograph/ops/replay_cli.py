@@ -33,7 +33,7 @@ import typer
 from rich.table import Table
 
 from choreograph.brokers import open_broker
-from choreograph.core.broker import Broker, TopicAdmin
+from choreograph.core.broker import Broker, LagReporter, TopicAdmin
 from choreograph.core.errors import ChoreographError, ConfigurationError, UnknownTopic
 from choreograph.core.group_admin import GroupAdmin, PartitionReset
 from choreograph.core.names import check_group, check_topic
@@ -236,7 +236,7 @@ def _move_group(
             await audit.record(
                 "replay" if new else "reset",
                 target=f"group {group} on {topic}",
-                count=sum(bounds.end[p] - bounds.first[p] for p in bounds.first),
+                count=await _records_put_back(target, topic, group, bounds),
                 actor=follow.actor,
                 details={"to": to, "partitions": {str(r.partition): [r.before, r.after] for r in moved}},
             )
@@ -262,6 +262,18 @@ def _move_group(
         plain(f"{'started' if new else 'reset'} {group} on {topic}: {len(moved)} partitions")
 
     main()
+
+
+async def _records_put_back(broker: Broker, topic: str, group: str, bounds: Bounds) -> int:
+    """How many records ``group`` has to read on ``topic`` right after its reset: its lag, for the audit trail.
+
+    Offset spans would overcount where a backend's offsets are not dense per
+    partition (NATS: stream sequences shared by the partitions); a backend
+    without lag reports falls back to them.
+    """
+    if isinstance(broker, LagReporter):
+        return sum(lag.end_offset - lag.committed for lag in await broker.lag(group) if lag.topic == topic)
+    return sum(bounds.end[p] - bounds.first[p] for p in bounds.first)
 
 
 def _show_plan(
