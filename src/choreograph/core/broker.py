@@ -327,6 +327,10 @@ class PartitionLag:
     partition: int
     end_offset: int
     committed: int
+    oldest_offset: int | None = None
+    """The :class:`LogReader` offset of the oldest record the group has not handled, where the
+    backend's lag positions are not read offsets (NATS: the consumer's ack floor + 1, a stream
+    sequence); ``None``: read it at ``committed``."""
 
     @property
     def lag(self) -> int:
@@ -368,6 +372,15 @@ class LogReader(Protocol):
 
     async def read(self, topic: str, start: Position = Position(), *, limit: int = 1000) -> Sequence[Delivery]:
         """Return up to ``limit`` records from ``start`` in (partition, offset) order. Does not block."""
+        ...
+
+
+@runtime_checkable
+class PartitionReader(Protocol):
+    """Reads one partition of a topic from an offset, touching no other partition (lag in seconds)."""
+
+    async def read_partition(self, topic: str, partition: int, offset: int, *, limit: int = 1) -> Sequence[Delivery]:
+        """Return up to ``limit`` records of ``partition`` at or after ``offset``, in offset order. Does not block."""
         ...
 
 

@@ -16,9 +16,11 @@ by the metrics' scrape timeout.
 Offsets are the backend's: on SQLite, memory, Redis and Kafka a group's
 committed position and a record's offset are the same count, so the record
 read is exactly the oldest unhandled one. On NATS, lag positions count the
-partition's records while reads address the stream's shared sequence, which
-is never smaller: the record found is at or before the oldest unhandled one,
-so the figure there is an upper bound (never an under-report).
+partition's records while reads address the stream's shared sequence, so its
+rows carry :attr:`~choreograph.core.broker.PartitionLag.oldest_offset` (the
+consumer's ack floor + 1) and the broker is a
+:class:`~choreograph.core.broker.PartitionReader`: the record read is the
+first of the partition after the ack floor, exactly the oldest unhandled one.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Final
 
-from choreograph.core.broker import LogReader, PartitionLag, Position
+from choreograph.core.broker import LogReader, PartitionLag, PartitionReader, Position
 
 LagKey = tuple[str, str, int]
 """(group, topic, partition)."""
@@ -57,11 +59,14 @@ async def lag_seconds(reader: LogReader, rows: Sequence[PartitionLag], now: floa
     gate = asyncio.Semaphore(MAX_CONCURRENT_READS)
 
     async def age(row: PartitionLag) -> None:
-        # Every other partition starts at its end, so the only records returned are this partition's.
-        offsets = {**ends[row.topic], row.partition: row.committed}
+        start = row.committed if row.oldest_offset is None else row.oldest_offset
         async with gate:
-            batch = await reader.read(row.topic, Position.at_offsets(offsets), limit=1)
-        first = next((d for d in batch if d.partition == row.partition and d.offset >= row.committed), None)
+            if isinstance(reader, PartitionReader):
+                batch = await reader.read_partition(row.topic, row.partition, start, limit=1)
+            else:  # every other partition starts at its end, so the only records returned are this partition's
+                offsets = {**ends[row.topic], row.partition: start}
+                batch = await reader.read(row.topic, Position.at_offsets(offsets), limit=1)
+        first = next((d for d in batch if d.partition == row.partition and d.offset >= start), None)
         if first is not None:
             out[(row.group, row.topic, row.partition)] = max(0.0, now - first.timestamp)
 

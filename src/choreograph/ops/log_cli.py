@@ -240,8 +240,8 @@ def lag(
     """Show consumer lag (published minus committed) per group and topic (``--json``: one document per row).
 
     ``oldest`` (``lag_seconds`` in JSON) is the age of the oldest record the
-    group has not handled: the record at its committed position, read from the
-    log (exact on SQLite, Redis and Kafka; an upper bound on NATS).
+    group has not handled, read from the log at its committed position (on
+    NATS: after the consumer's ack floor); exact on every backend.
     """
 
     @run_async

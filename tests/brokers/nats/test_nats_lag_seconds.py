@@ -1,18 +1,56 @@
-"""NATS: lag in seconds is an upper bound (lag positions count records, reads address stream sequences)."""
+"""NATS: lag in seconds is exact (rows carry the consumer's ack floor; reads address stream sequences)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from choreograph.brokers.nats import NatsBroker
+from choreograph.core.broker import Delivery, Position, Record, Settlement
+from choreograph.observe.lag_age import lag_seconds
 from tests.brokers.lag_seconds import check_lag_seconds
 
 from .server import NatsServer
 
+GROUP = "lagsec.interleaved"
 
-async def test_lag_seconds_is_an_upper_bound(nats_server: NatsServer) -> None:
+
+async def test_lag_seconds_is_exact(nats_server: NatsServer) -> None:
     broker = NatsBroker.from_url(f"{nats_server.url}?prefix=l{uuid.uuid4().hex[:8]}&ack_wait=3&lease_timeout=3")
     try:
-        await check_lag_seconds(broker, exact=False)
+        await check_lag_seconds(broker)
+    finally:
+        await broker.close()
+
+
+async def test_lag_seconds_is_exact_when_partitions_interleave_and_acks_skip(nats_server: NatsServer) -> None:
+    """Stream sequences diverge from per-partition counts, and an ack past the oldest leaves the floor behind."""
+    broker = NatsBroker.from_url(
+        f"{nats_server.url}?prefix=l{uuid.uuid4().hex[:8]}&partitions=2&ack_wait=30&lease_timeout=30"
+    )
+    try:
+        topic = f"lagsec.{uuid.uuid4().hex[:8]}"
+        for i in range(12):  # keys spread over both partitions, interleaved in the stream
+            await broker.publish(topic, [Record(str(i).encode(), key=f"k{i}")])
+        sub = await broker.subscribe(topic, GROUP, start=Position.earliest())
+        got: list[Delivery] = []
+        deadline = time.monotonic() + 30
+        while len(got) < 12 and time.monotonic() < deadline:
+            got.extend(await sub.fetch(12, 1.0))
+        assert len(got) == 12, got
+        by_partition = {p: sorted((d for d in got if d.partition == p), key=lambda d: d.offset) for p in (0, 1)}
+        assert all(len(records) >= 3 for records in by_partition.values()), by_partition
+        # Stream sequences are not per-partition counts here (what made the old figure an upper bound).
+        assert any(d.offset != i + 1 for records in by_partition.values() for i, d in enumerate(records))
+        # Per partition: the first and the third are handled, the second is the oldest unhandled.
+        await sub.settle(Settlement(acks=[d for records in by_partition.values() for d in (records[0], records[2])]))
+        rows = [row for row in await broker.lag(GROUP) if row.topic == topic]
+        assert {row.partition: row.lag for row in rows} == {p: len(r) - 2 for p, r in by_partition.items()}
+        now = time.time() + 5.0
+        ages = await lag_seconds(broker, rows, now)
+        for p, records in by_partition.items():
+            expected = now - records[1].timestamp
+            assert abs(ages[(GROUP, topic, p)] - expected) < 1e-6, (p, ages, expected)
+        await sub.close()
     finally:
         await broker.close()

@@ -74,6 +74,10 @@ class LogAdmin:
         number of records stored in the partition, and ``committed`` is that
         minus the records the group has not settled yet (pending, or delivered
         but not acknowledged) — the position of the next record to consume.
+        ``oldest_offset`` is the consumer's ack floor + 1: every record of the
+        partition before that stream sequence is acknowledged, so the first one
+        at or after it (:meth:`read_partition`) is the oldest the group has not
+        handled (a waiting resubmitted dead letter aside: it is not counted either).
         """
         js = await self._ready()
         out = []
@@ -87,13 +91,14 @@ class LogAdmin:
                 name = meta.get(n.META_GROUP)
                 if name is not None and (group is None or name == group):
                     behind = (consumer.num_pending or 0) + (consumer.num_ack_pending or 0)
-                    ours.append((name, int(meta.get(n.META_PARTITION, 0)), behind))
+                    floor = consumer.ack_floor.stream_seq if consumer.ack_floor is not None else 0
+                    ours.append((name, int(meta.get(n.META_PARTITION, 0)), behind, int(floor or 0) + 1))
             if not ours:
                 continue
             records = await self._partition_records(js, info)
-            for name, partition, behind in ours:
+            for name, partition, behind, oldest in ours:
                 end = records.get(partition, 0)
-                out.append(PartitionLag(topic, name, partition, end, max(0, end - behind)))
+                out.append(PartitionLag(topic, name, partition, end, max(0, end - behind), oldest))
         return sorted(out, key=lambda lag: (lag.topic, lag.group, lag.partition))
 
     async def topics(self) -> list[TopicInfo]:
@@ -131,6 +136,25 @@ class LogAdmin:
             for stored in found:
                 headers, key, _, fault = translate_headers(stored.headers, stored.seq, stored.subject)
                 out.append(Delivery(topic, p, stored.seq, stored.data, key, headers, stored.timestamp, fault=fault))
+        return out
+
+    async def read_partition(self, topic: str, partition: int, offset: int, *, limit: int = 1) -> list[Delivery]:
+        """Return up to ``limit`` records of ``partition`` from stream sequence ``offset``; one direct get."""
+        await self._topic(topic, create=False)
+        subject = self.names.partition_subject(topic, partition)
+        with translated("read"):
+            found = await direct.scan(
+                self.connection,
+                self.names.stream(topic),
+                subject,
+                start_seq=offset,
+                limit=limit,
+                timeout=self.config.request_timeout,
+            )
+        out = []
+        for stored in found:
+            headers, key, _, fault = translate_headers(stored.headers, stored.seq, stored.subject)
+            out.append(Delivery(topic, partition, stored.seq, stored.data, key, headers, stored.timestamp, fault=fault))
         return out
 
     # -- retention (see .retention) ----------------------------------------------------
