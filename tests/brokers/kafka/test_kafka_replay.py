@@ -9,6 +9,7 @@ import pytest
 from choreograph.brokers.kafka import KafkaBroker
 from choreograph.core.broker import Position, Record, Settlement
 from choreograph.core.group_admin import GroupActive
+from tests.unit.replay.replay_audit import audited_group_start
 
 from .server import TansuServer
 
@@ -45,3 +46,8 @@ async def test_a_range_replays_through_a_handler_as_a_new_group(kafka_server: Ta
         await replay_through_handler(broker, timeout=30.0)
     finally:
         await broker.close()
+
+
+def test_a_group_started_at_earliest_is_audited_with_the_records_it_will_read(kafka_server: TansuServer) -> None:
+    url = f"kafka://{kafka_server.bootstrap}?{OPTIONS}&state_topic=__state_{uuid.uuid4().hex[:8]}"
+    assert audited_group_start(url) == [40]

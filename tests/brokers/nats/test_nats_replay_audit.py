@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 
-from typer.testing import CliRunner
-
-from choreograph.ops.cli import cli
-from tests.unit.replay.test_replay_cli import Paid, fill
+from tests.unit.replay.replay_audit import audited_group_start
 
 from .server import NatsServer
 
@@ -16,12 +12,5 @@ from .server import NatsServer
 def test_a_group_started_at_earliest_is_audited_with_the_records_it_will_read(nats_server: NatsServer) -> None:
     # Given 40 events over 8 partitions of one stream (their offsets are stream sequences, not dense per partition)
     url = f"{nats_server.url}?prefix=r{uuid.uuid4().hex[:8]}&partitions=8"
-    fill(url)
-    runner = CliRunner()
-    # When a new group is started at the beginning of the topic
-    started = runner.invoke(cli, ["replay", "group", "audited", Paid.topic(), "--from", "earliest", "-b", url])
-    assert started.exit_code == 0, started.output
-    # Then the audit record counts the 40 records the group will read
-    trail = runner.invoke(cli, ["audit", "--json", "--action", "replay", "-b", url])
-    assert trail.exit_code == 0, trail.output
-    assert [json.loads(line)["count"] for line in trail.output.splitlines()] == [40]
+    # Then starting a group at the beginning is audited with the 40 records it will read
+    assert audited_group_start(url) == [40]
