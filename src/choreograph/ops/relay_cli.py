@@ -62,6 +62,22 @@ async def _engine(url: str) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
+async def _require_tables(engine: AsyncEngine, url: str) -> None:
+    """Refuse (exit 2, naming ``outbox install``) a database where the outbox tables were never created."""
+    from sqlalchemy import inspect
+
+    from choreograph.outbox.tables import outbox
+
+    async with engine.connect() as conn:
+        present = await conn.run_sync(lambda sync: inspect(sync).has_table(outbox.name))
+    if not present:
+        raise fail(
+            f"no outbox in {redact_url(url)}: create its tables with `choreograph outbox install --db URL` "
+            "(or start the relay with --install)",
+            2,
+        )
+
+
 def relay(
     db: DbOption,
     broker: BrokerOption = None,
@@ -97,6 +113,8 @@ def relay(
         async with _engine(db) as engine, opened_broker(broker) as target:
             if install:
                 await install_tables(engine)
+            else:
+                await _require_tables(engine, db)
             await target.ping()
             metrics = RelayMetrics()
             if metrics_port is not None:
@@ -148,6 +166,7 @@ def status_command(
     @run_async
     async def main() -> None:
         async with _engine(db) as engine:
+            await _require_tables(engine, db)
             doc = await _status(engine)
         if as_json:
             emit_json(doc)

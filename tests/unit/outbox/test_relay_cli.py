@@ -74,3 +74,14 @@ async def test_a_relay_process_ships_committed_events_and_stops_on_sigterm(tmp_p
         await broker.close()
         await app.close()
         await engine.dispose()
+
+
+def test_a_database_without_the_outbox_tables_is_a_usage_error_naming_install(tmp_path: Path) -> None:
+    # Given a service database where nobody ran `outbox install`
+    db, log = f"sqlite:///{tmp_path}/service.db", f"sqlite:///{tmp_path}/log.db"
+    # Then status and a relay without --install refuse at once (exit 2) and say how to create the tables,
+    # rather than a database error, or a relay logging a failed round every second
+    for command in (["outbox", "status", "--db", db], ["relay", "--db", db, "--broker", log]):
+        result = runner.invoke(cli, command)
+        assert result.exit_code == 2, result.output
+        assert "outbox install" in result.output, result.output
