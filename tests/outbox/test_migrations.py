@@ -42,3 +42,16 @@ def test_a_dialect_without_a_migration_is_refused() -> None:
 
     with pytest.raises(ValueError, match="postgresql, sqlite"):
         migration_sql("mysql")
+
+
+def test_outbox_status_asks_for_install_until_the_tables_exist(db_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from choreograph.ops.cli import cli
+
+    runner = CliRunner()
+    missing = runner.invoke(cli, ["outbox", "status", "--db", db_url])
+    assert missing.exit_code == 2 and "outbox install" in missing.output, missing.output
+    assert runner.invoke(cli, ["outbox", "install", "--db", db_url]).exit_code == 0
+    ready = runner.invoke(cli, ["outbox", "status", "--db", db_url, "--json"])
+    assert ready.exit_code == 0 and '"pending":0' in ready.output, ready.output
