@@ -347,6 +347,8 @@ class FaultScenarios(ConformanceBase):
             finally:
                 await child.kill()
             assert status not in (0, -9), f"the worker on a deleted store exited with {status}"
+            stderr = await child._stderr()
+            assert "StorageLost" in stderr, f"the worker stopped, but not on StorageLost:\n{stderr[-2000:]}"
         published = {e.message for e in history.of("publish", topic=topic)}
         assert not any(m.startswith("late") for m in published), "a publish was acknowledged into a deleted store"
 

@@ -63,6 +63,17 @@ class TestNatsConformance(BrokerConformance):
         assert isinstance(broker, NatsBroker)
         return self._refusing_dead_letters(broker)
 
+    can_lose_store = True
+
+    async def lose_store(self, broker: Broker) -> None:
+        """Every stream and bucket of the broker's prefix is deleted, as a wiped store directory would leave it."""
+        assert isinstance(broker, NatsBroker)
+        js = broker.jetstream
+        mine = (broker.names.stream_prefix, f"KV_{broker.config.prefix}_", f"OBJ_{broker.config.prefix}_")
+        for name in [info.config.name for info in await js.streams_info()]:
+            if name is not None and name.startswith(mine):
+                await js.delete_stream(name)
+
     close_raises = False  # a failed leave is logged ("left group ... uncleanly"): the leases expire by themselves
 
     @contextlib.asynccontextmanager

@@ -53,6 +53,13 @@ class TestRedisConformance(BrokerConformance):
     async def restart_server(self) -> None:
         await asyncio.to_thread(self.server.restart)  # kill -9 and start again on the same data
 
+    can_lose_store = True
+
+    async def lose_store(self, broker: Broker) -> None:
+        """The server loses every key at once, as a restart without persistence (or a FLUSHALL) would."""
+        assert isinstance(broker, RedisBroker)
+        await broker.client.flushall()
+
     @contextlib.asynccontextmanager
     async def _failing_writes(self, broker: RedisBroker) -> AsyncIterator[None]:
         """The server refuses every write of its user, as a replica would after a failover (ACL -@write)."""

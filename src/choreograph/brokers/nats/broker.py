@@ -39,12 +39,15 @@ from choreograph.brokers.nats.translation import translated
 from choreograph.core.broker import Capabilities, ParkLedger, Position
 from choreograph.core.clock import Clock, SystemClock
 from choreograph.core.enums import StartKind
-from choreograph.core.errors import BrokerClosed, BrokerUnavailable, UnknownTopic
+from choreograph.core.errors import BrokerClosed, BrokerError, BrokerUnavailable, StorageLost, UnknownTopic
 from choreograph.core.names import check_group, check_topic
 from choreograph.core.partitioning import RoundRobin
+from choreograph.core.redaction import redact_text
+from choreograph.core.storage_marker import StorageMarker
 
 _EARLIEST: Final = Position.earliest()
 _STREAM_IN_USE: Final = 10058
+_EPOCH_KEY: Final = "epoch"
 
 
 # Publishing comes before DeadLetterShelf: its send_acked must win over the shelf's placeholder.
@@ -101,6 +104,15 @@ class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets, GroupRe
         """How inbox keys go in batches (fast-ingest, else atomic), with the batch limit; None: one by one."""
         self.keepalive = Keepalive(self.config)
         """Renews the partition leases of this broker's members off the event loop (see :mod:`.keepalive`)."""
+        self._meta_bucket = f"{self.config.prefix}_meta"
+        self.storage = StorageMarker(
+            self._read_epoch,
+            self._create_epoch,
+            broker=f"NATS at {redact_text(', '.join(self.config.servers))}",
+            where=f"key {_EPOCH_KEY!r} of bucket {self._meta_bucket}",
+        )
+        """The deployment marker: StorageLost once the server lost its JetStream data under this broker."""
+        self._reconnects_seen = 0
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> NatsBroker:
@@ -150,6 +162,68 @@ class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets, GroupRe
         self._nc, self._js = nc, js
         self._publisher = publisher
         self._dlq = DeadLetterBucket(nc, js, self.names.dlq_bucket, config.request_timeout)
+        self._reconnects_seen = nc.stats["reconnects"]
+        await self.storage.ensure()
+
+    async def check_storage(self, why: str = "periodic check") -> None:
+        """Raise StorageLost if the server lost its data: the marker is read after a reconnect, else when due.
+
+        Cheap: an integer comparison and a clock reading, unless a check is due.
+        """
+        storage = self.storage
+        storage.check()
+        nc = self._nc
+        if nc is not None and nc.stats["reconnects"] != self._reconnects_seen:
+            self._reconnects_seen = nc.stats["reconnects"]
+            await storage.verify("a reconnect")
+        elif storage.due():
+            await storage.verify_if_due(why)
+
+    async def lost_storage(self, failure: Exception, why: str) -> bool:
+        """After ``failure`` (a lease renewal, a pull): whether the server lost its data (see :attr:`storage`).
+
+        The marker is read when the periodic check is due, or at once when something was not found;
+        never more than that during an outage (each read would wait out the request timeout).
+        """
+        storage = self.storage
+        if storage.lost is not None:
+            return True
+        if not (storage.due() or "not found" in str(failure).lower()):
+            return False
+        try:
+            await storage.verify(f"{why} ({failure})")
+        except StorageLost:
+            return True
+        except BrokerError:
+            pass  # unreachable: an outage, not a loss; the next round tries again
+        return False
+
+    async def _read_epoch(self) -> str | None:
+        js = self.jetstream
+        with translated(f"read the deployment marker in {self._meta_bucket}"):
+            try:
+                entry = await (await js.key_value(self._meta_bucket)).get(_EPOCH_KEY)
+            except (nats.js.errors.BucketNotFoundError, nats.js.errors.KeyNotFoundError, nats.js.errors.NotFoundError):
+                return None
+        return None if entry.value is None else entry.value.decode()
+
+    async def _create_epoch(self, epoch: str) -> str:
+        js = self.jetstream
+        config = self.config
+        storage = api.StorageType.FILE if config.storage == "file" else api.StorageType.MEMORY
+        with translated(f"store the deployment marker in {self._meta_bucket}"):
+            try:
+                kv = await js.create_key_value(
+                    api.KeyValueConfig(bucket=self._meta_bucket, history=1, storage=storage, replicas=config.replicas)
+                )
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code != _STREAM_IN_USE:
+                    raise
+                kv = await js.key_value(self._meta_bucket)
+            with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+                await kv.create(_EPOCH_KEY, epoch.encode())  # only if absent: concurrent first starts agree
+            entry = await kv.get(_EPOCH_KEY)
+        return epoch if entry.value is None else entry.value.decode()
 
     async def _buckets(self, js: JetStreamContext) -> None:
         config = self.config
@@ -247,6 +321,7 @@ class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets, GroupRe
         """Join ``group`` on ``topic``: create its durable consumers if new (at ``start``), lease partitions."""
         check_topic(topic), check_group(group)
         js = await self._ready()
+        await self.storage.verify(f"joining group {group!r}")  # a worker resubscribing after an error
         partitions = await self._topic(topic)
         if (topic, group) not in self._groups:
             await asyncio.gather(*(self._consumer(js, topic, group, p, start) for p in range(partitions)))

@@ -20,6 +20,7 @@ from choreograph.brokers.nats.config import NatsConfig
 from choreograph.brokers.nats.keepalive import Keepalive
 from choreograph.brokers.nats.publisher import Message
 from choreograph.core.broker import ParkLedger, Record
+from choreograph.core.storage_marker import StorageMarker
 
 
 class BrokerLink(Protocol):
@@ -30,6 +31,8 @@ class BrokerLink(Protocol):
     keepalive: Keepalive
     parked: ParkLedger
     """Records whose dead letter could not be stored, parked for a later delivery (see :mod:`.settling`)."""
+    storage: StorageMarker
+    """The deployment marker: StorageLost once the server lost its data (see :meth:`check_storage`)."""
 
     @property
     def connection(self) -> Client:
@@ -51,6 +54,14 @@ class BrokerLink(Protocol):
 
     async def send_acked(self, messages: Sequence[Message], action: str, deadline: float | None = None) -> None:
         """Store ``messages`` in order, resending from the first unacknowledged one until the deadline."""
+        ...
+
+    async def check_storage(self, why: str = "periodic check") -> None:
+        """Raise StorageLost if the server lost its data (the marker read after a reconnect, or when due)."""
+        ...
+
+    async def lost_storage(self, failure: Exception, why: str) -> bool:
+        """After ``failure``: whether the server lost its data (then :attr:`storage` raises StorageLost)."""
         ...
 
     def forget(self, subscription: object) -> None:

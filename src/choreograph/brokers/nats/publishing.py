@@ -26,6 +26,7 @@ from choreograph.core.errors import BrokerClosed, BrokerUnavailable
 from choreograph.core.names import check_topic
 from choreograph.core.partitioning import RoundRobin
 from choreograph.core.redaction import redact_url
+from choreograph.core.storage_marker import StorageMarker
 
 _RETRY_DELAY: Final = 0.2
 Send = Callable[[Sequence[Message], float], Awaitable[tuple[int, BaseException | None]]]
@@ -42,8 +43,12 @@ class Publishing:
     _batched: dict[str, bool]
     _publisher: BatchPublisher | None
     _inbox_batches: tuple[Send, int] | None
+    storage: StorageMarker
 
     async def _ready(self) -> JetStreamContext:
+        raise NotImplementedError  # provided by NatsBroker
+
+    async def check_storage(self, why: str = "periodic check") -> None:
         raise NotImplementedError  # provided by NatsBroker
 
     async def _topic(self, topic: str, *, create: bool = True) -> int:
@@ -66,6 +71,7 @@ class Publishing:
     async def publish_many(self, items: Sequence[tuple[str, Record]]) -> None:
         """Publish (topic, record) pairs in order; see :meth:`publish`."""
         await self._ready()
+        await self.check_storage()  # after a reconnect, or once per interval: the marker; StorageLost once lost
         deadline = asyncio.get_running_loop().time() + self.config.publish_timeout
         call = uuid.uuid4().hex
         prepared: dict[str, list[Message]] = {}  # per topic, in order
@@ -148,6 +154,9 @@ class Publishing:
                 first, failure = 0, exc
             if failure is None:
                 return
+            if isinstance(failure, nats.errors.NoRespondersError | nats.js.errors.NoStreamResponseError):
+                # no stream takes the subject: deleted, or the server's store was wiped (then: StorageLost)
+                await self.storage.verify(f"a {action} no stream answered")
             self._check_connected(action)
             if not _retryable(failure) or loop.time() + _RETRY_DELAY >= deadline:
                 raise translate(failure, f"{action} on {self._servers}") from failure

@@ -178,6 +178,7 @@ class NatsSubscription(Settling):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
         while True:
+            self._broker.storage.check()  # the maintenance loop found the server's data lost: stop here
             self._ready.clear()
             taken = self._take(max_records)
             if taken:
@@ -417,7 +418,11 @@ class NatsSubscription(Settling):
                 await self._rebalance(renew=renew)
                 for part in self._parts.values():
                     self._request(part, now)
+                await self._broker.check_storage()
             except BrokerError as exc:
+                if await self._broker.lost_storage(exc, f"a failed lease renewal of group {self.group!r}"):
+                    self._ready.set()  # wake fetch: it raises the loss
+                    return
                 logger.warning("lease maintenance of %s on %s failed, retrying: %s", self.group, self.topic, exc)
 
     async def _rebalance(self, *, renew: bool) -> None:

@@ -117,9 +117,22 @@ class RedisBroker(DeadLetterShelf, KeyValueHashes, GroupReset, RedisHealth):
         self.check_open()
         if not records:
             return
+        session = self.session
+        await session.storage.verify_if_due()  # a GET at most once per interval; StorageLost once lost
+        missing = None
         async with translated(f"publish to {topic!r}"):
-            # EVAL with the text: see subscription.settle. One script is atomic without a MULTI around it.
-            await self.client.eval(scripts.PUBLISH, *await self.session.append_arguments(topic, records))
+            arguments = await session.append_arguments(topic, records, expect=True)
+            try:
+                # EVAL with the text: see subscription.settle. One script is atomic without a MULTI around it.
+                await self.client.eval(scripts.PUBLISH, *arguments)
+            except redis_errors.ResponseError as exc:
+                if not str(exc).startswith(scripts.STORAGE_LOST):
+                    raise
+                missing = str(exc).partition(" ")[2]
+        if missing is not None:  # nothing was written: the partition we wrote to before lost its data
+            await session.storage.verify(f"a publish to {topic!r}")
+            raise session.storage.vanished(f"the partition meta {missing} of topic {topic!r}", "a publish")
+        session.wrote(arguments)
         await self._maybe_trim()
 
     async def append_arguments(self, topic: str, records: Sequence[Record]) -> list[Any]:
@@ -131,6 +144,7 @@ class RedisBroker(DeadLetterShelf, KeyValueHashes, GroupReset, RedisHealth):
         check_topic(topic), check_group(group)
         self.check_open()
         partitions = await self.partitions(topic)
+        await self.session.storage.verify(f"joining group {group!r}")  # a worker resubscribing after an error
         async with translated(f"subscribe {group!r} to {topic!r}"):
             starts = await self._start_ids(topic, partitions, start)
             for p, first in enumerate(starts):

@@ -82,6 +82,14 @@ class Keys:
         """Hash: topic name -> partition count."""
         return f"{self.prefix}:topics"
 
+    @property
+    def epoch(self) -> str:
+        """String: the deployment marker, a random id set when the first structures are created.
+
+        Its tag ``{meta}`` cannot clash: a topic's keys all go on past the tag (``:p0``, ``:groups``...).
+        """
+        return f"{self.prefix}:{{meta}}:epoch"
+
     def _topic(self, topic: str) -> str:
         return f"{self.prefix}:{{{topic}}}"
 

@@ -243,3 +243,8 @@ def _decode_legacy_dead_letter(fields: Mapping[bytes, bytes]) -> DeadLetter:
         status=text("status"),
         predecessor=headers.get(DEAD_LETTER_ID_HEADER),  # the header its resubmission carried
     )
+
+
+def score_pairs(flat: Sequence[bytes]) -> list[tuple[bytes, float]]:
+    """(member, score) pairs of a ``ZRANGE ... WITHSCORES`` reply as a script returns it: member, score, ..."""
+    return [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]

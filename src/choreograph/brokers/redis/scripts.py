@@ -24,8 +24,11 @@ from __future__ import annotations
 from typing import Final
 
 PUBLISH: Final = """
--- KEYS: per partition: stream, stream meta.  ARGV: now, max_length (0: none), then per partition a count n
+-- KEYS: per partition: stream, stream meta.  ARGV: now, max_length (0: none), expected ('1' per partition
+-- whose meta must exist: the publisher wrote there before; '' for no check), then per partition a count n
 -- and n (key, value, headers) triples; key is '' for none or '=' .. key, headers '' for none.
+-- A partition expected but without its meta lost its data (a flush, an eviction): nothing is written, and
+-- the script fails with 'STORAGELOST <meta key>'.
 -- One XADD per record with its arguments written out (building an argument table per record took more of
 -- the server's time than the XADDs), then, with a max_length, one XTRIM per partition.
 -- Another client's XADD <stream> * leaves the stream's top above our counter: the first XADD of a partition
@@ -49,7 +52,13 @@ local function top(stream)  -- the milliseconds part of the stream's last genera
   end
   return 0
 end
-local at = 3
+local expected = ARGV[3]
+for k = 2, #KEYS, 2 do
+  if sub(expected, k / 2, k / 2) == '1' and call('EXISTS', KEYS[k]) == 0 then
+    return redis.error_reply('STORAGELOST ' .. KEYS[k])
+  end
+end
+local at = 4
 for k = 1, #KEYS, 2 do
   local stream, meta, count = KEYS[k], KEYS[k + 1], tonumber(ARGV[at])
   local first = call('HINCRBY', meta, 'n', count) - count
@@ -230,6 +239,9 @@ while k <= #KEYS do
 end
 return 1
 """
+
+STORAGE_LOST: Final = "STORAGELOST"
+"""First word of the error the publish script fails with when a partition it had written to lost its meta."""
 
 LEASE_LOST: Final = "LEASELOST"
 """First word of the error a fenced script fails with when the member no longer holds a partition."""

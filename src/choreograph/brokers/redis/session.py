@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 
 from choreograph.core.broker import ParkLedger, Position, Record
 from choreograph.core.clock import Clock
 from choreograph.core.enums import StartKind
-from choreograph.core.errors import BrokerClosed, ConfigurationError, UnknownTopic
+from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError, LeaseLost, UnknownTopic
 from choreograph.core.partitioning import RoundRobin
+from choreograph.core.redaction import redact_url
+from choreograph.core.storage_marker import StorageMarker
 
 from . import records as rec
 from . import scripts
@@ -37,6 +39,11 @@ def _raw_reply(response: Any, **options: Any) -> Any:
     return response
 
 
+_GROUP_GONE: Final = ("NOGROUP", "UNBLOCKED the stream key no longer exists")
+"""What Redis answers a read whose group or stream is gone (the latter to a read blocked at the time)."""
+_CREATE_EPOCH: Final = "redis.call('SET', KEYS[1], ARGV[1], 'NX') return redis.call('GET', KEYS[1])"
+
+
 class RedisSession:
     """One broker's connection pool and the state its subscriptions read: open or closed, topics' partitions."""
 
@@ -53,6 +60,8 @@ class RedisSession:
             packing = connection_class(url)
             if packing is not None:
                 options["connection_class"] = packing
+            # every new connection (a reconnect after a server restart too) checks the deployment marker first
+            options["redis_connect_func"] = self._on_connect
             client = aioredis.Redis.from_url(
                 url,
                 **options,
@@ -77,8 +86,45 @@ class RedisSession:
         self.parked = ParkLedger()
         """Records whose dead letter the server refused, parked (see ``settling.Settler.write``)."""
         self.closed = False
+        self.storage = StorageMarker(
+            self._read_epoch, self._create_epoch, broker=f"Redis at {redact_url(url)}", where=f"key {self.keys.epoch}"
+        )
+        """The deployment marker: StorageLost once the server lost its data under this broker."""
+        self._written: set[str] = set()
+        """Partition meta keys this broker published to: a publish finding one missing found a loss."""
         self._partitions: dict[str, int] = {}
         self._round_robin = RoundRobin()
+
+    async def _read_epoch(self) -> str | None:
+        async with translated("read the deployment marker"):
+            value = await self.client.get(self.keys.epoch)
+        return None if value is None else value.decode()
+
+    async def _create_epoch(self, epoch: str) -> str:
+        async with translated("store the deployment marker"):
+            value = await self.client.eval(_CREATE_EPOCH, 1, self.keys.epoch, epoch)
+        return str(value.decode() if isinstance(value, bytes) else value)
+
+    async def _on_connect(self, connection: Any) -> None:
+        """redis-py's connect step, then — once this broker saw the marker — a look at it on the new connection."""
+        await connection.on_connect()
+        if self.storage.epoch is None:
+            return
+        await connection.send_command("GET", self.keys.epoch)
+        value = await connection.read_response()
+        self.storage.observe(None if value is None else value.decode(), "a new connection to the server")
+
+    async def judge(self, exc: BrokerError, why: str, topic: str, group: str) -> None:
+        """After a lost lease or a missing group: raise StorageLost if the server lost its data, else return.
+
+        A flush or a restart without persistence takes the leases and the Redis consumer groups with it;
+        a group gone although the marker holds (deleted by hand, evicted) is a loss all the same.
+        """
+        if isinstance(exc, LeaseLost):
+            await self.storage.verify(f"{why} in group {group!r} that lost its lease")
+        elif any(sign in str(exc) for sign in _GROUP_GONE):
+            await self.storage.verify(f"{why} in group {group!r}")
+            raise self.storage.vanished(f"the consumer group {group!r} of topic {topic!r}", why) from exc
 
     def check_open(self) -> None:
         """Raise BrokerClosed after the broker's ``close``."""
@@ -94,6 +140,7 @@ class RedisSession:
         known = self._partitions.get(topic)
         if known is not None:
             return known
+        await self.storage.ensure()
         async with translated(f"register topic {topic!r}"):
             await self.client.hsetnx(self.keys.topics, topic, self.config.partitions)
             count = int(await self.client.hget(self.keys.topics, topic) or self.config.partitions)
@@ -110,10 +157,12 @@ class RedisSession:
         self._partitions[topic] = int(raw)
         return int(raw)
 
-    async def append_arguments(self, topic: str, records: Sequence[Record]) -> list[Any]:
+    async def append_arguments(self, topic: str, records: Sequence[Record], *, expect: bool = False) -> list[Any]:
         """Arguments of the PUBLISH script after its text: key count, keys, then ARGV (see scripts.PUBLISH).
 
-        A publish runs it alone; a settle runs it fenced in its MULTI.
+        A publish runs it alone, with ``expect``: the partitions it wrote to
+        before must still have their meta (see :meth:`wrote`); a settle runs it
+        fenced in its MULTI (the fence's lease check finds a loss there).
         """
         partitions = await self.partitions(topic)
         by_partition: dict[int, list[bytes | str]] = {}
@@ -126,11 +175,17 @@ class RedisSession:
                 (rec.encode_key(record.key), record.value, rec.encode_headers(record.headers))
             )
         keys: list[str] = []
-        args: list[Any] = [repr(self.clock.now()), self.config.retention_max_records or 0]
+        args: list[Any] = []
         for p, triples in by_partition.items():
             keys += [self.keys.stream(topic, p), self.keys.stream_meta(topic, p)]
             args += [len(triples) // 3, *triples]
-        return [len(keys), *keys, *args]
+        expected = "".join("1" if meta in self._written else "0" for meta in keys[1::2]) if expect else ""
+        return [len(keys), *keys, repr(self.clock.now()), self.config.retention_max_records or 0, expected, *args]
+
+    def wrote(self, arguments: Sequence[Any]) -> None:
+        """Remember the partitions a PUBLISH call with ``arguments`` wrote to (their meta now exists)."""
+        count = int(arguments[0])
+        self._written.update(arguments[2 : 1 + count : 2])
 
     async def start_offsets(self, topic: str, partitions: int, start: Position) -> list[int]:
         """Return the first offset to read per partition for ``start``."""

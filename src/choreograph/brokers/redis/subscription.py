@@ -42,7 +42,7 @@ from .keys import entry_id, record_offset
 from .leases import LeaseState
 from .session import RedisSession
 from .settling import Settler
-from .translation import translated
+from .translation import text, translated
 
 _PENDING_PAGE: Final = 1000
 _key: Final = attrgetter("key")
@@ -145,16 +145,16 @@ class RedisSubscription:
         """Claim the records other members left pending on partition ``p`` (not those waiting for a retry)."""
         stream, g = self._keys.stream(self.topic, p), self._gkeys
         async with translated(f"adopt partition {p} of {self.topic!r}"):
-            waiting = {_text(i) for i in await self._client.zrange(g.retries(p), 0, -1)}
+            waiting = {text(i) for i in await self._client.zrange(g.retries(p), 0, -1)}
             counts: dict[str, int] = {}
             start = "-"
             while True:
                 page = await self._client.xpending_range(stream, self.group, start, "+", _PENDING_PAGE)
                 for row in page:
-                    counts[_text(row["message_id"])] = int(row["times_delivered"])
+                    counts[text(row["message_id"])] = int(row["times_delivered"])
                 if len(page) < _PENDING_PAGE:
                     break
-                start = "(" + _text(page[-1]["message_id"])
+                start = "(" + text(page[-1]["message_id"])
             orphans = sorted((i for i in counts if i not in waiting), key=record_offset)
             if not orphans:
                 return []
@@ -163,15 +163,15 @@ class RedisSubscription:
             for i in range(0, len(orphans), _PENDING_PAGE):
                 chunk = orphans[i : i + _PENDING_PAGE]
                 claimed = await self._client.xclaim(stream, self.group, self.member, 0, chunk)
-                found = {_text(sid) for sid, fields in claimed if fields}
+                found = {text(sid) for sid, fields in claimed if fields}
                 for sid, fields in claimed:
                     if not fields:
                         continue
-                    raw = failures.get(_text(sid))
+                    raw = failures.get(text(sid))
                     first = rec.decode_attempts(raw)[1] if raw else None
                     out.append(
                         rec.entry_delivery(
-                            self.topic, p, sid, fields, attempt=counts[_text(sid)] + 1, first_failure=first
+                            self.topic, p, sid, fields, attempt=counts[text(sid)] + 1, first_failure=first
                         )
                     )
                 gone = [sid for sid in chunk if sid not in found]
@@ -192,6 +192,14 @@ class RedisSubscription:
             raise BrokerClosed(f"this subscription to {self.topic!r} is closed")
         if max_records < 1:
             raise ConfigurationError(f"max_records must be >= 1, got {max_records}")
+        await self._broker.storage.verify_if_due()  # a GET at most once per interval; StorageLost once lost
+        try:
+            return await self._fetch(max_records, timeout)
+        except BrokerError as exc:
+            await self._broker.judge(exc, "a read", self.topic, self.group)  # StorageLost if the data is gone
+            raise
+
+    async def _fetch(self, max_records: int, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + max(0.0, timeout)
         while not self._closed:
             self._lease.check("fetch")
@@ -306,7 +314,7 @@ class RedisSubscription:
         schedule = answers[0]
         self._lease.seen_generation = int(schedule[0] or 0)
         out: dict[int, list[_Waiting]] = {}
-        scheduled = [(p, _pairs(flat)) for p, flat in zip(owned, schedule[1:], strict=True) if flat]
+        scheduled = [(p, rec.score_pairs(flat)) for p, flat in zip(owned, schedule[1:], strict=True) if flat]
         if not scheduled:
             # Nothing waits for a retry: until poll_interval passes, or this member schedules one, a fetch the
             # backlog fills hands it out without asking again (see _take).
@@ -316,7 +324,7 @@ class RedisSubscription:
         async with translated(f"read retries of {self.group!r}"):
             pipe = self._client.pipeline(transaction=False)
             for p, rows in scheduled:
-                ids = [_text(sid) for sid, _ in rows]
+                ids = [text(sid) for sid, _ in rows]
                 pipe.hmget(g.attempts(p), ids)
                 pipe.hmget(g.resubmitted(p), ids)
             answers = await pipe.execute()
@@ -326,7 +334,7 @@ class RedisSubscription:
             for (sid, score), raw, packed in zip(rows, attempts, resubmitted, strict=True):
                 attempt, first, key = rec.decode_attempts(raw) if raw else (1, None, None)
                 items.append(
-                    _Waiting(p, _text(sid), record_offset(sid), int(score), attempt, first, key, packed is not None)
+                    _Waiting(p, text(sid), record_offset(sid), int(score), attempt, first, key, packed is not None)
                 )
         return out, fresh
 
@@ -452,8 +460,9 @@ class RedisSubscription:
         settling = self._settling = asyncio.get_running_loop().create_future()
         try:
             await self._settler.write(settlement, deliveries)
-        except LeaseLost:
+        except LeaseLost as exc:
             self._held.clear()  # all of it is the new owners' now
+            await self._broker.judge(exc, "a settle", self.topic, self.group)  # the fence refuses one into a flush
             raise
         finally:
             self._settling = None
@@ -487,12 +496,3 @@ class RedisSubscription:
             # else: what it read is the new owners' now; claiming it back would move their pending entries
             self._owned.clear()
             await self._broker.leave_script(keys=self._lease.keys, args=[self.member])
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _pairs(flat: Sequence[bytes]) -> list[tuple[bytes, float]]:
-    """(member, score) pairs of a ``ZRANGE ... WITHSCORES`` reply as a script returns it: member, score, ..."""
-    return [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
