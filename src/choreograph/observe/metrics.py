@@ -64,6 +64,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from choreograph.core.broker import DeadLetterCounter, LagReporter, LogReader, ParkReporter, Settlement
+from choreograph.core.enums import DeadLetterReason, DeadLetterStatus
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import BrokerError
 from choreograph.core.ids import id_time_ms
@@ -295,9 +296,9 @@ class Metrics:
         group = spec.group
         for _, letter in settlement.dead_letters:
             self.dead_lettered.labels(group, letter.reason).inc()
-            if letter.reason == "schema":
+            if letter.reason == DeadLetterReason.SCHEMA:
                 self.schema_errors.labels(group).inc()
-            elif letter.reason == "decode":  # never reached the middleware
+            elif letter.reason == DeadLetterReason.DECODE:  # never reached the middleware
                 self.handled.labels(group, Outcome.DEAD_LETTER.value).inc()
 
     def skipped(self, spec: HandlerSpec, count: int, reason: str) -> None:
@@ -345,7 +346,9 @@ class Metrics:
                     else None
                 )
                 letters = (
-                    await broker.dead_letter_counts(status="open") if isinstance(broker, DeadLetterCounter) else None
+                    await broker.dead_letter_counts(status=DeadLetterStatus.OPEN)
+                    if isinstance(broker, DeadLetterCounter)
+                    else None
                 )
                 size = await broker.log_size() if isinstance(broker, LogSizeReporter) else None
         except (BrokerError, TimeoutError) as exc:

@@ -41,6 +41,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from choreograph.core import codec
 from choreograph.core import headers as h
 from choreograph.core.broker import Settlement
+from choreograph.core.enums import DeadLetterReason
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import DecodeError
 from choreograph.runtime.app import App
@@ -232,8 +233,10 @@ class Tracing:
         elif ctx.outcome is Outcome.RETRY:
             span.set_status(Status(StatusCode.ERROR, f"retry in {ctx.retry_delay:.3f}s: {ctx.error!r}"))
         elif ctx.outcome is Outcome.DEAD_LETTER:
-            span.set_attribute(DEAD_LETTER_REASON, ctx.reason or "error")
-            span.set_status(Status(StatusCode.ERROR, f"dead-lettered ({ctx.reason or 'error'}): {ctx.error!r}"))
+            span.set_attribute(DEAD_LETTER_REASON, ctx.reason or DeadLetterReason.ERROR)
+            span.set_status(
+                Status(StatusCode.ERROR, f"dead-lettered ({ctx.reason or DeadLetterReason.ERROR}): {ctx.error!r}")
+            )
         span.end()
 
     def _emit_producers(self, consumer: Span, ctx: Context) -> None:

@@ -23,6 +23,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from choreograph.core.enums import DeadLetterStatus
 from choreograph.core.errors import NotFound
 from choreograph.core.fingerprint import fingerprint
 from choreograph.core.printable import printable
@@ -71,7 +72,7 @@ def list_(
     Archived entries are left out unless --archived. ``--json`` prints one
     document per dead letter (without stack and value; see ``dlq show --json``).
     """
-    if status not in {"open", "resubmitted", "purged", "all"}:
+    if status not in {*DeadLetterStatus, "all"}:
         raise fail(f"--status {status!r}: use open, resubmitted, purged or all", 2)
     fp, consumer_group = split_group(group)
 

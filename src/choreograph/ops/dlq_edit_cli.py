@@ -31,6 +31,7 @@ import typer
 
 from choreograph.core import codec
 from choreograph.core.broker import DeadLetter
+from choreograph.core.enums import DeadLetterReason
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import ConfigurationError, DecodeError, MissingExtraError
 from choreograph.ops.dlq_common import ActorOption, dlq
@@ -161,7 +162,11 @@ async def _unsealed_payload(
     app_security = load_app(app_spec).security if app_spec is not None else None
     signer = source or original.source
     security = operator_security(app_security, keys, signer, "the edited copy")
-    if security is not None and security.signing and letter.reason in ("signature", "unauthorized"):
+    if (
+        security is not None
+        and security.signing
+        and letter.reason in (DeadLetterReason.SIGNATURE, DeadLetterReason.UNAUTHORIZED)
+    ):
         raise ConfigurationError(
             f"dead letter {letter_id} was refused by the signature check (reason {letter.reason!r}): signing an "
             "edited copy would vouch for an event nobody verified; publish a new event instead "

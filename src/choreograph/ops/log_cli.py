@@ -50,9 +50,9 @@ async def _known_topic(broker: Broker, topic: str) -> None:
 
 def parse_start(start: str) -> Position:
     """Parse ``--from``: earliest, latest, epoch seconds or an ISO time."""
-    if start == "earliest":
+    if start == StartKind.EARLIEST:
         return Position.earliest()
-    if start == "latest":
+    if start == StartKind.LATEST:
         return Position.at_time(time.time())
     try:
         return Position.at_time(float(start))
@@ -178,7 +178,7 @@ def tail(
             await _known_topic(target, topic)
             reader = require(target, LogReader, "read topics")
             position = parse_start(start)
-            if start == "latest" and isinstance(target, PositionResolver):
+            if start == StartKind.LATEST and isinstance(target, PositionResolver):
                 position = Position.latest()
             offsets, since = await start_offsets(target, topic, position)
             printed = 0

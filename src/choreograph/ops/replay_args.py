@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from choreograph.core.broker import Position
+from choreograph.core.enums import StartKind
 from choreograph.core.errors import ConfigurationError
 from choreograph.ops.terminal import EXIT_USAGE, fail
 
@@ -36,8 +37,8 @@ def check_replay_name(name: str) -> str:
 
 def parse_position(text: str, option: str) -> Position:
     """Parse ``earliest``, ``latest``, epoch seconds, an ISO time, or ``P:OFFSET,P:OFFSET`` offsets."""
-    if text in ("earliest", "latest"):
-        return Position.earliest() if text == "earliest" else Position.latest()
+    if text in (StartKind.EARLIEST, StartKind.LATEST):
+        return Position.earliest() if text == StartKind.EARLIEST else Position.latest()
     if ":" in text and all(part.partition(":")[0].strip().isdigit() for part in text.split(",")):
         try:
             return Position.at_offsets({int(p): int(o) for p, o in (part.split(":") for part in text.split(","))})

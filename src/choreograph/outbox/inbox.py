@@ -49,6 +49,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from choreograph.core.enums import DeadLetterReason
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import BrokerError, ConfigurationError, EncodeError
 from choreograph.outbox.tables import inbox
@@ -148,7 +149,7 @@ class TransactionalHandlers:
                         await session.commit()
                     except EncodeError as exc:  # an output that can never be sent: as the consumer does, dead letter
                         ctx.outputs.clear()
-                        ctx.error, ctx.reason, ctx.outcome = exc, "error", Outcome.DEAD_LETTER
+                        ctx.error, ctx.reason, ctx.outcome = exc, DeadLetterReason.ERROR, Outcome.DEAD_LETTER
                         ctx.stack = "".join(traceback.format_exception(exc))
                         return
                     except (SQLAlchemyError, BrokerError) as exc:  # the database, or a key store, failed: retry
@@ -168,6 +169,6 @@ def _retry(ctx: Context, exc: BaseException) -> None:
     ctx.stack = "".join(traceback.format_exception(exc))
     delay = ctx.handler.retry.delay_for(ctx.attempt, None)
     if delay is None:
-        ctx.outcome, ctx.reason = Outcome.DEAD_LETTER, "error"
+        ctx.outcome, ctx.reason = Outcome.DEAD_LETTER, DeadLetterReason.ERROR
     else:
         ctx.outcome, ctx.retry_delay = Outcome.RETRY, delay

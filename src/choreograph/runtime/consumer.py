@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from choreograph.core import codec
 from choreograph.core.broker import Broker, DeadLetter, Delivery, Record, Settlement, Subscription
 from choreograph.core.clock import Clock
+from choreograph.core.enums import DeadLetterReason
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import BrokerError, DecodeError, EncodeError, StorageLost
 from choreograph.core.event import Event
@@ -247,12 +248,12 @@ class Consumer:
         own_type = self._own_type
         for delivery in batch:
             if delivery.fault is not None:  # the backend could not translate its native record
-                read.rejected.append((delivery, None, "decode", DecodeError(delivery.fault)))
+                read.rejected.append((delivery, None, DeadLetterReason.DECODE, DecodeError(delivery.fault)))
                 continue
             try:
                 envelope = codec.decode(delivery.value, max_size=max_size)
             except Exception as exc:  # DecodeError, or a bug: either way the record must not stop the consumer
-                read.rejected.append((delivery, None, "decode", exc))
+                read.rejected.append((delivery, None, DeadLetterReason.DECODE, exc))
                 continue
             if self._security is not None:  # verify and decrypt before anything else reads the event
                 try:
@@ -266,7 +267,7 @@ class Consumer:
                 error = UnhandledType(
                     f"event type {envelope.type!r} is not handled by {self.spec.group}, which handles {own_type!r}"
                 )
-                read.rejected.append((delivery, envelope, "type", error))
+                read.rejected.append((delivery, envelope, DeadLetterReason.TYPE, error))
             else:
                 read.skipped.append(delivery)
         if self.spec.dedupe and read.decoded:
@@ -392,12 +393,14 @@ class Consumer:
                 # An output that cannot be sent (over the size limit) fails the handling for good: raised out of
                 # here it would stop the consumer, and again at each redelivery.
                 ctx.outputs.clear()
-                ctx.error, ctx.reason, ctx.outcome = exc, "error", Outcome.DEAD_LETTER
+                ctx.error, ctx.reason, ctx.outcome = exc, DeadLetterReason.ERROR, Outcome.DEAD_LETTER
                 ctx.stack = "".join(traceback.format_exception(exc))
                 outcome = Outcome.DEAD_LETTER
         if self.breaker is not None and outcome is not Outcome.DUPLICATE:
             # Only failures of the handler's work count; bad data says nothing about the downstream.
-            self.breaker.record(outcome is Outcome.RETRY or (outcome is Outcome.DEAD_LETTER and ctx.reason == "error"))
+            self.breaker.record(
+                outcome is Outcome.RETRY or (outcome is Outcome.DEAD_LETTER and ctx.reason == DeadLetterReason.ERROR)
+            )
         if outcome is Outcome.SUCCESS:
             stats.handled += 1
             settlement.acks.append(ctx.delivery)
@@ -428,7 +431,7 @@ class Consumer:
                     self._dead_letter(
                         ctx.delivery,
                         envelope=ctx.envelope,
-                        reason=ctx.reason or "error",
+                        reason=ctx.reason or DeadLetterReason.ERROR,
                         error=error,
                         stack=ctx.stack,
                     ),
@@ -484,7 +487,7 @@ class Consumer:
             headers=dict(delivery.headers),
             event_id=envelope.id if envelope else None,
             event_type=envelope.type if envelope else None,
-            reason=reason,
+            reason=str(reason),  # a plain str, as every backend returns it (the memory broker keeps this object)
             error_type=type(error).__qualname__ if error else "",
             error_message=str(error) if error else "",
             stack=stack,

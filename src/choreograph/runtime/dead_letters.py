@@ -29,6 +29,7 @@ import orjson
 
 from choreograph.core import codec
 from choreograph.core.broker import DeadLetter, DeadLetterStore
+from choreograph.core.enums import DeadLetterStatus
 from choreograph.core.envelope import Envelope, now_rfc3339
 from choreograph.core.errors import ChoreographError, ConfigurationError, DecodeError
 from choreograph.core.fingerprint import FailureGroup, failure_groups, fingerprint
@@ -149,7 +150,7 @@ class DeadLetterDesk:
     async def entries(
         self,
         *,
-        status: str | None = "open",
+        status: str | None = DeadLetterStatus.OPEN,
         consumer_group: str | None = None,
         archived: bool = False,
         limit: int | None = None,
@@ -161,7 +162,7 @@ class DeadLetterDesk:
         letters = await self.letters.dead_letters(group=consumer_group, status=status, limit=fetch)
         return [d for d in letters if (d.id in marks) == archived][:limit]
 
-    async def groups(self, *, status: str | None = "open", archived: bool = False) -> list[FailureGroup]:
+    async def groups(self, *, status: str | None = DeadLetterStatus.OPEN, archived: bool = False) -> list[FailureGroup]:
         """Failure groups of the entries :meth:`entries` returns, largest first."""
         return failure_groups(await self.entries(status=status, archived=archived))
 
@@ -171,7 +172,7 @@ class DeadLetterDesk:
         *,
         group: str | None = None,
         consumer_group: str | None = None,
-        status: str | None = "open",
+        status: str | None = DeadLetterStatus.OPEN,
         archived: bool = False,
     ) -> list[DeadLetter]:
         """The entries named by ``ids`` (any status, NotFound if absent) plus those of failure group ``group``.
@@ -305,7 +306,7 @@ class DeadLetterDesk:
         self.meta()
         if not await self.editing_enabled():
             raise EditingDisabled()
-        if letter.status != "open":
+        if letter.status != DeadLetterStatus.OPEN:
             raise ChoreographError(f"dead letter {letter.id} is {letter.status}: only an open entry can be edited")
         if letter.id in await self.archived():
             raise ChoreographError(f"dead letter {letter.id} is archived: restore it before editing")

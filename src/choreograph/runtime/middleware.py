@@ -24,6 +24,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from choreograph.core.enums import DeadLetterReason
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import DecodeError, Reject, Retry
 from choreograph.runtime.context import Context, Outcome
@@ -121,7 +122,7 @@ def failure_policy(handler: Handler) -> Handler:
             delay = ctx.handler.retry.delay_for(ctx.attempt, requested)
             if delay is None:
                 ctx.outcome = Outcome.DEAD_LETTER
-                ctx.reason = "error"
+                ctx.reason = DeadLetterReason.ERROR
             else:
                 ctx.outcome = Outcome.RETRY
                 ctx.retry_delay = delay
@@ -134,10 +135,10 @@ def failure_policy(handler: Handler) -> Handler:
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, DecodeError):
-        return "decode"
+        return DeadLetterReason.DECODE
     if isinstance(exc, SchemaError):
-        return "schema"
-    return "reject"
+        return DeadLetterReason.SCHEMA
+    return DeadLetterReason.REJECT
 
 
 class _Attempt:

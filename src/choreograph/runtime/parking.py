@@ -50,6 +50,7 @@ from urllib.parse import quote
 import orjson
 
 from choreograph.core.broker import DeadLetterStore
+from choreograph.core.enums import DeadLetterReason, DeadLetterStatus
 from choreograph.core.envelope import Envelope
 from choreograph.core.errors import ChoreographError, ConfigurationError
 from choreograph.core.kv import MAX_KEY_LENGTH, KeyConflict, KeyValueProvider, KeyValueStore
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
     from choreograph.runtime.service import HandlerSpec
 
 NAMESPACE = "parking"
-PARKED_REASON = "parked"
+PARKED_REASON = DeadLetterReason.PARKED
 _ALL = 10_000_000
 
 
@@ -151,7 +152,7 @@ class SequencedParking:
     async def _release(self, group: str, key: str, marker: str, revision: int) -> None:
         parked = [
             d
-            for d in await self.letters.dead_letters(group=group, status="open", limit=_ALL)
+            for d in await self.letters.dead_letters(group=group, status=DeadLetterStatus.OPEN, limit=_ALL)
             if d.reason == PARKED_REASON and d.key == key
         ]
         for letter in sorted(parked, key=lambda d: (d.partition, d.offset)):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from choreograph.core import codec
 from choreograph.core.broker import Broker, Delivery, LogReader, Position
+from choreograph.core.enums import StartKind
 from choreograph.core.errors import ConfigurationError, DecodeError
 from choreograph.core.retention import PositionResolver
 
@@ -127,7 +128,7 @@ async def resolve(broker: Broker, topic: str, start: Position, until: float | No
         raise ConfigurationError(f"this broker ({type(broker).__name__}) cannot resolve positions for a replay")
     first = await broker.resolve_position(topic, start)
     end = await broker.resolve_position(topic, Position.latest() if until is None else Position.at_time(until))
-    if start.kind == "offsets" and start.offsets:
+    if start.kind == StartKind.OFFSETS and start.offsets:
         for p, offset in start.offsets.items():  # an explicit offset past the end replays nothing
             if p in first:
                 first[p] = max(first[p], min(offset, end.get(p, offset)))

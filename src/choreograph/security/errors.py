@@ -17,28 +17,29 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from choreograph.core.enums import DeadLetterReason
 from choreograph.core.errors import ChoreographError
 
 
 class SecurityError(ChoreographError):
     """A consumed event failed a security check; it is never handled."""
 
-    reason: ClassVar[str] = "security"
+    reason: ClassVar[str] = DeadLetterReason.SECURITY
 
 
 class SignatureError(SecurityError, ValueError):
     """The event is unsigned where a signature is required, signed by an unknown key, or altered since signing."""
 
-    reason: ClassVar[str] = "signature"
+    reason: ClassVar[str] = DeadLetterReason.SIGNATURE
 
 
 class UnauthorizedError(SecurityError, PermissionError):
     """The event's verified signer may not publish its type (or sign for its source)."""
 
-    reason: ClassVar[str] = "unauthorized"
+    reason: ClassVar[str] = DeadLetterReason.UNAUTHORIZED
 
 
 class DecryptError(SecurityError, ValueError):
     """An encrypted payload cannot be read: its data key is gone or unknown, or the ciphertext does not open."""
 
-    reason: ClassVar[str] = "decrypt"
+    reason: ClassVar[str] = DeadLetterReason.DECRYPT

@@ -23,7 +23,7 @@ from choreograph.core.broker import (
     TopicAdmin,
 )
 from choreograph.core.clock import FakeClock
-from choreograph.core.enums import DeadLetterStatus
+from choreograph.core.enums import DeadLetterReason, DeadLetterStatus
 from choreograph.core.errors import BrokerError, NotFound, UnknownTopic
 from choreograph.core.ids import new_id
 from choreograph.testing.checker import check
@@ -47,7 +47,7 @@ def dead_letter_for(delivery: Delivery, group: str, **changes: object) -> DeadLe
         "headers": dict(delivery.headers),
         "event_id": new_id(),
         "event_type": "conformance.thing.happened",
-        "reason": "error",
+        "reason": DeadLetterReason.ERROR,
         "error_type": "ValueError",
         "error_message": "bäd thing ✗\nsecond line",
         "stack": 'Traceback (most recent call last):\n  File "hándler.py", line 1, in on_thing\nValueError: bäd',

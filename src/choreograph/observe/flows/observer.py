@@ -49,6 +49,7 @@ from typing import Any
 from choreograph.core import codec
 from choreograph.core.broker import Broker, DeadLetterStore, Record, Settlement, Subscription
 from choreograph.core.clock import Clock
+from choreograph.core.enums import DeadLetterReason
 from choreograph.core.envelope import Envelope, now_rfc3339
 from choreograph.core.errors import BrokerError, ConfigurationError, DecodeError
 from choreograph.core.event import Event
@@ -67,7 +68,7 @@ from choreograph.security.errors import SecurityError
 logger = logging.getLogger("choreograph.observer")
 
 _TOPICS = {cls.event_type(): cls.topic() for cls in (FlowStuck, FlowCompleted, FlowCompensationMissing)}
-_UNVERIFIED = frozenset({"signature", "unauthorized"})
+_UNVERIFIED = frozenset({DeadLetterReason.SIGNATURE, DeadLetterReason.UNAUTHORIZED})
 """Dead-letter reasons of events that failed the signature check: not applied to any instance."""
 
 
