@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import uuid
+
+import typer
+from typer.testing import CliRunner, Result
 
 from choreograph.brokers.nats import NatsBroker
 from choreograph.core.broker import Delivery, Position, Record, Settlement
 from choreograph.observe.lag_age import lag_seconds
+from choreograph.ops.log_cli import register
 from tests.brokers.lag_seconds import check_lag_seconds
 
 from .server import NatsServer
 
 GROUP = "lagsec.interleaved"
+
+
+def _cli(args: list[str]) -> Result:
+    cli = typer.Typer()
+    register(cli)
+    return CliRunner().invoke(cli, args)
 
 
 async def test_lag_seconds_is_exact(nats_server: NatsServer) -> None:
@@ -25,9 +37,8 @@ async def test_lag_seconds_is_exact(nats_server: NatsServer) -> None:
 
 async def test_lag_seconds_is_exact_when_partitions_interleave_and_acks_skip(nats_server: NatsServer) -> None:
     """Stream sequences diverge from per-partition counts, and an ack past the oldest leaves the floor behind."""
-    broker = NatsBroker.from_url(
-        f"{nats_server.url}?prefix=l{uuid.uuid4().hex[:8]}&partitions=2&ack_wait=30&lease_timeout=30"
-    )
+    url = f"{nats_server.url}?prefix=l{uuid.uuid4().hex[:8]}&partitions=2&ack_wait=30&lease_timeout=30"
+    broker = NatsBroker.from_url(url)
     try:
         topic = f"lagsec.{uuid.uuid4().hex[:8]}"
         for i in range(12):  # keys spread over both partitions, interleaved in the stream
@@ -51,6 +62,15 @@ async def test_lag_seconds_is_exact_when_partitions_interleave_and_acks_skip(nat
         for p, records in by_partition.items():
             expected = now - records[1].timestamp
             assert abs(ages[(GROUP, topic, p)] - expected) < 1e-6, (p, ages, expected)
+        # choreograph lag's oldest column is the same figure, measured while the command runs
+        before = time.time()
+        result = await asyncio.to_thread(_cli, ["lag", "--partitions", "--json", "--broker", url])
+        after = time.time()
+        assert result.exit_code == 0, result.output
+        shown = {row["partition"]: row for row in map(json.loads, result.output.splitlines()) if row["topic"] == topic}
+        for p, records in by_partition.items():
+            oldest = records[1].timestamp
+            assert before - oldest - 1e-3 <= shown[p]["lag_seconds"] <= after - oldest + 1e-3, (p, shown, oldest)
         await sub.close()
     finally:
         await broker.close()
