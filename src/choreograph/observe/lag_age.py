@@ -20,7 +20,8 @@ partition's records while reads address the stream's shared sequence, so its
 rows carry :attr:`~choreograph.core.broker.PartitionLag.oldest_offset` (the
 consumer's ack floor + 1) and the broker is a
 :class:`~choreograph.core.broker.PartitionReader`: the record read is the
-first of the partition after the ack floor, exactly the oldest unhandled one.
+first of the partition after the ack floor, exactly the oldest unhandled one
+(one exception, a waiting resubmitted dead letter: see ``NatsBroker.lag``).
 """
 
 from __future__ import annotations

@@ -77,7 +77,8 @@ class LogAdmin:
         ``oldest_offset`` is the consumer's ack floor + 1: every record of the
         partition before that stream sequence is acknowledged, so the first one
         at or after it (:meth:`read_partition`) is the oldest the group has not
-        handled (a waiting resubmitted dead letter aside: it is not counted either).
+        handled — unless a resubmitted dead letter (on its own subject, not read)
+        holds the floor: then it is the partition's first record after that one.
         """
         js = await self._ready()
         out = []
