@@ -41,6 +41,7 @@ from choreograph.runtime.breaker import BreakerState
 from choreograph.runtime.consumer_config import ConsumerConfig
 from choreograph.runtime.context import Context, Outcome
 from choreograph.runtime.flow_control import rate_gate
+from choreograph.runtime.log_limiter import RepeatLimiter
 from choreograph.runtime.middleware import Handler
 from choreograph.runtime.service import HandlerSpec
 from choreograph.runtime.stats import HandlerStats, SettleListener, SkipListener
@@ -83,6 +84,7 @@ class Consumer:
         self.breaker = BreakerState(spec.breaker) if spec.breaker else None
         self.stats = HandlerStats()
         self._log = logging.LoggerAdapter(logger, {"service": spec.service, "handler": spec.name})
+        self._repeats = RepeatLimiter(self._log)  # a resubscribe loop on one error logs it once per 30 s
         self._own_type = spec.event.event_type()
         self._strict_types = spec.unknown_types == "dead_letter"
         self._skip_listeners = tuple(listener for listener in self._listeners if isinstance(listener, SkipListener))
@@ -129,7 +131,7 @@ class Consumer:
             except StorageLost:
                 raise
             except BrokerError as exc:
-                self._log.warning("subscribe failed, retrying: %s", exc)
+                self._repeats.warning("subscribe failed, retrying: %s", exc)
                 await self._pause()
                 continue
             try:
@@ -138,13 +140,13 @@ class Consumer:
                 raise
             except BrokerError as exc:
                 # Unsettled deliveries go back to the group when we leave it.
-                self._log.warning("broker error, resubscribing: %s", exc)
+                self._repeats.warning("broker error, resubscribing: %s", exc)
                 await self._pause()
             finally:
                 try:
                     await subscription.close()
                 except BrokerError as exc:
-                    self._log.warning("closing subscription failed: %s", exc)
+                    self._repeats.warning("closing subscription failed: %s", exc)
 
     async def _pause(self, seconds: float | None = None) -> None:
         with contextlib.suppress(TimeoutError):
