@@ -55,6 +55,8 @@ class FaultScenarios(ConformanceBase):
     """True if :meth:`restart_server` restarts the broker's server in place (F3)."""
     can_lose_store: ClassVar[bool] = False
     """True if :meth:`lose_store` deletes the broker's storage under it (F6)."""
+    cannot_lose_store: ClassVar[str] = "the broker's storage cannot be deleted under it"
+    """Why F6 is skipped when ``can_lose_store`` is False (shown in the skip)."""
     close_raises: ClassVar[bool] = True
     """False if a close whose leave fails logs it and returns (F1 then cannot see the failure raised)."""
 
@@ -324,7 +326,7 @@ class FaultScenarios(ConformanceBase):
         if not self.capabilities.cross_process:
             return
         if not self.can_lose_store:
-            pytest.skip(f"{type(self).__name__}: the broker's storage cannot be deleted under it (can_lose_store)")
+            pytest.skip(f"{type(self).__name__}: {self.cannot_lose_store} (can_lose_store)")
         topic, group = self.names("f6")
         history = History()
         rec = Recorder(history)

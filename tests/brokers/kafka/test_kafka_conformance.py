@@ -28,6 +28,10 @@ class TestKafkaConformance(BrokerConformance):
     accepts_clock = True
     lease_timeout = SESSION_TIMEOUT
     timeout = 30.0
+    cannot_lose_store = (
+        "Tansu keeps nothing on disk in these tests (memory storage): there is no store to wipe under the broker, "
+        "and a restart is a different broker altogether"
+    )
 
     @pytest.fixture(autouse=True)
     def _server(self, kafka_server: TansuServer) -> None:
