@@ -140,7 +140,7 @@ def nats_users(
     rights are an allow list); it is accepted for callers that pass it.
     """
     del all_topics
-    buckets = [f"{prefix}_{name}" for name in ("inbox", "leases", "dlq")]
+    buckets = [f"{prefix}_{name}" for name in ("inbox", "leases", "dlq", "meta")]  # meta: the deployment marker
     buckets += [f"{prefix}_kv_{name}" for name in namespaces]
     users = []
     for r in rights:
@@ -184,7 +184,7 @@ def redis_acl(
         if passwords and r.service in passwords:
             rules.append(f">{passwords[r.service]}")
         rules += ["+@all", "-@admin", "-@dangerous", *_CONNECTION_COMMANDS, "resetchannels"]
-        rules += [f"~{prefix}:topics", f"~{prefix}:{{dead-letters}}:*"]
+        rules += [f"~{prefix}:topics", f"~{prefix}:{{dead-letters}}:*", f"~{prefix}:{{meta}}:epoch"]  # the marker
         for topic in r.publish:
             rules.append(f"~{prefix}:{{{topic}}}:p*")
         for topic in r.consume:
