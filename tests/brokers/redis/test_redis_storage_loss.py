@@ -62,6 +62,12 @@ async def _publish_until_not_unavailable(broker: RedisBroker, topic: str) -> Non
             await asyncio.sleep(0.1)  # the server is coming back: try again shortly
 
 
+def test_the_broker_is_named_without_its_credentials() -> None:
+    broker = RedisBroker.from_url("redis://user:s3cret@127.0.0.1:6379/0?prefix=p")
+    assert "s3cret" not in broker.session.storage.broker
+    assert "127.0.0.1:6379" in broker.session.storage.broker
+
+
 async def test_a_first_start_creates_the_marker_and_a_second_broker_adopts_it(
     broker: RedisBroker, volatile_server: RedisServer
 ) -> None:
