@@ -130,7 +130,7 @@ class RedisBroker(DeadLetterShelf, KeyValueHashes, GroupReset, RedisHealth):
                     raise
                 missing = str(exc).partition(" ")[2]
         if missing is not None:  # nothing was written: the partition we wrote to before lost its data
-            await session.storage.verify(f"a publish to {topic!r}")
+            await session.verify_quietly(f"a publish to {topic!r}")
             raise session.storage.vanished(f"the partition meta {missing} of topic {topic!r}", "a publish")
         session.wrote(arguments)
         await self._maybe_trim()

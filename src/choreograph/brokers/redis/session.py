@@ -16,7 +16,14 @@ import redis.asyncio as aioredis
 from choreograph.core.broker import ParkLedger, Position, Record
 from choreograph.core.clock import Clock
 from choreograph.core.enums import StartKind
-from choreograph.core.errors import BrokerClosed, BrokerError, ConfigurationError, LeaseLost, UnknownTopic
+from choreograph.core.errors import (
+    BrokerClosed,
+    BrokerError,
+    ConfigurationError,
+    LeaseLost,
+    StorageLost,
+    UnknownTopic,
+)
 from choreograph.core.partitioning import RoundRobin
 from choreograph.core.redaction import redact_url
 from choreograph.core.storage_marker import StorageMarker
@@ -121,10 +128,19 @@ class RedisSession:
         a group gone although the marker holds (deleted by hand, evicted) is a loss all the same.
         """
         if isinstance(exc, LeaseLost):
-            await self.storage.verify(f"{why} in group {group!r} that lost its lease")
+            await self.verify_quietly(f"{why} in group {group!r} that lost its lease")
         elif any(sign in str(exc) for sign in _GROUP_GONE):
-            await self.storage.verify(f"{why} in group {group!r}")
+            await self.verify_quietly(f"{why} in group {group!r}")
             raise self.storage.vanished(f"the consumer group {group!r} of topic {topic!r}", why) from exc
+
+    async def verify_quietly(self, why: str) -> None:
+        """Verify the marker; an outage meanwhile is no finding (the error being judged stands)."""
+        try:
+            await self.storage.verify(why)
+        except StorageLost:
+            raise
+        except BrokerError:
+            pass
 
     def check_open(self) -> None:
         """Raise BrokerClosed after the broker's ``close``."""
