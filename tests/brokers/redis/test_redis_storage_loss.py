@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio
 
+from choreograph import App, ConsumerConfig, Context, Event
 from choreograph.brokers.redis import RedisBroker
 from choreograph.core.broker import Record, Subscription
 from choreograph.core.errors import BrokerError, StorageLost
@@ -153,3 +154,31 @@ async def test_a_member_reading_when_its_group_vanishes_gets_storage_lost(broker
 async def _fetch_until_it_raises(sub: Subscription, rounds: int) -> None:
     for _ in range(rounds):
         await sub.fetch(10, 0.2)
+
+
+class Job(Event, type="storage-loss.job"):
+    n: int
+
+
+async def test_a_worker_on_a_flushed_server_stops_with_storage_lost(volatile_server: RedisServer) -> None:
+    # Given a running worker that handled an event and waits for more
+    url = f"{volatile_server.url}?prefix=w{uuid.uuid4().hex[:8]}&partitions=2&lease_timeout=2"
+    app = App("loss", broker=url, consumer=ConsumerConfig(fetch_timeout=0.1, resubscribe_delay=0.05))
+    handled = asyncio.Event()
+
+    @app.service("worker").on(Job)
+    async def work(event: Job, ctx: Context) -> None:
+        handled.set()
+
+    await app.publish(Job(n=1))
+    running = asyncio.create_task(app.run())
+    await asyncio.wait_for(handled.wait(), 10)
+    # When the server loses every key
+    raw = redis.asyncio.Redis.from_url(volatile_server.url)
+    try:
+        await raw.flushall()
+    finally:
+        await raw.aclose()
+    # Then run() ends with StorageLost (the process would exit non-zero), rather than idling on an empty server
+    with pytest.raises(StorageLost, match="lost"):
+        await asyncio.wait_for(running, 20)
