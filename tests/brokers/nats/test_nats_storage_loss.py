@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from choreograph import App, ConsumerConfig, Context, Event
 from choreograph.brokers.nats import NatsBroker
 from choreograph.core.broker import Record, Subscription
 from choreograph.core.errors import BrokerError, StorageLost
@@ -107,3 +108,36 @@ async def test_a_member_whose_streams_vanish_gets_storage_lost(nats_server: Nats
 async def _fetch_until_it_raises(sub: Subscription, rounds: int) -> None:
     for _ in range(rounds):
         await sub.fetch(10, 0.2)
+
+
+class Job(Event, type="storage-loss.job"):
+    n: int
+
+
+async def test_a_worker_whose_store_is_wiped_stops_with_storage_lost(nats_server: NatsServer) -> None:
+    # Given a running worker that handled an event and waits for more
+    prefix = f"a{uuid.uuid4().hex[:8]}"
+    app = App("loss", broker=_url(nats_server, prefix), consumer=ConsumerConfig(fetch_timeout=0.1))
+    handled = asyncio.Event()
+
+    @app.service("worker").on(Job)
+    async def work(event: Job, ctx: Context) -> None:
+        handled.set()
+
+    await app.publish(Job(n=1))
+    running = asyncio.create_task(app.run())
+    await asyncio.wait_for(handled.wait(), 10)
+    # When every stream and bucket of its prefix is deleted
+    inspector = NatsBroker.from_url(_url(nats_server, f"x{prefix}"))
+    try:
+        await inspector.ping()
+        js = inspector.jetstream
+        for info in await js.streams_info():
+            name = info.config.name
+            if name is not None and (name.startswith(prefix.upper() + "_") or name.startswith(f"KV_{prefix}_")):
+                await js.delete_stream(name)
+    finally:
+        await inspector.close()
+    # Then run() ends with StorageLost (the process would exit non-zero), rather than idling on nothing
+    with pytest.raises(StorageLost, match="lost"):
+        await asyncio.wait_for(running, 20)
