@@ -174,8 +174,9 @@ class NatsBroker(Publishing, DeadLetterShelf, LogAdmin, KeyValueBuckets, GroupRe
         storage.check()
         nc = self._nc
         if nc is not None and nc.stats["reconnects"] != self._reconnects_seen:
-            self._reconnects_seen = nc.stats["reconnects"]
+            reconnects = nc.stats["reconnects"]
             await storage.verify("a reconnect")
+            self._reconnects_seen = reconnects  # only once read: an outage meanwhile leaves it for the next call
         elif storage.due():
             await storage.verify_if_due(why)
 
