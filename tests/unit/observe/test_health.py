@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -139,12 +140,16 @@ async def test_healthz_fails_while_the_loop_is_blocked(tmp_path: Path) -> None:
     server = await serve_probes(app, 0, probes=Probes(app, loop_bound=0.5, interval=0.05))
     try:
         assert (await ask(server, "/healthz"))[0] == 200
-        # When a probe arrives while something blocks the event loop for 1.5 s
-        loop = asyncio.get_running_loop()
-        sent = asyncio.Event()
-        probe = asyncio.create_task(asyncio.to_thread(_probe_after, sent, loop, server.port))
-        await sent.wait()
-        time.sleep(1.5)  # the blocking call under test, not a synchronization
+        # When a probe arrives while something blocks the event loop for 1.5 s:
+        # the request is sent from a thread only once the loop is blocked, so
+        # it cannot be answered before the block
+        blocked, sent = threading.Event(), threading.Event()
+        probe = asyncio.create_task(asyncio.to_thread(_probe_during_block, blocked, sent, server.port))
+        await asyncio.sleep(0)  # the thread is submitted before the loop blocks
+        blocked.set()
+        until = time.monotonic() + 1.5
+        while time.monotonic() < until or not sent.is_set():
+            time.sleep(0.01)  # the blocking call under test, not a synchronization
         status, body = await probe
         # Then the probe is answered 503 naming the blocked loop
         assert status == 503 and "event loop blocked" in body, body
@@ -160,13 +165,14 @@ def probes_alive(server: ProbeServer) -> bool:
     return server.probes.liveness()[0]
 
 
-def _probe_after(sent: asyncio.Event, loop: asyncio.AbstractEventLoop, port: int) -> tuple[int, str]:
-    """Connect and send the request, tell the loop, then wait for the answer."""
+def _probe_during_block(blocked: threading.Event, sent: threading.Event, port: int) -> tuple[int, str]:
+    """Once the loop is blocked, send the request and say so, then wait for the answer."""
     import http.client
 
+    blocked.wait(10)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/healthz")
-    loop.call_soon_threadsafe(sent.set)
+    sent.set()
     reply = conn.getresponse()
     try:
         return reply.status, reply.read().decode()
