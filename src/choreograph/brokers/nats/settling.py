@@ -3,12 +3,13 @@
 A mixin of :class:`~choreograph.brokers.nats.subscription.NatsSubscription`,
 which holds the state.
 
-Settling (not atomic). Outputs (with ``Nats-Msg-Id`` dedupe), dead letters,
-retry bookkeeping and inbox keys are written first and awaited; only then
-are retries nak'ed with their delay and acks sent as one buffer, followed by
-one flush (a PONG: the server has every ack before the settle returns). A
-crash in between redelivers the batch — the inbox and the output message ids
-make the re-run harmless — rather than losing anything.
+Settling (not atomic). Outputs (with ``Nats-Msg-Id`` dedupe), dead letters
+and retry bookkeeping are written first and awaited, then inbox keys (never
+before the outputs they vouch for: a redelivery whose key is stored is
+skipped); only then are retries nak'ed with their delay and acks sent as one
+buffer, followed by one flush (a PONG: the server has every ack before the
+settle returns). A crash in between redelivers the batch — the inbox and the
+output message ids make the re-run harmless — rather than losing anything.
 
 Fencing. A settle first confirms the leases of the partitions it settles
 (see :meth:`Leases.confirm`: a CAS renewal unless renewed recently), and
@@ -168,13 +169,16 @@ class Settling:
         parked: set[tuple[int, int]] = set()
         if settlement.dead_letters:
             writes.append(self._store_dead_letters(settlement, parked))
-        if settlement.inbox:
-            keys: list[Message] = [(self._inbox_subject(key), b"", None) for key in settlement.inbox]
-            writes.append(self._broker.store_inbox_keys(keys))
         try:
-            # One write (the usual settle: inbox keys only) runs in this task, so its frames are queued for the
-            # socket before a read-ahead gets to run.
-            await (writes[0] if len(writes) == 1 else asyncio.gather(*writes))
+            # One write runs in this task, so its frames are queued for the socket before a read-ahead gets to run.
+            if writes:
+                await (writes[0] if len(writes) == 1 else asyncio.gather(*writes))
+            # Inbox keys only once the rest is stored: a key says "done", and a redelivery of a record whose key is
+            # stored is skipped as a duplicate. Written alongside, a key could be stored while the outputs were not
+            # (a kill -9 or a server restart mid-settle) and those outputs would be lost for good.
+            if settlement.inbox:
+                keys: list[Message] = [(self._inbox_subject(key), b"", None) for key in settlement.inbox]
+                await self._broker.store_inbox_keys(keys)
         except Exception as exc:
             raise translate(exc, "settle (writing outputs, dead letters and inbox keys)") from exc
         return parked
