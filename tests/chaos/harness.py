@@ -86,13 +86,20 @@ class _Ledger:
 
 
 def _start_worker(url: str, ledger: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.chaos.worker", str(ledger)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "CHOREOGRAPH_BROKER": url},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # $CHOREOGRAPH_CHAOS_LOGS (a directory): each worker logs there (see worker.py), for post-mortems
+    logs = os.environ.get("CHOREOGRAPH_CHAOS_LOGS")
+    stderr = open(Path(logs) / f"worker-{time.time_ns()}.log", "wb") if logs else None  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.chaos.worker", str(ledger)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "CHOREOGRAPH_BROKER": url},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr or subprocess.DEVNULL,
+        )
+    finally:
+        if stderr is not None:
+            stderr.close()  # the worker has its own copy
 
 
 def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -1,6 +1,7 @@
 """A chaos worker: handles t.chaos.in, writes each invocation to an external ledger, emits t.chaos.out.
 
 Usage: python -m tests.chaos.worker LEDGER   (the broker URL comes from $CHOREOGRAPH_BROKER)
+With $CHOREOGRAPH_CHAOS_LOGS set (a directory), the harness sends each worker's log to a file there.
 
 The ledger stands for a side effect outside the broker (a payment, an e-mail): one
 line per handler invocation, flushed before the handler returns, so a kill -9 after
@@ -10,6 +11,7 @@ the side effect and before the settle shows up as a duplicate side effect.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -42,4 +44,7 @@ def build(ledger_path: str) -> App:
 
 
 if __name__ == "__main__":
+    if os.environ.get("CHOREOGRAPH_CHAOS_LOGS"):  # stderr goes to a file of that directory (see harness.py)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+        logging.getLogger("choreograph.brokers.nats").setLevel(logging.DEBUG)
     asyncio.run(build(sys.argv[1]).run())
