@@ -139,3 +139,23 @@ def check_service(service: str) -> str:
         _LOWER,
         _SERVICE_CHARS,
     )
+
+
+def subject_token(name: str) -> str:
+    """Escape ``name`` into one NATS subject token that is also a valid stream or consumer name part.
+
+    Letters, digits and ``-`` stay; ``.`` becomes ``_``; every other byte of
+    the UTF-8 form becomes ``~hh``. Reversible. Kept in core because the NATS
+    backend names its subjects with it and the ACL export must name the same
+    subjects without importing the backend.
+    """
+    out = []
+    for byte in name.encode():
+        char = chr(byte)
+        if char.isascii() and (char.isalnum() or char == "-"):
+            out.append(char)
+        elif char == ".":
+            out.append("_")
+        else:
+            out.append(f"~{byte:02x}")
+    return "".join(out)

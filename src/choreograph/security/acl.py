@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from choreograph.core.names import subject_token
 from choreograph.security.policy import AccessPolicy
 
 _GROUP_READS = ("+xreadgroup", "+xack", "+xclaim", "+xautoclaim", "+xgroup", "+xpending", "+xinfo", "+xrange",
@@ -68,20 +69,6 @@ def topic_rights(policy: AccessPolicy, event_topics: Mapping[str, str]) -> list[
         consume |= {t for t in rights.consume if not t.endswith("*")}
         out.append(TopicRights(service, tuple(sorted(publish)), tuple(sorted(consume))))
     return out
-
-
-def _nats_token(name: str) -> str:
-    # The same escaping as the NATS broker's naming (letters, digits and '-' stay; '.' -> '_'; other bytes ~hh).
-    out = []
-    for byte in name.encode():
-        char = chr(byte)
-        if char.isascii() and (char.isalnum() or char == "-"):
-            out.append(char)
-        elif char == ".":
-            out.append("_")
-        else:
-            out.append(f"~{byte:02x}")
-    return "".join(out)
 
 
 def _quoted(items: Iterable[str]) -> str:
@@ -144,11 +131,11 @@ def nats_users(
     buckets += [f"{prefix}_kv_{name}" for name in namespaces]
     users = []
     for r in rights:
-        publish = [f"{prefix}.{_nats_token(t)}.>" for t in r.publish]
+        publish = [f"{prefix}.{subject_token(t)}.>" for t in r.publish]
         # Account limits (asked on connect) and any stream's info (configuration and counts, never messages): a
         # publish to a topic outside the rights then fails at the publish itself, refused and logged by the server.
         publish += ["$JS.API.INFO", "$JS.API.STREAM.INFO.*"]
-        streams = {t: f"{prefix.upper()}_{_nats_token(t)}" for t in sorted({*r.publish, *r.consume})}
+        streams = {t: f"{prefix.upper()}_{subject_token(t)}" for t in sorted({*r.publish, *r.consume})}
         for topic, stream in streams.items():
             publish += _js_own(stream)
             if topic in r.consume:

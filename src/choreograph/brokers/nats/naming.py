@@ -36,6 +36,7 @@ import orjson
 
 from choreograph.core import headers as h
 from choreograph.core.errors import ConfigurationError
+from choreograph.core.names import subject_token
 
 META_TOPIC: Final = "choreograph_topic"
 META_PARTITIONS: Final = "choreograph_partitions"
@@ -55,16 +56,7 @@ def token(name: str) -> str:
     """Escape ``name`` into one subject token (and a valid stream/consumer name part). Reversible."""
     if not name:
         raise ConfigurationError("topic and group names must not be empty")
-    out = []
-    for byte in name.encode():
-        char = chr(byte)
-        if char.isascii() and (char.isalnum() or char == "-"):
-            out.append(char)
-        elif char == ".":
-            out.append("_")
-        else:
-            out.append(f"~{byte:02x}")
-    return "".join(out)
+    return subject_token(name)
 
 
 def untoken(text: str) -> str:
