@@ -9,6 +9,7 @@ from aiokafka import errors as kafka_errors
 
 from choreograph.brokers.kafka.translation import ERRORS, translated
 from choreograph.core.errors import BrokerError, BrokerUnavailable, ChoreographError, ConfigurationError
+from tests.brokers.error_tables import check_every_row_used, check_pass_through, check_row
 
 CASES = [
     (kafka_errors.SaslAuthenticationFailed("bad password"), ConfigurationError, "refused the SASL authentication"),
@@ -30,20 +31,12 @@ CASES = [
 async def test_each_row_of_the_table_translates_its_driver_errors(
     raised: BaseException, expected: type[ChoreographError], text: str
 ) -> None:
-    with pytest.raises(ChoreographError) as caught:
-        async with translated("publish"):
-            raise raised
-    assert type(caught.value) is expected
-    assert text in str(caught.value)
-    assert caught.value.__cause__ is raised
+    await check_row(translated, raised, expected, text)
 
 
 def test_every_row_is_exercised() -> None:
-    used = {next(i for i, rule in enumerate(ERRORS) if rule.matches(raised)) for raised, _, _ in CASES}
-    assert used == set(range(len(ERRORS)))
+    check_every_row_used(ERRORS, CASES)
 
 
 async def test_other_exceptions_pass_through() -> None:
-    with pytest.raises(KeyError):
-        async with translated("publish"):
-            raise KeyError("ours")
+    await check_pass_through(translated)
