@@ -17,8 +17,9 @@ import pytest
 
 from choreograph.brokers.nats import NatsBroker
 from choreograph.brokers.nats.subscription import NatsSubscription
-from choreograph.core.broker import Delivery, Record, Settlement, Subscription
+from choreograph.core.broker import Record, Settlement, Subscription
 from choreograph.core.errors import LeaseLost
+from tests.brokers.fetching import fetch_exactly
 
 from .server import NatsServer
 
@@ -34,21 +35,11 @@ async def broker(nats_server: NatsServer) -> AsyncIterator[NatsBroker]:
     await opened.close()
 
 
-async def _fetch(subscription: Subscription, count: int) -> list[Delivery]:
-    got: list[Delivery] = []
-    for _ in range(50):
-        got += await subscription.fetch(count - len(got), 0.2)
-        if len(got) >= count:
-            break
-    assert len(got) == count
-    return got
-
-
 async def test_a_settle_after_the_loop_blocked_past_the_lease_is_refused(broker: NatsBroker) -> None:
     # Given a member holding two records of its only partition
     await broker.publish("t", [Record(b"a", "k"), Record(b"b", "k")])
     stale = await broker.subscribe("t", "g")
-    held = await _fetch(stale, 2)
+    held = await fetch_exactly(stale, 2)
 
     # When its renewals stop and its loop is blocked past the lease (its entry expires)
     _stop_renewals(broker, stale)
@@ -61,7 +52,7 @@ async def test_a_settle_after_the_loop_blocked_past_the_lease_is_refused(broker:
     await stale.close()
     # and the records come back to the next member, once their ack deadline passed
     fresh = await broker.subscribe("t", "g")
-    again = await _fetch(fresh, 2)
+    again = await fetch_exactly(fresh, 2)
     assert sorted(d.value for d in again) == [b"a", b"b"]
     await fresh.settle(Settlement(acks=again))
     await fresh.close()
@@ -73,7 +64,7 @@ async def test_a_record_sent_again_while_held_is_not_handed_out_twice_and_its_st
     # Given a member that fetched a record, then stopped renewing and blocked its loop past the lease and ack_wait
     await broker.publish("t", [Record(b"a", "k")])
     stale = await broker.subscribe("t", "g")
-    held = await _fetch(stale, 1)
+    held = await fetch_exactly(stale, 1)
     _stop_renewals(broker, stale)
     time.sleep(LEASE + 1.5)  # blocking the loop is the fault under test
 
@@ -87,7 +78,7 @@ async def test_a_record_sent_again_while_held_is_not_handed_out_twice_and_its_st
         await stale.settle(Settlement(acks=held))
     await stale.close()
     fresh = await broker.subscribe("t", "g")
-    assert [d.value for d in await _fetch(fresh, 1)] == [b"a"]
+    assert [d.value for d in await fetch_exactly(fresh, 1)] == [b"a"]
     await fresh.close()
 
 
@@ -95,7 +86,7 @@ async def test_a_blocked_event_loop_keeps_its_leases(broker: NatsBroker) -> None
     # Given a member holding a record
     await broker.publish("t", [Record(b"a", "k")])
     holder = await broker.subscribe("t", "g")
-    held = await _fetch(holder, 1)
+    held = await fetch_exactly(holder, 1)
 
     # When a handler blocks the event loop for two and a half leases
     time.sleep(2.5 * LEASE)  # blocking the loop is the fault under test

@@ -16,8 +16,9 @@ import pytest
 from nats.js import api
 
 from choreograph.brokers.nats import NatsBroker
-from choreograph.core.broker import Delivery, Record, Settlement, Subscription
+from choreograph.core.broker import Record, Settlement
 from choreograph.core.errors import BrokerError
+from tests.brokers.fetching import fetch_exactly
 
 from .server import NatsServer
 
@@ -30,16 +31,6 @@ async def broker(nats_server: NatsServer) -> AsyncIterator[NatsBroker]:
     await opened.close()
 
 
-async def _fetch(subscription: Subscription, count: int) -> list[Delivery]:
-    got: list[Delivery] = []
-    for _ in range(50):
-        got += await subscription.fetch(count - len(got), 0.2)
-        if len(got) >= count:
-            break
-    assert len(got) == count
-    return got
-
-
 async def test_a_settle_whose_outputs_fail_stores_no_inbox_key(broker: NatsBroker) -> None:
     # Given a member holding a record, and an output topic whose stream takes no more bytes
     await broker.publish("out", [Record(b"earlier", "k")])
@@ -49,7 +40,7 @@ async def test_a_settle_whose_outputs_fail_stores_no_inbox_key(broker: NatsBroke
     await js.update_stream(config)
     await broker.publish("t", [Record(b"a", "k")])
     member = await broker.subscribe("t", "g")
-    held = await _fetch(member, 1)
+    held = await fetch_exactly(member, 1)
 
     # When its settle cannot store the output
     with pytest.raises(BrokerError):

@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from choreograph.brokers.redis import RedisBroker, RedisSubscription
-from choreograph.core.broker import Delivery, Record, Settlement
+from choreograph.core.broker import Record, Settlement
 from choreograph.core.errors import LeaseLost
 from choreograph.testing.recovery_scenarios import dead_letter_for
+from tests.brokers.fetching import fetch_exactly
 
 from .server import RedisServer
 
@@ -25,16 +26,6 @@ from .server import RedisServer
 def url(redis_server: RedisServer) -> str:
     """One partition per topic, so two members of a group contend for the same lease."""
     return f"{redis_server.url}?prefix=f{uuid.uuid4().hex[:8]}&partitions=1&poll_interval=0.05"
-
-
-async def _fetch(subscription: RedisSubscription, count: int) -> list[Delivery]:
-    got: list[Delivery] = []
-    for _ in range(50):
-        got += await subscription.fetch(count - len(got), 0.1)
-        if len(got) >= count:
-            break
-    assert len(got) == count
-    return got
 
 
 async def _lapse(broker: RedisBroker, topic: str, group: str) -> None:
@@ -63,7 +54,7 @@ async def test_a_settle_of_a_partition_taken_over_is_refused_whole(brokers: tupl
     first, second = brokers
     await first.publish("t", [Record(f"v{i}".encode(), f"k{i}") for i in range(3)])
     stale: RedisSubscription = await first.subscribe("t", "g")
-    held = await _fetch(stale, 3)
+    held = await fetch_exactly(stale, 3, 0.1)
     await _lapse(first, "t", "g")
     taker: RedisSubscription = await second.subscribe("t", "g")
     assert taker._owned.keys() == {0}
@@ -92,7 +83,7 @@ async def test_a_settle_of_a_partition_taken_over_is_refused_whole(brokers: tupl
     await stale.close()
     assert (await client.hget(g.leases, "0")).decode().startswith(taker.member + "|")
     # and B redelivers all three and settles them
-    again = await _fetch(taker, 3)
+    again = await fetch_exactly(taker, 3, 0.1)
     assert sorted(d.offset for d in again) == [d.offset for d in held]
     await taker.settle(Settlement(acks=again, outputs=[("out", Record(b"output", "k0"))]))
     assert await client.xlen(first.keys.stream("out", 0)) == 1
@@ -105,7 +96,7 @@ async def test_a_lapsed_lease_taken_back_by_its_member_does_not_admit_the_old_se
     first, second = brokers
     await first.publish("t", [Record(b"v", "k")])
     stale: RedisSubscription = await first.subscribe("t", "g")
-    held = await _fetch(stale, 1)
+    held = await fetch_exactly(stale, 1, 0.1)
     await _lapse(first, "t", "g")
     taker = await second.subscribe("t", "g")
     await taker.close()
@@ -132,7 +123,7 @@ async def test_a_blocked_event_loop_keeps_its_leases(url: str) -> None:
     try:
         await first.publish("t", [Record(b"v", "k")])
         holder: RedisSubscription = await first.subscribe("t", "g")
-        held = await _fetch(holder, 1)
+        held = await fetch_exactly(holder, 1, 0.1)
 
         # When a handler blocks the event loop for two and a half leases
         time.sleep(2.5)  # blocking the loop is the fault under test
@@ -155,7 +146,7 @@ async def test_a_member_whose_renewals_stopped_refuses_to_settle_locally(url: st
     try:
         await broker.publish("t", [Record(b"v", "k")])
         holder: RedisSubscription = await broker.subscribe("t", "g")
-        held = await _fetch(holder, 1)
+        held = await fetch_exactly(holder, 1, 0.1)
         broker.keepalive.discard(holder._lease)
 
         # When its lease time has run out locally
